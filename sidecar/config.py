@@ -106,9 +106,7 @@ class ModelPrice(Model):
     """USD per one million tokens."""
 
     input_per_1m: Money = Field(alias="inputPer1M", description="USD per 1M prompt tokens.")
-    output_per_1m: Money = Field(
-        alias="outputPer1M", description="USD per 1M completion tokens."
-    )
+    output_per_1m: Money = Field(alias="outputPer1M", description="USD per 1M completion tokens.")
 
 
 class ProviderModels(Model):
@@ -284,9 +282,7 @@ class Rule(Model):
 class Policy(Model):
     """A routing policy: ordered rules, a default and a fallback chain."""
 
-    rules: list[Rule] = Field(
-        default_factory=list, max_length=64, description="First match wins."
-    )
+    rules: list[Rule] = Field(default_factory=list, max_length=64, description="First match wins.")
     default: Target
     fallback: list[Name] = Field(
         default_factory=list,

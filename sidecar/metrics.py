@@ -1,0 +1,156 @@
+"""Prometheus metrics of one sidecar.
+
+Each sidecar owns its own ``CollectorRegistry`` (not the global one) so several
+sidecars can live in one test process and ``/metrics`` shows only Aegis series.
+Label values come from config (provider, model, rule) or small enums, never from
+requests, so cardinality is bounded by the route's configuration.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Upstream LLM latencies span milliseconds (local cache hits) to minutes (long
+# completions); the default buckets stop at 10 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class SidecarMetrics:
+    """All series a sidecar exports; names follow Prometheus conventions."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aegis_requests",
+            "Requests answered, by final provider, model, outcome and rollout arm.",
+            ["provider", "model", "outcome", "arm"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "aegis_request_duration_seconds",
+            "Time from request received to response complete.",
+            ["provider", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "aegis_time_to_first_token_seconds",
+            "Streaming: time from request received to the first upstream byte forwarded.",
+            ["provider"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "aegis_tokens",
+            "Tokens reported by upstream usage.",
+            ["provider", "model", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "aegis_cost_usd",
+            "Settled cost in USD (the ledger holds the exact decimal amounts).",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "aegis_fallbacks",
+            "A candidate was skipped or failed and the next one was used.",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.privacy = Counter(
+            "aegis_privacy_decisions",
+            "Requests of local-only classes rerouted to local or blocked.",
+            ["data_class", "action"],
+            registry=r,
+        )
+        self.pii_detections = Counter(
+            "aegis_pii_detections",
+            "Requests in which PII detection found a kind of identifier.",
+            ["kind"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "aegis_refusals",
+            "Requests refused by the sidecar, by OpenAI error code.",
+            ["code"],
+            registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "aegis_upstream_attempts",
+            "Calls made to providers, including retries, by result.",
+            ["provider", "result"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "aegis_inflight_requests", "Requests being processed now.", registry=r
+        )
+        self.circuit_state = Gauge(
+            "aegis_circuit_state",
+            "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
+            ["provider"],
+            registry=r,
+        )
+        self.budget_limit = Gauge(
+            "aegis_budget_limit_usd",
+            "Budget limit for the current period.",
+            ["budget", "provider"],
+            registry=r,
+        )
+        self.budget_spent = Gauge(
+            "aegis_budget_spent_usd",
+            "Settled spend this period as seen by this sidecar.",
+            ["budget", "provider"],
+            registry=r,
+        )
+        self.budget_reserved = Gauge(
+            "aegis_budget_reserved_usd",
+            "Outstanding reservations of in-flight requests.",
+            ["budget", "provider"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "aegis_budget_remaining_usd",
+            "Limit minus spent and reserved.",
+            ["budget", "provider"],
+            registry=r,
+        )
+        self.budget_utilisation = Gauge(
+            "aegis_budget_utilisation_ratio",
+            "(spent + reserved) / limit, 0..1.",
+            ["budget", "provider"],
+            registry=r,
+        )
+        self.rollout_weight = Gauge(
+            "aegis_rollout_weight",
+            "Percent of traffic sent to the candidate policy by this sidecar's config.",
+            registry=r,
+        )
+        self.rollout_requests = Counter(
+            "aegis_rollout_requests", "Requests per rollout arm.", ["arm"], registry=r
+        )
+        self.config_reloads = Counter(
+            "aegis_config_reloads",
+            "Config reload attempts by result (applied, invalid, unchanged is not counted).",
+            ["result"],
+            registry=r,
+        )
+        self.config_valid = Gauge(
+            "aegis_config_last_reload_valid",
+            "1 when the newest config on disk is the one in use, 0 when it was refused.",
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "aegis_config_info",
+            "The config in use, by its content hash.",
+            ["hash", "route", "namespace"],
+            registry=r,
+        )
+        self.ledger_queue = Gauge(
+            "aegis_ledger_queue_rows", "Ledger rows waiting to be written.", registry=r
+        )
+        self.ledger_errors = Counter(
+            "aegis_ledger_write_errors", "Failed ledger batch writes (retried).", registry=r
+        )

@@ -1,0 +1,108 @@
+"""Running a sidecar: sockets on the loopback address, signals, graceful stop.
+
+``handler_cancellation`` is on so that a client hanging up cancels its handler,
+which closes the upstream call and settles the budget reservation. On SIGTERM the
+listener closes first, in-flight requests get ``shutdown_timeout`` to finish, and
+only then are adapters closed and the ledger flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from aegis.sidecar.http_api import build_app, build_metrics_app
+from aegis.sidecar.loader import LoadedConfig, load_config
+from aegis.sidecar.runtime import Runtime
+
+log = logging.getLogger("aegis.sidecar")
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSidecar:
+    runtime: Runtime
+    base_url: str
+    """``http://127.0.0.1:PORT/v1``: what an OpenAI client uses."""
+    port: int
+    metrics_port: int | None
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+@asynccontextmanager
+async def serve(
+    loaded: LoadedConfig,
+    *,
+    config_path: Path | None = None,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    reload_interval: float = 1.0,
+    shutdown_timeout: float = 30.0,
+) -> AsyncIterator[RunningSidecar]:
+    """Start a sidecar in this event loop; ``port=0`` picks a free port."""
+    runtime = Runtime(loaded, config_path=config_path, reload_interval=reload_interval)
+    listen = loaded.config.listen
+    await runtime.start()
+    runner = web.AppRunner(
+        build_app(runtime),
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout,
+        access_log=None,
+    )
+    await runner.setup()
+    metrics_runner: web.AppRunner | None = None
+    try:
+        site = web.TCPSite(runner, listen.host, listen.port if port is None else port)
+        await site.start()
+        bound_metrics: int | None = None
+        # config metricsPort 0 disables metrics; an explicit override always serves
+        # them (0 then picks a free port, as for the API port).
+        wanted_metrics = listen.metrics_port if metrics_port is None else metrics_port
+        if metrics_port is not None or wanted_metrics:
+            metrics_runner = web.AppRunner(build_metrics_app(runtime), access_log=None)
+            await metrics_runner.setup()
+            metrics_site = web.TCPSite(metrics_runner, listen.host, wanted_metrics)
+            await metrics_site.start()
+            bound_metrics = _bound_port(metrics_site)
+        bound = _bound_port(site)
+        yield RunningSidecar(runtime, f"http://{listen.host}:{bound}/v1", bound, bound_metrics)
+    finally:
+        await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        await runtime.aclose()
+
+
+async def run_forever(config_path: Path, port: int | None, metrics_port: int | None) -> None:
+    started = time.perf_counter()
+    loaded = load_config(config_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(
+        loaded, config_path=config_path, port=port, metrics_port=metrics_port
+    ) as running:
+        log.info(
+            "aegis sidecar ready on %s (metrics port %s, config %s, route %s) in %.0f ms",
+            running.base_url,
+            running.metrics_port,
+            loaded.hash,
+            loaded.config.identity.route,
+            (time.perf_counter() - started) * 1000,
+        )
+        await stop.wait()
+        log.info("stopping: draining in-flight requests")

@@ -1,0 +1,157 @@
+"""Relaying a streamed chat completion (SSE) from a provider to the client.
+
+Fallback is only possible before the first byte reaches the client: the adapter's
+``start()`` connects and checks the status, so errors there move on to the next
+candidate. Once the response is committed, a cut upstream stream ends with an
+OpenAI-style error event so SDKs raise instead of returning a silently short
+answer. A client that goes away cancels the handler; the upstream call is closed
+and the reservation is settled conservatively (the provider may bill tokens it
+generated before noticing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+from aiohttp import web
+
+from aegis.sidecar.adapters.base import StreamHandle, UpstreamError, Usage
+from aegis.sidecar.budget import Reservation
+from aegis.sidecar.ledger.models import Status
+from aegis.sidecar.pipeline import (
+    Exchange,
+    Refused,
+    _reason,
+    _Skip,
+    actual_cost,
+    exhausted,
+    upstream_call,
+    usable,
+)
+from aegis.sidecar.router import Candidate
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Reservation | None]:
+    """Start the stream on the first candidate that answers; raise :class:`Refused`."""
+    last: UpstreamError | None = None
+    for candidate in exchange.decision.candidates:
+        if not usable(exchange, candidate):
+            continue
+        try:
+            reservation = exchange.reserve(candidate)
+        except _Skip as skip:
+            exchange.failed(candidate, str(skip))
+            continue
+        handle = exchange.runtime.adapters.get(candidate.provider.name).chat_stream(
+            upstream_call(exchange, candidate)
+        )
+        exchange.attempts += 1
+        try:
+            await handle.start()
+        except UpstreamError as error:
+            exchange.release(reservation)
+            await handle.aclose()
+            if error.client_fault:
+                exchange.record(
+                    candidate=candidate,
+                    model=error.model or "",
+                    status=Status.ERROR,
+                    http_status=error.status or 400,
+                )
+                raise Refused(
+                    error.status or 400,
+                    error.code or "invalid_request",
+                    error.message,
+                    headers=exchange.headers(candidate, error.model),
+                ) from None
+            last = error
+            exchange.failed(candidate, _reason(error))
+            continue
+        except BaseException:
+            exchange.release(reservation)
+            await handle.aclose()
+            raise
+        return candidate, handle, reservation
+    error = exhausted(exchange, last)
+    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=error.status)
+    raise error
+
+
+def _error_event(error: UpstreamError) -> bytes:
+    body = {
+        "error": {
+            "message": f"upstream stream ended early: {error.message}",
+            "type": "server_error",
+            "param": None,
+            "code": "upstream_stream_interrupted",
+        }
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def relay(request: web.Request, exchange: Exchange) -> web.StreamResponse:
+    candidate, handle, reservation = await open_stream(exchange)
+    response = web.StreamResponse(
+        status=200, headers={**SSE_HEADERS, **exchange.headers(candidate, handle.model)}
+    )
+    status, http_status = Status.OK, 200
+    chunks = 0
+    ttft_ms: int | None = None
+    try:
+        await response.prepare(request)
+        try:
+            async for events in handle:
+                if ttft_ms is None:
+                    ttft_ms = exchange.elapsed_ms()
+                    exchange.runtime.metrics.ttft.labels(candidate.provider.name).observe(
+                        ttft_ms / 1000
+                    )
+                chunks += events.count(b"data: ")
+                await response.write(events)
+        except UpstreamError as error:
+            status, http_status = Status.ERROR, 502
+            exchange.failed(candidate, _reason(error))
+            await response.write(_error_event(error))
+    except (asyncio.CancelledError, ConnectionError):
+        status, http_status = Status.CANCELLED, 499
+        raise
+    finally:
+        await handle.aclose()
+        usage = handle.usage
+        if usage is None and status is not Status.OK:
+            # Unknown usage on a broken stream: charge what may have been billed.
+            charged_cost = _partial_cost(exchange, candidate, handle.model, chunks)
+        else:
+            charged_cost = actual_cost(candidate, handle.model, usage)
+        charged = exchange.settle(reservation, charged_cost)
+        exchange.record(
+            candidate=candidate,
+            model=handle.model,
+            status=status,
+            http_status=http_status,
+            usage=usage,
+            cost_usd=charged,
+            ttft_ms=ttft_ms,
+            period=exchange.period_of(reservation, candidate.provider.name),
+        )
+    # An SSE comment: ignored by clients, visible to people and tests with curl.
+    await response.write(f": aegis-cost-usd {charged:f}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+def _partial_cost(exchange: Exchange, candidate: Candidate, model: str, chunks: int) -> Decimal:
+    """The worst case when nothing was forwarded, else prompt bound + one token per chunk,
+    capped by the reservation (never below what could have been generated)."""
+    if chunks == 0:
+        return candidate.worst_case_usd
+    estimate = Usage(exchange.facts.prompt_tokens_bound(model), chunks)
+    return min(actual_cost(candidate, model, estimate), candidate.worst_case_usd)
