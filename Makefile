@@ -48,7 +48,7 @@ typecheck: venv
 	@ln -sfn ../../../sidecar build/typecheck/aegis/sidecar
 	@ln -sfn ../../../operator build/typecheck/aegis/operator
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p aegis.sidecar -p aegis.operator
-	$(VENV)/bin/mypy tests
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy tests
 
 pytest: venv postgres testbin
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -38,7 +38,8 @@ def _fake(args: argparse.Namespace) -> int:
     from aegis.sidecar.fakes.__main__ import main as fake_main
 
     forwarded = ["--kind", args.kind, "--port", str(args.port)]
-    return fake_main(forwarded)
+    fake_main(forwarded)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

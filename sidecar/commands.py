@@ -7,14 +7,13 @@ tests and from the CLI alike.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 from aegis.sidecar.config import BudgetSpec
+from aegis.sidecar.ledger.db import ledger_url
 from aegis.sidecar.loader import ConfigError, load_config
 from aegis.sidecar.logs import configure_logging
-from aegis.sidecar.runtime import ledger_url
 
 
 def run_sidecar(config: Path, *, port: int | None = None, metrics_port: int | None = None) -> int:
@@ -34,7 +33,7 @@ def _ledger_source(config: Path | None, url: str | None) -> tuple[str, list[Budg
         return url, []
     assert config is not None
     loaded = load_config(config).config
-    return ledger_url(loaded, os.environ), list(loaded.budgets)
+    return ledger_url(loaded.ledger), list(loaded.budgets)
 
 
 def run_ledger(

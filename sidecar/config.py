@@ -15,6 +15,7 @@ import ipaddress
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AliasChoices,
@@ -194,8 +195,9 @@ class ProviderSpec(Model):
             raise ValueError("sdkProvider is required when type is any-llm")
         if self.type is not ProviderType.ANY_LLM and self.sdk_provider:
             raise ValueError("sdkProvider is only allowed when type is any-llm")
-        if self.base_url is None and self.type not in DEFAULT_BASE_URLS:
-            raise ValueError(f"baseURL is required for provider type {self.type.value}")
+        if self.base_url is None and self.type is ProviderType.OPENAI_COMPATIBLE:
+            # any-llm providers know their own endpoints; a generic OpenAI-wire server does not.
+            raise ValueError("baseURL is required for provider type openai-compatible")
         return self
 
     @property
@@ -316,9 +318,22 @@ class BudgetSpec(Model):
     provider: Name
     limit_usd: Money = Field(alias="limitUSD")
     period: Literal["Monthly"] = "Monthly"
-    timezone: str = Field(default="UTC", max_length=64)
+    timezone: str = Field(
+        default="UTC", max_length=64, description="IANA zone whose calendar months are periods."
+    )
     on_exceeded: OnExceeded = OnExceeded.FALLBACK_LOCAL
-    alert_thresholds: list[int] = Field(default_factory=lambda: [80, 90, 100], max_length=10)
+    alert_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [80, 90, 100], max_length=10
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
 
 class LedgerSpec(Model):
@@ -398,9 +413,21 @@ class SidecarConfig(Policy):
             for j, name in enumerate(policy.fallback):
                 if name not in known:
                     raise ValueError(f"{prefix}fallback[{j}]: unknown provider {name!r}")
+        zones: dict[str, str] = {}
+        budget_names: set[str] = set()
         for k, budget in enumerate(self.budgets):
             if budget.provider not in known:
                 raise ValueError(f"budgets[{k}].provider: unknown provider {budget.provider!r}")
+            if budget.name in budget_names:
+                raise ValueError(f"budgets[{k}].name: duplicate budget name {budget.name!r}")
+            budget_names.add(budget.name)
+            # One ledger row carries one period, so a provider's budgets share a zone.
+            zone = zones.setdefault(budget.provider, budget.timezone)
+            if zone != budget.timezone:
+                raise ValueError(
+                    f"budgets[{k}].timezone: budgets of provider {budget.provider!r} must "
+                    f"share one time zone ({zone!r} vs {budget.timezone!r})"
+                )
         if self.privacy.local_only and not any(p.is_local for p in self.providers):
             raise ValueError("privacy.localOnly is set but no provider has locality local")
         return self

@@ -93,14 +93,16 @@ async def run_demo() -> None:
             chat = client.chat.completions.with_raw_response
 
             async def ask(
-                title: str, content: Any, max_tokens: int | None = None, **headers: str
+                title: str,
+                content: Any,
+                max_tokens: int | None = None,
+                headers: dict[str, str] | None = None,
             ) -> None:
-                extra = {"max_tokens": max_tokens} if max_tokens else {}
                 raw = await chat.create(
                     model="auto",
                     messages=[{"role": "user", "content": content}],
-                    extra_headers=headers,
-                    **extra,
+                    extra_headers=headers or {},
+                    max_tokens=openai.omit if max_tokens is None else max_tokens,
                 )
                 _line(title, raw.headers)
 
@@ -111,31 +113,31 @@ async def run_demo() -> None:
                 "Summarise the complaint from jane.doe@example.com",
             )
             await ask(
-                "hipaa header stays local", "Patient notes", **{"X-Aegis-Data-Class": "hipaa"}
+                "hipaa header stays local", "Patient notes", headers={"X-Aegis-Data-Class": "hipaa"}
             )
             await ask(
                 "critical + high -> OpenAI",
                 "Draft the board memo",
-                **{"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"},
+                headers={"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"},
             )
             await ask(
                 "critical but PII -> kept local",
                 "Call +44 20 7946 0958 about it",
-                **{"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"},
+                headers={"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"},
             )
             image = [
                 {"type": "text", "text": "What is in this picture?"},
                 {"type": "image_url", "image_url": {"url": PIXEL}},
             ]
-            await ask("vision (instruct 403 -> thinking)", image, 200, **public)
+            await ask("vision (instruct 403 -> thinking)", image, 200, public)
             batch = {"X-Aegis-Batch-Size": "12", **public}
-            await ask("batch of 12 -> DashScope", "Classify these tickets", 300, **batch)
+            await ask("batch of 12 -> DashScope", "Classify these tickets", 300, batch)
             # Lower the budget below what is spent (as an edited LLMBudget would):
             # the next paid request falls back to the local provider.
             await sidecar.runtime.apply(
                 parse_config(demo_config(urls, ledger, "0.001"), workdir / "config.yaml")
             )
-            await ask("budget now $0.001: batch -> local", "Classify these tickets", 300, **batch)
+            await ask("budget now $0.001: batch -> local", "Classify these tickets", 300, batch)
             stream = await client.chat.completions.create(
                 model="auto",
                 stream=True,

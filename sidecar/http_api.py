@@ -25,6 +25,7 @@ from aegis.sidecar.streaming import relay
 log = logging.getLogger("aegis.sidecar.http")
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -52,10 +53,10 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return web.json_response(exc.to_json(), status=exc.status)
     except Refused as exc:
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         return json_error(
             413,
-            f"request body exceeds the sidecar limit of {exc.max_size} bytes",
+            f"request body exceeds the sidecar limit of {request.app[MAX_BODY]} bytes",
             code="request_too_large",
         )
     except web.HTTPException as exc:
@@ -146,6 +147,7 @@ def build_app(runtime: Runtime) -> web.Application:
     max_body = runtime.current.config.listen.max_body_bytes
     app = web.Application(middlewares=[openai_errors], client_max_size=max_body)
     app[RUNTIME] = runtime
+    app[MAX_BODY] = max_body
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)

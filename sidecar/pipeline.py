@@ -131,9 +131,7 @@ class Exchange:
     def settle(self, reservation: Reservation | None, amount: Decimal) -> Decimal:
         if reservation is None:
             return amount
-        charged = self.runtime.budgets.settle(reservation, amount)
-        self.runtime.refresh_budget_metrics()
-        return charged
+        return self.runtime.budgets.settle(reservation, amount)
 
     def release(self, reservation: Reservation | None) -> None:
         if reservation is not None:
@@ -219,9 +217,7 @@ def begin(runtime: Runtime, kind: Kind, body: Mapping[str, Any], facts: RequestF
         if refusal.code == "privacy_no_local_provider":
             m.privacy.labels(facts.data_class, "blocked").inc()
         m.refusals.labels(refusal.code).inc()
-        exchange.record(
-            candidate=None, model="", status=Status.REFUSED, http_status=refusal.status
-        )
+        exchange.record(candidate=None, model="", status=Status.REFUSED, http_status=refusal.status)
         raise Refused(
             refusal.status,
             refusal.code,
@@ -270,7 +266,7 @@ def exhausted(exchange: Exchange, last: UpstreamError | None) -> Refused:
         status, code = 503, "no_provider_available"
     elif last.kind is ErrorKind.TIMEOUT:
         status, code = 504, "upstream_timeout"
-    elif last.kind in (ErrorKind.CONNECT, ErrorKind.CIRCUIT_OPEN):
+    elif last.kind in (ErrorKind.CONNECT, ErrorKind.CIRCUIT_OPEN) or last.status == 503:
         status, code = 503, "upstream_unavailable"
     elif last.status == 429:
         status, code = 429, "upstream_rate_limited"
@@ -350,9 +346,9 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
         headers["X-Aegis-Cost-USD"] = f"{charged:f}"
         headers["Content-Type"] = result.content_type
         return result.body, headers, result.status
-    error = exhausted(exchange, last)
-    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=error.status)
-    raise error
+    refusal = exhausted(exchange, last)
+    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
+    raise refusal
 
 
 def _reason(error: UpstreamError) -> str:

@@ -19,6 +19,7 @@ from aegis.sidecar.adapters.registry import AdapterRegistry
 from aegis.sidecar.adapters.resilience import CircuitState
 from aegis.sidecar.budget import BudgetBook
 from aegis.sidecar.config import SidecarConfig
+from aegis.sidecar.ledger.db import ledger_url
 from aegis.sidecar.ledger.store import LedgerStore
 from aegis.sidecar.loader import ConfigWatcher, LoadedConfig
 from aegis.sidecar.metrics import SidecarMetrics
@@ -44,13 +45,6 @@ class ReloadState:
     restart_required: str | None = None
 
 
-def ledger_url(config: SidecarConfig, env: dict[str, str] | os._Environ[str]) -> str:
-    """The ledger DSN: from the env var named by ``urlEnv`` when set, else ``url``."""
-    if config.ledger.url_env and env.get(config.ledger.url_env):
-        return env[config.ledger.url_env]
-    return config.ledger.url
-
-
 class Runtime:
     """Config snapshot, adapters, budgets, ledger and metrics of one sidecar."""
 
@@ -67,7 +61,7 @@ class Runtime:
         self.current = Snapshot(loaded.config, loaded.hash, datetime.now(UTC))
         self.reload_state = ReloadState()
         self.pod = pod or os.environ.get("POD_NAME") or os.uname().nodename
-        self.ledger_url = ledger_url(loaded.config, os.environ)
+        self.ledger_url = ledger_url(loaded.config.ledger)
         self.adapters = AdapterRegistry(loaded.config, breaker_listener=self._on_breaker_state)
         self.ledger = LedgerStore(self.ledger_url)
         self.book: BudgetBook | None = None
@@ -116,7 +110,7 @@ class Runtime:
         self.current = Snapshot(new, loaded.hash, datetime.now(UTC))
         self.reload_state.last_error = None
         self.reload_state.last_error_at = None
-        if ledger_url(new, os.environ) != self.ledger_url or new.listen != old.listen:
+        if ledger_url(new.ledger) != self.ledger_url or new.listen != old.listen:
             # Sockets and the ledger connection are opened once; say so instead of
             # pretending the change took effect.
             self.reload_state.restart_required = (

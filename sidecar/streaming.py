@@ -80,9 +80,9 @@ async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Rese
             await handle.aclose()
             raise
         return candidate, handle, reservation
-    error = exhausted(exchange, last)
-    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=error.status)
-    raise error
+    refusal = exhausted(exchange, last)
+    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
+    raise refusal
 
 
 def _error_event(error: UpstreamError) -> bytes:

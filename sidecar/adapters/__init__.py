@@ -1,0 +1,45 @@
+"""Provider adapters: how the sidecar calls one provider.
+
+* :mod:`.base` — the contract (``UpstreamCall`` → ``UpstreamResult`` /
+  ``StreamHandle``, ``UpstreamError``).
+* :mod:`.openai_wire` — the lean aiohttp pass-through for OpenAI-wire providers.
+* :mod:`.anyllm` — every other provider through any-llm-sdk (imported lazily).
+* :mod:`.resilience` — retries with backoff and the per-provider circuit breaker.
+* :mod:`.registry` — the adapters of the current config, hot-reloadable.
+"""
+
+from aegis.sidecar.adapters.base import (
+    Adapter,
+    ErrorKind,
+    StreamHandle,
+    UpstreamCall,
+    UpstreamError,
+    UpstreamResult,
+    Usage,
+)
+from aegis.sidecar.adapters.registry import AdapterRegistry
+from aegis.sidecar.adapters.resilience import (
+    CircuitBreaker,
+    CircuitBreakers,
+    CircuitState,
+    HealthView,
+    ResilientAdapter,
+    RetryPolicy,
+)
+
+__all__ = [
+    "Adapter",
+    "AdapterRegistry",
+    "CircuitBreaker",
+    "CircuitBreakers",
+    "CircuitState",
+    "ErrorKind",
+    "HealthView",
+    "ResilientAdapter",
+    "RetryPolicy",
+    "StreamHandle",
+    "UpstreamCall",
+    "UpstreamError",
+    "UpstreamResult",
+    "Usage",
+]

@@ -1,0 +1,370 @@
+"""The lean pass-through adapter for OpenAI-wire upstreams.
+
+OpenAI, DashScope compatible mode, Ollama's ``/v1`` face and vLLM (type
+``openai-compatible``) all speak the OpenAI chat-completions wire, so the sidecar
+forwards the client's request with the few fields routing decides (``model``, a
+token cap, ``stream_options.include_usage``, DashScope extras) and hands the
+answer back byte for byte. Measured cost matters here (DESIGN.md: raw aiohttp is
+about 0.2 ms CPU per call, an SDK client 1.3-1.6 ms), hence:
+
+* one ``aiohttp.ClientSession`` for the whole process (:class:`SharedSession`),
+  pooled keep-alive connections, per-provider ``ClientTimeout`` objects built once;
+* the body is serialised exactly once; a non-stream answer is not re-serialised and
+  its usage is read from the end of the body; stream chunks are forwarded as they
+  arrive and only a chunk carrying ``usage`` is parsed.
+
+Timeouts: ``timeoutSeconds`` bounds a whole non-stream call; for a stream it bounds
+the wait for the first byte and every gap between chunks (a long answer that keeps
+flowing is not cut). ``connectTimeoutSeconds`` bounds the TCP/TLS connect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from aegis.sidecar.adapters.base import (
+    ErrorKind,
+    StreamHandle,
+    UpstreamCall,
+    UpstreamError,
+    UpstreamResult,
+    Usage,
+)
+from aegis.sidecar.adapters.wire import SseFilter, map_exception, status_error, usage_from_body
+from aegis.sidecar.config import ProviderSpec, ProviderType
+
+log = logging.getLogger("aegis.sidecar.adapters")
+
+FALLBACK_STATUSES = frozenset({403, 404})
+"""Statuses after which the next model of ``UpstreamCall.models`` is tried
+(DashScope answers 403 for a VLM the account may not use)."""
+
+_THINKING_ONLY_MARKERS = ("thinking", "qwq", "qvq")
+
+
+class SharedSession:
+    """The process-wide aiohttp session, created lazily inside the running loop."""
+
+    def __init__(self, *, limit: int = 512, keepalive_timeout: float = 30.0) -> None:
+        self._limit = limit
+        self._keepalive = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive,
+                ttl_dns_cache=300,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                raise_for_status=False,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._session = session
+        return session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+def api_root(spec: ProviderSpec) -> str:
+    """The URL under which ``/chat/completions`` lives for this provider."""
+    base = (spec.resolved_base_url or "").rstrip("/")
+    if spec.type is ProviderType.OLLAMA and not base.endswith("/v1"):
+        base += "/v1"
+    return base
+
+
+def read_api_key(spec: ProviderSpec, env: Mapping[str, str] | None = None) -> str | None:
+    if not spec.api_key_env:
+        return None
+    value = (os.environ if env is None else env).get(spec.api_key_env)
+    if not value:
+        log.warning(
+            "provider %s: environment variable %s is not set; calling without a key",
+            spec.name,
+            spec.api_key_env,
+        )
+    return value or None
+
+
+class OpenAIWireAdapter:
+    """Pass-through adapter for one OpenAI-wire provider (see module docstring)."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        session: SharedSession,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.provider = spec.name
+        self.spec = spec
+        self._session = session
+        root = api_root(spec)
+        self._chat_url = URL(root + "/chat/completions")
+        self._embed_url = URL(root + "/embeddings")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = read_api_key(spec, env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._is_dashscope = spec.type is ProviderType.DASHSCOPE
+        self._cap_field = (
+            "max_completion_tokens" if spec.type is ProviderType.OPENAI else "max_tokens"
+        )
+        self._timeout = aiohttp.ClientTimeout(
+            total=spec.timeout_seconds,
+            connect=spec.connect_timeout_seconds,
+            sock_connect=spec.connect_timeout_seconds,
+        )
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=spec.connect_timeout_seconds,
+            sock_connect=spec.connect_timeout_seconds,
+            sock_read=spec.timeout_seconds,
+        )
+
+    # -- request building -------------------------------------------------------------
+
+    def encode_chat(self, call: UpstreamCall, model: str, *, stream: bool) -> bytes:
+        """The upstream body: the client's body plus routing's fields, serialised once."""
+        body: dict[str, Any] = dict(call.body)
+        body["model"] = model
+        if stream:
+            body["stream"] = True
+            options = body.get("stream_options")
+            if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+                merged = dict(options) if isinstance(options, Mapping) else {}
+                merged["include_usage"] = True
+                body["stream_options"] = merged
+        else:
+            if body.get("stream") is not None:
+                body["stream"] = False
+            body.pop("stream_options", None)
+        if (
+            call.max_tokens is not None
+            and "max_tokens" not in body
+            and "max_completion_tokens" not in body
+        ):
+            body[self._cap_field] = call.max_tokens
+        if self._is_dashscope:
+            if call.vision and self.spec.vision_high_resolution:
+                body.setdefault("vl_high_resolution_images", True)
+            # Hybrid-thinking Qwen models think by default and then refuse non-stream
+            # calls (400); thinking-only models refuse enable_thinking=false.
+            if not stream and "enable_thinking" not in body and not _thinking_only(model):
+                body["enable_thinking"] = False
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def headers_for(self, call: UpstreamCall, *, stream: bool) -> Mapping[str, str]:
+        base = self._stream_headers if stream else self._headers
+        if not call.headers:
+            return base
+        return {**call.headers, **base}
+
+    def timeout_for(self, call: UpstreamCall, *, stream: bool) -> aiohttp.ClientTimeout:
+        timeout = self._stream_timeout if stream else self._timeout
+        remaining = call.remaining()
+        if remaining is None or remaining >= self.spec.timeout_seconds:
+            return timeout
+        remaining = max(remaining, 0.001)
+        if stream:
+            return aiohttp.ClientTimeout(
+                total=None,
+                connect=min(self.spec.connect_timeout_seconds, remaining),
+                sock_connect=min(self.spec.connect_timeout_seconds, remaining),
+                sock_read=remaining,
+            )
+        return aiohttp.ClientTimeout(
+            total=remaining,
+            connect=min(self.spec.connect_timeout_seconds, remaining),
+            sock_connect=min(self.spec.connect_timeout_seconds, remaining),
+        )
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def chat(self, call: UpstreamCall) -> UpstreamResult:
+        return await self._post_json(call, self._chat_url, chat=True)
+
+    async def embeddings(self, call: UpstreamCall) -> UpstreamResult:
+        return await self._post_json(call, self._embed_url, chat=False)
+
+    def chat_stream(self, call: UpstreamCall) -> StreamHandle:
+        return WireStream(self, call)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the shared session belongs to the registry."""
+
+    async def _post_json(self, call: UpstreamCall, url: URL, *, chat: bool) -> UpstreamResult:
+        session = self._session.get()
+        headers = self.headers_for(call, stream=False)
+        last = len(call.models) - 1
+        for i, model in enumerate(call.models):
+            if chat:
+                data = self.encode_chat(call, model, stream=False)
+            else:
+                body = dict(call.body)
+                body["model"] = model
+                data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            started = time.monotonic()
+            try:
+                async with session.post(
+                    url, data=data, headers=headers, timeout=self.timeout_for(call, stream=False)
+                ) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+                    if 200 <= status < 300:
+                        return UpstreamResult(
+                            status=status,
+                            body=raw,
+                            model=model,
+                            usage=usage_from_body(raw),
+                            content_type=resp.content_type or "application/json",
+                            latency_s=time.monotonic() - started,
+                        )
+                    error = status_error(
+                        status, resp.headers, raw, provider=self.provider, model=model
+                    )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise map_exception(exc, provider=self.provider, model=model) from None
+            if status in FALLBACK_STATUSES and i < last:
+                log.info(
+                    "provider %s: model %s answered %d, trying %s",
+                    self.provider,
+                    model,
+                    status,
+                    call.models[i + 1],
+                )
+                continue
+            raise error
+        raise AssertionError("unreachable: UpstreamCall.models is never empty")
+
+
+def _thinking_only(model: str) -> bool:
+    lowered = model.lower()
+    return any(marker in lowered for marker in _THINKING_ONLY_MARKERS)
+
+
+class WireStream:
+    """A streamed chat completion through :class:`OpenAIWireAdapter` (see ``StreamHandle``)."""
+
+    def __init__(self, adapter: OpenAIWireAdapter, call: UpstreamCall) -> None:
+        self._adapter = adapter
+        self._call = call
+        self._resp: aiohttp.ClientResponse | None = None
+        self._model = call.models[0]
+        self._filter = SseFilter(keep_usage_chunk=call.client_wants_usage)
+        self._started = 0.0
+        self._ttfb: float | None = None
+        self._closed = False
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._filter.usage
+
+    @property
+    def ttfb_s(self) -> float | None:
+        return self._ttfb
+
+    async def start(self) -> None:
+        adapter, call = self._adapter, self._call
+        session = adapter._session.get()
+        headers = adapter.headers_for(call, stream=True)
+        last = len(call.models) - 1
+        for i, model in enumerate(call.models):
+            self._model = model
+            data = adapter.encode_chat(call, model, stream=True)
+            self._started = time.monotonic()
+            try:
+                resp = await session.post(
+                    adapter._chat_url,
+                    data=data,
+                    headers=headers,
+                    timeout=adapter.timeout_for(call, stream=True),
+                )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise map_exception(exc, provider=adapter.provider, model=model) from None
+            if 200 <= resp.status < 300:
+                self._resp = resp
+                return
+            try:
+                raw = await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                resp.release()
+            error = status_error(
+                resp.status, resp.headers, raw, provider=adapter.provider, model=model
+            )
+            if resp.status in FALLBACK_STATUSES and i < last:
+                continue
+            raise error
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        resp = self._resp
+        if resp is None:
+            raise RuntimeError("WireStream.start() must succeed before iteration")
+        push = self._filter.push
+        sent = False
+        try:
+            async for chunk in resp.content.iter_any():
+                if self._ttfb is None:
+                    self._ttfb = time.monotonic() - self._started
+                out = push(chunk)
+                if out:
+                    sent = True
+                    yield out
+            out = self._filter.flush()
+            if out:
+                yield out
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise map_exception(
+                exc, provider=self._adapter.provider, model=self._model, partial=True
+            ) from None
+        finally:
+            await self.aclose()
+        if not self._filter.done:
+            raise UpstreamError(
+                ErrorKind.PROTOCOL,
+                "stream ended before [DONE]",
+                provider=self._adapter.provider,
+                model=self._model,
+                partial=sent,
+                retriable=False,
+            )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        resp = self._resp
+        if resp is None:
+            return
+        if self._filter.done:
+            resp.release()
+        else:
+            resp.close()

@@ -1,0 +1,156 @@
+"""What every fake endpoint does before answering: record the request, wait the
+configured latency, inject failures, check auth and the model; and the writer that
+paces (and, on request, cuts) streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from aegis.sidecar.fakes.errors import (
+    Flavour,
+    error_response,
+    injected_failure,
+    model_forbidden,
+    model_missing,
+    unauthorized,
+)
+from aegis.sidecar.fakes.knobs import FakeState
+
+STATE_KEY: web.AppKey[FakeState] = web.AppKey("aegis_fake_state", FakeState)
+
+_RECORDED_HEADERS = frozenset(
+    {"authorization", "content-type", "accept", "user-agent", "openai-organization"}
+)
+_CONTENT_FIELDS = frozenset({"messages", "input", "prompt"})
+
+
+def state_of(request: web.Request) -> FakeState:
+    return request.app[STATE_KEY]
+
+
+def record(
+    state: FakeState, request: web.Request, body: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One log entry: path, model, the headers that matter, body fields minus content."""
+    headers = {
+        k.lower(): v
+        for k, v in request.headers.items()
+        if k.lower() in _RECORDED_HEADERS or k.lower().startswith("x-")
+    }
+    entry: dict[str, Any] = {
+        "time": time.time(),
+        "method": request.method,
+        "path": request.path,
+        "headers": headers,
+        "model": None,
+        "stream": None,
+        "body": {},
+        "messages": 0,
+        "status": None,
+    }
+    if body is not None:
+        entry["model"] = body.get("model")
+        entry["stream"] = body.get("stream")
+        entry["body"] = {k: v for k, v in body.items() if k not in _CONTENT_FIELDS}
+        messages = body.get("messages")
+        entry["messages"] = len(messages) if isinstance(messages, list) else 0
+    state.requests.append(entry)
+    return entry
+
+
+async def read_json(request: web.Request, flavour: Flavour) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        if flavour == "ollama":
+            return error_response(flavour, 400, "invalid character in request body")
+        return error_response(
+            flavour,
+            400,
+            "We could not parse the JSON body of your request. The API expects a JSON "
+            "payload, but what was sent was not valid JSON.",
+        )
+    if not isinstance(body, dict):
+        return error_response(flavour, 400, "the request body must be a JSON object")
+    return body
+
+
+async def gate(
+    state: FakeState, request: web.Request, flavour: Flavour, entry: dict[str, Any]
+) -> web.Response | None:
+    """Latency, injected failures and auth, in that order; None = go on."""
+    knobs = state.knobs
+    if knobs.latency_ms > 0:
+        await asyncio.sleep(knobs.latency_ms / 1000.0)
+    failure = state.take_failure()
+    if failure is not None:
+        entry["status"] = failure
+        return injected_failure(flavour, failure, knobs.retry_after)
+    if state.auth_required:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            entry["status"] = 401
+            return unauthorized(flavour, sent=False)
+        if knobs.api_key is not None and token.strip() != knobs.api_key:
+            entry["status"] = 401
+            return unauthorized(flavour, sent=True)
+    return None
+
+
+def check_model(
+    state: FakeState, flavour: Flavour, body: Mapping[str, Any], entry: dict[str, Any]
+) -> tuple[str, web.Response | None]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        entry["status"] = 400
+        if flavour == "ollama":
+            return "", error_response(flavour, 400, "model is required")
+        return "", error_response(flavour, 400, "you must provide a model parameter", param="model")
+    if model in state.knobs.forbidden_models:
+        entry["status"] = 403
+        return model, model_forbidden(flavour, model)
+    if model in state.knobs.missing_models:
+        entry["status"] = 404
+        return model, model_missing(flavour, model)
+    return model, None
+
+
+class PacedWriter:
+    """Writes stream chunks with the configured delay; cuts the connection after
+    ``cut_after_chunks`` chunks (no terminator), as a dropped upstream would."""
+
+    def __init__(self, state: FakeState, request: web.Request, response: web.StreamResponse):
+        self._request = request
+        self._response = response
+        self._delay = state.knobs.chunk_delay_ms / 1000.0
+        self._cut = state.knobs.cut_after_chunks
+        self._written = 0
+        self.cut = False
+
+    async def write(self, data: bytes) -> bool:
+        """Write one chunk; False once the stream has been cut (stop writing)."""
+        if self.cut:
+            return False
+        if self._cut is not None and self._written >= self._cut:
+            self.cut = True
+            transport = self._request.transport
+            if transport is not None:
+                transport.abort()
+            return False
+        if self._delay > 0 and self._written > 0:
+            await asyncio.sleep(self._delay)
+        try:
+            await self._response.write(data)
+        except ConnectionResetError:  # the client went away: stop quietly
+            self.cut = True
+            return False
+        self._written += 1
+        return True

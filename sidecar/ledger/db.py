@@ -1,0 +1,97 @@
+"""Engines for the ledger: async SQLAlchemy on aiosqlite or asyncpg.
+
+URLs are accepted as users write them (``sqlite:///x.db``, ``postgresql://…``)
+and mapped to the async drivers, because the DSN often comes from a Secret
+written for other tools.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from aegis.sidecar.config import LedgerSpec
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+}
+
+
+class LedgerUnavailableError(RuntimeError):
+    """The ledger database does not exist (reading never creates an empty one)."""
+
+
+def ledger_url(spec: LedgerSpec, environ: Mapping[str, str] | None = None) -> str:
+    """The DSN to use: ``$urlEnv`` when set and non-empty, else ``spec.url``."""
+    env = os.environ if environ is None else environ
+    if spec.url_env and env.get(spec.url_env):
+        return env[spec.url_env]
+    return spec.url
+
+
+def async_url(url: str | URL) -> URL:
+    """``url`` with the async driver for its backend; other backends are refused."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported ledger database {backend!r}: use sqlite or postgresql")
+    if parsed.drivername in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ValueError(f"unsupported ledger driver {parsed.drivername!r}")
+    return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of a SQLite URL (``None`` for in-memory or non-SQLite)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url``.
+
+    SQLite: the file's directory is created (``create=True``) or the file must
+    already exist (``create=False``, for readers such as ``aegis ledger report``,
+    so that a typo does not silently produce an empty ledger). WAL journaling lets
+    a reader run beside a writing sidecar; ``synchronous=NORMAL`` is durable
+    against process crashes (the rows still queued in memory are what a crash can
+    lose, until issue 4's spool file). PostgreSQL: connections are pinged before
+    use because sidecars outlive database restarts.
+    """
+    parsed = async_url(url)
+    path = sqlite_path(parsed)
+    if parsed.get_backend_name() == "sqlite":
+        if path is not None:
+            if create:
+                path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+            elif not path.expanduser().exists():
+                raise LedgerUnavailableError(f"no ledger database at {path}")
+        engine = create_async_engine(parsed, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(parsed, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()

@@ -1,0 +1,105 @@
+"""Schema migrations for the ledger, driven from code (no ``alembic.ini`` needed).
+
+SQLite ledgers are migrated automatically when a sidecar starts. PostgreSQL
+ledgers are migrated by ``aegis ledger migrate`` (the operator's Helm job), since
+a sidecar's database role should not be allowed to change the schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from aegis.sidecar.ledger.db import async_url, create_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Not Alembic's default name: in a shared PostgreSQL database the ledger must not
+# collide with another application's ``alembic_version``.
+VERSION_TABLE = "aegis_ledger_version"
+
+
+def alembic_config(url: str | URL | None = None, sql_out: TextIO | None = None) -> Config:
+    """An Alembic ``Config`` for the ledger's migration scripts.
+
+    ``sql_out`` receives the DDL in offline (``--sql``) mode.
+    """
+    cfg = Config(output_buffer=sql_out)
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # Passed as an attribute, not a main option: configparser would treat a
+        # '%' in a URL-encoded password as interpolation.
+        cfg.attributes["url"] = async_url(url).render_as_string(hide_password=False)
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of Aegis."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("no ledger migrations found")
+    return head
+
+
+def _upgrade_on(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+def _current_on(connection: Connection) -> str | None:
+    return MigrationContext.configure(
+        connection, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
+
+
+async def upgrade(target: AsyncEngine | AsyncConnection, revision: str = "head") -> None:
+    """Upgrade the ledger schema on an open engine or connection, in this event loop.
+
+    Idempotent: a database already at ``revision`` is left untouched.
+    """
+    if isinstance(target, AsyncConnection):
+        await target.run_sync(_upgrade_on, revision)
+        return
+    async with target.begin() as connection:
+        await connection.run_sync(_upgrade_on, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at (``None`` for an empty database)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current_on)
+
+
+async def migrate_async(url: str | URL, revision: str = "head") -> str | None:
+    """Open ``url``, upgrade it to ``revision`` and return the revision reached."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, revision)
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+def migrate(
+    url: str | URL, revision: str = "head", *, sql: bool = False, out: TextIO | None = None
+) -> str | None:
+    """``aegis ledger migrate``: upgrade the ledger at ``url`` to ``revision``.
+
+    With ``sql=True`` nothing is executed: the DDL is written to ``out`` (offline
+    mode, for review by a DBA) and ``None`` is returned. Otherwise returns the
+    revision the database is at afterwards. Synchronous (it runs its own event
+    loop); from async code use :func:`migrate_async` or :func:`upgrade`.
+    """
+    if sql:
+        command.upgrade(alembic_config(url, sql_out=out or sys.stdout), revision, sql=True)
+        return None
+    return asyncio.run(migrate_async(url, revision))

@@ -1,0 +1,156 @@
+"""The ledger schema: one row per request, money as exact decimals.
+
+The same models serve SQLite (standalone) and PostgreSQL (cluster), so every
+type here is dialect-neutral: strings with CHECK constraints instead of native
+enums (no ``ALTER TYPE`` in later migrations), :class:`Money` for USD and
+:class:`UTCDateTime` for instants. Prompt and completion text are never stored:
+there is deliberately no column that could hold them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, cast
+
+from sqlalchemy import CheckConstraint, Index, Integer, MetaData, SmallInteger, String, Table
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aegis.sidecar.ledger.types import Money, UTCDateTime
+
+# Deterministic constraint names: Alembic needs them to alter or drop
+# constraints later, and they must be the same on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Arm(StrEnum):
+    """The rollout arm whose policy routed the request."""
+
+    STABLE = "stable"
+    CANDIDATE = "candidate"
+
+
+class Status(StrEnum):
+    """How the request ended (``refused``: by the sidecar, e.g. budget or privacy)."""
+
+    OK = "ok"
+    ERROR = "error"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class LedgerEntry(Base):
+    """One request. ``request_id`` is the primary key and the idempotency key.
+
+    Indexes (each justified by a reader, every one costs the write path):
+    - ``(provider, period, cost_usd)``: budget spend per provider and month,
+      answered from the index alone (the sidecar at start, the operator's
+      budget status);
+    - ``(route, arm, created_at)``: per-arm rollout statistics over a window;
+    - ``(period, created_at)``: monthly export and report.
+    """
+
+    __tablename__ = "ledger_entries"
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    period: Mapped[str] = mapped_column(String(7))
+    namespace: Mapped[str] = mapped_column(String(63))
+    pod: Mapped[str] = mapped_column(String(253))
+    route: Mapped[str] = mapped_column(String(253))
+    rule: Mapped[str | None] = mapped_column(String(63))
+    arm: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(63))
+    model: Mapped[str] = mapped_column(String(128))
+    data_class: Mapped[str] = mapped_column(String(32))
+    tokens_in: Mapped[int] = mapped_column(Integer)
+    tokens_out: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[Decimal] = mapped_column(Money())
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int] = mapped_column(SmallInteger)
+    fallback_reason: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(SmallInteger)
+
+    __table_args__ = (
+        CheckConstraint(_in("arm", Arm), name="arm"),
+        CheckConstraint(_in("status", Status), name="status"),
+        CheckConstraint("cost_usd >= 0", name="cost_nonnegative"),
+        CheckConstraint("tokens_in >= 0 AND tokens_out >= 0", name="tokens_nonnegative"),
+        Index(None, "provider", "period", "cost_usd"),
+        Index(None, "route", "arm", "created_at"),
+        Index(None, "period", "created_at"),
+    )
+
+
+LEDGER = cast(Table, LedgerEntry.__table__)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class LedgerRecord:
+    """What the request path hands to :meth:`LedgerStore.append`.
+
+    A plain dataclass rather than an ORM instance: building one costs a few
+    microseconds on the hot path and it is written with Core, not the unit of work.
+    ``period`` comes from the budget reservation (the month the money was
+    reserved in), not from ``created_at``.
+    """
+
+    request_id: str
+    created_at: datetime
+    period: str
+    namespace: str
+    pod: str
+    route: str
+    rule: str | None
+    arm: Arm | str
+    provider: str
+    model: str
+    data_class: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal = field(default_factory=Decimal)
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    status: Status | str = Status.OK
+    http_status: int = 200
+    fallback_reason: str | None = None
+    attempts: int = 1
+
+    def as_params(self) -> dict[str, Any]:
+        """Column values for an INSERT: enums as plain strings, and strings cut to
+        their column's length, so that PostgreSQL (which enforces ``VARCHAR(n)``)
+        and SQLite (which does not) store the same row instead of one refusing it."""
+        params = {name: getattr(self, name) for name in COLUMNS}
+        params["arm"] = str(self.arm)
+        params["status"] = str(self.status)
+        for name, length in STRING_LENGTHS:
+            value = params[name]
+            if value is not None and len(value) > length:
+                params[name] = value[:length]
+        return params
+
+
+COLUMNS: tuple[str, ...] = tuple(c.name for c in LEDGER.columns)
+STRING_LENGTHS: tuple[tuple[str, int], ...] = tuple(
+    (c.name, c.type.length)
+    for c in LEDGER.columns
+    if isinstance(c.type, String) and c.type.length is not None
+)

@@ -1,0 +1,357 @@
+"""The read side of the ledger: monthly aggregation, budget utilisation, export.
+
+These are the functions behind ``aegis ledger report`` and ``aegis ledger
+export``; the operator reuses :func:`usage` and :func:`budget_usage` for budget
+status. Everything is one SQL statement per question and dialect-neutral
+(window functions exist on SQLite >= 3.25 and PostgreSQL), so the same code
+reads a standalone SQLite file and the shared PostgreSQL ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal, TextIO
+
+from sqlalchemy import Integer, case, func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aegis.sidecar.config import BudgetSpec
+from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.models import COLUMNS, LedgerEntry, Status
+from aegis.sidecar.ledger.periods import check_period, period_of, zone
+from aegis.sidecar.ledger.types import MICRO
+
+LedgerSource = str | URL | AsyncEngine
+ExportFormat = Literal["csv", "json"]
+ZERO = Decimal("0.000000")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Spend and traffic of one model of one provider in one month."""
+
+    month: str
+    provider: str
+    model: str
+    requests: int
+    errors: int
+    refused: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: Decimal
+    p95_latency_ms: int | None  # successful requests only; None when there were none
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUsage:
+    """A budget's settled spend in one month (reservations live only in sidecars)."""
+
+    budget: str
+    provider: str
+    month: str
+    limit_usd: Decimal
+    spent_usd: Decimal
+    remaining_usd: Decimal
+    utilisation: Decimal | None  # spent / limit; None for a zero limit
+
+    @property
+    def exceeded(self) -> bool:
+        return self.spent_usd >= self.limit_usd
+
+
+@asynccontextmanager
+async def _engine(source: LedgerSource) -> AsyncIterator[AsyncEngine]:
+    """Use a caller's engine, or open one read-only (never creating a SQLite file)."""
+    if isinstance(source, AsyncEngine):
+        yield source
+        return
+    engine = create_engine(source, create=False)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow]:
+    """Requests, errors, tokens, cost and p95 latency per month, provider and model."""
+    e = LedgerEntry
+    keys = (e.period, e.provider, e.model)
+    in_month = [] if month is None else [e.period == check_period(month)]
+    totals = (
+        select(
+            *keys,
+            func.count(),
+            func.sum(case((e.status == Status.ERROR.value, 1), else_=0)),
+            func.sum(case((e.status == Status.REFUSED.value, 1), else_=0)),
+            func.sum(e.tokens_in),
+            func.sum(e.tokens_out),
+            func.sum(e.cost_usd),
+        )
+        .where(*in_month)
+        .group_by(*keys)
+    )
+    # Nearest-rank p95 with window functions: the smallest latency whose rank r
+    # satisfies r >= 0.95 n, written as 100 r >= 95 n to stay in integers.
+    ranked = (
+        select(
+            *keys,
+            e.latency_ms,
+            func.row_number().over(partition_by=keys, order_by=e.latency_ms).label("rn"),
+            func.count().over(partition_by=keys).label("n"),
+        )
+        .where(e.status == Status.OK.value, *in_month)
+        .subquery()
+    )
+    r = ranked.c
+    p95 = (
+        select(r.period, r.provider, r.model, func.min(r.latency_ms).cast(Integer))
+        .where(r.rn * 100 >= r.n * 95)
+        .group_by(r.period, r.provider, r.model)
+    )
+    async with _engine(source) as engine, engine.connect() as connection:
+        latency = {(m, p, mo): v for m, p, mo, v in await connection.execute(p95)}
+        result = await connection.execute(totals.order_by(*keys))
+        return [
+            UsageRow(
+                month=period,
+                provider=provider,
+                model=model,
+                requests=requests,
+                errors=int(errors or 0),
+                refused=int(refused or 0),
+                tokens_in=int(tokens_in or 0),
+                tokens_out=int(tokens_out or 0),
+                cost_usd=cost if cost is not None else ZERO,
+                p95_latency_ms=latency.get((period, provider, model)),
+            )
+            for period, provider, model, requests, errors, refused, tokens_in, tokens_out, cost in (
+                result
+            )
+        ]
+
+
+async def budget_usage(
+    source: LedgerSource,
+    budgets: Sequence[BudgetSpec],
+    month: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[BudgetUsage]:
+    """Utilisation of each budget in ``month``, or in every month with spend.
+
+    A budget whose provider has no rows is reported for its current period
+    (in the budget's time zone, at ``now``) with zero spend.
+    """
+    if not budgets:
+        return []
+    e = LedgerEntry
+    query = (
+        select(e.provider, e.period, func.sum(e.cost_usd))
+        .where(e.provider.in_(sorted({b.provider for b in budgets})))
+        .group_by(e.provider, e.period)
+    )
+    if month is not None:
+        query = query.where(e.period == check_period(month))
+    async with _engine(source) as engine, engine.connect() as connection:
+        spend = {(p, m): total for p, m, total in await connection.execute(query)}
+    instant = now or datetime.now(UTC)
+    rows: list[BudgetUsage] = []
+    for budget in budgets:
+        months = sorted(m for p, m in spend if p == budget.provider)
+        if month is not None:
+            months = [month]
+        elif not months:
+            months = [period_of(instant, zone(budget.timezone))]
+        for m in months:
+            rows.append(_budget_row(budget, m, spend.get((budget.provider, m), ZERO)))
+    rows.sort(key=lambda row: row.month)  # stable: config order within a month
+    return rows
+
+
+def _budget_row(budget: BudgetSpec, month: str, spent: Decimal) -> BudgetUsage:
+    limit = budget.limit_usd
+    ratio = (spent / limit).quantize(MICRO) if limit > 0 else None
+    return BudgetUsage(
+        budget=budget.name,
+        provider=budget.provider,
+        month=month,
+        limit_usd=limit,
+        spent_usd=spent,
+        remaining_usd=max(limit - spent, ZERO),
+        utilisation=ratio,
+    )
+
+
+async def iter_entries(
+    source: LedgerSource, month: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Every ledger row (of ``month``), oldest first, streamed from the database."""
+    e = LedgerEntry
+    query = select(*(getattr(e, name) for name in COLUMNS)).order_by(e.created_at, e.request_id)
+    if month is not None:
+        query = query.where(e.period == check_period(month))
+    async with _engine(source) as engine, engine.connect() as connection:
+        result = await connection.stream(query)
+        async for row in result:
+            yield dict(zip(COLUMNS, row, strict=True))
+
+
+def _text(value: Any) -> Any:
+    """JSON/CSV form: money as an exact decimal string, instants in ISO 8601."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+async def export(
+    url: LedgerSource,
+    fmt: ExportFormat = "csv",
+    month: str | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """``aegis ledger export``: write rows as CSV (header first) or a JSON array.
+
+    Money is written as a decimal string (``"0.001230"``), never a float, so an
+    export sums exactly. Returns the number of rows written.
+    """
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"unknown export format {fmt!r}: use csv or json")
+    if out is None:
+        out = sys.stdout
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        async for entry in iter_entries(url, month):
+            writer.writerow(["" if v is None else _text(v) for v in entry.values()])
+            count += 1
+        return count
+    out.write("[")
+    async for entry in iter_entries(url, month):
+        out.write(",\n" if count else "\n")
+        out.write(json.dumps({k: _text(v) for k, v in entry.items()}, ensure_ascii=False))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+async def report(
+    url: LedgerSource,
+    budgets: Sequence[BudgetSpec] = (),
+    month: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> str:
+    """``aegis ledger report``: spend tables for a terminal (aligned, plain text)."""
+    rows = await usage(url, month)
+    budget_rows = await budget_usage(url, budgets, month, now=now)
+    return render_report(rows, budget_rows, month)
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:,.6f}"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> list[str]:
+    body = [list(r) for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def render_report(
+    rows: Sequence[UsageRow], budget_rows: Sequence[BudgetUsage], month: str | None = None
+) -> str:
+    """Render :func:`usage` and :func:`budget_usage` results as two aligned tables."""
+    scope = f"month {month}" if month else "all months"
+    lines = [f"Aegis ledger: spend by month, provider and model ({scope})", ""]
+    if not rows:
+        lines.append("(no requests recorded)")
+    else:
+        table = [
+            [
+                r.month,
+                r.provider,
+                r.model,
+                f"{r.requests:,}",
+                f"{r.errors:,}",
+                f"{r.refused:,}",
+                f"{r.tokens_in:,}",
+                f"{r.tokens_out:,}",
+                _money(r.cost_usd),
+                "-" if r.p95_latency_ms is None else f"{r.p95_latency_ms:,}",
+            ]
+            for r in rows
+        ]
+        table.append(
+            [
+                "total",
+                "",
+                "",
+                f"{sum(r.requests for r in rows):,}",
+                f"{sum(r.errors for r in rows):,}",
+                f"{sum(r.refused for r in rows):,}",
+                f"{sum(r.tokens_in for r in rows):,}",
+                f"{sum(r.tokens_out for r in rows):,}",
+                _money(sum((r.cost_usd for r in rows), ZERO)),
+                "",
+            ]
+        )
+        headers = [
+            "MONTH",
+            "PROVIDER",
+            "MODEL",
+            "REQUESTS",
+            "ERRORS",
+            "REFUSED",
+            "TOKENS IN",
+            "TOKENS OUT",
+            "COST USD",
+            "P95 MS",
+        ]
+        lines += _table(headers, table, right=set(range(3, 10)))
+    if budget_rows:
+        lines += ["", "Budgets (settled spend; in-flight reservations are not in the ledger)", ""]
+        table = [
+            [
+                b.month,
+                b.budget,
+                b.provider,
+                _money(b.limit_usd),
+                _money(b.spent_usd),
+                _money(b.remaining_usd),
+                "n/a" if b.utilisation is None else f"{b.utilisation * 100:.1f}%",
+                "EXCEEDED" if b.exceeded else "",
+            ]
+            for b in budget_rows
+        ]
+        headers = [
+            "MONTH",
+            "BUDGET",
+            "PROVIDER",
+            "LIMIT USD",
+            "SPENT USD",
+            "REMAINING USD",
+            "USED",
+            "STATE",
+        ]
+        lines += _table(headers, table, right={3, 4, 5, 6})
+    return "\n".join(lines) + "\n"

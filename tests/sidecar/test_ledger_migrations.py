@@ -1,0 +1,115 @@
+"""Alembic migrations: from empty, idempotent, matching the models, config from code."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.migrate import (
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    migrate,
+    migrate_async,
+)
+from aegis.sidecar.ledger.models import Base
+from aegis.sidecar.ledger.store import LedgerStore
+from tests.sidecar.ledger_helpers import record, sqlite_url
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")
+        return {r[0] for r in rows}
+
+
+def test_migrate_from_empty_without_alembic_ini(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
+    db = tmp_path / "sub" / "dir" / "ledger.db"
+    assert migrate(f"sqlite:///{db}") == head_revision() == "0001"
+    assert tables(db) == {"ledger_entries", VERSION_TABLE}
+    assert indexes(db) == {
+        "ix_ledger_entries_provider_period_cost_usd",
+        "ix_ledger_entries_route_arm_created_at",
+        "ix_ledger_entries_period_created_at",
+    }
+    assert not (tmp_path / "alembic.ini").exists()
+
+
+async def test_rerunning_migrations_is_a_no_op_and_keeps_data(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    async with LedgerStore(url) as store:  # SQLite: migrated at start
+        store.append(record(1))
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        schema_before = sorted(db.execute("SELECT sql FROM sqlite_master"), key=str)
+    assert await migrate_async(url) == "0001"
+    assert await migrate_async(url) == "0001"
+    async with LedgerStore(url) as store:  # and migrated again at the next start
+        assert await store.spent("dashscope", "2026-11") > 0
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        assert sorted(db.execute("SELECT sql FROM sqlite_master"), key=str) == schema_before
+        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0001",)]
+
+
+async def test_migrated_schema_matches_the_models(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    await migrate_async(url)
+    engine = create_engine(url)
+
+    def diff(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(diff) == []
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_store_with_migrate_off_warns_about_an_old_schema(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PostgreSQL stores default to migrate=False; the branch is the same on SQLite.
+    async with LedgerStore(sqlite_url(tmp_path), migrate=False):
+        pass
+    assert "run `aegis ledger migrate`" in caplog.text
+    assert "ledger_entries" not in tables(tmp_path / "ledger.db")
+
+
+def test_offline_sql_for_postgresql() -> None:
+    out = io.StringIO()
+    assert migrate("postgresql://aegis:p%40ss@db.example:5432/ledger", sql=True, out=out) is None
+    sql = out.getvalue()
+    assert "CREATE TABLE ledger_entries" in sql
+    assert "cost_usd NUMERIC(18, 6) NOT NULL" in sql
+    assert "created_at TIMESTAMP WITH TIME ZONE NOT NULL" in sql
+    assert "CONSTRAINT pk_ledger_entries PRIMARY KEY (request_id)" in sql
+    assert "CREATE INDEX ix_ledger_entries_provider_period_cost_usd" in sql
+    assert f"CREATE TABLE {VERSION_TABLE}" in sql
+    assert "CREATE TYPE" not in sql  # no native enums: later migrations stay simple
+
+
+def test_offline_sql_for_sqlite_uses_integer_micro_dollars() -> None:
+    out = io.StringIO()
+    migrate("sqlite:///unused.db", sql=True, out=out)
+    assert "cost_usd BIGINT NOT NULL" in out.getvalue()
+    assert not Path("unused.db").exists()

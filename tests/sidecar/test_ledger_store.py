@@ -1,0 +1,232 @@
+"""LedgerStore against real SQLite files: batching, idempotency, exact money."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from aegis.sidecar.ledger.models import LedgerEntry
+from aegis.sidecar.ledger.store import LedgerStore, insert_statement
+from aegis.sidecar.ledger.types import quantize_usd
+from tests.sidecar.ledger_helpers import record, sqlite_url
+
+
+class Statements:
+    """Every INSERT into the ledger that reaches the database, with its parameter count.
+
+    ``before_cursor_execute`` fires once per statement sent to the driver (for
+    SQLAlchemy's "insertmanyvalues" batching: once per multi-row batch).
+    """
+
+    def __init__(self) -> None:
+        self.inserts: list[tuple[str, int]] = []
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO LEDGER_ENTRIES"):
+            self.inserts.append((statement, len(parameters)))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LedgerStore]:
+    ledger = LedgerStore(sqlite_url(tmp_path), batch_size=50, flush_interval=0.05)
+    await ledger.start()
+    yield ledger
+    await ledger.aclose()
+
+
+def watch(store: LedgerStore) -> Statements:
+    statements = Statements()
+    event.listen(store.engine.sync_engine, "before_cursor_execute", statements)
+    return statements
+
+
+async def until_written(store: LedgerStore) -> None:
+    """Poll the queue gauge, as the metrics endpoint would (the writer is internal)."""
+    async with asyncio.timeout(10):
+        for _ in iter(lambda: store.pending, 0):
+            await asyncio.sleep(0.01)
+
+
+async def count_rows(store: LedgerStore) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(LedgerEntry))).scalar_one())
+
+
+async def test_many_appends_become_few_multi_row_inserts(store: LedgerStore) -> None:
+    statements = watch(store)
+    for i in range(500):
+        store.append(record(i))
+    await store.flush()
+    assert await count_rows(store) == 500
+    assert len(statements.inserts) == 10  # 500 rows / batch_size 50
+    for sql, params in statements.inserts:
+        assert params == 50 * 20  # 50 rows x 20 columns
+        assert sql.count("), (") == 49
+        assert "ON CONFLICT (request_id) DO NOTHING" in sql
+
+
+async def test_background_writer_flushes_on_interval_and_on_full_batch(
+    store: LedgerStore,
+) -> None:
+    statements = watch(store)
+    for i in range(7):
+        store.append(record(i))
+    assert store.pending == 7
+    await asyncio.sleep(0.03)  # flush_interval is 0.05 s: the batch is still filling
+    assert store.pending == 7
+    await until_written(store)
+    assert len(statements.inserts) == 1
+    for i in range(7, 57):  # exactly one full batch wakes the writer at once
+        store.append(record(i))
+    await until_written(store)
+    assert await count_rows(store) == 57
+    assert len(statements.inserts) == 2
+
+
+async def test_append_never_waits_for_a_locked_database(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    async with LedgerStore(url, batch_size=10, flush_interval=0.02) as store:
+        locker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        started = time.perf_counter()
+        for i in range(100):
+            store.append(record(i))
+        elapsed = time.perf_counter() - started
+        assert elapsed < 0.05  # no I/O on the request path
+        await asyncio.sleep(0.3)
+        assert store.pending > 0  # the writer is stuck behind the lock
+        locker.execute("COMMIT")
+        locker.close()
+        await until_written(store)
+        assert await count_rows(store) == 100
+
+
+async def test_same_request_id_is_written_once(store: LedgerStore) -> None:
+    store.append(record(1))
+    store.append(record(1, cost_usd=Decimal("9")))  # same batch
+    await store.flush()
+    store.append(record(1, cost_usd=Decimal("7")))  # later batch (a replay)
+    await store.flush()
+    assert await count_rows(store) == 1
+    assert store.rows_written == 1
+    assert store.duplicates_skipped == 2
+    assert await store.spent("dashscope", "2026-11") == Decimal("0.000123")
+
+
+async def test_sums_are_exact_to_the_micro_dollar(store: LedgerStore) -> None:
+    costs = [Decimal("0.000001") * (i % 7) + Decimal("0.1") for i in range(3000)]
+    for i, cost in enumerate(costs):
+        store.append(record(i, cost_usd=cost))
+    total = await store.spent("dashscope", "2026-11")
+    assert total == sum(costs) == Decimal("300.008994")
+    assert isinstance(total, Decimal)
+    assert total.as_tuple().exponent == -6
+
+
+async def test_costs_are_rounded_like_numeric_18_6(store: LedgerStore) -> None:
+    store.append(record(1, cost_usd=Decimal("0.0000005")))  # half: rounds up
+    store.append(record(2, cost_usd=Decimal("0.00000049")))  # rounds down
+    store.append(record(3, cost_usd=Decimal("123456.1234565")))
+    spent = await store.spent("dashscope", "2026-11")
+    assert spent == Decimal("0.000001") + Decimal("123456.123457")
+    assert quantize_usd(Decimal("0.0000005")) == Decimal("0.000001")
+
+
+async def test_spent_includes_rows_still_queued(store: LedgerStore) -> None:
+    store.append(record(1, cost_usd=Decimal("1.5")))
+    assert store.pending == 1
+    assert await store.spent("dashscope", "2026-11") == Decimal("1.5")
+    assert await store.spent("dashscope", "2026-10") == Decimal(0)
+    assert await store.spent("openai", "2026-11") == Decimal(0)
+
+
+async def test_load_spend_groups_by_provider_and_period(store: LedgerStore) -> None:
+    store.append(record(1, cost_usd=Decimal("1")))
+    store.append(record(2, cost_usd=Decimal("2"), period="2026-10"))
+    store.append(record(3, cost_usd=Decimal("4"), provider="openai", model="gpt-4o"))
+    store.append(record(4, cost_usd=Decimal("8"), period="2026-09"))
+    assert await store.load_spend(since_period="2026-10") == {
+        ("dashscope", "2026-11"): Decimal(1),
+        ("dashscope", "2026-10"): Decimal(2),
+        ("openai", "2026-11"): Decimal(4),
+    }
+    assert await store.load_spend(["openai"]) == {("openai", "2026-11"): Decimal(4)}
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        await store.load_spend(since_period="2026-13")
+
+
+async def test_aclose_writes_everything_and_a_new_store_sees_it(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    store = LedgerStore(url, batch_size=100, flush_interval=10)
+    await store.start()
+    for i in range(250):
+        store.append(record(i))
+    await store.aclose()
+    store.append(record(999))  # too late: counted and logged, not raised into a request
+    assert store.rows_dropped == 1
+    async with LedgerStore(url) as again:
+        assert await count_rows(again) == 250
+        assert await again.spent("dashscope", "2026-11") == Decimal("0.000123") * 250
+
+
+async def test_timestamps_are_stored_as_utc(store: LedgerStore) -> None:
+    berlin = timezone(timedelta(hours=1))
+    local = datetime(2026, 11, 3, 13, 0, 0, 250_000, tzinfo=berlin)
+    store.append(record(1, created_at=local))
+    await store.flush()
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(select(LedgerEntry.created_at))).scalar_one()
+    assert stored == local
+    assert stored.tzinfo == UTC
+
+
+async def test_a_bad_row_is_rejected_alone(store: LedgerStore) -> None:
+    store.append(record(1))
+    store.append(record(2, cost_usd=0.1))  # float money: refused by the column type
+    store.append(record(3, created_at=datetime(2026, 11, 3, 12, 0)))  # naive time
+    store.append(record(4, arm="canary"))  # CHECK constraint
+    store.append(record(5, cost_usd=Decimal("-1")))  # CHECK constraint
+    store.append(record(6))
+    await store.flush()
+    assert store.pending == 0
+    assert store.rows_rejected == 4
+    async with store.engine.connect() as conn:
+        ids = (await conn.execute(select(LedgerEntry.request_id))).scalars().all()
+    assert sorted(ids) == ["req-000001", "req-000006"]
+
+
+async def test_long_strings_are_cut_to_the_column_length(store: LedgerStore) -> None:
+    store.append(record(1, model="m" * 300, fallback_reason="openai:timeout," * 10))
+    await store.flush()
+    async with store.engine.connect() as conn:
+        model, reason = (
+            await conn.execute(select(LedgerEntry.model, LedgerEntry.fallback_reason))
+        ).one()
+    assert model == "m" * 128
+    assert reason is not None and len(reason) == 64
+
+
+def test_insert_statement_compiles_for_postgresql() -> None:
+    dialect = create_async_engine("postgresql+asyncpg://aegis@db.invalid/ledger").dialect
+    sql = str(insert_statement("postgresql").compile(dialect=dialect))
+    assert sql.startswith("INSERT INTO ledger_entries (request_id, created_at, period")
+    assert "ON CONFLICT (request_id) DO NOTHING RETURNING ledger_entries.request_id" in sql
+    with pytest.raises(ValueError, match="unsupported"):
+        insert_statement("mysql")
+
+
+def test_store_arguments_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        LedgerStore(sqlite_url(tmp_path), batch_size=0)
+    with pytest.raises(ValueError, match="unsupported"):
+        LedgerStore("mysql://localhost/x")
