@@ -129,6 +129,13 @@ class ProviderModels(Model):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("vision")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("vision models must be unique")
+        return value
+
 
 class CircuitBreakerSpec(Model):
     """Skip a provider after repeated failures, probe it again after a pause."""
@@ -258,12 +265,19 @@ class PrivacySpec(Model):
 class RuleMatch(Model):
     """All given fields must match (AND); a list matches any of its values (OR)."""
 
-    data_class: list[DataClass] | None = Field(default=None, max_length=16)
-    quality: list[Quality] | None = Field(default=None, max_length=4)
-    complexity: list[Complexity] | None = Field(default=None, max_length=3)
+    data_class: list[DataClass] | None = Field(default=None, min_length=1, max_length=16)
+    quality: list[Quality] | None = Field(default=None, min_length=1, max_length=4)
+    complexity: list[Complexity] | None = Field(default=None, min_length=1, max_length=3)
     min_batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
     max_batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
     vision: bool | None = Field(default=None, description="Match only (non-)image requests.")
+
+    @model_validator(mode="after")
+    def _check_batch_range(self) -> Self:
+        low, high = self.min_batch_size, self.max_batch_size
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"minBatchSize ({low}) must not exceed maxBatchSize ({high})")
+        return self
 
 
 class Target(Model):
@@ -307,7 +321,14 @@ class RolloutSpec(Model):
 
     candidate: Policy
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic to candidate.")
-    step: int = Field(default=0, ge=0, description="Step index; part of the stickiness salt.")
+    step: int = Field(default=0, ge=0, description="Index of the current step (for status).")
+    salt: str = Field(
+        default="",
+        max_length=64,
+        description="Stickiness salt, fixed for one candidate (the operator uses the "
+        "candidate's hash): raising the weight only moves users to the candidate, and a "
+        "new candidate starts with a different set of users.",
+    )
     stickiness: Stickiness = Field(default_factory=Stickiness)
 
 

@@ -130,9 +130,10 @@ def choose_arm(
 ) -> Arm:
     """Stable or candidate policy for one request.
 
-    With a key, a stable hash of ``route/step/key`` puts the key in one of 10000
-    buckets, so a user stays on one arm for the whole step (the step is in the
-    salt: a new step reshuffles). Without a key, ``fallback_random`` in [0, 1)
+    With a key, a stable hash of ``route/salt/key`` puts the key in one of 10000
+    buckets, so a user stays on one arm while the weight holds, and raising the
+    weight only moves users from stable to candidate (the salt changes only with
+    the candidate). Without a key, ``fallback_random`` in [0, 1)
     decides, which keeps this function pure.
     """
     if rollout is None or rollout.weight <= 0:
@@ -142,7 +143,7 @@ def choose_arm(
     if sticky_key is None:
         return "candidate" if fallback_random * 100 < rollout.weight else "stable"
     digest = hashlib.blake2b(
-        f"{route}/{rollout.step}/{sticky_key}".encode(), digest_size=8
+        f"{route}/{rollout.salt}/{sticky_key}".encode(), digest_size=8
     ).digest()
     bucket = int.from_bytes(digest, "big") % 10_000
     return "candidate" if bucket < rollout.weight * 100 else "stable"

@@ -10,19 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aegis.sidecar.config import PrivacySpec
-from aegis.sidecar.privacy import (
-    PiiKind,
+from aegis.sidecar.checksums import (
     cn_resident_id_ok,
     de_tax_id_ok,
-    detect,
-    detection_can_raise,
-    effective_class,
     iban_ok,
     luhn_ok,
     nl_bsn_ok,
     us_ssn_ok,
 )
+from aegis.sidecar.config import PrivacySpec
+from aegis.sidecar.privacy import PiiKind, detect, detection_can_raise, effective_class
 
 # --------------------------------------------------------------- helpers
 

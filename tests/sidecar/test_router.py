@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from multidict import CIMultiDict
+from pydantic import ValidationError
 
 from aegis.sidecar.config import Complexity, Quality, RuleMatch, SidecarConfig
 from aegis.sidecar.facts import RequestFacts, build_facts
@@ -213,7 +214,8 @@ def test_rule_match_semantics(example: SidecarConfig) -> None:
     assert rule_matches(RuleMatch(vision=True), f)
     assert not rule_matches(RuleMatch(vision=False), f)
     assert rule_matches(RuleMatch(data_class=["internal"]), f)
-    assert not rule_matches(RuleMatch(data_class=[]), f)  # an empty list matches nothing
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        RuleMatch(data_class=[])  # an empty list would silently match nothing
 
 
 def test_first_matching_rule_wins() -> None:
@@ -485,14 +487,23 @@ def test_choose_arm_edges() -> None:
     assert choose_arm(half, None, 0.5) == "stable"
 
 
-def test_choose_arm_is_a_stable_hash_salted_by_step_and_route() -> None:
+def test_choose_arm_is_a_stable_hash_salted_by_candidate_and_route() -> None:
     half = config_from(rollout_doc(50)).rollout
     assert half is not None
     keys = [f"user-{i}" for i in range(400)]
     first = [choose_arm(half, k, 0.0) for k in keys]
     assert first == [choose_arm(half, k, 0.99) for k in keys]  # random ignored with a key
+    # a later step of the same candidate keeps every user where they were...
     next_step = half.model_copy(update={"step": 3})
-    assert first != [choose_arm(next_step, k, 0.0) for k in keys]
+    assert first == [choose_arm(next_step, k, 0.0) for k in keys]
+    # ...and a higher weight only moves users from stable to candidate
+    higher = half.model_copy(update={"weight": 75})
+    moved = [choose_arm(higher, k, 0.0) for k in keys]
+    assert all(m == "candidate" for f, m in zip(first, moved, strict=True) if f == "candidate")
+    assert moved.count("candidate") > first.count("candidate")
+    # a new candidate (new salt) or another route draws a different set of users
+    other_candidate = half.model_copy(update={"salt": "c2"})
+    assert first != [choose_arm(other_candidate, k, 0.0) for k in keys]
     assert first != [choose_arm(half, k, 0.0, route="other") for k in keys]
 
 

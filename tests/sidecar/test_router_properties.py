@@ -81,7 +81,7 @@ def matches(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         match["minBatchSize"] = draw(st.integers(1, 100))
     if draw(st.booleans()):
-        match["maxBatchSize"] = draw(st.integers(1, 100))
+        match["maxBatchSize"] = draw(st.integers(match.get("minBatchSize", 1), 100))
     if draw(st.booleans()):
         match["vision"] = draw(st.booleans())
     return match

@@ -1,0 +1,366 @@
+"""Build kube-apiserver, kubectl, etcd and helm from the Go module proxy, once per pin set.
+
+Usage: ``python -m tests.controlplane.build [--force]``; fixtures call :func:`ensure`.
+
+Each tool is built from a small *wrapper module* generated under
+``<cache>/<versions-key>/src/<tool>/`` rather than with ``go install pkg@version``,
+because ``go install`` refuses modules whose go.mod has replace directives:
+
+* ``k8s.io/kubernetes`` requires its 31 staging modules (``k8s.io/api``, ...) at
+  ``v0.0.0`` and replaces them with ``./staging/...``; the wrapper replaces each
+  one with its published ``v0.<minor>.<patch>`` twin instead.
+* ``go.etcd.io/etcd/server/v3`` replaces its sibling modules with ``../api`` etc.;
+  the wrapper requires the siblings at the same release.
+
+Binaries are linked with the same ``-X`` version variables the upstream release
+scripts set, so ``--version`` reports the real release, and that output is what
+decides whether a cached binary is reused. Builds are static (``CGO_ENABLED=0``),
+so they do not depend on the C toolchain or libc of the machine that built them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.controlplane import versions
+
+Log = Callable[[str], None]
+_HEARTBEAT_SECONDS = 30.0
+
+
+class BuildError(RuntimeError):
+    """A tool could not be built; the message carries the command and the log tail."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One wrapper module and the binaries built from it."""
+
+    name: str
+    module: str
+    version: str
+    binaries: dict[str, str]  # binary name -> main package
+    probes: dict[str, tuple[tuple[str, ...], str]]  # binary -> (args, expected substring)
+    siblings: tuple[str, ...] = ()  # modules required at the same version as `module`
+    k8s_staging: bool = False
+    ldflags: Callable[[str], list[str]] = field(default=lambda _date: [])
+
+
+def _kube_ldflags(build_date: str) -> list[str]:
+    major, minor = versions.KUBERNETES.lstrip("v").split(".")[:2]
+    values = {
+        "gitVersion": versions.KUBERNETES,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": build_date,
+    }
+    # The same variables hack/lib/version.sh sets, in both places Kubernetes reads them.
+    return [
+        f"-X {pkg}.{var}={value}"
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for var, value in values.items()
+    ]
+
+
+def _helm_ldflags(_build_date: str) -> list[str]:
+    major, minor = versions.KUBERNETES.lstrip("v").split(".")[:2]
+    base = "helm.sh/helm/v3"
+    return [
+        f"-X {base}/internal/version.version={versions.HELM}",
+        f"-X {base}/internal/version.gitTreeState=clean",
+        # Default .Capabilities.KubeVersion for `helm template` (helm's Makefile sets these).
+        f"-X {base}/pkg/chartutil.k8sVersionMajor={major}",
+        f"-X {base}/pkg/chartutil.k8sVersionMinor={minor}",
+        f"-X {base}/pkg/lint/rules.k8sVersionMajor={major}",
+        f"-X {base}/pkg/lint/rules.k8sVersionMinor={minor}",
+    ]
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        name="kubernetes",
+        module="k8s.io/kubernetes",
+        version=versions.KUBERNETES,
+        binaries={
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+        probes={
+            "kube-apiserver": (("--version",), f"Kubernetes {versions.KUBERNETES}"),
+            "kubectl": (("version", "--client"), f"Client Version: {versions.KUBERNETES}"),
+        },
+        k8s_staging=True,
+        ldflags=_kube_ldflags,
+    ),
+    Tool(
+        name="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        version=versions.ETCD,
+        binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+        probes={"etcd": (("--version",), f"etcd Version: {versions.ETCD.lstrip('v')}")},
+        siblings=(
+            "go.etcd.io/etcd/api/v3",
+            "go.etcd.io/etcd/client/pkg/v3",
+            "go.etcd.io/etcd/client/v3",
+            "go.etcd.io/etcd/pkg/v3",
+        ),
+    ),
+    Tool(
+        name="helm",
+        module="helm.sh/helm/v3",
+        version=versions.HELM,
+        binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+        probes={"helm": (("version", "--short"), versions.HELM)},
+        ldflags=_helm_ldflags,
+    ),
+)
+TOOL_NAMES = tuple(tool.name for tool in TOOLS)
+
+
+@dataclass(frozen=True)
+class Testbin:
+    """The cached binaries for the current pins."""
+
+    dir: Path
+
+    @property
+    def kube_apiserver(self) -> Path:
+        return self.dir / "kube-apiserver"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.dir / "kubectl"
+
+    @property
+    def etcd(self) -> Path:
+        return self.dir / "etcd"
+
+    @property
+    def helm(self) -> Path:
+        return self.dir / "helm"
+
+    def version_lines(self) -> dict[str, str]:
+        """First line of each binary's version output (what the report header prints)."""
+        lines: dict[str, str] = {}
+        for tool in TOOLS:
+            for binary, (args, _expected) in tool.probes.items():
+                lines[binary] = (_probe(self.dir / binary, args).splitlines() or ["not built"])[0]
+        return lines
+
+
+def _probe(binary: Path, args: Iterable[str]) -> str:
+    """Version output of `binary`, or "" when it is missing or broken."""
+    if not os.access(binary, os.X_OK):
+        return ""
+    try:
+        done = subprocess.run(
+            [str(binary), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (done.stdout + done.stderr).strip() if done.returncode == 0 else ""
+
+
+def _is_current(directory: Path, tool: Tool) -> bool:
+    return all(
+        expected in _probe(directory / binary, args)
+        for binary, (args, expected) in tool.probes.items()
+    )
+
+
+def _go() -> str:
+    go = os.environ.get("AEGIS_GO") or shutil.which("go") or "/usr/local/go/bin/go"
+    if not os.access(go, os.X_OK):
+        raise BuildError("no Go toolchain: install Go >= 1.24 or set AEGIS_GO=/path/to/go")
+    return go
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Static, reproducible binaries; no go.work or stray GOFLAGS from the caller.
+    env.update(CGO_ENABLED="0", GOWORK="off", GO111MODULE="on", GOFLAGS="-buildvcs=false")
+    return env
+
+
+def _run(argv: list[str], cwd: Path, log_path: Path, log: Log, label: str) -> None:
+    """Run a go command with its output in `log_path`, printing a heartbeat meanwhile."""
+    started = time.monotonic()
+    with log_path.open("a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=_go_env(), stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+        while True:
+            try:
+                code = proc.wait(timeout=_HEARTBEAT_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                log(f"  ... {label}: {_elapsed(started)}")
+    if code != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+        raise BuildError(f"`{' '.join(argv)}` failed (exit {code}) in {cwd}:\n{tail}")
+
+
+def _run_quiet(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _module_info(go: str, module: str, version: str, cwd: Path) -> dict[str, str]:
+    """`go mod download -json`: where the module's go.mod and .info are in the module cache."""
+    done = subprocess.run(
+        [go, "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True,
+        text=True,
+        env=_go_env(),
+        cwd=cwd,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BuildError(f"go mod download {module}@{version} failed:\n{done.stdout}{done.stderr}")
+    info: dict[str, str] = json.loads(done.stdout)
+    return info
+
+
+def _staging_replaces(go_mod: str) -> list[str]:
+    """The `k8s.io/<staging>` modules that k8s.io/kubernetes maps to ./staging/."""
+    return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", go_mod, re.M)))
+
+
+def _write_wrapper(src: Path, tool: Tool, go: str) -> str:
+    """Write go.mod and tools.go for `tool`; returns the release date of the module."""
+    src.mkdir(parents=True, exist_ok=True)
+    info = _module_info(go, tool.module, tool.version, cwd=src.parent)  # outside any module
+    release = str(json.loads(Path(info["Info"]).read_text())["Time"])
+    lines = [f"module aegis.local/testbin/{tool.name}", "", "go 1.24", "", "require ("]
+    lines += [f"\t{mod} {tool.version}" for mod in (tool.module, *tool.siblings)]
+    lines.append(")")
+    if tool.k8s_staging:
+        staging = _staging_replaces(Path(info["GoMod"]).read_text())
+        if not staging:
+            raise BuildError(f"no staging replace directives found in {info['GoMod']}")
+        published = "v0." + tool.version.lstrip("v").split(".", 1)[1]
+        lines += ["", "replace ("]
+        lines += [f"\t{mod} => {mod} {published}" for mod in staging]
+        lines.append(")")
+    (src / "go.mod").write_text("\n".join(lines) + "\n")
+    imports = "\n".join(f'import _ "{pkg}"' for pkg in tool.binaries.values())
+    (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\n{imports}\n")
+    return release
+
+
+def build_tool(directory: Path, tool: Tool, log: Log) -> None:
+    """Build every binary of `tool` into `directory` (replacing old ones atomically)."""
+    go = _go()
+    src = directory / "src" / tool.name
+    log_path = src / "build.log"
+    started = time.monotonic()
+    log(f"{tool.name} {tool.version}: writing wrapper module in {src}")
+    release = _write_wrapper(src, tool, go)
+    log_path.write_text("")
+    log(f"{tool.name}: go mod tidy (downloads modules on a cold cache)")
+    _run([go, "mod", "tidy"], src, log_path, log, "go mod tidy")
+    staging = directory / f".partial-{tool.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    ldflags = " ".join(["-s", "-w", *tool.ldflags(release)])
+    for binary, package in tool.binaries.items():
+        log(f"{tool.name}: go build {binary} (log: {log_path})")
+        argv = [go, "build", "-ldflags", ldflags, "-o", str(staging / binary), package]
+        _run(argv, src, log_path, log, f"go build {binary}")
+    for binary in tool.binaries:
+        os.replace(staging / binary, directory / binary)
+    shutil.rmtree(staging, ignore_errors=True)
+    if not _is_current(directory, tool):
+        raise BuildError(f"{tool.name}: built binaries do not report {tool.version}")
+    log(f"{tool.name}: built in {_elapsed(started)}")
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Serialise builders (two pytest sessions, or make and an IDE) on one cache."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f"{versions.versions_key()}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _print(message: str) -> None:
+    print(f"[testbin] {message}", flush=True)
+
+
+def ensure(
+    tools: Iterable[str] = TOOL_NAMES,
+    *,
+    root: Path | None = None,
+    force: bool = False,
+    log: Log = _print,
+) -> Testbin:
+    """Return the cached binaries for the pinned versions, building whatever is missing.
+
+    A no-op (a few `--version` calls) when the cache is current.
+    """
+    wanted = [tool for tool in TOOLS if tool.name in set(tools)]
+    directory = versions.testbin_dir(root)
+    testbin = Testbin(directory)
+    if not force and all(_is_current(directory, tool) for tool in wanted):
+        return testbin
+    with _locked(directory.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        for tool in wanted:
+            if force or not _is_current(directory, tool):
+                build_tool(directory, tool, log)
+        stamp = {
+            "pins": {tool.name: tool.version for tool in TOOLS},
+            "go": _run_quiet([_go(), "env", "GOVERSION"]),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (directory / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
+        log(f"build finished in {_elapsed(started)}")
+    return testbin
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument(
+        "--tool", action="append", choices=TOOL_NAMES, help="build only this tool (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    _print(f"cache: {versions.testbin_dir()}")
+    try:
+        testbin = ensure(args.tool or TOOL_NAMES, force=args.force)
+    except BuildError as error:
+        _print(f"FAILED: {error}")
+        return 1
+    for binary, line in testbin.version_lines().items():
+        _print(f"{binary:15} {line}")
+    _print(f"ready in {_elapsed(started)}: {testbin.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
