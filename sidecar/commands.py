@@ -10,8 +10,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from aegis.sidecar.config import BudgetSpec
-from aegis.sidecar.ledger.db import ledger_url
+from aegis.sidecar.ledger.db import LedgerUnavailableError, ledger_url
 from aegis.sidecar.loader import ConfigError, load_config
 from aegis.sidecar.logs import configure_logging
 
@@ -75,4 +77,9 @@ def run_ledger(
     except ValueError as exc:
         print(f"aegis ledger {action}: {exc}", file=sys.stderr)
         return 2
+    except (LedgerUnavailableError, SQLAlchemyError, OSError) as exc:
+        # One line a person can act on (no ledger yet, server down, wrong credentials).
+        message = str(exc).splitlines()[0]
+        print(f"aegis ledger {action}: cannot read the ledger: {message}", file=sys.stderr)
+        return 1
     return 0
