@@ -153,3 +153,34 @@ async def test_client_disconnect_cancels_upstream_and_settles(
         (snapshot,) = sc.runtime.budgets.snapshot()
         assert snapshot.reserved == 0
         assert snapshot.spent == Decimal(rows[0]["cost_usd"]) > 0
+
+
+async def test_stream_client_disconnect_settles_partial_and_records_cancelled(
+    make_sidecar: SidecarFactory, fakes: Fakes
+) -> None:
+    fakes.dashscope.set_knobs(chunk_delay_ms=200)
+    async with make_sidecar(with_budget("10")) as sc:
+        body = {"model": "auto", "messages": USER, "max_tokens": 50, "stream": True}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(sc.base_url + "/chat/completions", json=body, headers=BATCH) as resp,
+        ):
+            assert resp.status == 200
+            first = await resp.content.readuntil(b"\n\n")
+            assert first.startswith(b"data: ")
+            resp.close()  # hang up mid-stream
+
+        rows: list[dict[str, Any]] = []
+        for _ in range(200):  # the server notices the hang-up at its next write
+            await sc.runtime.ledger.flush()
+            rows = [r for r in await rows_of(sc.runtime.ledger_url) if r["status"] == "cancelled"]
+            if rows:
+                break
+            await asyncio.sleep(0.02)
+        assert len(rows) == 1
+        assert rows[0]["provider"] == "dashscope" and rows[0]["ttft_ms"] is not None
+        assert sc.runtime.budgets.outstanding == 0
+        (snapshot,) = sc.runtime.budgets.snapshot()
+        # charged: the prompt bound plus one token per forwarded chunk, below the worst case
+        assert Decimal(0) < snapshot.spent == Decimal(rows[0]["cost_usd"])
+        assert snapshot.reserved == 0
