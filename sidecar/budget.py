@@ -23,26 +23,41 @@ Where the money comes from is a :class:`BudgetSource`. Each (budget, period) has
 an account that *holds* a slice of the budget and commits (settles plus
 reserves) only within it. With the embedded SQLite ledger this process is the
 only writer, so :class:`LocalBudgetSource` hands out the whole remaining budget.
-With the shared PostgreSQL ledger (issue 4) a lease source grants slices taken
-from a lease table and tops them up in the background via :meth:`BudgetBook.grant`
-and gives them back via :meth:`BudgetBook.surrender`; the book itself is the same.
+With the shared PostgreSQL ledger a lease source
+(:mod:`aegis.sidecar.budget_lease`) grants slices taken from a lease table, tops
+them up in the background via :meth:`BudgetBook.grant` and gives them back via
+:meth:`BudgetBook.surrender`; the book itself is the same. :meth:`acquire` is
+:meth:`reserve` plus, when a slice is short and the source can top it up, a short
+wait for that. While the source cannot reach the database (``blocked``) or has not
+renewed its leases in time (``lease_deadline``) the book fails closed: every
+reservation on a budgeted provider is refused with reason ``budget_unavailable``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from aegis.sidecar.budget_source import Allowance, BudgetSource, LocalBudgetSource
+from aegis.sidecar.budget_state import (
+    BudgetSnapshot,
+    Exceeded,
+    Reservation,
+    ReservationState,
+    _Account,
+    _money,
+    _snapshot,
+    _unused,
+)
 from aegis.sidecar.config import BudgetSpec
 from aegis.sidecar.ledger.periods import period_of, zone
-from aegis.sidecar.ledger.types import quantize_usd
-from aegis.sidecar.views import OK, BudgetVerdict
+from aegis.sidecar.views import BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, OK, BudgetVerdict
 
 if TYPE_CHECKING:
     from aegis.sidecar.ledger.store import LedgerStore
@@ -66,92 +81,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _money(amount: Decimal | int, rounding: str) -> Decimal:
-    if not isinstance(amount, Decimal | int) or isinstance(amount, bool):
-        raise TypeError(f"money must be Decimal, got {type(amount).__name__}")
-    value = quantize_usd(Decimal(amount), rounding)
-    if value < 0:
-        raise ValueError(f"money must not be negative, got {amount}")
-    return value
-
-
-# -- book state -------------------------------------------------------------------
-
-
-class _Account:
-    """One budget in one period, as seen by this book."""
-
-    __slots__ = ("allowance", "budget", "held", "period", "reserved", "settled")
-
-    def __init__(self, budget: BudgetSpec, period: str, allowance: Allowance) -> None:
-        self.budget = budget
-        self.period = period
-        self.allowance = allowance
-        self.held = allowance.held
-        self.settled = ZERO
-        self.reserved = ZERO
-
-    def fits(self, amount: Decimal) -> bool:
-        return self.settled + self.reserved + amount <= self.held
-
-
-class ReservationState(StrEnum):
-    OPEN = "open"
-    SETTLED = "settled"
-    RELEASED = "released"
-
-
-class Reservation:
-    """Money set aside for one call. ``period`` is what the ledger row records."""
-
-    __slots__ = ("_accounts", "amount", "period", "provider", "state")
-
-    def __init__(
-        self, provider: str, period: str, amount: Decimal, accounts: list[_Account]
-    ) -> None:
-        self.provider = provider
-        self.period = period
-        self.amount = amount
-        self.state = ReservationState.OPEN
-        self._accounts = accounts
-
-    @property
-    def budgets(self) -> tuple[str, ...]:
-        """Names of the budgets this reservation is charged to."""
-        return tuple(a.budget.name for a in self._accounts)
-
-    def __repr__(self) -> str:
-        return (
-            f"Reservation({self.provider!r}, {self.period!r}, {self.amount}, "
-            f"{self.state.value}, budgets={self.budgets})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Exceeded:
-    """``reserve`` refused: ``budget`` (the first, in config order, that could not
-    cover the amount) decides between ``FallbackLocal`` and ``Reject``."""
-
-    budget: BudgetSpec
-    period: str
-    available: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetSnapshot:
-    """One budget's current period, for metrics, ``/readyz`` and status."""
-
-    name: str
-    provider: str
-    period: str
-    limit: Decimal
-    spent: Decimal
-    reserved: Decimal
-    remaining: Decimal
-    utilisation: Decimal  # (spent + reserved) / limit; 1 for a zero limit
-    available: Decimal  # what this sidecar may still reserve (its held slice)
-
-
 class BudgetBook:
     """All budgets of one sidecar. Not thread-safe: use it from one event loop."""
 
@@ -161,11 +90,21 @@ class BudgetBook:
         source: BudgetSource | None = None,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        wait_timeout: float = 2.0,
     ) -> None:
         self._source: BudgetSource = source if source is not None else LocalBudgetSource()
         self._clock = clock
+        self._wait_timeout = wait_timeout
+        # Set by a lease source while the shared ledger is unreachable: no paid
+        # reservation is admitted (fail closed); the value is the reason.
+        self.blocked: str | None = None
+        # Monotonic time after which held lease money may have been reclaimed (the
+        # lease source moves it forward with every renewal): past it, fail closed.
+        self.lease_deadline = math.inf
+        self.unavailable_refusals = 0
         self._budgets: dict[str, list[BudgetSpec]] = {}
         self._zones: dict[str, tzinfo] = {}
+        self._charges: dict[str, str] = {}
         self._accounts: dict[tuple[str, str], _Account] = {}  # (budget name, period)
         self._open: set[Reservation] = set()
         self.overruns = 0
@@ -207,6 +146,7 @@ class BudgetBook:
             by_provider.setdefault(budget.provider, []).append(budget)
         self._budgets = by_provider
         self._zones = zones
+        self._charges = {p: ",".join(b.name for b in group) for p, group in by_provider.items()}
 
     def reconfigure(self, budgets: Sequence[BudgetSpec]) -> None:
         """Apply new budgets; a budget whose name, provider and time zone survive
@@ -227,6 +167,8 @@ class BudgetBook:
                     budget, account.period, account.allowance
                 )
                 self._accounts[key] = account
+            else:
+                self._source.on_closed(account.budget, account.period, _unused(account))
         # Calls already in flight count against budgets that are new to them.
         for reservation in self._open:
             for budget in self._budgets.get(reservation.provider, ()):
@@ -263,7 +205,8 @@ class BudgetBook:
             if key[0] == name and key[1] < period and account.reserved == 0
         ]
         for key in stale:
-            del self._accounts[key]
+            account = self._accounts.pop(key)
+            self._source.on_closed(account.budget, account.period, _unused(account))
 
     # -- the request path ----------------------------------------------------
 
@@ -272,10 +215,16 @@ class BudgetBook:
         budgets = self._budgets.get(provider)
         if not budgets:
             return OK
+        if self.blocked is not None or time.monotonic() > self.lease_deadline:
+            self.unavailable_refusals += 1
+            return BudgetVerdict.exceeded(budgets[0], BUDGET_UNAVAILABLE)
         needed = _money(amount, ROUND_CEILING)
         period = self.period(provider)
+        source = self._source
         for budget in budgets:
-            if not self._account(budget, period).fits(needed):
+            if not self._account(budget, period).fits(needed) and not source.may_grant(
+                budget, period, needed
+            ):
                 return BudgetVerdict.exceeded(budget)
         return OK
 
@@ -287,19 +236,53 @@ class BudgetBook:
         needed = _money(amount, ROUND_CEILING)
         period = self.period(provider, now)
         accounts = [self._account(b, period) for b in self._budgets.get(provider, ())]
+        if accounts and (self.blocked is not None or time.monotonic() > self.lease_deadline):
+            self.unavailable_refusals += 1
+            first = accounts[0]
+            return Exceeded(first.budget, period, _unused(first), needed, BUDGET_UNAVAILABLE)
         for account in accounts:
             if not account.fits(needed):
                 self._source.on_short(account.budget, period, needed)
-                return Exceeded(
-                    account.budget,
-                    period,
-                    max(account.held - account.settled - account.reserved, ZERO),
-                )
+                return Exceeded(account.budget, period, _unused(account), needed)
         for account in accounts:
             account.reserved += needed
         reservation = Reservation(provider, period, needed, accounts)
         self._open.add(reservation)
         return reservation
+
+    async def acquire(
+        self, provider: str, amount: Decimal, now: datetime | None = None
+    ) -> Reservation | Exceeded:
+        """:meth:`reserve`, but when a budget's held slice is short and its source
+        can top it up, wait for that (at most ``wait_timeout`` seconds) and retry.
+
+        The fast path (the slice covers it) does not suspend. A lease source tops
+        slices up in the background before they run out, so waiting is rare: the
+        first request of a month, or a burst larger than the slice.
+        """
+        outcome = self.reserve(provider, amount, now)
+        deadline = asyncio.get_running_loop().time() + self._wait_timeout
+        # One top-up per budget of the provider at most, plus one retry.
+        for _ in range(len(self._budgets.get(provider, ())) + 1):
+            if not isinstance(outcome, Exceeded) or outcome.reason != BUDGET_EXCEEDED:
+                return outcome
+            wait = self._source.refill(outcome.budget, outcome.period, outcome.needed)
+            if wait is None:
+                return outcome
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await wait
+            except TimeoutError:
+                self.unavailable_refusals += 1
+                return Exceeded(
+                    outcome.budget,
+                    outcome.period,
+                    outcome.available,
+                    outcome.needed,
+                    BUDGET_UNAVAILABLE,
+                )
+            outcome = self.reserve(provider, amount, now)
+        return outcome
 
     def settle(self, reservation: Reservation, actual: Decimal) -> Decimal:
         """Replace the reservation by the real cost; returns the amount charged
@@ -348,9 +331,22 @@ class BudgetBook:
         account = self._accounts.get((budget_name, period))
         if account is None:
             return ZERO
-        unused = max(account.held - account.settled - account.reserved, ZERO)
+        unused = _unused(account)
         account.held -= unused
         return unused
+
+    def account_view(
+        self, budget_name: str, period: str
+    ) -> tuple[Decimal, Decimal, Decimal] | None:
+        """(held, settled, reserved) of an open account, for a lease source's top-ups."""
+        account = self._accounts.get((budget_name, period))
+        if account is None:
+            return None
+        return account.held, account.settled, account.reserved
+
+    def charged_budgets(self, provider: str) -> str:
+        """The budgets a ledger row of ``provider`` is charged to, comma-separated."""
+        return self._charges.get(provider, "")
 
     # -- observation ---------------------------------------------------------
 
@@ -372,20 +368,3 @@ class BudgetBook:
 
     def budgets(self) -> Iterable[BudgetSpec]:
         return (b for group in self._budgets.values() for b in group)
-
-
-def _snapshot(account: _Account) -> BudgetSnapshot:
-    limit = account.budget.limit_usd
-    spent = account.allowance.spent_elsewhere + account.settled
-    committed = spent + account.reserved
-    return BudgetSnapshot(
-        name=account.budget.name,
-        provider=account.budget.provider,
-        period=account.period,
-        limit=limit,
-        spent=spent,
-        reserved=account.reserved,
-        remaining=max(limit - committed, ZERO),
-        utilisation=committed / limit if limit > 0 else Decimal(1),
-        available=max(account.held - account.settled - account.reserved, ZERO),
-    )

@@ -13,6 +13,7 @@ it. A :class:`BudgetSource` decides how much an account holds:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -64,6 +65,21 @@ class BudgetSource(Protocol):
         schedules a top-up; the local source has nothing more to give)."""
         ...
 
+    def may_grant(self, budget: BudgetSpec, period: str, needed: Decimal) -> bool:
+        """Could a top-up let a reservation of ``needed`` fit? Advisory, for the
+        router: ``True`` sends the request on to :meth:`refill`."""
+        ...
+
+    def refill(self, budget: BudgetSpec, period: str, needed: Decimal) -> Awaitable[None] | None:
+        """Something to await before retrying a reservation of ``needed`` that did
+        not fit, or ``None`` when waiting cannot help."""
+        ...
+
+    def on_closed(self, budget: BudgetSpec, period: str, unused: Decimal) -> None:
+        """The book forgot an account (an older period with nothing in flight, or a
+        budget removed by reconfigure); ``unused`` of its held money was not spent."""
+        ...
+
 
 class LocalBudgetSource:
     """One process, one ledger: the account holds the whole remaining budget.
@@ -102,4 +118,13 @@ class LocalBudgetSource:
         self._spend[key] = self._spend.get(key, ZERO) + amount
 
     def on_short(self, budget: BudgetSpec, period: str, needed: Decimal) -> None:
+        return None
+
+    def may_grant(self, budget: BudgetSpec, period: str, needed: Decimal) -> bool:
+        return False  # the account already holds everything there is
+
+    def refill(self, budget: BudgetSpec, period: str, needed: Decimal) -> Awaitable[None] | None:
+        return None
+
+    def on_closed(self, budget: BudgetSpec, period: str, unused: Decimal) -> None:
         return None

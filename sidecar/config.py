@@ -316,10 +316,26 @@ class Stickiness(Model):
     )
 
 
+class CandidatePolicy(Policy):
+    """A rollout's candidate: a policy, plus the models providers serve to it.
+
+    ``providerModels`` lets a candidate try other models of the same providers (a
+    new default or vision model) without a second provider entry: budgets,
+    circuit breakers and ledger rows stay keyed by the provider's name, and only
+    requests of the candidate arm see the replacement models."""
+
+    provider_models: dict[str, ProviderModels] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Models a provider serves to candidate requests, by provider name; "
+        "replaces that provider's models for the candidate arm only.",
+    )
+
+
 class RolloutSpec(Model):
     """The candidate policy and the share of traffic it receives right now."""
 
-    candidate: Policy
+    candidate: CandidatePolicy
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic to candidate.")
     step: int = Field(default=0, ge=0, description="Index of the current step (for status).")
     salt: str = Field(
@@ -434,6 +450,12 @@ class SidecarConfig(Policy):
             for j, name in enumerate(policy.fallback):
                 if name not in known:
                     raise ValueError(f"{prefix}fallback[{j}]: unknown provider {name!r}")
+        if self.rollout is not None:
+            for name in self.rollout.candidate.provider_models:
+                if name not in known:
+                    raise ValueError(
+                        f"rollout.candidate.providerModels.{name}: unknown provider {name!r}"
+                    )
         zones: dict[str, str] = {}
         budget_names: set[str] = set()
         for k, budget in enumerate(self.budgets):

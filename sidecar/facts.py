@@ -96,10 +96,10 @@ def build_facts(
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_type")
     header_class = _data_class_header(headers, privacy)
-    quality = Quality(_enum_header(headers, HEADER_QUALITY, Quality) or DEFAULT_QUALITY)
-    complexity = Complexity(
-        _enum_header(headers, HEADER_COMPLEXITY, Complexity) or DEFAULT_COMPLEXITY
-    )
+    quality_value = _enum_header(headers, HEADER_QUALITY, Quality)
+    quality = Quality(quality_value) if quality_value else DEFAULT_QUALITY
+    complexity_value = _enum_header(headers, HEADER_COMPLEXITY, Complexity)
+    complexity = Complexity(complexity_value) if complexity_value else DEFAULT_COMPLEXITY
     batch_size = _batch_header(headers)
     user = _header(headers, HEADER_USER)
     user_key = user if sticky_header.lower() == HEADER_USER.lower() else None
@@ -169,16 +169,14 @@ def build_facts(
 
 def _header(headers: Headers | Mapping[str, str], name: str) -> str | None:
     """One header value, stripped; a repeated header is refused (which one counts?)."""
-    getall = getattr(headers, "getall", None)
-    if getall is not None:
-        values = getall(name, [])
-        if len(values) > 1:
-            raise BadRequest(
-                f"Header {name} is given more than once.", param=name, code="invalid_header"
-            )
     value = headers.get(name)
     if value is None:
-        return None
+        return None  # absent, so not repeated either (the common case: one lookup)
+    getall = getattr(headers, "getall", None)
+    if getall is not None and len(getall(name)) > 1:
+        raise BadRequest(
+            f"Header {name} is given more than once.", param=name, code="invalid_header"
+        )
     value = value.strip()
     if not value:
         raise BadRequest(f"Header {name} is empty.", param=name, code="invalid_header")
@@ -287,16 +285,17 @@ def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, in
         )
     text_bytes = images = 0
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
+        # The field path is spelled out only for an error or a nested walk.
         if not isinstance(message, dict):
+            where = f"messages[{i}]"
             raise BadRequest(
                 f"Invalid type for '{where}': expected an object.", param=where, code="invalid_type"
             )
         role = message.get("role")
         if not isinstance(role, str) or not role:
             raise BadRequest(
-                f"Invalid '{where}.role': expected a non-empty string.",
-                param=f"{where}.role",
+                f"Invalid 'messages[{i}].role': expected a non-empty string.",
+                param=f"messages[{i}].role",
                 code="invalid_type" if role is not None else "missing_required_parameter",
             )
         content = message.get("content")
@@ -305,14 +304,14 @@ def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, in
             text_bytes += utf8_len(content)
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                added, image = _content_part(part, f"{where}.content[{j}]", texts)
+                added, image = _content_part(part, f"messages[{i}].content[{j}]", texts)
                 text_bytes += added
                 images += image
         elif content is not None:
             raise BadRequest(
-                f"Invalid type for '{where}.content': expected a string or an array of "
+                f"Invalid type for 'messages[{i}].content': expected a string or an array of "
                 "content parts.",
-                param=f"{where}.content",
+                param=f"messages[{i}].content",
                 code="invalid_type",
             )
         for key in ("name", "tool_call_id"):
@@ -320,14 +319,14 @@ def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, in
             if value is not None:
                 if not isinstance(value, str):
                     raise BadRequest(
-                        f"Invalid type for '{where}.{key}': expected a string.",
-                        param=f"{where}.{key}",
+                        f"Invalid type for 'messages[{i}].{key}': expected a string.",
+                        param=f"messages[{i}].{key}",
                         code="invalid_type",
                     )
                 text_bytes += utf8_len(value)
         tool_calls = message.get("tool_calls")
         if tool_calls is not None:
-            text_bytes += _tool_calls(tool_calls, f"{where}.tool_calls", texts)
+            text_bytes += _tool_calls(tool_calls, f"messages[{i}].tool_calls", texts)
     return text_bytes, len(messages), images
 
 

@@ -8,6 +8,8 @@ requests, so cardinality is bounded by the route's configuration.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Upstream LLM latencies span milliseconds (local cache hits) to minutes (long
@@ -16,11 +18,29 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomeSeries:
+    """The labelled series every finished request updates, for one combination of
+    provider, model, outcome and arm (see :meth:`SidecarMetrics.outcome`)."""
+
+    requests: Counter
+    duration: Histogram
+    rollout: Counter
+
+
 class SidecarMetrics:
     """All series a sidecar exports; names follow Prometheus conventions."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # Labelled children of the per-request series, looked up once per label
+        # combination: ``labels()`` validates and locks on every call (~2 us each,
+        # six per request). Safe because these series are never ``clear()``ed and
+        # their labels come from config, so the cache is as bounded as the series.
+        self._outcomes: dict[tuple[str, str, str, str], OutcomeSeries] = {}
+        self._tokens: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        self._costs: dict[tuple[str, str], Counter] = {}
+        self._ttfts: dict[str, Histogram] = {}
         r = self.registry
         self.requests = Counter(
             "aegis_requests",
@@ -154,3 +174,39 @@ class SidecarMetrics:
         self.ledger_errors = Counter(
             "aegis_ledger_write_errors", "Failed ledger batch writes (retried).", registry=r
         )
+
+    def outcome(self, provider: str, model: str, outcome: str, arm: str) -> OutcomeSeries:
+        """The series of a request that ended with ``outcome`` on ``provider``/``model``."""
+        key = (provider, model, outcome, arm)
+        series = self._outcomes.get(key)
+        if series is None:
+            series = self._outcomes[key] = OutcomeSeries(
+                requests=self.requests.labels(provider, model, outcome, arm),
+                duration=self.request_duration.labels(provider, outcome),
+                rollout=self.rollout_requests.labels(arm),
+            )
+        return series
+
+    def token_counters(self, provider: str, model: str) -> tuple[Counter, Counter]:
+        """(tokens in, tokens out) of ``provider``/``model``."""
+        key = (provider, model)
+        pair = self._tokens.get(key)
+        if pair is None:
+            pair = self._tokens[key] = (
+                self.tokens.labels(provider, model, "in"),
+                self.tokens.labels(provider, model, "out"),
+            )
+        return pair
+
+    def cost_counter(self, provider: str, model: str) -> Counter:
+        key = (provider, model)
+        counter = self._costs.get(key)
+        if counter is None:
+            counter = self._costs[key] = self.cost.labels(provider, model)
+        return counter
+
+    def ttft_histogram(self, provider: str) -> Histogram:
+        histogram = self._ttfts.get(provider)
+        if histogram is None:
+            histogram = self._ttfts[provider] = self.ttft.labels(provider)
+        return histogram

@@ -8,7 +8,8 @@ for every request in microseconds. DESIGN.md "Routing, in order":
    model name configured on exactly one provider pins the target; anything else 404;
 2. the policy of the rollout arm: first matching rule, else ``default``;
 3. the models: the target's explicit model, else the provider's default; image
-   input uses the provider's vision models, embeddings its embedding model;
+   input uses the provider's vision models, embeddings its embedding model (for
+   the candidate arm, a provider's models may be replaced by ``providerModels``);
 4. candidates = target, then the fallback chain, filtered in this order by
    privacy (local-only classes never reach a cloud provider, whatever else
    happens), a usable model, a known price (when a budget needs one), the budget
@@ -36,6 +37,7 @@ Decisions on the edges, documented:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal
@@ -45,6 +47,7 @@ from aegis.sidecar.config import (
     ModelPrice,
     OnExceeded,
     Policy,
+    ProviderModels,
     ProviderSpec,
     RolloutSpec,
     RuleMatch,
@@ -54,7 +57,7 @@ from aegis.sidecar.errors import ErrorBody, error_body
 from aegis.sidecar.facts import RequestFacts
 from aegis.sidecar.pricing import ZERO_PRICE, listed_price, price_for, worst_case_cost
 from aegis.sidecar.privacy import PiiKind
-from aegis.sidecar.views import BudgetView, HealthView
+from aegis.sidecar.views import BUDGET_UNAVAILABLE, BudgetView, HealthView
 
 Arm = Literal["stable", "candidate"]
 AUTO_MODELS = frozenset({"", "auto", "aegis"})
@@ -245,24 +248,31 @@ def rule_matches(match: RuleMatch, facts: RequestFacts) -> bool:
 
 
 def models_for(
-    provider: ProviderSpec, explicit: str | None, facts: RequestFacts, *, pinned: bool = False
+    provider: ProviderSpec,
+    explicit: str | None,
+    facts: RequestFacts,
+    *,
+    pinned: bool = False,
+    served: ProviderModels | None = None,
 ) -> tuple[str, ...]:
     """The models to try on ``provider``; empty when it has none for this request.
 
     A model the client pinned is used as is. A rule's explicit model is a chat
     model: embeddings use the embedding model, and image input uses the vision
-    list (led by the explicit model when that model is in the list).
+    list (led by the explicit model when that model is in the list). ``served``
+    replaces the provider's own models (a rollout candidate's ``providerModels``).
     """
     if pinned and explicit:
         return (explicit,)
+    models = served or provider.models
     if facts.kind == "embeddings":
-        return (provider.models.embedding,) if provider.models.embedding else ()
+        return (models.embedding,) if models.embedding else ()
     if facts.has_images:
-        vision = tuple(provider.models.vision)
+        vision = tuple(models.vision)
         if explicit and explicit in vision:
             return (explicit, *(m for m in vision if m != explicit))
         return vision
-    return (explicit or provider.models.default,)
+    return (explicit or models.default,)
 
 
 def route(
@@ -275,8 +285,10 @@ def route(
     """Decide where a request goes (see the module docstring for the order)."""
     index = _index(config)
     policy: Policy = config
+    served: Mapping[str, ProviderModels] = {}
     if arm == "candidate" and config.rollout is not None:
         policy = config.rollout.candidate
+        served = config.rollout.candidate.provider_models
     else:
         arm = "stable"
 
@@ -325,7 +337,11 @@ def route(
             continue
         is_target = reason == REASON_TARGET
         models = models_for(
-            provider, explicit if is_target else None, facts, pinned=is_target and bool(pinned)
+            provider,
+            explicit if is_target else None,
+            facts,
+            pinned=is_target and bool(pinned),
+            served=served.get(name),
         )
         if not models:
             skipped.append((name, SKIP_NO_MODEL))
@@ -350,10 +366,10 @@ def route(
                 if not verdict.ok and verdict.budget is not None:
                     budget = verdict.budget
                     if budget.on_exceeded is OnExceeded.REJECT and not accepted and not held:
-                        skipped.append((name, REASON_BUDGET))
-                        refusal = _budget_refusal(budget, worst)
+                        skipped.append((name, verdict.reason))
+                        refusal = _budget_refusal(budget, worst, verdict.reason)
                         return _refused(facts, arm, rule_name, refusal, skipped)
-                    skipped.append((name, REASON_BUDGET))
+                    skipped.append((name, verdict.reason))
                     if budget.on_exceeded is OnExceeded.FALLBACK_LOCAL and exceeded is None:
                         exceeded = budget
                     continue
@@ -398,7 +414,15 @@ def _worst_case(
     return worst
 
 
-def _budget_refusal(budget: BudgetSpec, worst: Decimal) -> Refusal:
+def _budget_refusal(budget: BudgetSpec, worst: Decimal, reason: str = REASON_BUDGET) -> Refusal:
+    if reason == BUDGET_UNAVAILABLE:
+        # Fail closed: without the shared ledger no money can be proven available.
+        return Refusal(
+            503,
+            BUDGET_UNAVAILABLE,
+            f"Budget {budget.name!r} for provider {budget.provider!r} cannot be checked: "
+            "the shared ledger is unreachable, so paid requests are refused for now.",
+        )
     return Refusal(
         429,
         "budget_exceeded",

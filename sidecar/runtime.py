@@ -18,11 +18,12 @@ from pathlib import Path
 from aegis.sidecar.adapters.registry import AdapterRegistry
 from aegis.sidecar.adapters.resilience import CircuitState
 from aegis.sidecar.budget import BudgetBook
+from aegis.sidecar.budget_lease import LeaseBudgetSource
 from aegis.sidecar.config import SidecarConfig
 from aegis.sidecar.ledger.db import ledger_url
-from aegis.sidecar.ledger.store import LedgerStore
 from aegis.sidecar.loader import ConfigWatcher, LoadedConfig
 from aegis.sidecar.metrics import SidecarMetrics
+from aegis.sidecar.shared_ledger import build_ledger, open_budgets
 
 log = logging.getLogger("aegis.sidecar")
 
@@ -63,8 +64,10 @@ class Runtime:
         self.pod = pod or os.environ.get("POD_NAME") or os.uname().nodename
         self.ledger_url = ledger_url(loaded.config.ledger)
         self.adapters = AdapterRegistry(loaded.config, breaker_listener=self._on_breaker_state)
-        self.ledger = LedgerStore(self.ledger_url)
+        # Spooled ledger; with PostgreSQL the book spends budget leases (issue 4).
+        self.ledger = build_ledger(self.ledger_url, loaded.config, self.pod)
         self.book: BudgetBook | None = None
+        self.leases: LeaseBudgetSource | None = None
         self.started_at = time.monotonic()
         self.ready = False
         self._watcher = (
@@ -88,7 +91,9 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
-        self.book = await BudgetBook.open(self.current.config.budgets, self.ledger)
+        self.book, self.leases = await open_budgets(
+            self.current.config.budgets, self.ledger, self.metrics.registry
+        )
         if self._watcher is not None:
             self._watcher.start()
         self.refresh_budget_metrics()
@@ -99,6 +104,8 @@ class Runtime:
         if self._watcher is not None:
             await self._watcher.stop()
         await self.adapters.aclose()
+        if self.leases is not None:
+            await self.leases.aclose()  # return unused lease money
         await self.ledger.aclose()
 
     async def apply(self, loaded: LoadedConfig) -> None:

@@ -46,7 +46,7 @@ async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Rese
         if not usable(exchange, candidate):
             continue
         try:
-            reservation = exchange.reserve(candidate)
+            reservation = await exchange.reserve(candidate)
         except _Skip as skip:
             exchange.failed(candidate, str(skip))
             continue
@@ -111,7 +111,7 @@ async def relay(request: web.Request, exchange: Exchange) -> web.StreamResponse:
             async for events in handle:
                 if ttft_ms is None:
                     ttft_ms = exchange.elapsed_ms()
-                    exchange.runtime.metrics.ttft.labels(candidate.provider.name).observe(
+                    exchange.runtime.metrics.ttft_histogram(candidate.provider.name).observe(
                         ttft_ms / 1000
                     )
                 chunks += events.count(b"data: ")

@@ -17,17 +17,25 @@ from typing import Protocol
 
 from aegis.sidecar.config import BudgetSpec
 
+# Why a budget cannot cover a request (also the fallback reason in headers).
+BUDGET_EXCEEDED = "budget"
+# The shared ledger is unreachable, so no money can be proven available: fail
+# closed (the budget's onExceeded decides between local fallback and refusal).
+BUDGET_UNAVAILABLE = "budget_unavailable"
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetVerdict:
-    """Whether a provider's budgets can cover an amount; ``budget`` names the one that cannot."""
+    """Whether a provider's budgets can cover an amount; ``budget`` names the one that
+    cannot and ``reason`` says why (:data:`BUDGET_EXCEEDED` or :data:`BUDGET_UNAVAILABLE`)."""
 
     ok: bool
     budget: BudgetSpec | None = None
+    reason: str = BUDGET_EXCEEDED
 
     @classmethod
-    def exceeded(cls, budget: BudgetSpec) -> BudgetVerdict:
-        return cls(ok=False, budget=budget)
+    def exceeded(cls, budget: BudgetSpec, reason: str = BUDGET_EXCEEDED) -> BudgetVerdict:
+        return cls(ok=False, budget=budget, reason=reason)
 
 
 OK = BudgetVerdict(ok=True)

@@ -15,7 +15,17 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CheckConstraint, Index, Integer, MetaData, SmallInteger, String, Table
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aegis.sidecar.ledger.types import Money, UTCDateTime
@@ -95,12 +105,108 @@ class LedgerEntry(Base):
         CheckConstraint("cost_usd >= 0", name="cost_nonnegative"),
         CheckConstraint("tokens_in >= 0 AND tokens_out >= 0", name="tokens_nonnegative"),
         Index(None, "provider", "period", "cost_usd"),
-        Index(None, "route", "arm", "created_at"),
+        # On PostgreSQL it also carries status, latency and cost (migration 0002),
+        # so the rollout statistics are answered from the index alone.
+        Index(
+            None,
+            "route",
+            "arm",
+            "created_at",
+            postgresql_include=["status", "latency_ms", "cost_usd"],
+        ),
         Index(None, "period", "created_at"),
     )
 
 
 LEDGER = cast(Table, LedgerEntry.__table__)
+
+
+class BudgetLimit(Base):
+    """A budget's limit as the operator set it from the ``LLMBudget``.
+
+    Optional: without a row, sidecars use the limit in their config. With one, a
+    lease is checked against the lower of the two, so a sidecar (whose database
+    role cannot write this table) may lower a limit for itself but never raise it.
+    """
+
+    __tablename__ = "budget_limits"
+
+    budget: Mapped[str] = mapped_column(String(63), primary_key=True)
+    limit_usd: Mapped[Decimal] = mapped_column(Money())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (CheckConstraint("limit_usd >= 0", name="limit_nonnegative"),)
+
+
+class BudgetPeriod(Base):
+    """One budget in one calendar month, shared by every sidecar that spends it.
+
+    ``committed_usd`` is the sum of all holders' lease amounts: money spent or
+    handed to a sidecar to spend. Takes never push it above the limit; only
+    ``overdraft_usd`` (spend that arrived beyond a lease) can, and is counted.
+    """
+
+    __tablename__ = "budget_periods"
+
+    budget: Mapped[str] = mapped_column(String(63), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(63))
+    limit_usd: Mapped[Decimal] = mapped_column(Money())
+    committed_usd: Mapped[Decimal] = mapped_column(Money())
+    overdraft_usd: Mapped[Decimal] = mapped_column(Money())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(
+            "committed_usd >= 0 AND overdraft_usd >= 0 AND limit_usd >= 0",
+            name="money_nonnegative",
+        ),
+    )
+
+
+class LeaseState(StrEnum):
+    OPEN = "open"  # the holder renews it
+    CLOSED = "closed"  # returned, taken over after a restart, or reclaimed
+
+
+class BudgetLease(Base):
+    """The slice of one budget-month held by one sidecar (``holder``: namespace/pod).
+
+    ``amount_usd``: money committed to the holder (spent or still held);
+    ``settled_usd``: what its ledger rows charged so far (never above the amount);
+    ``epoch`` changes whenever someone else closed the lease, so the holder can
+    tell that its local view is stale.
+    """
+
+    __tablename__ = "budget_leases"
+
+    budget: Mapped[str] = mapped_column(String(63), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(320), primary_key=True)
+    amount_usd: Mapped[Decimal] = mapped_column(Money())
+    settled_usd: Mapped[Decimal] = mapped_column(Money())
+    state: Mapped[str] = mapped_column(String(8))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["budget", "period"],
+            ["budget_periods.budget", "budget_periods.period"],
+            ondelete="CASCADE",
+        ),
+        CheckConstraint(_in("state", LeaseState), name="state"),
+        CheckConstraint(
+            "settled_usd >= 0 AND settled_usd <= amount_usd", name="settled_within_amount"
+        ),
+        Index(None, "holder"),
+    )
+
+
+BUDGET_PERIODS = cast(Table, BudgetPeriod.__table__)
+BUDGET_LEASES = cast(Table, BudgetLease.__table__)
+BUDGET_LIMITS = cast(Table, BudgetLimit.__table__)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

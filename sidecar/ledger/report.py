@@ -253,9 +253,15 @@ async def report(
     now: datetime | None = None,
 ) -> str:
     """``aegis ledger report``: spend tables for a terminal (aligned, plain text)."""
+    from aegis.sidecar.ledger import budget_status as shared  # it imports this module
+
     rows = await usage(url, month)
     budget_rows = await budget_usage(url, budgets, month, now=now)
-    return render_report(rows, budget_rows, month)
+    text = render_report(rows, budget_rows, month)
+    # The shared (leased) budgets and the spend per namespace and route.
+    extra = shared.render_budget_status(await shared.budget_status(url, month))
+    extra += shared.render_breakdown(await shared.spend_breakdown(url, month))
+    return text + "".join(line + "\n" for line in extra)
 
 
 def _money(value: Decimal) -> str:

@@ -1,17 +1,19 @@
-"""The write side of the ledger: batched, idempotent, off the request path.
+"""The write side of the ledger: batched, idempotent, spooled, off the request path.
 
-``append`` only puts a record on an in-memory queue (a few hundred nanoseconds,
-no I/O, no await), so a slow or locked database never delays an answer. A
-background task writes the queue as one multi-row ``INSERT … ON CONFLICT
-(request_id) DO NOTHING`` per batch, every ``flush_interval`` seconds or as soon
-as ``batch_size`` rows wait. Because every row carries its request id as the
-primary key, a batch that is retried after an ambiguous failure (commit sent,
-answer lost) cannot create duplicates.
+``append`` puts a record on an in-memory queue and, when the store has a
+:class:`~aegis.sidecar.ledger.spool.Spool`, writes it to the local spool file
+(one ``write(2)``, no ``await``), so a slow or locked database never delays an
+answer and a crash or an outage loses nothing. A background task writes the queue
+as one statement per batch (see :mod:`aegis.sidecar.ledger.writes`), every
+``flush_interval`` seconds or as soon as ``batch_size`` rows wait. Because every
+row carries its request id as the primary key, a batch that is retried after an
+ambiguous failure (commit sent, answer lost) or replayed from the spool after a
+restart cannot create duplicates; spool segments are deleted once committed.
 
-What this store does not do yet (issue 4): spool rows to a local file before the
-response completes, so that a crash loses nothing. Until then rows still queued
-when the process dies are lost; the budget book is unaffected (it keeps its own
-totals in memory).
+When the database is unreachable for long, the queue stops growing at
+``max_pending`` rows: with a spool, later rows stay on disk only and are read
+back in order once the queue has drained ("spill"); without one, the oldest
+queued rows are dropped and counted.
 """
 
 from __future__ import annotations
@@ -20,66 +22,45 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
+from itertools import islice
 from types import TracebackType
-from typing import Self
+from typing import Any, NamedTuple, Self
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import ReturningInsert
 
 from aegis.sidecar.ledger.db import async_url, create_engine
 from aegis.sidecar.ledger.migrate import current_revision, head_revision, upgrade
-from aegis.sidecar.ledger.models import COLUMNS, LEDGER, LedgerEntry, LedgerRecord
+from aegis.sidecar.ledger.models import LedgerEntry, LedgerRecord
 from aegis.sidecar.ledger.periods import check_period
+from aegis.sidecar.ledger.spool import Spool, SpoolBusyError, encode_body
+from aegis.sidecar.ledger.writes import (
+    MAX_ROWS_PER_STATEMENT,
+    insert_statement,
+    is_permanent,
+    write_postgres,
+    write_sqlite,
+)
+
+__all__ = ["MAX_ROWS_PER_STATEMENT", "LedgerStore", "insert_statement"]
 
 log = logging.getLogger(__name__)
 
-# SQLAlchemy packs at most 1000 rows (insertmanyvalues_page_size) and 32700
-# parameters into one statement; a batch must fit in one.
-MAX_ROWS_PER_STATEMENT = min(1000, 32_000 // len(COLUMNS))
 _MAX_BACKOFF = 5.0
+_RELOAD_ROWS = 1000  # rows read back from the spool per step after a spill
 
 
-def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
-    """The INSERT for a batch: run with a list of rows, it becomes one multi-row
-    ``INSERT … VALUES (…), (…) ON CONFLICT (request_id) DO NOTHING RETURNING request_id``.
-
-    Built with the dialect's own ``insert`` because ``ON CONFLICT DO NOTHING`` is
-    not standard SQL (SQLite and PostgreSQL spell it alike). ``RETURNING`` makes
-    SQLAlchemy's "insertmanyvalues" batching apply (it packs an executemany into
-    one multi-row statement, compiled once and cached, instead of compiling a
-    fresh ``VALUES`` list per batch, which costs ~0.2 ms per row) and tells which
-    rows were new.
-    """
-    if dialect_name == "postgresql":
-        return (
-            postgresql.insert(LEDGER)
-            .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
-            .returning(LEDGER.c.request_id)
-        )
-    if dialect_name == "sqlite":
-        return (
-            sqlite.insert(LEDGER)
-            .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
-            .returning(LEDGER.c.request_id)
-        )
-    raise ValueError(f"unsupported ledger dialect {dialect_name!r}")
+class _Row(NamedTuple):
+    seq: int  # spool sequence number (0 without a spool)
+    record: LedgerRecord
+    body: bytes  # encode_body(record, budgets): spooled, and sent to PostgreSQL as is
 
 
-def _is_permanent(exc: BaseException) -> bool:
-    """True when retrying the same rows cannot succeed: constraint or data errors,
-    or values our column types refuse. Connection, lock and schema problems
-    (``OperationalError``, ``ProgrammingError``, …) are retried: they get fixed."""
-    if isinstance(exc, IntegrityError | DataError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return False
-    return isinstance(exc, StatementError | TypeError | ValueError)
+ChargeTo = Callable[[LedgerRecord], str]
+HealthListener = Callable[[bool], None]
 
 
 class LedgerStore:
@@ -94,9 +75,19 @@ class LedgerStore:
         max_pending: int = 100_000,
         migrate: bool | None = None,
         engine: AsyncEngine | None = None,
+        spool: Spool | None = None,
+        holder: str = "",
+        charge_to: ChargeTo | None = None,
+        on_health: HealthListener | None = None,
     ) -> None:
         """``migrate=None`` migrates SQLite ledgers automatically and leaves
-        PostgreSQL to ``aegis ledger migrate``; ``engine`` lets tests share one."""
+        PostgreSQL to ``aegis ledger migrate``; ``engine`` lets tests share one.
+
+        ``holder`` names this sidecar in budget leases; ``charge_to`` says which
+        budgets (comma-separated) a row with a cost is charged to; ``on_health``
+        hears ``False`` when a write fails for a reason that is retried (the
+        database is unreachable) and ``True`` when one succeeds again.
+        """
         if not 1 <= batch_size <= MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"batch_size must be 1..{MAX_ROWS_PER_STATEMENT}")
         if flush_interval <= 0 or max_pending < batch_size:
@@ -109,14 +100,22 @@ class LedgerStore:
         self._batch_size = batch_size
         self._interval = flush_interval
         self._max_pending = max_pending
-        self._queue: deque[LedgerRecord] = deque()
+        self._queue: deque[_Row] = deque()
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
-        self._insert: ReturningInsert[tuple[str]] | None = None
         self._in_flight = 0  # rows of the batch being written
+        self.spool = spool
+        self.holder = holder
+        self.charge_to = charge_to
+        self.on_health = on_health
+        self.healthy = True
+        self._spilled_from: int | None = None  # first spool seq not in the queue
+        self._recovered_until = 0  # last seq found in the spool at start
+        self._committed_seq = 0
+        self.replayed = asyncio.Event()  # the spool found at start is committed
         # Counters for metrics and tests.
         self.rows_written = 0
         self.duplicates_skipped = 0
@@ -124,6 +123,7 @@ class LedgerStore:
         self.write_errors = 0
         self.rows_dropped = 0
         self.rows_rejected = 0
+        self.rows_recovered = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -136,18 +136,49 @@ class LedgerStore:
     @property
     def pending(self) -> int:
         """Rows appended but not yet committed (for the ledger queue gauge)."""
-        return len(self._queue) + self._in_flight
+        spilled = 0
+        if self._spilled_from is not None and self.spool is not None:
+            spilled = self.spool.next_seq - self._spilled_from
+        return len(self._queue) + self._in_flight + spilled
 
     async def start(self) -> None:
-        """Open the database, migrate it if this store owns migrations, start writing."""
+        """Open the spool (queueing what a previous process left), open the
+        database, migrate it if this store owns migrations, start writing."""
         if self._task is not None:
             return
+        if self.spool is not None:
+            try:
+                recovered = self.spool.open()
+            except SpoolBusyError:
+                if not self._is_sqlite:
+                    raise  # two live sidecars with one identity would share leases
+                log.error("ledger spool %s is in use: running without one", self.spool.directory)
+                self.spool, recovered = None, []
+        if self.spool is not None:
+            self.rows_recovered = len(recovered)
+            if recovered:
+                self._recovered_until = recovered[-1].seq
+                log.warning("ledger spool: replaying %d rows of a previous run", len(recovered))
+            for row in recovered[: self._max_pending]:
+                self._queue.append(_Row(row.seq, row.record, row.body))
+            if len(recovered) > self._max_pending:
+                self._spilled_from = recovered[self._max_pending].seq
+            self.spool.start()
+        if not self._recovered_until:
+            self.replayed.set()
         if self._engine is None:
-            self._engine = create_engine(self.url)
+            # No pre-ping: it would cost a round trip per batch; a connection
+            # broken by a database restart fails one attempt, which is retried.
+            extra: dict[str, Any] = {} if self._is_sqlite else {"connect_args": {"timeout": 5}}
+            self._engine = create_engine(self.url, pool_pre_ping=self._is_sqlite, **extra)
         if self._migrate:
             await upgrade(self._engine)
         else:
-            revision = await current_revision(self._engine)
+            try:
+                revision = await current_revision(self._engine)
+            except Exception:  # unreachable now: the writer retries, the spool holds
+                log.exception("ledger database unreachable at start")
+                revision = head_revision()
             if revision != head_revision():
                 log.warning(
                     "ledger schema is at revision %s, this sidecar expects %s: "
@@ -156,12 +187,15 @@ class LedgerStore:
                     head_revision(),
                 )
         self._task = asyncio.create_task(self._run(), name="aegis-ledger-writer")
+        if self._queue:
+            self._wake.set()
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Write every queued row (retrying for up to ``grace`` seconds), then close.
 
         Rows appended while closing are still written; rows appended after close
         are counted in ``rows_dropped`` and logged, never raised to a request.
+        Rows that could not be written stay in the spool for the next start.
         """
         if self._closed:
             return
@@ -179,10 +213,16 @@ class LedgerStore:
                     with contextlib.suppress(Exception):
                         await self._drain()
         self._closed = True
-        if self._queue:
-            self.rows_dropped += len(self._queue)
-            log.error("ledger closed with %d rows unwritten", len(self._queue))
+        if self._queue or self._spilled_from is not None:
+            kept = "kept in the spool" if self.spool is not None else "lost"
+            if self.spool is None:
+                self.rows_dropped += len(self._queue)
+            log.error("ledger closed with %d rows unwritten (%s)", self.pending, kept)
             self._queue.clear()
+        if self.spool is not None:
+            if not self.pending and self._committed_seq:
+                self.spool.committed(self._committed_seq, compact=True)  # clean: nothing to replay
+            await self.spool.aclose()
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
 
@@ -201,19 +241,38 @@ class LedgerStore:
     # -- write side --------------------------------------------------------------
 
     def append(self, record: LedgerRecord) -> None:
-        """Queue one row; never blocks, never awaits, never raises (request path)."""
+        """Queue (and spool) one row; never awaits, never raises (request path)."""
         if self._closed:
             self.rows_dropped += 1
             log.error("ledger row %s dropped: the ledger is closed", record.request_id)
             return
+        budgets = ""
+        if self.charge_to is not None and record.cost_usd:
+            budgets = self.charge_to(record)
+        seq = 0
+        spool = self.spool
+        body = b"" if spool is None and self._is_sqlite else encode_body(record, budgets)
+        if spool is not None:
+            try:
+                seq = spool.append(body)
+            except OSError:
+                # A full or broken disk must not fail the request: the row is
+                # still queued in memory, as without a spool.
+                log.exception("ledger spool write failed for %s", record.request_id)
+            if self._spilled_from is not None and seq:
+                return  # on disk only; read back once the queue has drained
         queue = self._queue
         if len(queue) >= self._max_pending:
+            if spool is not None and seq:
+                self._spilled_from = seq
+                log.warning("ledger queue full: further rows wait in the spool only")
+                return
             # The database has been failing for a long time; keep memory bounded.
             queue.popleft()
             self.rows_dropped += 1
             if self.rows_dropped == 1 or self.rows_dropped % 1000 == 0:
                 log.error("ledger queue full: %d rows dropped so far", self.rows_dropped)
-        queue.append(record)
+        queue.append(_Row(seq, record, body))
         size = len(queue)
         if size == 1 or size >= self._batch_size:
             self._wake.set()
@@ -238,55 +297,90 @@ class LedgerStore:
                 backoff = 0.0
             except Exception:
                 self.write_errors += 1
+                self._set_health(False)
                 backoff = min(max(backoff * 2, self._interval), _MAX_BACKOFF)
-                log.exception("ledger write failed; %d rows kept for retry", len(self._queue))
+                log.exception("ledger write failed; %d rows kept for retry", self.pending)
                 await asyncio.sleep(backoff)
                 self._wake.set()
                 continue
             if self._closing and not self._queue:
                 return
 
+    def _set_health(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.healthy = healthy
+            if self.on_health is not None:
+                self.on_health(healthy)
+
+    def _reload_spilled(self) -> None:
+        """The queue drained after a spill: read the next rows back from the spool."""
+        spool, start = self.spool, self._spilled_from
+        if spool is None or start is None:
+            return
+        rows = list(islice(spool.rows_from(start), _RELOAD_ROWS))
+        self._queue.extend(_Row(r.seq, r.record, r.body) for r in rows)
+        # Rows appended while reading were not queued: keep spilling from there.
+        following = rows[-1].seq + 1 if rows else start
+        self._spilled_from = following if following < spool.next_seq else None
+
     async def _drain(self) -> None:
         async with self._write_lock:
             queue = self._queue
-            while queue:
+            while True:
+                if not queue:
+                    self._reload_spilled()
+                    if not queue:
+                        return
                 batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
                 try:
                     await self._write(batch)
                 except Exception as exc:
-                    if not _is_permanent(exc):
+                    if not is_permanent(exc):
                         queue.extendleft(reversed(batch))  # keep order; retried later
                         raise
                     await self._write_one_by_one(batch)
                 except BaseException:
                     queue.extendleft(reversed(batch))
                     raise
+                self._committed(batch[-1].seq)
 
-    async def _write_one_by_one(self, batch: list[LedgerRecord]) -> None:
+    def _committed(self, seq: int) -> None:
+        self._set_health(True)
+        if self.spool is not None and seq:
+            self._committed_seq = seq
+            self.spool.committed(seq)
+            if seq >= self._recovered_until:
+                self.replayed.set()
+
+    async def _write_one_by_one(self, batch: list[_Row]) -> None:
         """Isolate the rows the database can never accept, so that one bad row
         (a programming error upstream) does not hold every later row hostage."""
         for index, entry in enumerate(batch):
             try:
                 await self._write([entry])
             except Exception as exc:
-                if not _is_permanent(exc):
+                if not is_permanent(exc):
                     self._queue.extendleft(reversed(batch[index:]))
                     raise
                 self.rows_rejected += 1
-                log.error("ledger row %s rejected: %s", entry.request_id, exc)
+                log.error("ledger row %s rejected: %s", entry.record.request_id, exc)
             except BaseException:
                 self._queue.extendleft(reversed(batch[index:]))
                 raise
 
-    async def _write(self, batch: list[LedgerRecord]) -> None:
-        statement = self._insert
-        if statement is None:
-            statement = self._insert = insert_statement(self.engine.dialect.name)
+    async def _write(self, batch: list[_Row]) -> None:
         self._in_flight = len(batch)
+        records = [row.record for row in batch]
         try:
-            async with self.engine.begin() as connection:
-                result = await connection.execute(statement, [r.as_params() for r in batch])
-                inserted = len(result.all())
+            if self._is_sqlite:
+                async with self.engine.begin() as connection:
+                    inserted = await write_sqlite(connection, records)
+            else:
+                # Autocommit: the one statement is the transaction (one round trip).
+                async with self.engine.connect() as plain:
+                    connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
+                    bodies = [row.body for row in batch]
+                    inserted = await write_postgres(connection, self.holder, records, bodies)
         finally:
             self._in_flight = 0
         self.rows_written += inserted

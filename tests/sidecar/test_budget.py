@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -267,6 +268,15 @@ class LeaseLikeSource:
 
     def on_short(self, budget: BudgetSpec, period: str, needed: Decimal) -> None:
         self.short.append((budget.name, period, needed))
+
+    def may_grant(self, budget: BudgetSpec, period: str, needed: Decimal) -> bool:
+        return False
+
+    def refill(self, budget: BudgetSpec, period: str, needed: Decimal) -> Awaitable[None] | None:
+        return None
+
+    def on_closed(self, budget: BudgetSpec, period: str, unused: Decimal) -> None:
+        return None
 
 
 def test_the_book_spends_only_what_its_source_grants() -> None:

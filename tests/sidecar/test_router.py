@@ -471,6 +471,25 @@ def test_candidate_arm_uses_the_candidate_policy() -> None:
     assert decide(config, make_facts(config), arm="stable").candidates[0].provider.name == "local"
 
 
+def test_candidate_provider_models_replace_models_for_the_candidate_arm_only() -> None:
+    doc = rollout_doc(50)
+    doc["rollout"]["candidate"]["providerModels"] = {
+        "dashscope": {"default": "qwen-max", "vision": ["qwen3-vl-30b-a3b-thinking"]}
+    }
+    config = config_from(doc)
+    d = decide(config, make_facts(config), arm="candidate")
+    assert d.candidates[0].models == ("qwen-max",)
+    assert d.candidates[0].price == builtin_price("qwen-max")
+    vision = decide(config, make_facts(config, IMAGE), arm="candidate")
+    assert vision.candidates[0].models == ("qwen3-vl-30b-a3b-thinking",)
+    batch = make_facts(config, headers={"X-Aegis-Batch-Size": "50"})
+    stable = decide(config, batch, arm="stable")  # the stable batch rule: dashscope
+    assert (stable.rule, stable.candidates[0].models) == ("batch", ("qwen-plus",))
+    doc["rollout"]["candidate"]["providerModels"] = {"nope": {"default": "x"}}
+    with pytest.raises(ValidationError, match=r"providerModels\.nope: unknown provider"):
+        config_from(doc)
+
+
 def test_candidate_arm_without_rollout_is_stable(example: SidecarConfig) -> None:
     d = decide(example, make_facts(example), arm="candidate")
     assert d.arm == "stable" and names(d)[0] == "local"

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from aegis.sidecar.config import (
+    CandidatePolicy,
     Complexity,
     OnExceeded,
-    Policy,
     PrivacySpec,
     Quality,
     RolloutSpec,
@@ -284,7 +284,8 @@ KEYS = [f"user-{i}" for i in range(10_000)]
 
 
 def _rollout(weight: int, step: int) -> RolloutSpec:
-    return RolloutSpec(candidate=Policy(default=Target(provider="x")), weight=weight, step=step)
+    candidate = CandidatePolicy(default=Target(provider="x"))
+    return RolloutSpec(candidate=candidate, weight=weight, step=step)
 
 
 @settings(max_examples=20, deadline=None)

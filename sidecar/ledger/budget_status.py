@@ -1,0 +1,159 @@
+"""Shared budgets as the operator and ``aegis ledger report`` read them.
+
+Per budget and month (from ``budget_periods`` and ``budget_leases``):
+``spent`` is what ledger rows settled against leases; ``reserved`` is money
+leased to sidecars but not (yet) settled: in-flight reservations, unspent
+slices, rows still in a spool; ``remaining`` is what no sidecar holds;
+``utilisation`` is (spent + reserved) / limit, the share no one else can take.
+
+Also the month's spend per namespace, route, provider and model, straight from
+the ledger (answered from ``ix_ledger_entries_period_created_at`` for one month).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.exc import DBAPIError
+
+from aegis.sidecar.ledger.models import BudgetLease, BudgetPeriod, LedgerEntry
+from aegis.sidecar.ledger.periods import check_period
+from aegis.sidecar.ledger.report import LedgerSource, _engine, _money, _table
+from aegis.sidecar.ledger.types import MICRO
+
+ZERO = Decimal("0.000000")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    budget: str
+    provider: str
+    month: str
+    limit_usd: Decimal
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    remaining_usd: Decimal
+    utilisation: Decimal | None  # None for a zero limit
+    overdraft_usd: Decimal  # spend that arrived beyond a lease (should stay 0)
+    holders: int  # sidecars holding unspent money now
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    month: str
+    namespace: str
+    route: str
+    provider: str
+    model: str
+    requests: int
+    cost_usd: Decimal
+
+
+async def budget_status(source: LedgerSource, month: str | None = None) -> list[BudgetStatus]:
+    """Every shared budget's months (or ``month``), oldest first. Empty when the
+    ledger has no budget tables yet (a ledger at revision 0001)."""
+    p, lease = BudgetPeriod, BudgetLease
+    holding = and_(lease.state == "open", lease.amount_usd > lease.settled_usd)
+    query = (
+        select(
+            p.budget,
+            p.provider,
+            p.period,
+            p.limit_usd,
+            p.committed_usd,
+            p.overdraft_usd,
+            func.coalesce(func.sum(lease.settled_usd), 0),
+            func.count(case((holding, 1))),
+        )
+        .outerjoin(lease, and_(lease.budget == p.budget, lease.period == p.period))
+        .group_by(p.budget, p.provider, p.period, p.limit_usd, p.committed_usd, p.overdraft_usd)
+        .order_by(p.period, p.budget)
+    )
+    if month is not None:
+        query = query.where(p.period == check_period(month))
+    async with _engine(source) as engine, engine.connect() as connection:
+        try:
+            rows = list(await connection.execute(query))
+        except DBAPIError:  # no such table: nothing shared yet
+            return []
+    result = []
+    for budget, provider, period, limit, committed, overdraft, settled, holders in rows:
+        spent = Decimal(settled).quantize(MICRO)
+        result.append(
+            BudgetStatus(
+                budget=budget,
+                provider=provider,
+                month=period,
+                limit_usd=limit,
+                spent_usd=spent,
+                reserved_usd=max(committed - spent, ZERO),
+                remaining_usd=max(limit - committed, ZERO),
+                utilisation=(committed / limit).quantize(MICRO) if limit > 0 else None,
+                overdraft_usd=overdraft,
+                holders=int(holders),
+            )
+        )
+    return result
+
+
+async def spend_breakdown(source: LedgerSource, month: str | None = None) -> list[SpendRow]:
+    """Requests and cost per month, namespace, route, provider and model."""
+    e = LedgerEntry
+    keys = (e.period, e.namespace, e.route, e.provider, e.model)
+    query = select(*keys, func.count(), func.sum(e.cost_usd)).group_by(*keys).order_by(*keys)
+    if month is not None:
+        query = query.where(e.period == check_period(month))
+    async with _engine(source) as engine, engine.connect() as connection:
+        return [
+            SpendRow(period, namespace, route, provider, model, count, cost or ZERO)
+            for period, namespace, route, provider, model, count, cost in await connection.execute(
+                query
+            )
+        ]
+
+
+def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
+    """Report lines for the shared budgets (nothing when there are none)."""
+    if not rows:
+        return []
+    headers = [
+        "MONTH",
+        "BUDGET",
+        "PROVIDER",
+        "LIMIT USD",
+        "SPENT USD",
+        "RESERVED USD",
+        "REMAINING USD",
+        "USED",
+        "SIDECARS",
+    ]
+    table = [
+        [
+            r.month,
+            r.budget,
+            r.provider,
+            _money(r.limit_usd),
+            _money(r.spent_usd),
+            _money(r.reserved_usd),
+            _money(r.remaining_usd),
+            "n/a" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
+            str(r.holders),
+        ]
+        for r in rows
+    ]
+    title = "Shared budgets (leases: reserved = leased to sidecars, not yet settled)"
+    return ["", title, "", *_table(headers, table, right=set(range(3, 9)))]
+
+
+def render_breakdown(rows: Sequence[SpendRow]) -> list[str]:
+    if not rows:
+        return []
+    headers = ["MONTH", "NAMESPACE", "ROUTE", "PROVIDER", "MODEL", "REQUESTS", "COST USD"]
+    table = [
+        [r.month, r.namespace, r.route, r.provider, r.model, f"{r.requests:,}", _money(r.cost_usd)]
+        for r in rows
+    ]
+    return ["", "Spend by namespace and route", "", *_table(headers, table, right={5, 6})]

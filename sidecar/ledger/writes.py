@@ -1,0 +1,101 @@
+"""The statements that write a batch of ledger rows, per backend.
+
+SQLite (standalone, one writer): a multi-row ``INSERT … ON CONFLICT (request_id)
+DO NOTHING RETURNING request_id``. PostgreSQL (shared, many writers): one call of
+``aegis_ledger_write`` (migration 0002), which inserts the batch the same way and,
+in the same transaction, charges the newly inserted rows to the writing
+sidecar's budget leases. One statement, run in autocommit mode, is one round
+trip per batch; and the sidecar's database role needs only EXECUTE on it. The
+batch travels as one JSON array of the rows' spool encodings, so building it costs
+a string join instead of encoding twenty arrays value by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
+
+from aegis.sidecar.ledger.models import COLUMNS, LEDGER, LedgerRecord
+
+# SQLAlchemy packs at most 1000 rows (insertmanyvalues_page_size) and 32700
+# parameters into one statement; a batch must fit in one.
+MAX_ROWS_PER_STATEMENT = min(1000, 32_000 // len(COLUMNS))
+
+_WRITE_SQL = text("SELECT aegis_ledger_write(:holder, :rows)")
+
+
+def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
+    """The INSERT for a batch: run with a list of rows, it becomes one multi-row
+    ``INSERT … VALUES (…), (…) ON CONFLICT (request_id) DO NOTHING RETURNING request_id``.
+
+    Built with the dialect's own ``insert`` because ``ON CONFLICT DO NOTHING`` is
+    not standard SQL (SQLite and PostgreSQL spell it alike). ``RETURNING`` makes
+    SQLAlchemy's "insertmanyvalues" batching apply (it packs an executemany into
+    one multi-row statement, compiled once and cached, instead of compiling a
+    fresh ``VALUES`` list per batch, which costs ~0.2 ms per row) and tells which
+    rows were new.
+    """
+    if dialect_name == "postgresql":
+        return (
+            postgresql.insert(LEDGER)
+            .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
+            .returning(LEDGER.c.request_id)
+        )
+    if dialect_name == "sqlite":
+        return (
+            sqlite.insert(LEDGER)
+            .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
+            .returning(LEDGER.c.request_id)
+        )
+    raise ValueError(f"unsupported ledger dialect {dialect_name!r}")
+
+
+def write_call() -> TextClause:
+    """``SELECT aegis_ledger_write(:holder, :rows)``: the batch as one JSON array."""
+    return _WRITE_SQL
+
+
+def check_rows(rows: Sequence[LedgerRecord]) -> None:
+    """The checks the typed SQLAlchemy path makes (Money, UTCDateTime), for rows that
+    go to PostgreSQL as JSON: float money and naive instants are refused."""
+    for record in rows:
+        if isinstance(record.cost_usd, bool) or not isinstance(record.cost_usd, Decimal | int):
+            raise TypeError(f"money must be Decimal, got {type(record.cost_usd).__name__}")
+        if record.created_at.utcoffset() is None:
+            raise ValueError("ledger timestamps must be timezone-aware")
+
+
+async def write_postgres(
+    connection: AsyncConnection,
+    holder: str,
+    rows: Sequence[LedgerRecord],
+    bodies: Sequence[bytes],
+) -> int:
+    """Insert and charge one batch (``bodies``: :func:`~aegis.sidecar.ledger.spool.encode_body`
+    of each row); returns how many rows were new."""
+    check_rows(rows)
+    batch = b"[" + b",".join(bodies) + b"]"
+    result = await connection.execute(write_call(), {"holder": holder, "rows": batch.decode()})
+    return int(result.scalar_one())
+
+
+async def write_sqlite(connection: AsyncConnection, rows: Sequence[LedgerRecord]) -> int:
+    result = await connection.execute(insert_statement("sqlite"), [r.as_params() for r in rows])
+    return len(result.all())
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when retrying the same rows cannot succeed: constraint or data errors,
+    or values our column types refuse. Connection, lock and schema problems
+    (``OperationalError``, ``ProgrammingError``, …) are retried: they get fixed."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return False
+    return isinstance(exc, StatementError | TypeError | ValueError)

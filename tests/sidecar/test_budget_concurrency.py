@@ -1,0 +1,187 @@
+"""Acceptance: many sidecar processes spend one small budget, some are SIGKILLed.
+
+Sixteen real sidecar processes (forked by the zygote: the code of ``aegis
+sidecar``), a fake DashScope and a fake Ollama process, one PostgreSQL. Twenty
+concurrent clients per sidecar send batch requests (routed to DashScope) with
+random prompt sizes and ``max_tokens``, so costs are random. The budget runs out
+mid-run; from then on requests fall back to the local provider. Four sidecars are
+SIGKILLed under load and restarted on the same pod name and spool, as a kubelet
+would restart the container.
+
+Checked afterwards:
+- settled spend (the ledger's sum) <= the limit, and no overdraft was booked;
+- every answered request is in the ledger with the cost its response announced,
+  to the micro-dollar; sidecars that were never killed have exactly one row per
+  answered request; a killed one may have a few more (rows of calls that were
+  settled and spooled, but whose answer the kill cut off), never fewer;
+- the budget rows agree with the ledger: sum of lease settlements == ledger sum
+  == committed money once every lease is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from aegis.sidecar.ledger.migrate import migrate_async
+from tests.sidecar.fleet import Fleet
+from tests.sidecar.shared_helpers import fetch
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+SIDECARS = 16
+CLIENTS = 20
+KILLED = ("pod-01", "pod-05", "pod-09", "pod-13")
+LIMIT = Decimal("8")
+RUN_SECONDS = 14.0
+KILL_AT = 5.0
+
+
+def config(fakes: Fleet, url: str) -> dict[str, Any]:
+    return {
+        "identity": {"route": "rag-api", "namespace": "load"},
+        "providers": [
+            {
+                "name": "local",
+                "type": "ollama",
+                "baseURL": fakes.url("ollama"),
+                "models": {"default": "gemma3:4b"},
+            },
+            {
+                "name": "dashscope",
+                "type": "dashscope",
+                "baseURL": fakes.url("dashscope") + "/compatible-mode/v1",
+                "apiKeyEnv": "DASHSCOPE_API_KEY",
+                "models": {"default": "qwen-plus"},
+                "maxRetries": 0,
+                "pricing": {"qwen-plus": {"inputPer1M": "100", "outputPer1M": "300"}},
+            },
+        ],
+        "rules": [
+            {"name": "batch", "match": {"minBatchSize": 11}, "to": {"provider": "dashscope"}}
+        ],
+        "default": {"provider": "local"},
+        "fallback": ["local"],
+        "budgets": [{"name": "dash", "provider": "dashscope", "limitUSD": str(LIMIT)}],
+        "ledger": {"url": url},
+    }
+
+
+class Tally:
+    """What the clients saw: answered requests by pod, and in-flight counts."""
+
+    def __init__(self) -> None:
+        self.answered: dict[str, dict[str, tuple[str, Decimal]]] = defaultdict(dict)
+        self.errors: dict[str, int] = defaultdict(int)
+
+
+async def client(
+    session: aiohttp.ClientSession, fleet: Fleet, pod: str, tally: Tally, *, stop: float, seed: int
+) -> None:
+    rng = random.Random(seed)
+    while time.monotonic() < stop:
+        body = {
+            "model": "auto",
+            "max_tokens": rng.randint(1, 16),
+            "messages": [{"role": "user", "content": " ".join(["w"] * rng.randint(1, 40))}],
+        }
+        try:
+            async with session.post(
+                fleet.url(pod) + "/v1/chat/completions",
+                json=body,
+                headers={"X-Aegis-Batch-Size": "50"},
+            ) as response:
+                await response.read()
+                if response.status != 200:
+                    tally.errors[pod] += 1
+                    continue
+                rid = response.headers["X-Aegis-Request-Id"]
+                cost = Decimal(response.headers.get("X-Aegis-Cost-USD", "0"))
+                tally.answered[pod][rid] = (response.headers["X-Aegis-Provider"], cost)
+        except (aiohttp.ClientError, TimeoutError):
+            tally.errors[pod] += 1  # killed under us: wait for the restart
+            await asyncio.sleep(0.05)
+
+
+async def test_many_sidecars_killed_and_restarted_never_overspend(
+    pg_url: str, tmp_path: Path
+) -> None:
+    await migrate_async(pg_url)
+    env = {
+        "DASHSCOPE_API_KEY": "sk-test",
+        "AEGIS_SPOOL_DIR": str(tmp_path / "spool"),
+        "AEGIS_LEASE_HORIZON": "2",
+    }
+    async with Fleet(tmp_path, env) as fleet:
+        await asyncio.gather(fleet.spawn("dashscope", "dashscope"), fleet.spawn("ollama", "ollama"))
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config(fleet, pg_url)))
+        pods = [f"pod-{i:02d}" for i in range(SIDECARS)]
+        await asyncio.gather(
+            *(fleet.spawn(p, "sidecar", config=path, env={"POD_NAME": p}) for p in pods)
+        )
+        tally = Tally()
+        stop = time.monotonic() + RUN_SECONDS
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            clients = [
+                asyncio.create_task(client(session, fleet, p, tally, stop=stop, seed=i * 100 + j))
+                for i, p in enumerate(pods)
+                for j in range(CLIENTS)
+            ]
+            await asyncio.sleep(KILL_AT)
+            for pod in KILLED:
+                fleet.kill(pod)
+            await asyncio.sleep(0.5)
+            await asyncio.gather(
+                *(fleet.spawn(p, "sidecar", config=path, env={"POD_NAME": p}) for p in KILLED)
+            )
+            await asyncio.gather(*clients)
+        await fleet.stop_all()  # graceful: leases returned, ledgers flushed
+        logs = {p: fleet.log(p) for p in pods}
+
+    rows = await fetch(pg_url, "SELECT request_id, pod, provider, cost_usd FROM ledger_entries")
+    ledger = {rid: (pod, provider, cost) for rid, pod, provider, cost in rows}
+    assert len(ledger) == len(rows)  # request ids are unique
+    answered = sum(len(a) for a in tally.answered.values())
+    paid = [c for a in tally.answered.values() for p, c in a.values() if p == "dashscope"]
+    assert answered > 2000, tally.errors
+    for pod in pods:
+        mine = {rid for rid, (p, _, _) in ledger.items() if p == pod}
+        seen = tally.answered[pod]
+        assert set(seen) <= mine, f"{pod}: answered requests missing from the ledger"
+        for rid, (provider, cost) in seen.items():
+            assert ledger[rid][1:] == (provider, cost), rid
+        extra = len(mine) - len(seen)
+        assert extra == 0 if pod not in KILLED else extra <= CLIENTS, (pod, extra)
+        assert "Traceback" not in logs[pod], logs[pod][-3000:]
+
+    spent = sum((c for _, p, c in ledger.values() if p == "dashscope"), Decimal(0))
+    [(committed, overdraft, limit)] = await fetch(
+        pg_url, "SELECT committed_usd, overdraft_usd, limit_usd FROM budget_periods"
+    )
+    [(settled, open_leases)] = await fetch(
+        pg_url,
+        "SELECT sum(settled_usd), count(*) FILTER (WHERE state = 'open') FROM budget_leases",
+    )
+    assert limit == LIMIT
+    assert spent <= LIMIT
+    assert spent > LIMIT * Decimal("0.9"), "the budget should have run out mid-run"
+    assert overdraft == 0
+    assert settled == spent == committed
+    assert open_leases == 0
+    assert sum(paid, Decimal(0)) <= spent  # killed pods' unanswered rows make up the rest
+    # After the budget ran out, requests were answered locally instead.
+    local = [p for a in tally.answered.values() for p, _ in a.values() if p == "local"]
+    assert local
+    print(f"answered {answered}, paid {len(paid)}, spent {spent} of {LIMIT}")

@@ -1,0 +1,197 @@
+"""The lease functions of migration 0002 on a real PostgreSQL, statement by statement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from aegis.sidecar.ledger import leases
+from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.migrate import alembic_config, migrate_async
+from tests.sidecar.ledger_helpers import record
+from tests.sidecar.shared_helpers import write_rows
+
+pytestmark = pytest.mark.postgres
+
+D = Decimal
+P = "2026-11"
+
+
+@pytest.fixture
+async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    await migrate_async(pg_url)
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    yield engine
+    await engine.dispose()
+
+
+async def take(
+    conn: AsyncConnection,
+    holder: str,
+    want: str,
+    *,
+    need: str = "0",
+    limit: str = "10",
+    ttl: int = 60,
+) -> leases.Grant:
+    return await leases.take(
+        conn,
+        budget="dash",
+        period=P,
+        provider="dashscope",
+        holder=holder,
+        limit=D(limit),
+        want=D(want),
+        need=D(need),
+        ttl_seconds=ttl,
+    )
+
+
+async def period_row(conn: AsyncConnection) -> tuple[Decimal, Decimal, Decimal]:
+    row = (
+        await conn.execute(
+            text("SELECT limit_usd, committed_usd, overdraft_usd FROM budget_periods")
+        )
+    ).one()
+    return row[0], row[1], row[2]
+
+
+async def test_take_slices_fairly_and_never_past_the_limit(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        first = await take(conn, "ns/a", "4")
+        assert (first.granted, first.lease_amount, first.committed, first.active) == (
+            D(4),
+            D(4),
+            D(4),
+            1,
+        )
+        # 6 left, one other active lease: a fair share is 3 even if 5 is wanted.
+        second = await take(conn, "ns/b", "5")
+        assert second.granted == D(3)
+        # 3 left, two others: 1 each, unless the reservation needs more.
+        assert (await take(conn, "ns/c", "5")).granted == D(1)
+        assert (await take(conn, "ns/c", "5", need="1.5")).granted == D("1.5")
+        # 0.5 left: a need of 1 cannot be met, so nothing is granted.
+        refused = await take(conn, "ns/d", "5", need="1")
+        assert refused.granted == 0
+        assert refused.remaining == D("0.5")
+        # Without a need: a fair share, 0.5 / 4 (a, b, c hold money; d asks).
+        assert (await take(conn, "ns/d", "5")).granted == D("0.125")
+        _, committed, overdraft = await period_row(conn)
+        assert committed == D("9.625") and overdraft == 0
+
+
+async def test_return_never_gives_back_settled_money(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await take(conn, "ns/a", "4")
+        inserted = await write_rows(
+            conn, "ns/a", [record(1, cost_usd=D("1.25")), record(2, cost_usd=D(0))], ["dash", ""]
+        )
+        assert inserted == 2
+        back = await leases.give_back(
+            conn, budget="dash", period=P, holder="ns/a", amount=D(10), close=True
+        )
+        assert (back.returned, back.lease_amount, back.lease_settled) == (
+            D("2.75"),
+            D("1.25"),
+            D("1.25"),
+        )
+        assert (await period_row(conn))[1] == D("1.25")
+
+
+async def test_replayed_rows_are_charged_once(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await take(conn, "ns/a", "4")
+        rows = [record(i, cost_usd=D("0.5")) for i in range(3)]
+        assert await write_rows(conn, "ns/a", rows, ["dash"] * 3) == 3
+        assert await write_rows(conn, "ns/a", rows, ["dash"] * 3) == 0  # replay
+        # The same id twice in one batch is inserted and charged once.
+        twice = [record(9, cost_usd=D("0.5")), record(9, cost_usd=D("0.5"))]
+        assert await write_rows(conn, "ns/a", twice, ["dash", "dash"]) == 1
+        grant = await take(conn, "ns/a", "0")
+        assert grant.lease_settled == D(2)
+
+
+async def test_spend_beyond_a_lease_is_charged_as_overdraft(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await take(conn, "ns/a", "1")
+        await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], ["dash"])
+        _, committed, overdraft = await period_row(conn)
+        assert (committed, overdraft) == (D("1.5"), D("0.5"))
+        # A holder that never leased (e.g. a config that changed): all of it.
+        await write_rows(conn, "ns/x", [record(2, cost_usd=D("0.25"))], ["dash"])
+        assert (await period_row(conn))[2] == D("0.75")
+
+
+async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await take(conn, "ns/dead", "4", ttl=1)
+        await write_rows(conn, "ns/dead", [record(1, cost_usd=D("1"))], ["dash"])
+        await asyncio.sleep(1.2)
+        # The server started moments ago: within one TTL of a restart nothing is
+        # reclaimed; the grace is the taker's TTL, here 1 s.
+        grant = await take(conn, "ns/live", "0", ttl=1)
+        lease = (
+            await conn.execute(
+                text("SELECT amount_usd, state, epoch FROM budget_leases WHERE holder = 'ns/dead'")
+            )
+        ).one()
+        assert (lease.amount_usd, lease.state, lease.epoch) == (D(1), "closed", 1)
+        assert grant.committed == D(1)
+
+
+async def test_takeover_closes_a_previous_life_at_its_settled_spend(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await take(conn, "ns/a", "4")
+        await write_rows(conn, "ns/a", [record(1, cost_usd=D("0.75"))], ["dash"])
+        assert await leases.takeover(conn, "ns/a") == [("dash", P, D("3.25"))]
+        assert await leases.takeover(conn, "ns/a") == []
+        assert (await period_row(conn))[1] == D("0.75")
+
+
+async def test_operator_limit_caps_the_sidecar_limit(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await leases.set_limit(conn, "dash", D(2))
+        grant = await take(conn, "ns/a", "5", limit="1000")
+        assert (grant.granted, grant.limit) == (D(2), D(2))
+        # A sidecar may lower the limit for its own takes.
+        await leases.set_limit(conn, "dash", D(100))
+        assert (await take(conn, "ns/a", "5", limit="3")).granted == D(1)
+
+
+async def test_bad_amounts_are_refused(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        with pytest.raises(Exception, match="must be positive"):
+            await take(conn, "ns/a", "-1")
+
+
+async def test_migration_0002_downgrades_and_upgrades_again(pg_url: str) -> None:
+    await migrate_async(pg_url)
+    engine = create_engine(pg_url)
+
+    def downgrade(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0001")
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with engine.connect() as conn:
+            tables = await conn.scalar(
+                text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'budget_%'")
+            )
+            functions = await conn.scalar(
+                text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'aegis_%'")
+            )
+        assert (tables, functions) == (0, 0)
+        assert await migrate_async(pg_url) == "0002"
+    finally:
+        await engine.dispose()
