@@ -42,10 +42,128 @@ def _fake(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import os
+
+    from aegis.operator.context import Options
+    from aegis.operator.runner import RunConfig, main
+
+    options = Options(
+        budget_interval=args.budget_interval,
+        resync_interval=args.resync_interval,
+        rollout_tick=args.rollout_tick,
+        sync_heartbeat=args.sync_heartbeat,
+        platform_namespace=args.platform_namespace
+        or os.environ.get("AEGIS_PLATFORM_NAMESPACE")
+        or None,
+    )
+    config = RunConfig(
+        namespaces=[] if args.all_namespaces else args.namespace,
+        options=options,
+        health_host=args.health_host,
+        health_port=args.health_port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        ledger_dsn=os.environ.get(args.ledger_dsn_env) or None,
+    )
+    return main(config, args.log_level)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    op = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (LLMRoute -> ConfigMap, LLMBudget status)",
+        description="Reconcile LLMRoute and LLMBudget objects (kopf). Credentials: in-cluster "
+        "service account, else KUBECONFIG / ~/.kube/config. The ledger DSN is read from the "
+        "environment (never from the command line).",
+    )
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; glob patterns need list/watch on namespaces)",
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default when no --namespace is given)",
+    )
+    op.add_argument(
+        "--platform-namespace",
+        default=None,
+        help="namespace whose LLMBudgets may apply to other namespaces (spec.namespaces); "
+        "default $AEGIS_PLATFORM_NAMESPACE",
+    )
+    op.add_argument("--health-host", default="0.0.0.0", help="liveness endpoint address")
+    op.add_argument("--health-port", type=int, default=8080, help="liveness port (/healthz)")
+    op.add_argument("--metrics-host", default="0.0.0.0", help="metrics address")
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (/metrics)")
+    op.add_argument(
+        "--budget-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="ledger read interval per LLMBudget (default 30)",
+    )
+    op.add_argument(
+        "--resync-interval",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="full re-check interval per LLMRoute (default 300)",
+    )
+    op.add_argument(
+        "--rollout-tick",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often each LLMRoute with spec.rollout checks whether its analysis is due "
+        "(default 10; the step length is spec.rollout.interval)",
+    )
+    op.add_argument(
+        "--sync-heartbeat",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="rewrite LLMBudget status.lastSync at least this often (default 300)",
+    )
+    op.add_argument(
+        "--ledger-dsn-env",
+        default="AEGIS_LEDGER_DSN",
+        metavar="VAR",
+        help="environment variable holding the ledger DSN (default AEGIS_LEDGER_DSN)",
+    )
+    op.add_argument("--log-level", default=None, help="default $AEGIS_LOG_LEVEL or INFO")
+    op.set_defaults(handler=_operator)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from aegis.sidecar.demo import main as demo_main
 
     return demo_main()
+
+
+def _injector(args: argparse.Namespace) -> int:
+    from aegis.operator.injector.command import run_injector
+
+    return run_injector(args)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from aegis.operator.injector.probe import probe
+
+    return probe(args.url, timeout=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +219,26 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=0)
     fake.set_defaults(handler=_fake)
 
+    _add_operator(commands)
+
     demo = commands.add_parser("demo", help="offline demo against fake upstreams")
     demo.set_defaults(handler=_demo)
+
+    injector = commands.add_parser(
+        "injector", help="run the sidecar-injecting admission webhook (HTTPS)"
+    )
+    # settings imports nothing heavy; it also names the AEGIS_INJECTOR_* variables.
+    from aegis.operator.injector.settings import add_arguments as injector_arguments
+
+    injector_arguments(injector)
+    injector.set_defaults(handler=_injector)
+
+    probe = commands.add_parser(
+        "probe", help="exit 0 when an http:// URL answers 2xx (the sidecar's exec probes)"
+    )
+    probe.add_argument("url")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(handler=_probe)
     return parser
 
 

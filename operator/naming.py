@@ -11,6 +11,12 @@ import re
 
 GROUP = "aegis.io"
 VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+ROUTE_KIND = "LLMRoute"
+ROUTE_PLURAL = "llmroutes"
+BUDGET_KIND = "LLMBudget"
+BUDGET_PLURAL = "llmbudgets"
+CATEGORY = "aegis"
 
 CONFIG_KEY = "config.yaml"
 """ConfigMap key holding the rendered sidecar config (the sidecar reads it by name)."""
@@ -23,9 +29,18 @@ INJECT_LABEL = "aegis.io/inject"
 ROUTE_ANNOTATION = "aegis.io/route"
 """Pod annotation naming the LLMRoute to use (else the one whose podSelector matches)."""
 CONFIG_HASH_ANNOTATION = "aegis.io/config-hash"
+ROLLOUT_ACTION_ANNOTATION = "aegis.io/rollout-action"
+"""LLMRoute annotation with a one-shot rollout command: pause, resume, abort, promote or
+restart. The operator applies it to ``spec.rollout`` (or the rollout state) and removes it."""
 INJECTED_ANNOTATION = "aegis.io/injected-by"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 ROUTE_LABEL = "aegis.io/route"
+MANAGED_BY = "aegis-operator"
+"""Value of ``app.kubernetes.io/managed-by`` on objects the operator renders."""
+FINALIZER = "aegis.io/cleanup"
+"""On LLMRoute and LLMBudget: cleanup is explicit, no garbage collector is assumed."""
+KOPF_PREFIX = "operator.aegis.io"
+"""Prefix of kopf's bookkeeping annotations (progress, last-handled configuration)."""
 
 
 def configmap_name(route: str) -> str:
