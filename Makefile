@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 AEGIS_TESTBIN_ROOT ?= $(HOME)/.cache/aegis/testbin
 export AEGIS_TESTBIN_ROOT
 
-.PHONY: help venv postgres testbin lint typecheck pytest test demo bench clean
+.PHONY: help venv postgres promtool testbin chart-sync lint typecheck pytest test demo bench bench-injector clean
 
 help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
@@ -34,6 +34,15 @@ postgres:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+# promtool (Debian's prometheus package) for the alert-rule tests.
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+	  echo "promtool: found $$(command -v promtool)"; \
+	else \
+	  echo "promtool: installing from Debian packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
 testbin: venv
 	$(PY) -m tests.controlplane.build
 
@@ -50,7 +59,12 @@ typecheck: venv
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p aegis.sidecar -p aegis.operator
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy tests
 
-pytest: venv postgres testbin
+# The chart carries byte-identical copies of crds/ and operator/rbac.yaml (helm cannot
+# read outside the chart); run this after changing them. A test fails on drift.
+chart-sync: venv
+	$(PY) -m tests.helm.sync
+
+pytest: venv postgres promtool testbin
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -60,6 +74,9 @@ demo: venv
 
 bench: venv
 	$(PY) tests/bench/sidecar_overhead.py
+
+bench-injector: venv
+	$(PY) tests/bench/injector_admission.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
