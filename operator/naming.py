@@ -22,6 +22,8 @@ CONFIG_KEY = "config.yaml"
 """ConfigMap key holding the rendered sidecar config (the sidecar reads it by name)."""
 CONFIG_MOUNT_PATH = "/etc/aegis"
 LEDGER_DSN_ENV = "AEGIS_LEDGER_DSN"
+SPOOL_DIR_ENV = "AEGIS_SPOOL_DIR"
+"""Where the sidecar spools ledger rows (``aegis.sidecar.shared_ledger.SPOOL_ENV``)."""
 """Env var holding the shared ledger DSN (from a Secret via secretKeyRef)."""
 
 INJECT_LABEL = "aegis.io/inject"

@@ -34,6 +34,7 @@ from aegis.operator.naming import (
     INJECTED_ANNOTATION,
     LEDGER_DSN_ENV,
     ROUTE_ANNOTATION,
+    SPOOL_DIR_ENV,
     configmap_name,
 )
 
@@ -42,7 +43,10 @@ Op = dict[str, Any]
 CONFIG_VOLUME = "aegis-config"
 DATA_VOLUME = "aegis-data"
 DATA_MOUNT_PATH = "/var/lib/aegis"
-APP_ENV = ("OPENAI_BASE_URL", "AEGIS_URL")
+APP_ENV = ("OPENAI_BASE_URL", "AEGIS_URL", "OPENAI_API_KEY")
+# The sidecar holds the real provider keys; OpenAI SDKs refuse to start without a key,
+# so apps that set none get this placeholder (never forwarded upstream).
+PLACEHOLDER_API_KEY = "aegis-sidecar-holds-the-keys"
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 
@@ -76,6 +80,8 @@ def sidecar_env(route: RouteInfo, settings: SidecarSettings) -> list[dict[str, A
         {"name": "POD_NAMESPACE", "valueFrom": field_ref("metadata.namespace")},
         {"name": "HOME", "value": DATA_MOUNT_PATH},
         {"name": "TMPDIR", "value": DATA_MOUNT_PATH},
+        # The ledger spool survives sidecar restarts within the pod (emptyDir).
+        {"name": SPOOL_DIR_ENV, "value": f"{DATA_MOUNT_PATH}/spool"},
     ]
     if settings.ledger_secret_name:
         ref = {"name": settings.ledger_secret_name, "key": settings.ledger_secret_key}
@@ -174,8 +180,13 @@ def _append(spec: Mapping[str, Any], path: str, key: str, items: Sequence[Any]) 
 
 
 def app_env_ops(spec: Mapping[str, Any], settings: SidecarSettings) -> list[Op]:
-    """``OPENAI_BASE_URL`` and ``AEGIS_URL`` for every app container that lacks them."""
-    values = {"OPENAI_BASE_URL": settings.openai_base_url, "AEGIS_URL": settings.aegis_url}
+    """``OPENAI_BASE_URL``, ``AEGIS_URL`` and a placeholder ``OPENAI_API_KEY`` for every
+    app container that lacks them."""
+    values = {
+        "OPENAI_BASE_URL": settings.openai_base_url,
+        "AEGIS_URL": settings.aegis_url,
+        "OPENAI_API_KEY": PLACEHOLDER_API_KEY,
+    }
     ops: list[Op] = []
     for index, container in enumerate(spec.get("containers") or []):
         if container.get("name") == settings.container_name:

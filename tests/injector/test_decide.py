@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from aegis.operator.injector.decide import Decision, PodRequest, Via, decide
-from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME
+from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME, PLACEHOLDER_API_KEY
 from aegis.operator.injector.routes import RouteInfo, route_info
 from aegis.operator.injector.settings import SidecarSettings
 from aegis.operator.naming import (
@@ -94,6 +94,7 @@ def test_labelled_pod_gets_native_sidecar_volumes_env_and_annotations() -> None:
     assert env_of(app) == {
         "OPENAI_BASE_URL": "http://127.0.0.1:8787/v1",
         "AEGIS_URL": "http://127.0.0.1:8787",
+        "OPENAI_API_KEY": PLACEHOLDER_API_KEY,  # SDKs need one; the sidecar holds the real keys
     }
 
 
@@ -133,8 +134,9 @@ def test_existing_user_values_are_kept_and_lists_appended() -> None:
     assert env_of(app) == {
         "OPENAI_BASE_URL": "https://mine.example/v1",  # the user's value wins
         "AEGIS_URL": "http://127.0.0.1:8787",
+        "OPENAI_API_KEY": PLACEHOLDER_API_KEY,
     }
-    assert list(env_of(worker)) == ["X", "OPENAI_BASE_URL", "AEGIS_URL"]
+    assert list(env_of(worker)) == ["X", "OPENAI_BASE_URL", "AEGIS_URL", "OPENAI_API_KEY"]
     assert result["metadata"]["annotations"]["team"] == "search"
     assert [v["name"] for v in result["spec"]["volumes"]] == ["scratch", CONFIG_VOLUME, DATA_VOLUME]
 
@@ -288,3 +290,10 @@ def test_route_info_from_an_llmroute_object() -> None:
 def test_static_pods_are_skipped() -> None:
     mirror = opted_in(annotations={"kubernetes.io/config.mirror": "abc"})
     assert (run(mirror).outcome, run(mirror).reason) == ("skipped", "static-pod")
+
+
+def test_spool_env_name_matches_the_sidecar() -> None:
+    from aegis.operator.naming import SPOOL_DIR_ENV
+    from aegis.sidecar.shared_ledger import SPOOL_ENV
+
+    assert SPOOL_DIR_ENV == SPOOL_ENV
