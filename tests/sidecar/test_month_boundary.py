@@ -8,11 +8,13 @@ old month keeps its own, nearly spent, lease.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,10 +92,14 @@ async def test_requests_straddling_midnight_land_in_their_month(
         await store.flush()
         # October has nothing in flight any more: its lease is handed back and closed.
         await poll_until(lambda: all(s["period"] == "2026-11" for s in source.describe()))
-        assert await fetch(pg_url, "SELECT period, state FROM budget_leases ORDER BY 1") == [
-            ("2026-10", "closed"),
-            ("2026-11", "open"),
-        ]
+        # the close statement may still be on its way to the database: wait for it there
+        expected = [("2026-10", "closed"), ("2026-11", "open")]
+        leases: list[Any] = []
+        async with asyncio.timeout(10):
+            while leases != expected:
+                leases = await fetch(pg_url, "SELECT period, state FROM budget_leases ORDER BY 1")
+                await asyncio.sleep(0.02)
+        assert leases == expected
     finally:
         await source.aclose()
 
