@@ -66,17 +66,12 @@ class _Conflict(Exception):
 async def read_arms(
     ctx: Context, namespace: str, route: str, since: datetime, until: datetime
 ) -> tuple[ArmStats, ArmStats]:
-    """(stable, candidate) statistics of ``route`` for requests created in the window.
-
-    A thin adapter over :func:`aegis.sidecar.ledger.rollout_stats.arm_stats`, the
-    ledger's own per-arm query. Its rows are keyed by route name only; two routes
-    of one name in different namespaces share their figures until the query
-    takes a namespace (``namespace`` is accepted here for that day)."""
-    del namespace  # not part of the ledger query yet (see the docstring)
+    """(stable, candidate) statistics of ``route`` in ``namespace`` for requests created
+    in the window (the ledger's own per-arm query)."""
     if ctx.ledger is None:
         raise LedgerUnavailableError("the operator has no ledger DSN configured")
     async with asyncio.timeout(_LEDGER_TIMEOUT):
-        stats = await arm_stats(ctx.ledger, route, since, until)
+        stats = await arm_stats(ctx.ledger, route, since, until, namespace=namespace)
     return stats["stable"], stats["candidate"]
 
 

@@ -42,7 +42,7 @@ class ArmStats:
 
 
 def _window(
-    arm: str, route: str, since: datetime, until: datetime | None
+    arm: str, route: str, since: datetime, until: datetime | None, namespace: str | None
 ) -> list[ColumnElement[bool]]:
     e = LedgerEntry
     where = [
@@ -53,6 +53,9 @@ def _window(
     ]
     if until is not None:
         where.append(e.created_at < until)
+    if namespace is not None:
+        # routes are namespaced; the (route, arm, created_at) index still narrows first
+        where.append(e.namespace == namespace)
     return where
 
 
@@ -90,12 +93,15 @@ async def arm_stats(
     route: str,
     since: datetime,
     until: datetime | None = None,
+    *,
+    namespace: str | None = None,
 ) -> dict[str, ArmStats]:
-    """Statistics of both arms of ``route`` for requests created in the window."""
+    """Statistics of both arms of ``route`` (in ``namespace`` when given) for requests
+    created in the window."""
     result: dict[str, ArmStats] = {}
     async with _engine(source) as engine, engine.connect() as connection:
         for arm in Arm:
-            where = _window(arm.value, route, since, until)
+            where = _window(arm.value, route, since, until, namespace)
             totals = (await connection.execute(_totals(where))).one()
             requests, errors, cost = totals[0], totals[1], totals[2]
             p95 = (await connection.execute(_p95(engine.dialect.name, where))).scalar()

@@ -110,6 +110,12 @@ async def test_arm_stats_on_postgres_and_sqlite_agree(engine: AsyncEngine, tmp_p
         assert candidate.cost_usd == D("1.00")
         later = await arm_stats(source, "rag-api", BASE_TIME + timedelta(seconds=50))
         assert later["stable"].requests == 0 and later["stable"].p95_latency_ms is None
+        # a route of the same name in another namespace has figures of its own
+        namespace = arm_rows()[0].namespace
+        mine = await arm_stats(source, "rag-api", since, namespace=namespace)
+        assert mine["candidate"].requests == 20
+        theirs = await arm_stats(source, "rag-api", since, namespace=namespace + "-other")
+        assert theirs["stable"].requests == theirs["candidate"].requests == 0
 
 
 async def test_arm_stats_query_reads_only_the_index(engine: AsyncEngine) -> None:
