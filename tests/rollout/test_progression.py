@@ -102,4 +102,5 @@ async def test_a_healthy_candidate_is_promoted_step_by_step(
 
 
 async def _advances(bed: RolloutBed, count: int) -> bool:
-    return sum(e["reason"] == "RolloutAdvanced" for e in await bed.events(ROUTE)) >= count
+    advanced = [e for e in await bed.events(ROUTE) if e["reason"] == "RolloutAdvanced"]
+    return len(advanced) >= count
