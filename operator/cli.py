@@ -18,7 +18,12 @@ Handler = Callable[[argparse.Namespace], int]
 def _sidecar(args: argparse.Namespace) -> int:
     from aegis.sidecar.commands import run_sidecar
 
-    return run_sidecar(args.config, port=args.port, metrics_port=args.metrics_port)
+    return run_sidecar(
+        args.config,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
 
 
 def _ledger(args: argparse.Namespace) -> int:
@@ -188,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="override listen.metricsPort (0: any free port)",
+    )
+    sidecar.add_argument(
+        "--metrics-host",
+        default=None,
+        help="override listen.metricsHost (the API itself always stays on loopback)",
     )
     sidecar.set_defaults(handler=_sidecar)
 

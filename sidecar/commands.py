@@ -18,12 +18,18 @@ from aegis.sidecar.loader import ConfigError, load_config
 from aegis.sidecar.logs import configure_logging
 
 
-def run_sidecar(config: Path, *, port: int | None = None, metrics_port: int | None = None) -> int:
+def run_sidecar(
+    config: Path,
+    *,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> int:
     from aegis.sidecar.server import run_forever
 
     configure_logging()
     try:
-        asyncio.run(run_forever(config, port, metrics_port))
+        asyncio.run(run_forever(config, port, metrics_port, metrics_host))
     except ConfigError as exc:
         print(f"aegis sidecar: invalid config: {exc}", file=sys.stderr)
         return 2

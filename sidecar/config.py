@@ -391,7 +391,21 @@ class ListenSpec(Model):
     host: str = Field(default="127.0.0.1", description="Loopback address only.")
     port: int = Field(default=8787, ge=1, le=65535)
     metrics_port: int = Field(default=9787, ge=0, le=65535, description="0 disables.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the metrics listener (read-only, no request data); in a "
+        "pod the injector sets 0.0.0.0 so Prometheus can scrape it.",
+    )
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"metricsHost must be an IP address, not {value!r}") from None
+        return value
 
     @field_validator("host")
     @classmethod

@@ -50,6 +50,7 @@ async def serve(
     config_path: Path | None = None,
     port: int | None = None,
     metrics_port: int | None = None,
+    metrics_host: str | None = None,
     reload_interval: float = 1.0,
     shutdown_timeout: float = 30.0,
 ) -> AsyncIterator[RunningSidecar]:
@@ -75,7 +76,9 @@ async def serve(
         if metrics_port is not None or wanted_metrics:
             metrics_runner = web.AppRunner(build_metrics_app(runtime), access_log=None)
             await metrics_runner.setup()
-            metrics_site = web.TCPSite(metrics_runner, listen.host, wanted_metrics)
+            metrics_site = web.TCPSite(
+                metrics_runner, metrics_host or listen.metrics_host, wanted_metrics
+            )
             await metrics_site.start()
             bound_metrics = _bound_port(metrics_site)
         bound = _bound_port(site)
@@ -110,7 +113,12 @@ def tune_gc() -> None:
     gc.enable()  # in case the entry point disabled it while importing
 
 
-async def run_forever(config_path: Path, port: int | None, metrics_port: int | None) -> None:
+async def run_forever(
+    config_path: Path,
+    port: int | None,
+    metrics_port: int | None,
+    metrics_host: str | None = None,
+) -> None:
     started = time.perf_counter()
     loaded = load_config(config_path)
     stop = asyncio.Event()
@@ -118,7 +126,11 @@ async def run_forever(config_path: Path, port: int | None, metrics_port: int | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with serve(
-        loaded, config_path=config_path, port=port, metrics_port=metrics_port
+        loaded,
+        config_path=config_path,
+        port=port,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     ) as running:
         tune_gc()
         log.info(

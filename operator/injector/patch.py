@@ -43,6 +43,7 @@ Op = dict[str, Any]
 CONFIG_VOLUME = "aegis-config"
 DATA_VOLUME = "aegis-data"
 DATA_MOUNT_PATH = "/var/lib/aegis"
+METRICS_PORT_NAME = "aegis-metrics"  # what the chart's PodMonitor selects
 APP_ENV = ("OPENAI_BASE_URL", "AEGIS_URL", "OPENAI_API_KEY")
 # The sidecar holds the real provider keys; OpenAI SDKs refuse to start without a key,
 # so apps that set none get this placeholder (never forwarded upstream).
@@ -107,6 +108,9 @@ def sidecar_container(route: RouteInfo, settings: SidecarSettings, native: bool)
             str(settings.port),
             "--metrics-port",
             str(settings.metrics_port),
+            # Prometheus scrapes from outside the pod; the API stays on 127.0.0.1.
+            "--metrics-host",
+            "0.0.0.0",
         ],
         "workingDir": DATA_MOUNT_PATH,
         "env": sidecar_env(route, settings),
@@ -130,6 +134,9 @@ def sidecar_container(route: RouteInfo, settings: SidecarSettings, native: bool)
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if settings.metrics_port > 0:
+        port = {"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port}
+        container["ports"] = [{**port, "protocol": "TCP"}]
     if native:
         container["restartPolicy"] = "Always"
     return container

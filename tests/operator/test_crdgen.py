@@ -33,6 +33,7 @@ OPERATOR_RENDERED = {
     "listen.host": "sidecar default (loopback)",
     "listen.port": "sidecar default; the injector passes --port",
     "listen.metricsPort": "sidecar default; the injector passes --metrics-port",
+    "listen.metricsHost": "sidecar default; the injector passes --metrics-host",
     "listen.maxBodyBytes": "sidecar default",
 }
 #: CRD fields with no counterpart in the sidecar config, and who uses them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -228,3 +229,24 @@ async def test_health_ready_and_metrics(make_sidecar: SidecarFactory) -> None:
         )
         assert "aegis_request_duration_seconds_bucket" in text
         assert "aegis_config_info{" in text
+
+
+async def test_metrics_listener_can_leave_loopback_while_the_api_cannot(
+    make_sidecar: SidecarFactory, fakes: Fakes, tmp_path: Path
+) -> None:
+    from aegis.sidecar.loader import load_config
+    from aegis.sidecar.server import serve
+
+    async with make_sidecar():  # writes the config file
+        pass
+    loaded = load_config(tmp_path / "config.yaml")
+    async with (
+        serve(loaded, port=0, metrics_port=0, metrics_host="127.0.0.2") as sc,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(f"http://127.0.0.2:{sc.metrics_port}/metrics") as resp:
+            assert resp.status == 200 and "aegis_config_info" in await resp.text()
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.2:{sc.port}/healthz")
+    with pytest.raises(ValueError, match="loopback"):
+        loaded.config.listen.model_validate({"host": "0.0.0.0"})
