@@ -14,13 +14,19 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from aegis.sidecar.adapters.base import ErrorKind, UpstreamCall, UpstreamError, Usage
+from aegis.sidecar.adapters.base import (
+    ErrorKind,
+    UpstreamCall,
+    UpstreamError,
+    UpstreamResult,
+    Usage,
+)
 from aegis.sidecar.budget import Exceeded, Reservation
 from aegis.sidecar.config import OnExceeded
 from aegis.sidecar.errors import error_body
@@ -41,6 +47,7 @@ from aegis.sidecar.views import BUDGET_UNAVAILABLE
 log = logging.getLogger("aegis.sidecar.pipeline")
 
 ZERO = Decimal(0)
+T = TypeVar("T")
 Kind = Literal["chat", "embeddings"]
 
 
@@ -299,9 +306,14 @@ def exhausted(exchange: Exchange, last: UpstreamError | None) -> Refused:
     return Refused(status, code, f"no provider could answer ({tried})", headers=headers)
 
 
-async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str], int]:
-    """Non-streaming chat or embeddings: try candidates in order, answer with the first
-    success. Returns (body, headers, status) or raises :class:`Refused`."""
+async def first_answer(
+    exchange: Exchange,
+    attempt: Callable[[Candidate, Reservation | None], Awaitable[T]],
+) -> tuple[Candidate, Reservation | None, T]:
+    """Try the candidates in order (DESIGN.md steps 4-5): reserve, ``attempt`` the call,
+    and on a retriable failure release and move on. A client-fault answer (400-class)
+    goes back to the client; when every candidate fails, raise the 502/503/504
+    :class:`Refused`. On success the reservation is still open: the caller settles."""
     last: UpstreamError | None = None
     for candidate in exchange.decision.candidates:
         if not usable(exchange, candidate):
@@ -311,14 +323,9 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
         except _Skip as skip:
             exchange.failed(candidate, str(skip))
             continue
-        adapter = exchange.runtime.adapters.get(candidate.provider.name)
-        call = upstream_call(exchange, candidate)
         exchange.attempts += 1
         try:
-            if kind == "chat":
-                result = await adapter.chat(call)
-            else:
-                result = await adapter.embeddings(call)
+            return candidate, reservation, await attempt(candidate, reservation)
         except UpstreamError as error:
             exchange.release(reservation)
             if error.client_fault:
@@ -336,7 +343,25 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
                 ) from None
             last = error
             exchange.failed(candidate, _reason(error))
-            continue
+        except BaseException:
+            exchange.release(reservation)  # a no-op when the attempt settled it already
+            raise
+    refusal = exhausted(exchange, last)
+    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
+    raise refusal
+
+
+async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str], int]:
+    """Non-streaming chat or embeddings: the first candidate's success, settled and
+    recorded. Returns (body, headers, status) or raises :class:`Refused`."""
+
+    async def call(candidate: Candidate, reservation: Reservation | None) -> UpstreamResult:
+        adapter = exchange.runtime.adapters.get(candidate.provider.name)
+        request = upstream_call(exchange, candidate)
+        try:
+            if kind == "chat":
+                return await adapter.chat(request)
+            return await adapter.embeddings(request)
         except asyncio.CancelledError:
             # The client went away; the provider may still bill the whole answer.
             charged = exchange.settle(reservation, candidate.worst_case_usd)
@@ -349,26 +374,22 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
                 period=exchange.period_of(reservation, candidate.provider.name),
             )
             raise
-        except BaseException:
-            exchange.release(reservation)
-            raise
-        charged = exchange.settle(reservation, actual_cost(candidate, result.model, result.usage))
-        exchange.record(
-            candidate=candidate,
-            model=result.model,
-            status=Status.OK,
-            http_status=200,
-            usage=result.usage,
-            cost_usd=charged,
-            period=exchange.period_of(reservation, candidate.provider.name),
-        )
-        headers = exchange.headers(candidate, result.model)
-        headers["X-Aegis-Cost-USD"] = f"{charged:f}"
-        headers["Content-Type"] = result.content_type
-        return result.body, headers, result.status
-    refusal = exhausted(exchange, last)
-    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
-    raise refusal
+
+    candidate, reservation, result = await first_answer(exchange, call)
+    charged = exchange.settle(reservation, actual_cost(candidate, result.model, result.usage))
+    exchange.record(
+        candidate=candidate,
+        model=result.model,
+        status=Status.OK,
+        http_status=200,
+        usage=result.usage,
+        cost_usd=charged,
+        period=exchange.period_of(reservation, candidate.provider.name),
+    )
+    headers = exchange.headers(candidate, result.model)
+    headers["X-Aegis-Cost-USD"] = f"{charged:f}"
+    headers["Content-Type"] = result.content_type
+    return result.body, headers, result.status
 
 
 def _reason(error: UpstreamError) -> str:

@@ -22,13 +22,10 @@ from aegis.sidecar.budget import Reservation
 from aegis.sidecar.ledger.models import Status
 from aegis.sidecar.pipeline import (
     Exchange,
-    Refused,
     _reason,
-    _Skip,
     actual_cost,
-    exhausted,
+    first_answer,
     upstream_call,
-    usable,
 )
 from aegis.sidecar.router import Candidate
 
@@ -41,48 +38,19 @@ SSE_HEADERS = {
 
 async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Reservation | None]:
     """Start the stream on the first candidate that answers; raise :class:`Refused`."""
-    last: UpstreamError | None = None
-    for candidate in exchange.decision.candidates:
-        if not usable(exchange, candidate):
-            continue
-        try:
-            reservation = await exchange.reserve(candidate)
-        except _Skip as skip:
-            exchange.failed(candidate, str(skip))
-            continue
-        handle = exchange.runtime.adapters.get(candidate.provider.name).chat_stream(
-            upstream_call(exchange, candidate)
-        )
-        exchange.attempts += 1
+
+    async def start(candidate: Candidate, reservation: Reservation | None) -> StreamHandle:
+        adapter = exchange.runtime.adapters.get(candidate.provider.name)
+        handle = adapter.chat_stream(upstream_call(exchange, candidate))
         try:
             await handle.start()
-        except UpstreamError as error:
-            exchange.release(reservation)
-            await handle.aclose()
-            if error.client_fault:
-                exchange.record(
-                    candidate=candidate,
-                    model=error.model or "",
-                    status=Status.ERROR,
-                    http_status=error.status or 400,
-                )
-                raise Refused(
-                    error.status or 400,
-                    error.code or "invalid_request",
-                    error.message,
-                    headers=exchange.headers(candidate, error.model),
-                ) from None
-            last = error
-            exchange.failed(candidate, _reason(error))
-            continue
         except BaseException:
-            exchange.release(reservation)
             await handle.aclose()
             raise
-        return candidate, handle, reservation
-    refusal = exhausted(exchange, last)
-    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
-    raise refusal
+        return handle
+
+    candidate, reservation, handle = await first_answer(exchange, start)
+    return candidate, handle, reservation
 
 
 def _error_event(error: UpstreamError) -> bytes:
