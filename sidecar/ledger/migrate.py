@@ -10,16 +10,22 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis.sidecar.ledger.db import async_url, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (with Mako: ~8 MB and ~0.1 s) is imported only when a migration runs or
+# its scripts are read; a sidecar whose ledger is already at HEAD_REVISION checks
+# that with one query and never loads it. A test keeps HEAD_REVISION equal to the
+# head of the scripts in migrations/versions.
+HEAD_REVISION = "0002"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Not Alembic's default name: in a shared PostgreSQL database the ledger must not
@@ -32,6 +38,8 @@ def alembic_config(url: str | URL | None = None, sql_out: TextIO | None = None) 
 
     ``sql_out`` receives the DDL in offline (``--sql``) mode.
     """
+    from alembic.config import Config
+
     cfg = Config(output_buffer=sql_out)
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -43,6 +51,13 @@ def alembic_config(url: str | URL | None = None, sql_out: TextIO | None = None) 
 
 def head_revision() -> str:
     """The newest revision shipped with this version of Aegis."""
+    return HEAD_REVISION
+
+
+def script_head() -> str:
+    """The head revision as Alembic reads it from the scripts (a test compares)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("no ledger migrations found")
@@ -50,15 +65,23 @@ def head_revision() -> str:
 
 
 def _upgrade_on(connection: Connection, revision: str) -> None:
+    if revision in ("head", HEAD_REVISION) and _current_on(connection) == HEAD_REVISION:
+        return  # the usual start: nothing to do, and no Alembic to load
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
 
 
 def _current_on(connection: Connection) -> str | None:
-    return MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE}
-    ).get_current_revision()
+    """What Alembic's ``get_current_revision`` answers, read without Alembic."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    if len(rows) > 1:
+        raise RuntimeError(f"{VERSION_TABLE} holds several heads: {[r[0] for r in rows]}")
+    return str(rows[0][0]) if rows else None
 
 
 async def upgrade(target: AsyncEngine | AsyncConnection, revision: str = "head") -> None:
@@ -100,6 +123,8 @@ def migrate(
     loop); from async code use :func:`migrate_async` or :func:`upgrade`.
     """
     if sql:
+        from alembic import command
+
         command.upgrade(alembic_config(url, sql_out=out or sys.stdout), revision, sql=True)
         return None
     return asyncio.run(migrate_async(url, revision))

@@ -120,3 +120,18 @@ def test_offline_sql_for_sqlite_uses_integer_micro_dollars() -> None:
     migrate("sqlite:///unused.db", sql=True, out=out)
     assert "cost_usd BIGINT NOT NULL" in out.getvalue()
     assert not Path("unused.db").exists()
+
+
+def test_head_revision_constant_matches_the_scripts() -> None:
+    from aegis.sidecar.ledger.migrate import head_revision, script_head
+
+    assert head_revision() == script_head()
+
+
+def test_a_sidecar_import_does_not_load_alembic() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, aegis.sidecar.server; print('alembic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
