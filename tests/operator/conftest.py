@@ -11,32 +11,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from aegis.sidecar.ledger.migrate import migrate
 from tests.controlplane.kube import Kube
 from tests.controlplane.postgres import PostgresServer
-from tests.operator.harness import (
-    OperatorProcess,
-    delete_aegis_objects,
-    install_crds,
-    remove_crds,
+from tests.operator.harness import OperatorProcess, delete_aegis_objects
+from tests.operator.lifecycle import (
+    installed_crds,
+    migrated_ledger,
+    operator_process,
+    running,
 )
 
 
 @pytest.fixture(scope="package")
 def crds(kube: Kube) -> Iterator[None]:
-    install_crds(kube)
-    yield
-    remove_crds(kube)
+    yield from installed_crds(kube)
 
 
 @pytest.fixture(scope="package")
 def operator_ledger(postgres: PostgresServer) -> Iterator[str]:
     """The Postgres ledger the operator reads (migrated; tests insert rows)."""
-    url = postgres.create_database()
-    migrate(url)
-    yield url
-    postgres.start()
-    postgres.drop_database(url.rsplit("/", 1)[1])
+    yield from migrated_ledger(postgres)
 
 
 @pytest.fixture(scope="package")
@@ -46,25 +40,13 @@ def aegis_operator(
     operator_ledger: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    platform = kube.create_namespace("aegis-system")
-    process = OperatorProcess(
-        kube=kube,
-        workdir=tmp_path_factory.mktemp("operator"),
-        ledger_dsn=operator_ledger,
-        platform_namespace=platform,
-    )
-    process.start()
-    yield process
-    process.stop()
-    kube.delete_namespace(platform)
+    yield from operator_process(kube, tmp_path_factory.mktemp("operator"), operator_ledger)
 
 
 @pytest.fixture
 def operator(aegis_operator: OperatorProcess) -> OperatorProcess:
     """The running operator; started again first if an earlier test left it stopped."""
-    if not aegis_operator.running:
-        aegis_operator.start()
-    return aegis_operator
+    return running(aegis_operator)
 
 
 @pytest.fixture
