@@ -1,6 +1,11 @@
-"""Build kube-apiserver, kubectl, etcd and helm from the Go module proxy, once per pin set.
+"""Build the test bed's Go binaries from the Go module proxy, once per pin set.
 
-Usage: ``python -m tests.controlplane.build [--force]``; fixtures call :func:`ensure`.
+The API-only test bed needs kube-apiserver, kubectl, etcd and helm (:data:`API_TOOLS`);
+the one-node cluster (``tests.cluster``) also needs kubelet, kube-scheduler,
+kube-controller-manager, kube-proxy and CoreDNS (:data:`NODE_TOOLS`).
+
+Usage: ``python -m tests.controlplane.build [--node] [--force]``; fixtures call
+:func:`ensure`.
 
 Each tool is built from a small *wrapper module* generated under
 ``<cache>/<versions-key>/src/<tool>/`` rather than with ``go install pkg@version``,
@@ -11,6 +16,10 @@ because ``go install`` refuses modules whose go.mod has replace directives:
   one with its published ``v0.<minor>.<patch>`` twin instead.
 * ``go.etcd.io/etcd/server/v3`` replaces its sibling modules with ``../api`` etc.;
   the wrapper requires the siblings at the same release.
+
+The node binaries are built in the *same* wrapper module as kube-apiserver (its
+``tools.go`` imports every Kubernetes command either set needs), so they resolve to
+the same module versions and reuse its compiled packages in the Go build cache.
 
 Binaries are linked with the same ``-X`` version variables the upstream release
 scripts set, so ``--version`` reports the real release, and that output is what
@@ -28,6 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -56,6 +66,11 @@ class Tool:
     siblings: tuple[str, ...] = ()  # modules required at the same version as `module`
     k8s_staging: bool = False
     ldflags: Callable[[str], list[str]] = field(default=lambda _date: [])
+    wrapper: str = ""  # wrapper module directory shared with other tools; default: name
+
+    @property
+    def src_name(self) -> str:
+        return self.wrapper or self.name
 
 
 def _kube_ldflags(build_date: str) -> list[str]:
@@ -87,6 +102,15 @@ def _helm_ldflags(_build_date: str) -> list[str]:
         f"-X {base}/pkg/lint/rules.k8sVersionMajor={major}",
         f"-X {base}/pkg/lint/rules.k8sVersionMinor={minor}",
     ]
+
+
+def _coredns_ldflags(_build_date: str) -> list[str]:
+    # CoreDNS's Makefile stamps the commit; the release is in the code already.
+    return [f"-X github.com/coredns/coredns/coremain.GitCommit={versions.COREDNS}"]
+
+
+_NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-proxy")
+_KUBE_PROBE = (("--version",), f"Kubernetes {versions.KUBERNETES}")
 
 
 TOOLS: tuple[Tool, ...] = (
@@ -126,8 +150,30 @@ TOOLS: tuple[Tool, ...] = (
         probes={"helm": (("version", "--short"), versions.HELM)},
         ldflags=_helm_ldflags,
     ),
+    Tool(
+        name="kubernetes-node",
+        module="k8s.io/kubernetes",
+        version=versions.KUBERNETES,
+        binaries={name: f"k8s.io/kubernetes/cmd/{name}" for name in _NODE_BINARIES},
+        probes=dict.fromkeys(_NODE_BINARIES, _KUBE_PROBE),
+        k8s_staging=True,
+        ldflags=_kube_ldflags,
+        wrapper="kubernetes",
+    ),
+    Tool(
+        name="coredns",
+        module="github.com/coredns/coredns",
+        version=versions.COREDNS,
+        binaries={"coredns": "github.com/coredns/coredns"},
+        probes={"coredns": (("-version",), f"CoreDNS-{versions.COREDNS.lstrip('v')}")},
+        ldflags=_coredns_ldflags,
+    ),
 )
 TOOL_NAMES = tuple(tool.name for tool in TOOLS)
+#: What the API-only test bed (the `kube` fixture) needs; the default of :func:`ensure`.
+API_TOOLS = ("kubernetes", "etcd", "helm")
+#: What the one-node cluster needs on top of API_TOOLS.
+NODE_TOOLS = ("kubernetes-node", "coredns")
 
 
 @dataclass(frozen=True)
@@ -151,6 +197,10 @@ class Testbin:
     @property
     def helm(self) -> Path:
         return self.dir / "helm"
+
+    def binary(self, name: str) -> Path:
+        """Any built binary by name (kubelet, kube-proxy, coredns, ...)."""
+        return self.dir / name
 
     def version_lines(self) -> dict[str, str]:
         """First line of each binary's version output (what the report header prints)."""
@@ -240,13 +290,23 @@ def _module_info(go: str, module: str, version: str, cwd: Path) -> dict[str, str
     return info
 
 
+def module_dir(module: str, version: str) -> Path:
+    """The module's extracted source in the Go module cache (downloaded when missing)."""
+    with tempfile.TemporaryDirectory() as outside:  # outside any module
+        return Path(_module_info(_go(), module, version, Path(outside))["Dir"])
+
+
 def _staging_replaces(go_mod: str) -> list[str]:
     """The `k8s.io/<staging>` modules that k8s.io/kubernetes maps to ./staging/."""
     return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", go_mod, re.M)))
 
 
 def _write_wrapper(src: Path, tool: Tool, go: str) -> str:
-    """Write go.mod and tools.go for `tool`; returns the release date of the module."""
+    """Write go.mod and tools.go for `tool`; returns the release date of the module.
+
+    tools.go imports the commands of every tool sharing this wrapper, so that the
+    module files are the same whichever of them is built first.
+    """
     src.mkdir(parents=True, exist_ok=True)
     info = _module_info(go, tool.module, tool.version, cwd=src.parent)  # outside any module
     release = str(json.loads(Path(info["Info"]).read_text())["Time"])
@@ -262,7 +322,8 @@ def _write_wrapper(src: Path, tool: Tool, go: str) -> str:
         lines += [f"\t{mod} => {mod} {published}" for mod in staging]
         lines.append(")")
     (src / "go.mod").write_text("\n".join(lines) + "\n")
-    imports = "\n".join(f'import _ "{pkg}"' for pkg in tool.binaries.values())
+    packages = [pkg for t in TOOLS if t.src_name == tool.src_name for pkg in t.binaries.values()]
+    imports = "\n".join(f'import _ "{pkg}"' for pkg in packages)
     (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\n{imports}\n")
     return release
 
@@ -270,7 +331,7 @@ def _write_wrapper(src: Path, tool: Tool, go: str) -> str:
 def build_tool(directory: Path, tool: Tool, log: Log) -> None:
     """Build every binary of `tool` into `directory` (replacing old ones atomically)."""
     go = _go()
-    src = directory / "src" / tool.name
+    src = directory / "src" / tool.src_name
     log_path = src / "build.log"
     started = time.monotonic()
     log(f"{tool.name} {tool.version}: writing wrapper module in {src}")
@@ -311,7 +372,7 @@ def _print(message: str) -> None:
 
 
 def ensure(
-    tools: Iterable[str] = TOOL_NAMES,
+    tools: Iterable[str] = API_TOOLS,
     *,
     root: Path | None = None,
     force: bool = False,
@@ -348,11 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tool", action="append", choices=TOOL_NAMES, help="build only this tool (repeatable)"
     )
+    parser.add_argument(
+        "--node", action="store_true", help="also the one-node cluster's binaries (kubelet, ...)"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     _print(f"cache: {versions.testbin_dir()}")
+    wanted = args.tool or (API_TOOLS + NODE_TOOLS if args.node else API_TOOLS)
     try:
-        testbin = ensure(args.tool or TOOL_NAMES, force=args.force)
+        testbin = ensure(wanted, force=args.force)
     except BuildError as error:
         _print(f"FAILED: {error}")
         return 1

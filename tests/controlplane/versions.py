@@ -10,12 +10,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Kubernetes release for kube-apiserver and kubectl (module ``k8s.io/kubernetes``).
+#: Kubernetes release for kube-apiserver, kubectl and the node binaries (kubelet,
+#: kube-scheduler, kube-controller-manager, kube-proxy): module ``k8s.io/kubernetes``.
 KUBERNETES = "v1.34.4"
 #: etcd release (module ``go.etcd.io/etcd/server/v3``); Kubernetes 1.34 ships with etcd 3.6.
 ETCD = "v3.6.16"
 #: Helm v3 release; 3.19 is the line built against the Kubernetes 1.34 client libraries.
 HELM = "v3.19.5"
+#: CoreDNS release for the one-node cluster (module ``github.com/coredns/coredns``);
+#: 1.15 is the first line whose go.mod asks for Go 1.26. Not part of the cache key:
+#: binaries are reused only when ``coredns -version`` reports this release.
+COREDNS = "v1.15.0"
 
 
 def versions_key() -> str:

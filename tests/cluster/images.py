@@ -1,0 +1,367 @@
+"""The cluster's images, built without a registry: base, Aegis, pause and CoreDNS.
+
+* **base**: Debian bookworm's ``python3`` (+ venv, CA certificates, passwd) made with
+  ``mmdebstrap`` into a tar, then turned into the image
+  ``localhost/aegis-python-base:<key>`` with buildah.
+* **aegis**: the repository's ``Dockerfile``, ``buildah bud --isolation chroot`` with
+  ``--build-arg PYTHON_IMAGE=<base>`` (host network for pip; the host's CA bundle is
+  lent to pip for machines behind a TLS-inspecting proxy).
+* **pause**: ``pause.c`` from the ``k8s.io/kubernetes`` module, compiled static.
+* **coredns**: the binary from :mod:`tests.controlplane.build`.
+
+Each image ends up as an OCI archive ``<cache>/<name>-<key>.tar`` whose reference is
+fully qualified (``docker.io/local/<name>:<key>``, what the kubelet asks containerd for
+when a pod says ``local/<name>:<key>``); the key hashes the image's inputs, so an
+archive is rebuilt only when they change. Cache: ``$AEGIS_IMAGE_CACHE`` or
+``~/.cache/aegis/images``, with buildah's own storage under it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.controlplane import build, versions
+from tests.controlplane.build import Testbin
+
+from .shell import ClusterError, run
+
+Log = Callable[[str], None]
+REPO = Path(__file__).resolve().parents[2]
+BASE_SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd")
+BASE_SOURCES = (
+    f"deb http://deb.debian.org/debian {BASE_SUITE} main",
+    f"deb http://deb.debian.org/debian {BASE_SUITE}-updates main",
+    f"deb http://deb.debian.org/debian-security {BASE_SUITE}-security main",
+)
+_BASE_RECIPE = 1  # bump when the mmdebstrap command below changes
+PAUSE_VERSION = "3.10.1"  # build/pause/Makefile's TAG in Kubernetes 1.34
+#: Inputs of the Aegis image: what the Dockerfile copies, and the Dockerfile itself.
+AEGIS_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "operator", "sidecar")
+_HEARTBEAT = 30.0
+
+
+@dataclass(frozen=True)
+class Image:
+    """An OCI archive whose image is named `ref` (``docker.io/local/<name>:<tag>``)."""
+
+    ref: str
+    archive: Path
+
+    @property
+    def short(self) -> str:
+        """What a pod spec says: ``local/<name>:<tag>``."""
+        return self.ref.removeprefix("docker.io/")
+
+    @property
+    def repository(self) -> str:
+        return self.short.rsplit(":", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.ref.rsplit(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class Images:
+    aegis: Image
+    pause: Image
+    coredns: Image
+
+    def all(self) -> list[Image]:
+        return [self.pause, self.coredns, self.aegis]
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("AEGIS_IMAGE_CACHE", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "aegis" / "images"
+
+
+def _key(parts: Iterable[bytes | str]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()[:12]
+
+
+def _tree_files(root: Path, names: Iterable[str]) -> Iterator[Path]:
+    """The files of `names` (files or directories) that a build would copy, sorted."""
+    for name in names:
+        path = root / name
+        if path.is_file():
+            yield path
+            continue
+        for file in sorted(path.rglob("*")):
+            if (
+                file.is_file()
+                and "__pycache__" not in file.parts
+                and file.suffix not in (".pyc", ".db")
+            ):
+                yield file
+
+
+def aegis_key(base_key: str, repo: Path = REPO) -> str:
+    parts: list[bytes | str] = [base_key]
+    for file in _tree_files(repo, AEGIS_INPUTS):
+        parts += [str(file.relative_to(repo)), file.read_bytes()]
+    return _key(parts)
+
+
+class Builder:
+    """Builds missing archives; `log` gets one line per phase with its duration."""
+
+    def __init__(self, log: Log, cache: Path | None = None) -> None:
+        self.log = log
+        self.cache = cache or cache_dir()
+        self.storage = self.cache / "buildah"
+        self.logs = self.cache / "logs"
+
+    # -- helpers ------------------------------------------------------------------------
+    def buildah(self, *args: str) -> list[str]:
+        return [
+            "buildah",
+            f"--root={self.storage / 'root'}",
+            f"--runroot={self.storage / 'run'}",
+            "--storage-driver=overlay",
+            *args,
+        ]
+
+    def _run_logged(self, argv: list[str], label: str, cwd: Path | None = None) -> None:
+        log_path = self.logs / f"{label.split(maxsplit=1)[0]}.log"
+        started = time.monotonic()
+        with log_path.open("a") as out:
+            out.write(f"\n$ {' '.join(argv)}\n")
+            out.flush()
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+            while True:
+                try:
+                    code = proc.wait(timeout=_HEARTBEAT)
+                    break
+                except subprocess.TimeoutExpired:
+                    self.log(f"  ... {label}: {int(time.monotonic() - started)}s")
+        if code != 0:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+            raise ClusterError(f"{label} failed (exit {code}), log {log_path}:\n{tail}")
+
+    def _has_image(self, name: str) -> bool:
+        return run(self.buildah("inspect", "--type=image", name), check=False).returncode == 0
+
+    def _export(self, local: str, image: Image) -> None:
+        """Write `local` (in buildah's storage) as the OCI archive of `image`."""
+        partial = image.archive.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        run(self.buildah("push", local, f"oci-archive:{partial}:{image.ref}"), timeout=600)
+        os.replace(partial, image.archive)
+        run(self.buildah("rmi", local), check=False)
+
+    def _prune(self, prefix: str, keep: Path) -> None:
+        for old in self.cache.glob(f"{prefix}-*.tar"):
+            if old != keep:
+                old.unlink(missing_ok=True)
+
+    def _timed(self, what: str, started: float) -> None:
+        self.log(f"{what} in {time.monotonic() - started:.0f}s")
+
+    # -- base ---------------------------------------------------------------------------
+    def base(self) -> str:
+        """The base image's name in buildah's storage (built or imported when missing)."""
+        key = _key([str(_BASE_RECIPE), BASE_SUITE, *BASE_PACKAGES, *BASE_SOURCES])
+        name = f"localhost/aegis-python-base:{key}"
+        if self._has_image(name):
+            return name
+        rootfs = self.cache / f"base-{key}.tar"
+        if not rootfs.exists():
+            started = time.monotonic()
+            self.log(f"base: mmdebstrap {BASE_SUITE} {' '.join(BASE_PACKAGES)}")
+            partial = rootfs.with_suffix(".partial")
+            self._run_logged(
+                [
+                    "mmdebstrap",
+                    "--variant=minbase",
+                    "--mode=root",
+                    "--format=tar",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    '--aptopt=Acquire::Check-Valid-Until "false"',
+                    *(
+                        f"--dpkgopt=path-exclude=/usr/share/{d}/*"
+                        for d in ("doc", "man", "locale", "info")
+                    ),
+                    BASE_SUITE,
+                    str(partial),
+                    *BASE_SOURCES,
+                ],
+                "mmdebstrap base",
+            )
+            os.replace(partial, rootfs)
+            self._prune("base", rootfs)
+            self._timed("base: rootfs made", started)
+        started = time.monotonic()
+        container = run(self.buildah("from", "scratch")).stdout.strip()
+        try:
+            run(self.buildah("add", container, str(rootfs), "/"), timeout=600)
+            run(self.buildah("config", f"--env=PATH={_PATH}", "--cmd=/bin/bash", container))
+            run(self.buildah("commit", "--rm", container, name), timeout=600)
+        except BaseException:
+            run(self.buildah("rm", container), check=False)
+            raise
+        self._timed(f"base: image {name} imported", started)
+        return name
+
+    # -- images -------------------------------------------------------------------------
+    def aegis(self, repo: Path = REPO) -> Image:
+        base_key = self.base_key()
+        key = aegis_key(base_key, repo)
+        image = Image(f"docker.io/local/aegis:{key}", self.cache / f"aegis-{key}.tar")
+        if image.archive.exists():
+            return image
+        base = self.base()
+        started = time.monotonic()
+        local = f"localhost/aegis:{key}"
+        self.log(f"aegis: buildah bud {repo / 'Dockerfile'} FROM {base}")
+        self._run_logged(
+            self.buildah(
+                "bud",
+                "--isolation=chroot",
+                "--network=host",
+                "--pull-never",
+                "--layers=false",
+                f"--build-arg=PYTHON_IMAGE={base}",
+                *_pip_passthrough(),
+                f"--tag={local}",
+                f"--file={repo / 'Dockerfile'}",
+                str(repo),
+            ),
+            "buildah bud aegis",
+        )
+        self._export(local, image)
+        run(self.buildah("rmi", "--prune"), check=False)  # the build stage
+        self._prune("aegis", image.archive)
+        self._timed(f"aegis: image {image.short}", started)
+        return image
+
+    def base_key(self) -> str:
+        return _key([str(_BASE_RECIPE), BASE_SUITE, *BASE_PACKAGES, *BASE_SOURCES])
+
+    def _scratch(
+        self, image: Image, files: dict[str, Path], entrypoint: list[str], user: str
+    ) -> None:
+        """An image from scratch holding `files` (image path -> host file)."""
+        started = time.monotonic()
+        local = f"localhost/{image.short.split('/', 1)[1]}"
+        container = run(self.buildah("from", "scratch")).stdout.strip()
+        try:
+            for target, source in files.items():
+                run(self.buildah("copy", "--chmod=0755", container, str(source), target))
+            run(
+                self.buildah(
+                    "config", f"--entrypoint={json.dumps(entrypoint)}", f"--user={user}", container
+                )
+            )
+            run(self.buildah("commit", "--rm", container, local))
+        except BaseException:
+            run(self.buildah("rm", container), check=False)
+            raise
+        self._export(local, image)
+        self._timed(f"{image.repository}: image {image.short}", started)
+
+    def pause(self) -> Image:
+        source = (
+            build.module_dir("k8s.io/kubernetes", versions.KUBERNETES) / "build/pause/linux/pause.c"
+        )
+        key = _key([source.read_bytes(), PAUSE_VERSION, "gcc -Os -static"])
+        image = Image(
+            f"docker.io/local/pause:{PAUSE_VERSION}-{key}", self.cache / f"pause-{key}.tar"
+        )
+        if image.archive.exists():
+            return image
+        with tempfile.TemporaryDirectory() as tmp:
+            binary = Path(tmp) / "pause"
+            run(
+                [
+                    "gcc",
+                    "-Os",
+                    "-Wall",
+                    "-Werror",
+                    "-static",
+                    f"-DVERSION=v{PAUSE_VERSION}-aegis",
+                    "-o",
+                    str(binary),
+                    str(source),
+                ]
+            )
+            run(["strip", str(binary)])
+            self._scratch(image, {"/pause": binary}, ["/pause"], "65535:65535")
+        self._prune("pause", image.archive)
+        return image
+
+    def coredns(self, testbin: Testbin) -> Image:
+        binary = testbin.binary("coredns")
+        key = _key([binary.read_bytes()])
+        version = versions.COREDNS.lstrip("v")
+        image = Image(f"docker.io/local/coredns:{version}-{key}", self.cache / f"coredns-{key}.tar")
+        if not image.archive.exists():
+            self._scratch(image, {"/coredns": binary}, ["/coredns"], "65532:65532")
+            self._prune("coredns", image.archive)
+        return image
+
+
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _pip_passthrough() -> list[str]:
+    """Lend the host's pip index and CA bundle to the build (not kept in the image)."""
+    args = []
+    index = os.environ.get("PIP_INDEX_URL")
+    if index:
+        args.append(f"--build-arg=PIP_INDEX_URL={index}")
+    for candidate in (
+        os.environ.get("PIP_CERT"),
+        os.environ.get("SSL_CERT_FILE"),
+        "/etc/ssl/certs/ca-certificates.crt",
+    ):
+        if candidate and Path(candidate).is_file():
+            target = "/run/aegis-build/ca.crt"
+            args += [f"--volume={candidate}:{target}:ro", f"--build-arg=PIP_CERT={target}"]
+            break
+    return args
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in ("buildah", "mmdebstrap", "gcc", "strip") if not shutil.which(tool)]
+
+
+@contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / "build.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def ensure(testbin: Testbin, log: Log, repo: Path = REPO) -> Images:
+    """Every image's archive, building what is missing or out of date."""
+    missing = missing_tools()
+    if missing:
+        raise ClusterError(
+            f"missing {', '.join(missing)}: run `make cluster-deps` (Debian packages)"
+        )
+    builder = Builder(log)
+    with _locked(builder.cache):
+        builder.logs.mkdir(parents=True, exist_ok=True)
+        return Images(
+            aegis=builder.aegis(repo), pause=builder.pause(), coredns=builder.coredns(testbin)
+        )
