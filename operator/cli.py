@@ -50,8 +50,8 @@ def _fake(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     import os
 
-    from aegis.operator.context import Options
-    from aegis.operator.runner import RunConfig, main
+    from .controllers.context import Options
+    from .runner import RunConfig, main
 
     options = Options(
         budget_interval=args.budget_interval,
@@ -160,13 +160,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _injector(args: argparse.Namespace) -> int:
-    from aegis.operator.injector.command import run_injector
+    from .injector.command import run_injector
 
     return run_injector(args)
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from aegis.operator.injector.probe import probe
+    from .injector.probe import probe
 
     return probe(args.url, timeout=args.timeout)
 
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "injector", help="run the sidecar-injecting admission webhook (HTTPS)"
     )
     # settings imports nothing heavy; it also names the AEGIS_INJECTOR_* variables.
-    from aegis.operator.injector.settings import add_arguments as injector_arguments
+    from .injector.settings import add_arguments as injector_arguments
 
     injector_arguments(injector)
     injector.set_defaults(handler=_injector)

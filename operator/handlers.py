@@ -31,13 +31,13 @@ from typing import Any
 
 import kopf
 
-from aegis.operator import naming
-from aegis.operator.budgets import budget_view, scope_of, sync_budget
-from aegis.operator.context import context
-from aegis.operator.render import BudgetView
-from aegis.operator.rollout_actions import apply_action
-from aegis.operator.rollout_controller import drive_rollout
-from aegis.operator.routes import (
+from .api import naming
+from .controllers.budget import budget_view, scope_of, sync_budget
+from .controllers.context import context
+from .controllers.render import BudgetView
+from .controllers.rollout import drive_rollout
+from .controllers.rollout_actions import apply_action
+from .controllers.route import (
     BudgetIndex,
     RouteIndex,
     RouteRef,
@@ -195,7 +195,7 @@ async def budget_deleted(
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own default login (a custom registry starts without one); the operator's
-    API client logs in the same way (:func:`aegis.operator.kubeapi.default_login`)."""
+    API client logs in the same way (:func:`aegis.operator.kube.client.default_login`)."""
     return kopf.login_via_client(**kwargs)
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from aegis.operator.api_status import RolloutPhase, RouteRolloutStatus
+from .api.status import RolloutPhase, RouteRolloutStatus
 
 BUDGET_LABELS = ("budget", "namespace", "provider")
 ROUTE_LABELS = ("route", "namespace")

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 
 import kopf
 
-from aegis.operator import naming
-from aegis.operator.context import MEMO_KEY, Context, Options
-from aegis.operator.handlers import register
-from aegis.operator.kubeapi import KubeClient
-from aegis.operator.metrics import OperatorMetrics, start_metrics_server
 from aegis.sidecar.ledger.db import create_engine
+
+from .api import naming
+from .controllers.context import MEMO_KEY, Context, Options
+from .handlers import register
+from .kube.client import KubeClient
+from .metrics import OperatorMetrics, start_metrics_server
 
 log = logging.getLogger("aegis.operator")
 

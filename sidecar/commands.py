@@ -12,10 +12,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from aegis.sidecar.config import BudgetSpec
-from aegis.sidecar.ledger.db import LedgerUnavailableError, ledger_url
-from aegis.sidecar.loader import ConfigError, load_config
-from aegis.sidecar.logs import configure_logging
+from .contract import BudgetSpec, ConfigError
+from .ledger.db import LedgerUnavailableError, ledger_url
+from .logs import configure_logging
+from .runtime.watcher import load_config
 
 
 def run_sidecar(
@@ -25,7 +25,7 @@ def run_sidecar(
     metrics_port: int | None = None,
     metrics_host: str | None = None,
 ) -> int:
-    from aegis.sidecar.server import run_forever
+    from .http.server import run_forever
 
     configure_logging()
     try:
@@ -53,8 +53,8 @@ def run_ledger(
     month: str | None = None,
     output: Path | None = None,
 ) -> int:
-    from aegis.sidecar.ledger import migrate as migrations
-    from aegis.sidecar.ledger import report as reports
+    from .ledger import migrate as migrations
+    from .ledger import report as reports
 
     try:
         source, budgets = _ledger_source(config, url)

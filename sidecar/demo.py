@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from aegis.sidecar.fakes import FakeUpstream
-from aegis.sidecar.loader import parse_config
-from aegis.sidecar.server import serve
+from .contract import parse_config
+from .fakes import FakeUpstream
+from .http.server import serve
 
 # DashScope answers with 1000 words, so a few requests use up the demo's tiny budget.
 LONG_REPLY = " ".join(["token"] * 1000)
@@ -68,7 +68,7 @@ def _line(title: str, headers: Any, extra: str = "") -> None:
 async def run_demo() -> None:
     import openai
 
-    from aegis.sidecar.ledger.report import report
+    from .ledger.report import report
 
     os.environ.setdefault("OPENAI_API_KEY", "sk-demo")
     os.environ.setdefault("DASHSCOPE_API_KEY", "sk-demo")

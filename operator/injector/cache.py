@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from aegis.operator.injector.kubeapi import ApiError, KubeApi
-from aegis.operator.injector.routes import RouteInfo, route_info
-from aegis.operator.naming import GROUP, VERSION
+from ..api.naming import GROUP, VERSION
+from ..kube.injector_client import ApiError, KubeApi
+from .routes import RouteInfo, route_info
 
 log = logging.getLogger("aegis.injector.cache")
 

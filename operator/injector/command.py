@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from aegis.operator.injector import manifests
-from aegis.operator.injector.settings import InjectorSettings, from_args
+from . import manifests
+from .settings import InjectorSettings, from_args
 
 
 def rendered_manifests(settings: InjectorSettings) -> list[dict[str, Any]]:
@@ -42,8 +42,9 @@ def run_injector(args: argparse.Namespace) -> int:
     if args.print_manifests:
         yaml.safe_dump_all(rendered_manifests(settings), sys.stdout, sort_keys=False)
         return 0
-    from aegis.operator.injector.server import run_forever
     from aegis.sidecar.logs import configure_logging
+
+    from .server import run_forever
 
     configure_logging()
     asyncio.run(run_forever(settings))

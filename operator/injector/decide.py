@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aegis.operator.injector import patch
-from aegis.operator.injector.routes import NoRoute, RouteInfo, select_route
-from aegis.operator.injector.settings import SidecarSettings
-from aegis.operator.naming import INJECT_LABEL, INJECTED_ANNOTATION
+from ..api.naming import INJECT_LABEL, INJECTED_ANNOTATION
+from . import patch
+from .routes import NoRoute, RouteInfo, select_route
+from .settings import SidecarSettings
 
 Outcome = Literal["injected", "skipped", "refused"]
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"

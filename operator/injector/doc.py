@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from aegis.operator.injector.command import rendered_manifests
-from aegis.operator.injector.settings import (
+from .command import rendered_manifests
+from .settings import (
     ENV_PREFIX,
     InjectorSettings,
     ServerSettings,

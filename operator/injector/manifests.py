@@ -25,7 +25,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aegis.operator.naming import GROUP, INJECT_LABEL
+from ..api.naming import GROUP, INJECT_LABEL
 
 POD_WEBHOOK = "pod.inject.aegis.io"
 NAMESPACE_WEBHOOK = "namespace.inject.aegis.io"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aegis.operator.injector import certs
+from . import certs
 
 OUTCOMES = {
     "injected": ("injected",),

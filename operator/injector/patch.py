@@ -26,9 +26,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aegis.operator.injector.routes import RouteInfo
-from aegis.operator.injector.settings import SidecarSettings
-from aegis.operator.naming import (
+from ..api.naming import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT_PATH,
     INJECTED_ANNOTATION,
@@ -37,6 +35,8 @@ from aegis.operator.naming import (
     SPOOL_DIR_ENV,
     configmap_name,
 )
+from .routes import RouteInfo
+from .settings import SidecarSettings
 
 Op = dict[str, Any]
 

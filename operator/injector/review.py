@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aegis.operator.injector.decide import Decision, PodRequest
+from .decide import Decision, PodRequest
 
 API_VERSION = "admission.k8s.io/v1"
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aegis.operator.injector.selectors import SelectorError, describe, matches
-from aegis.operator.naming import ROUTE_ANNOTATION, key_env_var
+from ..api.naming import ROUTE_ANNOTATION, key_env_var
+from .selectors import SelectorError, describe, matches
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,19 +28,19 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aegis.operator.injector import certs, review
-from aegis.operator.injector.cache import RouteCache, RouteSource
-from aegis.operator.injector.decide import Decision, Via, decide
-from aegis.operator.injector.kubeapi import ApiError, KubeApi, load_connection
-from aegis.operator.injector.manifests import NAMESPACE_PATH, POD_PATH
-from aegis.operator.injector.metrics import InjectorMetrics
-from aegis.operator.injector.settings import (
+from ..kube.injector_client import ApiError, KubeApi, load_connection
+from . import certs, review
+from .cache import RouteCache, RouteSource
+from .decide import Decision, Via, decide
+from .manifests import NAMESPACE_PATH, POD_PATH
+from .metrics import InjectorMetrics
+from .settings import (
     InjectorSettings,
     SidecarSettings,
     injector_version,
     native_sidecar_supported,
 )
-from aegis.operator.injector.tls import FileTls, SecretTls, ServingTls
+from .tls import FileTls, SecretTls, ServingTls
 
 log = logging.getLogger("aegis.injector")
 

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aegis.operator.injector import certs
-from aegis.operator.injector.kubeapi import KubeApi
+from ..kube.injector_client import KubeApi
+from . import certs
 
 log = logging.getLogger("aegis.injector.tls")
 

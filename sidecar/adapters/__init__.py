@@ -8,7 +8,7 @@
 * :mod:`.registry` — the adapters of the current config, hot-reloadable.
 """
 
-from aegis.sidecar.adapters.base import (
+from .base import (
     Adapter,
     ErrorKind,
     StreamHandle,
@@ -17,8 +17,8 @@ from aegis.sidecar.adapters.base import (
     UpstreamResult,
     Usage,
 )
-from aegis.sidecar.adapters.registry import AdapterRegistry
-from aegis.sidecar.adapters.resilience import (
+from .registry import AdapterRegistry
+from .resilience import (
     CircuitBreaker,
     CircuitBreakers,
     CircuitState,

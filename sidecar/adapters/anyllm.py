@@ -25,7 +25,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aegis.sidecar.adapters.base import (
+from ..contract import ProviderSpec
+from .base import (
     ErrorKind,
     StreamHandle,
     UpstreamCall,
@@ -34,8 +35,7 @@ from aegis.sidecar.adapters.base import (
     Usage,
     parse_retry_after,
 )
-from aegis.sidecar.adapters.openai_wire import read_api_key
-from aegis.sidecar.config import ProviderSpec
+from .openai_wire import read_api_key
 
 log = logging.getLogger("aegis.sidecar.adapters")
 

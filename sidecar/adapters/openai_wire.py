@@ -30,7 +30,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from aegis.sidecar.adapters.base import (
+from ..contract import ProviderSpec, ProviderType
+from .base import (
     ErrorKind,
     StreamHandle,
     UpstreamCall,
@@ -38,8 +39,7 @@ from aegis.sidecar.adapters.base import (
     UpstreamResult,
     Usage,
 )
-from aegis.sidecar.adapters.wire import SseFilter, map_exception, status_error, usage_from_body
-from aegis.sidecar.config import ProviderSpec, ProviderType
+from .wire import SseFilter, map_exception, status_error, usage_from_body
 
 log = logging.getLogger("aegis.sidecar.adapters")
 

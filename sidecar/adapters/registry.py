@@ -18,10 +18,11 @@ import random
 import time
 from collections.abc import Mapping
 
-from aegis.sidecar.adapters.anyllm import AnyLLMAdapter, AnyLLMClients
-from aegis.sidecar.adapters.base import Adapter
-from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter, SharedSession
-from aegis.sidecar.adapters.resilience import (
+from ..contract import ProviderSpec, ProviderType, SidecarConfig
+from .anyllm import AnyLLMAdapter, AnyLLMClients
+from .base import Adapter
+from .openai_wire import OpenAIWireAdapter, SharedSession
+from .resilience import (
     CircuitBreakers,
     Clock,
     ResilientAdapter,
@@ -29,7 +30,6 @@ from aegis.sidecar.adapters.resilience import (
     Sleep,
     StateListener,
 )
-from aegis.sidecar.config import ProviderSpec, ProviderType, SidecarConfig
 
 log = logging.getLogger("aegis.sidecar.adapters")
 

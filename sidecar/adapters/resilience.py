@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, TypeVar
 
-from aegis.sidecar.adapters.base import (
+from ..contract import ProviderSpec
+from .base import (
     Adapter,
     ErrorKind,
     StreamHandle,
@@ -35,7 +36,6 @@ from aegis.sidecar.adapters.base import (
     UpstreamResult,
     Usage,
 )
-from aegis.sidecar.config import ProviderSpec
 
 T = TypeVar("T")
 Clock = Callable[[], float]

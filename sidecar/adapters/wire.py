@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from aegis.sidecar.adapters.base import ErrorKind, UpstreamError, Usage, parse_retry_after
+from .base import ErrorKind, UpstreamError, Usage, parse_retry_after
 
 _DECODER = json.JSONDecoder()
 _USAGE_KEY = b'"usage"'

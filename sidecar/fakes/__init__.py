@@ -12,7 +12,7 @@ Alibaba Model Studio's deep-thinking and vision guides and real compatible-mode
 error bodies, and Ollama's ``docs/api.md`` and ``openai/openai.go``.
 """
 
-from aegis.sidecar.fakes.knobs import DEFAULT_MODELS, KINDS, FakeKind, Knobs
-from aegis.sidecar.fakes.server import FakeUpstream, build_app
+from .knobs import DEFAULT_MODELS, KINDS, FakeKind, Knobs
+from .server import FakeUpstream, build_app
 
 __all__ = ["DEFAULT_MODELS", "KINDS", "FakeKind", "FakeUpstream", "Knobs", "build_app"]

@@ -12,8 +12,8 @@ import json
 import signal
 import sys
 
-from aegis.sidecar.fakes.knobs import KINDS, Knobs
-from aegis.sidecar.fakes.server import FakeUpstream
+from .knobs import KINDS, Knobs
+from .server import FakeUpstream
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from aegis.sidecar.fakes.errors import (
+from .errors import (
     Flavour,
     error_response,
     injected_failure,
@@ -20,7 +20,7 @@ from aegis.sidecar.fakes.errors import (
     model_missing,
     unauthorized,
 )
-from aegis.sidecar.fakes.knobs import FakeState
+from .knobs import FakeState
 
 STATE_KEY: web.AppKey[FakeState] = web.AppKey("aegis_fake_state", FakeState)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from aegis.sidecar.fakes.common import PacedWriter, check_model, gate, read_json, record, state_of
-from aegis.sidecar.fakes.content import (
+from .common import PacedWriter, check_model, gate, read_json, record, state_of
+from .content import (
     TOOL_CALL_TOKENS,
     apply_cap,
     chosen_tool,
@@ -33,7 +33,7 @@ from aegis.sidecar.fakes.content import (
     reply_words,
     stream_pieces,
 )
-from aegis.sidecar.fakes.errors import error_response
+from .errors import error_response
 
 _NS_PER_TOKEN = 20_000_000
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from aegis.sidecar.fakes.common import PacedWriter, check_model, gate, read_json, record, state_of
-from aegis.sidecar.fakes.content import (
+from .common import PacedWriter, check_model, gate, read_json, record, state_of
+from .content import (
     REASONING_TEXT,
     TOOL_ARGUMENTS,
     TOOL_CALL_TOKENS,
@@ -42,8 +42,8 @@ from aegis.sidecar.fakes.content import (
     reply_words,
     stream_pieces,
 )
-from aegis.sidecar.fakes.errors import Flavour, error_response
-from aegis.sidecar.fakes.knobs import Knobs
+from .errors import Flavour, error_response
+from .knobs import Knobs
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -21,11 +21,11 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from aegis.sidecar.fakes import ollama_api
-from aegis.sidecar.fakes.common import STATE_KEY, state_of
-from aegis.sidecar.fakes.errors import Flavour
-from aegis.sidecar.fakes.knobs import KINDS, FakeKind, FakeState, Knobs
-from aegis.sidecar.fakes.openai_api import chat_handler, embeddings_handler, models_handler
+from . import ollama_api
+from .common import STATE_KEY, state_of
+from .errors import Flavour
+from .knobs import KINDS, FakeKind, FakeState, Knobs
+from .openai_api import chat_handler, embeddings_handler, models_handler
 
 _PREFIX: dict[str, str] = {"openai": "/v1", "dashscope": "/compatible-mode/v1", "ollama": ""}
 

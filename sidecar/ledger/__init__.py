@@ -8,11 +8,11 @@ CSV/JSON export). Schema: :mod:`aegis.sidecar.ledger.models`, migrated by
 models and the read side from here.
 """
 
-from aegis.sidecar.ledger.db import LedgerUnavailableError, create_engine, ledger_url
-from aegis.sidecar.ledger.models import Arm, LedgerEntry, LedgerRecord, Status
-from aegis.sidecar.ledger.periods import period_of, shift_period
-from aegis.sidecar.ledger.store import LedgerStore
-from aegis.sidecar.ledger.types import quantize_usd
+from ..contract.periods import period_of, shift_period
+from .db import LedgerUnavailableError, create_engine, ledger_url
+from .models import Arm, LedgerEntry, LedgerRecord, Status
+from .store import LedgerStore
+from .types import quantize_usd
 
 __all__ = [
     "Arm",

@@ -19,10 +19,10 @@ from decimal import Decimal
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import DBAPIError
 
-from aegis.sidecar.ledger.models import BudgetLease, BudgetPeriod, LedgerEntry
-from aegis.sidecar.ledger.periods import check_period
-from aegis.sidecar.ledger.report import LedgerSource, _engine, _money, _table
-from aegis.sidecar.ledger.types import MICRO
+from ..contract.money import MICRO
+from ..contract.periods import check_period
+from .models import BudgetLease, BudgetPeriod, LedgerEntry
+from .report import LedgerSource, _engine, _money, _table
 
 ZERO = Decimal("0.000000")
 

@@ -16,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from aegis.sidecar.config import LedgerSpec
+from ..contract import LedgerSpec
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",

@@ -3,7 +3,7 @@
 Each call is a single ``SELECT`` of a SECURITY DEFINER function run in autocommit
 mode: the function's statements form one short transaction that locks the
 budget's period row for microseconds, never across an LLM call.
-See :mod:`aegis.sidecar.budget_lease` for the policy that decides when to call them.
+See :mod:`aegis.sidecar.budgets.leases` for the policy that decides when to call them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aegis.sidecar.ledger.types import quantize_usd
+from .types import quantize_usd
 
 ZERO = Decimal("0.000000")
 

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aegis.sidecar.ledger.db import async_url, create_engine
+from .db import async_url, create_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # head of the scripts in migrations/versions.
 HEAD_REVISION = "0002"
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Not Alembic's default name: in a shared PostgreSQL database the ledger must not
 # collide with another application's ``alembic_version``.
 VERSION_TABLE = "aegis_ledger_version"

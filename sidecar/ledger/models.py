@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from aegis.sidecar.ledger.types import Money, UTCDateTime
+from .types import Money, UTCDateTime
 
 # Deterministic constraint names: Alembic needs them to alter or drop
 # constraints later, and they must be the same on both backends.

@@ -23,11 +23,11 @@ from sqlalchemy import Integer, case, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aegis.sidecar.config import BudgetSpec
-from aegis.sidecar.ledger.db import create_engine
-from aegis.sidecar.ledger.models import COLUMNS, LedgerEntry, Status
-from aegis.sidecar.ledger.periods import check_period, period_of, zone
-from aegis.sidecar.ledger.types import MICRO
+from ..contract import BudgetSpec
+from ..contract.money import MICRO
+from ..contract.periods import check_period, period_of, zone
+from .db import create_engine
+from .models import COLUMNS, LedgerEntry, Status
 
 LedgerSource = str | URL | AsyncEngine
 ExportFormat = Literal["csv", "json"]
@@ -253,7 +253,7 @@ async def report(
     now: datetime | None = None,
 ) -> str:
     """``aegis ledger report``: spend tables for a terminal (aligned, plain text)."""
-    from aegis.sidecar.ledger import budget_status as shared  # it imports this module
+    from . import budget_status as shared  # it imports this module
 
     rows = await usage(url, month)
     budget_rows = await budget_usage(url, budgets, month, now=now)

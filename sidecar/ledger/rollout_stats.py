@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, case, func, select
 from sqlalchemy.sql import Select
 
-from aegis.sidecar.ledger.models import Arm, LedgerEntry, Status
-from aegis.sidecar.ledger.report import LedgerSource, _engine
+from .models import Arm, LedgerEntry, Status
+from .report import LedgerSource, _engine
 
 ZERO = Decimal("0.000000")
 

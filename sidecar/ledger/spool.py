@@ -41,7 +41,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from aegis.sidecar.ledger.models import COLUMNS, LedgerRecord
+from .models import COLUMNS, LedgerRecord
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aegis.sidecar.ledger.db import async_url, create_engine
-from aegis.sidecar.ledger.migrate import current_revision, head_revision, upgrade
-from aegis.sidecar.ledger.models import LedgerEntry, LedgerRecord
-from aegis.sidecar.ledger.periods import check_period
-from aegis.sidecar.ledger.spool import Spool, SpoolBusyError, encode_body
-from aegis.sidecar.ledger.writes import (
+from ..contract.periods import check_period
+from .db import async_url, create_engine
+from .migrate import current_revision, head_revision, upgrade
+from .models import LedgerEntry, LedgerRecord
+from .spool import Spool, SpoolBusyError, encode_body
+from .writes import (
     MAX_ROWS_PER_STATEMENT,
     insert_statement,
     is_permanent,

@@ -13,29 +13,13 @@ and Python only ever sees ``Decimal``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-MONEY_PRECISION = 18
-MONEY_SCALE = 6
-MICRO = Decimal(1).scaleb(-MONEY_SCALE)  # Decimal("0.000001")
-_MAX_MONEY = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE) - MICRO
-
-
-def quantize_usd(amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
-    """Round ``amount`` to the ledger's resolution (one micro-dollar).
-
-    ``ROUND_HALF_UP`` is the rounding PostgreSQL applies when it casts to
-    ``NUMERIC(18, 6)``, so a value rounded here is stored unchanged on both
-    backends; the budget book rounds settled costs with this same function so
-    that its totals equal the ledger's sums.
-    """
-    if not amount.is_finite():
-        raise ValueError(f"money must be finite, got {amount}")
-    return amount.quantize(MICRO, rounding=rounding)
+from ..contract.money import MAX_MONEY, MONEY_PRECISION, MONEY_SCALE, quantize_usd
 
 
 def _checked(value: Any) -> Decimal:
@@ -43,7 +27,7 @@ def _checked(value: Any) -> Decimal:
         # A float here would already have lost exactness; refuse it loudly.
         raise TypeError(f"money must be Decimal or int, got {type(value).__name__}")
     amount = quantize_usd(Decimal(value))
-    if abs(amount) > _MAX_MONEY:
+    if abs(amount) > MAX_MONEY:
         raise ValueError(f"money out of range for NUMERIC(18, 6): {amount}")
     return amount
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningInsert
 
-from aegis.sidecar.ledger.models import COLUMNS, LEDGER, LedgerRecord
+from .models import COLUMNS, LEDGER, LedgerRecord
 
 # SQLAlchemy packs at most 1000 rows (insertmanyvalues_page_size) and 32700
 # parameters into one statement; a batch must fit in one.

@@ -56,15 +56,15 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from aegis.sidecar.budget import BudgetBook, Reservation  # noqa: E402
-from aegis.sidecar.config import BudgetSpec  # noqa: E402
-from aegis.sidecar.lease_state import LeaseSettings  # noqa: E402
+from aegis.sidecar.budgets.book import BudgetBook, Reservation  # noqa: E402
+from aegis.sidecar.budgets.lease_slots import LeaseSettings  # noqa: E402
+from aegis.sidecar.contract import BudgetSpec  # noqa: E402
 from aegis.sidecar.ledger.db import create_engine  # noqa: E402
 from aegis.sidecar.ledger.migrate import migrate_async  # noqa: E402
 from aegis.sidecar.ledger.models import LedgerRecord  # noqa: E402
 from aegis.sidecar.ledger.spool import Spool  # noqa: E402
 from aegis.sidecar.ledger.store import LedgerStore  # noqa: E402
-from aegis.sidecar.shared_ledger import open_budgets  # noqa: E402
+from aegis.sidecar.runtime.wiring import open_budgets  # noqa: E402
 from tests.controlplane.postgres import PostgresServer  # noqa: E402
 
 PERIOD = "2026-11"

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from aegis.operator.api.naming import INJECT_LABEL, INJECTED_ANNOTATION
 from aegis.operator.injector import manifests
-from aegis.operator.naming import INJECT_LABEL, INJECTED_ANNOTATION
 from tests.controlplane.kube import Kube
 from tests.controlplane.procs import ServerProcess, free_port, wait_until
 

@@ -6,17 +6,17 @@ from typing import Any
 
 import pytest
 
-from aegis.operator.injector.decide import Decision, PodRequest, Via, decide
-from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME, PLACEHOLDER_API_KEY
-from aegis.operator.injector.routes import RouteInfo, route_info
-from aegis.operator.injector.settings import SidecarSettings
-from aegis.operator.naming import (
+from aegis.operator.api.naming import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT_PATH,
     INJECTED_ANNOTATION,
     LEDGER_DSN_ENV,
     ROUTE_ANNOTATION,
 )
+from aegis.operator.injector.decide import Decision, PodRequest, Via, decide
+from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME, PLACEHOLDER_API_KEY
+from aegis.operator.injector.routes import RouteInfo, route_info
+from aegis.operator.injector.settings import SidecarSettings
 from tests.injector.helpers import SIDECAR, apply, env_of, pod, route
 
 NS = "team"
@@ -296,7 +296,7 @@ def test_static_pods_are_skipped() -> None:
 
 
 def test_spool_env_name_matches_the_sidecar() -> None:
-    from aegis.operator.naming import SPOOL_DIR_ENV
-    from aegis.sidecar.shared_ledger import SPOOL_ENV
+    from aegis.operator.api.naming import SPOOL_DIR_ENV
+    from aegis.sidecar.runtime.wiring import SPOOL_ENV
 
     assert SPOOL_DIR_ENV == SPOOL_ENV

@@ -27,13 +27,13 @@ import asyncpg
 import openai
 import pytest
 
-from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME
-from aegis.operator.naming import (
+from aegis.operator.api.naming import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_KEY,
     INJECT_LABEL,
     configmap_name,
 )
+from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME
 from aegis.sidecar.fakes import FakeUpstream
 from tests.controlplane.kube import Kube
 from tests.controlplane.procs import ServerProcess, free_port, wait_until

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from aegis.operator.naming import (
+from aegis.operator.api.naming import (
     CONFIG_HASH_ANNOTATION,
     INJECT_LABEL,
     INJECTED_ANNOTATION,

@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from aegis.sidecar.contract.periods import period_of
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.models import LEDGER, Arm, LedgerRecord, Status
-from aegis.sidecar.ledger.periods import period_of
 
 
 def row(provider: str, cost: str, *, route: str = "rag-api", namespace: str = "t") -> LedgerRecord:

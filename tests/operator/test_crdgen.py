@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from aegis.operator import crdgen
-from aegis.operator._crd_extras import DESCRIPTIONS
-from aegis.operator._schema import reachable_models
-from aegis.operator.api import LLMBudgetSpec, LLMRouteSpec
-from aegis.sidecar.config import SidecarConfig
+from aegis.operator.api import crdgen
+from aegis.operator.api.extras import DESCRIPTIONS
+from aegis.operator.api.schema import reachable_models
+from aegis.operator.api.specs import LLMBudgetSpec, LLMRouteSpec
+from aegis.sidecar.contract import SidecarConfig
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -114,7 +114,7 @@ def _under(path: str, roots: set[str]) -> bool:
 def test_committed_crds_are_generated() -> None:
     for name, text in crdgen.documents().items():
         assert (CRDS / name).read_text() == text, (
-            f"crds/{name} is stale: run python -m aegis.operator.crdgen"
+            f"crds/{name} is stale: run python -m aegis.operator.api.crdgen"
         )
 
 

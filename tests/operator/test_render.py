@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 import yaml
 
-from aegis.operator.api import LLMBudgetSpec
-from aegis.operator.api_status import RouteRolloutStatus
-from aegis.operator.budgets import budget_view, usd
-from aegis.operator.conditions import Wanted, merge
-from aegis.operator.naming import key_env_var
-from aegis.operator.render import (
+from aegis.operator.api.naming import key_env_var
+from aegis.operator.api.specs import LLMBudgetSpec
+from aegis.operator.api.status import RouteRolloutStatus
+from aegis.operator.controllers.budget import budget_view, usd
+from aegis.operator.controllers.render import (
     BudgetView,
     RenderError,
     parse_route_spec,
     render_route,
 )
-from aegis.operator.rollout import candidate_hash, rollout_state
-from aegis.sidecar.loader import parse_config
+from aegis.operator.kube.conditions import Wanted, merge
+from aegis.operator.rollout.state import candidate_hash, rollout_state
+from aegis.sidecar.contract import parse_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "crds" / "examples"
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)

@@ -12,10 +12,11 @@ import openai
 import pytest
 import yaml
 
-from aegis.operator.naming import CONFIG_HASH_ANNOTATION, CONFIG_KEY, key_env_var
+from aegis.operator.api.naming import CONFIG_HASH_ANNOTATION, CONFIG_KEY, key_env_var
+from aegis.sidecar.contract import content_hash
 from aegis.sidecar.fakes import FakeUpstream
-from aegis.sidecar.loader import content_hash, load_config
-from aegis.sidecar.server import serve
+from aegis.sidecar.http.server import serve
+from aegis.sidecar.runtime.watcher import load_config
 from tests.controlplane.kube import Kube
 from tests.operator.harness import (
     EXAMPLES,

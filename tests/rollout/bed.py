@@ -33,8 +33,8 @@ import kopf
 import yaml
 from sqlalchemy import text
 
-from aegis.operator import naming
-from aegis.operator.kubeapi import Body, KubeClient, path
+from aegis.operator.api import naming
+from aegis.operator.kube.client import Body, KubeClient, path
 from aegis.sidecar.ledger.db import create_engine
 from tests.sidecar.fleet import Fleet
 

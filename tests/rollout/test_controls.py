@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aegis.operator.naming import ROLLOUT_ACTION_ANNOTATION
+from aegis.operator.api.naming import ROLLOUT_ACTION_ANNOTATION
 from tests.operator.harness import OperatorProcess
 from tests.rollout.bed import RolloutBed, Traffic, metric_reaches, route_manifest, until
 

@@ -1,7 +1,7 @@
 """The rollout decision as a pure function: figures + plan + state + now → next state.
 
-No network, no clock: every branch of :mod:`aegis.operator.rollout_analysis`, the
-state the reconciler keeps (:mod:`aegis.operator.rollout`) and the promotion patch.
+No network, no clock: every branch of :mod:`aegis.operator.rollout.analysis`, the
+state the reconciler keeps (:mod:`aegis.operator.rollout.state`) and the promotion patch.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from aegis.operator.api_rollout import RolloutPlan
-from aegis.operator.api_status import RouteRolloutStatus
-from aegis.operator.render import parse_route_spec
-from aegis.operator.rollout import fresh_state, rollout_state, transition_event
-from aegis.operator.rollout_analysis import (
+from aegis.operator.api.rollout import RolloutPlan
+from aegis.operator.api.status import RouteRolloutStatus
+from aegis.operator.controllers.render import parse_route_spec
+from aegis.operator.controllers.rollout import promotion_patch
+from aegis.operator.rollout.analysis import (
     analysis_due,
     breaches,
     decide,
@@ -26,7 +26,7 @@ from aegis.operator.rollout_analysis import (
     ledger_unavailable,
     promote_now,
 )
-from aegis.operator.rollout_controller import promotion_patch
+from aegis.operator.rollout.state import fresh_state, rollout_state, transition_event
 from aegis.sidecar.ledger.rollout_stats import ArmStats
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aegis.sidecar.config import BudgetSpec
+from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.ledger.models import Arm, LedgerRecord, Status
 
 BASE_TIME = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)

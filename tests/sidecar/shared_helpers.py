@@ -16,12 +16,12 @@ import yaml
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aegis.sidecar.contract import parse_config
+from aegis.sidecar.http.server import RunningSidecar, serve
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.models import LedgerRecord
 from aegis.sidecar.ledger.spool import encode_body
 from aegis.sidecar.ledger.writes import write_postgres
-from aegis.sidecar.loader import parse_config
-from aegis.sidecar.server import RunningSidecar, serve
 from tests.sidecar.conftest import Fakes, base_document
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from aegis.sidecar.adapters import ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.anyllm import AnyLLMAdapter, AnyLLMClients, map_error
-from aegis.sidecar.config import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "hello there"}]

@@ -11,7 +11,7 @@ import pytest
 
 from aegis.sidecar.adapters import ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter, SharedSession
-from aegis.sidecar.config import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "Tell me a joke"}]

@@ -12,7 +12,7 @@ import pytest
 from aegis.sidecar.adapters import AdapterRegistry, ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.anyllm import AnyLLMAdapter
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter
-from aegis.sidecar.config import SidecarConfig
+from aegis.sidecar.contract import SidecarConfig
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aegis.sidecar.budget import (
+from aegis.sidecar.budgets.book import (
     Allowance,
     BudgetBook,
     Exceeded,
@@ -17,9 +17,9 @@ from aegis.sidecar.budget import (
     Reservation,
     ReservationState,
 )
-from aegis.sidecar.config import BudgetSpec
+from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.ledger.store import LedgerStore
-from aegis.sidecar.views import BudgetView
+from aegis.sidecar.routing.ports import BudgetView
 from tests.sidecar.ledger_helpers import budget, record, sqlite_url
 
 D = Decimal

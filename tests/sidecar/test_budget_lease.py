@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from aegis.sidecar.budget import BudgetBook, Exceeded, Reservation
-from aegis.sidecar.budget_lease import LeaseBudgetSource
-from aegis.sidecar.config import BudgetSpec
-from aegis.sidecar.lease_state import LeaseSettings
+from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
+from aegis.sidecar.budgets.lease_slots import LeaseSettings
+from aegis.sidecar.budgets.leases import LeaseBudgetSource
+from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
-from aegis.sidecar.shared_ledger import open_budgets
-from aegis.sidecar.views import BUDGET_UNAVAILABLE
+from aegis.sidecar.routing.ports import BUDGET_UNAVAILABLE
+from aegis.sidecar.runtime.wiring import open_budgets
 from tests.controlplane.postgres import PostgresServer
 from tests.sidecar.ledger_helpers import budget, record
 from tests.sidecar.shared_helpers import fetch, money, poll_until

@@ -26,8 +26,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from aegis.sidecar.budget import BudgetBook, Exceeded, Reservation
-from aegis.sidecar.config import BudgetSpec
+from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
+from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.ledger.models import Status
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import budget, record, sqlite_url

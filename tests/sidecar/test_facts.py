@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from aegis.sidecar.config import Complexity, PrivacySpec, Quality
+from aegis.sidecar.contract import Complexity, PrivacySpec, Quality
 from aegis.sidecar.errors import BadRequest
-from aegis.sidecar.facts import RequestFacts, build_facts
-from aegis.sidecar.pricing import IMAGE_TOKENS, image_tokens_for, prompt_token_bound
-from aegis.sidecar.privacy import PiiKind
+from aegis.sidecar.request.facts import RequestFacts, build_facts
+from aegis.sidecar.request.pricing import IMAGE_TOKENS, image_tokens_for, prompt_token_bound
+from aegis.sidecar.request.privacy import PiiKind
 
 PRIVACY = PrivacySpec()
 

@@ -132,6 +132,6 @@ def test_a_sidecar_import_does_not_load_alembic() -> None:
     import subprocess
     import sys
 
-    code = "import sys, aegis.sidecar.server; print('alembic' in sys.modules)"
+    code = "import sys, aegis.sidecar.http.server; print('alembic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -24,8 +24,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aegis.sidecar.http.server import RunningSidecar
 from aegis.sidecar.ledger.migrate import migrate_async
-from aegis.sidecar.server import RunningSidecar
 from tests.controlplane.postgres import PostgresServer
 from tests.sidecar.conftest import Fakes
 from tests.sidecar.shared_helpers import chat, fetch, pg_document, pg_sidecar, poll_until

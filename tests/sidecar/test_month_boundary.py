@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from aegis.sidecar.budget import BudgetBook, Exceeded, Reservation
-from aegis.sidecar.lease_state import LeaseSettings
+from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
+from aegis.sidecar.budgets.lease_slots import LeaseSettings
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.models import LedgerRecord
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
-from aegis.sidecar.shared_ledger import open_budgets
+from aegis.sidecar.runtime.wiring import open_budgets
 from tests.sidecar.ledger_helpers import budget, record
 from tests.sidecar.shared_helpers import fetch, poll_until
 

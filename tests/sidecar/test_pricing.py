@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aegis.sidecar.config import ModelPrice, ProviderSpec
-from aegis.sidecar.pricing import (
+from aegis.sidecar.contract import ModelPrice, ProviderSpec
+from aegis.sidecar.request.pricing import (
     IMAGE_TOKENS,
     TOKENS_PER_EMBEDDING_INPUT,
     TOKENS_PER_MESSAGE,

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aegis.sidecar.checksums import (
+from aegis.sidecar.contract import PrivacySpec
+from aegis.sidecar.request.checksums import (
     cn_resident_id_ok,
     de_tax_id_ok,
     iban_ok,
@@ -18,8 +19,7 @@ from aegis.sidecar.checksums import (
     nl_bsn_ok,
     us_ssn_ok,
 )
-from aegis.sidecar.config import PrivacySpec
-from aegis.sidecar.privacy import PiiKind, detect, detection_can_raise, effective_class
+from aegis.sidecar.request.privacy import PiiKind, detect, detection_can_raise, effective_class
 
 # --------------------------------------------------------------- helpers
 

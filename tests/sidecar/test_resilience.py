@@ -20,7 +20,7 @@ from aegis.sidecar.adapters import (
     UpstreamResult,
 )
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter, SharedSession
-from aegis.sidecar.config import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "hi"}]

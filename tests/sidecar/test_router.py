@@ -14,11 +14,11 @@ import yaml
 from multidict import CIMultiDict
 from pydantic import ValidationError
 
-from aegis.sidecar.config import Complexity, Quality, RuleMatch, SidecarConfig
-from aegis.sidecar.facts import RequestFacts, build_facts
-from aegis.sidecar.pricing import builtin_price, worst_case_cost
-from aegis.sidecar.router import Decision, choose_arm, model_catalog, route, rule_matches
-from aegis.sidecar.views import AllHealthy, StaticBudgetView, StaticHealth, UnlimitedBudget
+from aegis.sidecar.contract import Complexity, Quality, RuleMatch, SidecarConfig
+from aegis.sidecar.request.facts import RequestFacts, build_facts
+from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
+from aegis.sidecar.routing.ports import AllHealthy, StaticBudgetView, StaticHealth, UnlimitedBudget
+from aegis.sidecar.routing.router import Decision, choose_arm, model_catalog, route, rule_matches
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "sidecar" / "examples" / "standalone.yaml"
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from aegis.sidecar.config import (
+from aegis.sidecar.contract import (
     CandidatePolicy,
     Complexity,
     OnExceeded,
@@ -20,10 +20,10 @@ from aegis.sidecar.config import (
     SidecarConfig,
     Target,
 )
-from aegis.sidecar.facts import Kind, RequestFacts, build_facts
-from aegis.sidecar.pricing import worst_case_cost
-from aegis.sidecar.router import Arm, choose_arm, models_for, route
-from aegis.sidecar.views import StaticBudgetView, StaticHealth
+from aegis.sidecar.request.facts import Kind, RequestFacts, build_facts
+from aegis.sidecar.request.pricing import worst_case_cost
+from aegis.sidecar.routing.ports import StaticBudgetView, StaticHealth
+from aegis.sidecar.routing.router import Arm, choose_arm, models_for, route
 
 CLASSES = ["public", "internal", "confidential", "pii", "hipaa"]
 MODELS = [

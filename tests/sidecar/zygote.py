@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aegis.sidecar.fakes.__main__ as fakes_main
-import aegis.sidecar.server  # noqa: F401  (imported for the children)
+import aegis.sidecar.http.server  # noqa: F401  (imported for the children)
 from aegis.sidecar.commands import run_sidecar
 
 _PR_SET_PDEATHSIG = 1

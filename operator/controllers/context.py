@@ -1,0 +1,90 @@
+"""What every handler shares: API client, ledger engine, metrics, options, locks.
+
+One :class:`Context` per operator process, passed to kopf as the memo's
+``aegis`` entry (kopf gives each handler a memo). Handlers are plain functions;
+this is the only state they reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..kube.client import KubeClient
+from ..metrics import OperatorMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Operator behaviour (from the command line)."""
+
+    #: Seconds between ledger reads per LLMBudget (status, gauges, alert events).
+    budget_interval: float = 30.0
+    #: Seconds between full re-checks of each LLMRoute (Secrets appearing, ConfigMap
+    #: drift): the safety net under the event-driven reconciles.
+    resync_interval: float = 300.0
+    #: Seconds between rollout controller passes per LLMRoute with ``spec.rollout``:
+    #: how late past its ``interval`` a step may be analysed.
+    rollout_tick: float = 10.0
+    #: ``LLMBudget.status.lastSync`` is rewritten at least this often when nothing
+    #: else changed (otherwise every read would be a write).
+    sync_heartbeat: float = 300.0
+    #: The only namespace whose LLMBudgets may apply to other namespaces
+    #: (``spec.namespaces``); ``None``: budgets apply to their own namespace only.
+    platform_namespace: str | None = None
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it.
+
+    kopf runs an object's change handlers one at a time, but timers and the
+    fan-out from budget changes run beside them: all of them take the object's
+    lock, so a reconcile always reads, decides and writes alone."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    kube: KubeClient
+    ledger: AsyncEngine | None
+    metrics: OperatorMetrics
+    options: Options = field(default_factory=Options)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    now: Callable[[], datetime] = _utcnow
+
+
+MEMO_KEY = "aegis"
+
+
+def context(memo: Any) -> Context:
+    """The operator's :class:`Context` from a kopf memo."""
+    found = memo[MEMO_KEY]
+    if not isinstance(found, Context):
+        raise TypeError(f"memo[{MEMO_KEY!r}] is not an aegis Context")
+    return found

@@ -1,0 +1,1 @@
+"""The operator's one way to talk to Kubernetes: client, errors, events, conditions."""

@@ -1,0 +1,69 @@
+"""Status conditions with Kubernetes semantics (``metav1.Condition``).
+
+``lastTransitionTime`` moves only when a condition's status changes, so a
+reconcile that finds nothing new writes nothing; conditions of other types
+(another controller's, e.g. the rollout controller's) are kept as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..api.status import ConditionStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A condition as a reconcile computes it (time and generation are added on merge)."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+
+
+def timestamp(instant: datetime) -> str:
+    """RFC 3339 in UTC with second precision, as the API server writes times."""
+    return instant.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    for condition in conditions:
+        if condition.get("type") == type_:
+            return condition
+    return None
+
+
+def merge(
+    previous: Sequence[Mapping[str, Any]],
+    wanted: Iterable[Wanted],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """``previous`` with each wanted condition set; order: previous first, then new."""
+    updates = {w.type: w for w in wanted}
+    merged: list[dict[str, Any]] = []
+    for old in previous:
+        want = updates.pop(str(old.get("type")), None)
+        merged.append(dict(old) if want is None else _entry(want, old, generation, now))
+    merged.extend(_entry(w, None, generation, now) for w in updates.values())
+    return merged
+
+
+def _entry(
+    want: Wanted, old: Mapping[str, Any] | None, generation: int, now: datetime
+) -> dict[str, Any]:
+    unchanged = old is not None and old.get("status") == want.status
+    return {
+        "type": want.type,
+        "status": want.status,
+        "reason": want.reason,
+        "message": want.message[:32768],
+        "lastTransitionTime": old["lastTransitionTime"]
+        if unchanged and old is not None and "lastTransitionTime" in old
+        else timestamp(now),
+        "observedGeneration": generation,
+    }

@@ -1,0 +1,87 @@
+"""Settings and per-slot state of the lease source (:mod:`aegis.sidecar.budgets.leases`)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+from ..contract import BudgetSpec
+
+ZERO = Decimal("0.000000")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    """Tuning of the lease source; ``from_env`` reads ``AEGIS_LEASE_<FIELD>``."""
+
+    ttl_seconds: int = 60
+    tick: float = 0.05  # how often the background task looks at the slots
+    horizon: float = 10.0  # a slice should last about this long at the current rate
+    refill_at: float = 0.5  # top up when less than this share of the target is unused
+    idle_return: float = 30.0  # give back money unused for this long
+    min_slice_share: Decimal = Decimal("0.002")  # of the limit
+    max_slice_share: Decimal = Decimal("0.25")
+    statement_timeout: float = 2.0
+    retry_interval: float = 0.5  # probe this often while blocked or exhausted
+    start_timeout: float = 5.0  # how long start() waits for replay + takeover
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LeaseSettings:
+        """Defaults, overridden by ``AEGIS_LEASE_TTL_SECONDS`` and the like."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            raw = env.get(f"AEGIS_LEASE_{item.name.upper()}")
+            if raw:
+                kind = type(getattr(cls(), item.name))
+                values[item.name] = kind(raw)
+        return cls(**values)
+
+
+class Slot:
+    """This sidecar's lease on one budget in one period."""
+
+    __slots__ = (
+        "budget",
+        "epoch",
+        "held",
+        "last_active",
+        "last_renew",
+        "last_take",
+        "need",
+        "period",
+        "rate",
+        "rate_since",
+        "refill",
+        "remaining",
+        "renewed",
+        "shortfall",
+        "shrink",
+        "spent_window",
+    )
+
+    def __init__(self, budget: BudgetSpec, period: str, now: float) -> None:
+        self.budget = budget
+        self.period = period
+        self.held = ZERO  # granted to this book minus given back (= the book's held)
+        self.need = ZERO  # largest reservation that did not fit since the last take
+        self.refill: asyncio.Future[None] | None = None
+        self.remaining: Decimal | None = None  # the budget's uncommitted money, last seen
+        self.epoch: int | None = None
+        self.shortfall = False  # the last take could not give what was wanted
+        self.shrink = False  # return unused money at the next tick (limit lowered)
+        self.last_take = self.last_renew = -1e9
+        self.renewed = math.inf  # when the last successful take/renew was sent
+        self.last_active = now
+        self.rate = 0.0  # USD per second settled, smoothed
+        self.rate_since = now
+        self.spent_window = ZERO
+
+
+def slot_key(slot: Slot) -> tuple[str, str]:
+    return slot.budget.name, slot.period

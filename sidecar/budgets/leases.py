@@ -1,0 +1,392 @@
+"""Budget leases: the :class:`~aegis.sidecar.budgets.sources.BudgetSource` for many
+sidecars spending one budget through the shared PostgreSQL ledger.
+
+A sidecar never asks the database per request. Per (budget, month) it holds a
+*lease*: a slice of the remaining money taken in one atomic statement
+(``aegis_lease_take``), which the budget book spends locally with per-request
+reservations. A background task here:
+
+- tops the slice up before it runs out (when less than ``refill_at`` of a target
+  slice is unused); a request waits only when a burst outruns the top-up;
+- sizes slices by the spend rate (``horizon`` seconds of spend plus what is in
+  flight), while the database caps each take at a fair share of what is left
+  (``remaining / (active leases + 1)``), so the last dollars are not stranded;
+- renews the lease's TTL every ``ttl/3`` seconds, returns money that has been
+  idle for ``idle_return`` seconds, and returns everything unused on shutdown;
+- after a restart, once the spool of the previous life has been replayed, closes
+  that life's leases at exactly what they settled (``aegis_lease_takeover``).
+
+Leases whose holder stopped renewing (crashed, cut off) are reclaimed by the next
+taker after their TTL, at what their ledger rows settled. If any statement (or a
+ledger write) fails, the book is *blocked*: no paid reservation is admitted until
+a statement succeeds again (fail closed; reason ``budget_unavailable``).
+Guarantee and proof sketch: docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..contract import BudgetSpec
+from ..ledger import leases
+from ..ledger.types import quantize_usd
+from ..routing.ports import BUDGET_UNAVAILABLE
+from .lease_slots import LeaseSettings, Slot, slot_key
+from .sources import Allowance
+
+if TYPE_CHECKING:
+    from .book import BudgetBook
+
+__all__ = ["LeaseBudgetSource", "LeaseSettings"]
+
+log = logging.getLogger(__name__)
+ZERO = Decimal("0.000000")
+T = TypeVar("T")
+
+
+class LeaseBudgetSource:
+    """Leases from ``aegis_lease_*`` for one holder (``namespace/pod``)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        holder: str,
+        *,
+        settings: LeaseSettings | None = None,
+        replayed: asyncio.Event | None = None,
+    ) -> None:
+        """``replayed`` is set once the ledger spool of a previous life is written
+        (:attr:`LedgerStore.replayed`); the takeover waits for it."""
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.holder = holder
+        self.settings = settings or LeaseSettings.from_env()
+        self._replayed = replayed
+        self._book: BudgetBook | None = None
+        self._slots: dict[tuple[str, str], Slot] = {}
+        self._by_provider: dict[tuple[str, str], list[Slot]] = {}
+        self._returns: list[tuple[BudgetSpec, str, Decimal]] = []  # (budget, period, amount)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._taken_over = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.available = True
+        self.statements: dict[str, int] = {}  # round trips by kind, for metrics
+        self.failures = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self, book: BudgetBook) -> None:
+        """Attach to ``book`` and wait (briefly) for replay and takeover."""
+        self._book = book
+        self._task = asyncio.create_task(self._run(), name="aegis-budget-leases")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.start_timeout):
+                await self._taken_over.wait()
+        if not self._taken_over.is_set():
+            self._set_available(False)
+
+    async def aclose(self) -> None:
+        """Return every unused slice and close the leases (the book must be idle)."""
+        task, self._task = self._task, None
+        if task is not None:
+            # Let a statement under way finish: cancelled after it ran but before
+            # its answer was applied, a take would strand its slice until the TTL.
+            self._closing = True
+            self._wake.set()
+            await asyncio.wait({task}, timeout=self.settings.statement_timeout + 1)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        book = self._book
+        for slot in list(self._slots.values()):
+            amount = book.surrender(slot.budget.name, slot.period) if book else ZERO
+            self._returns.append((slot.budget, slot.period, amount))
+            self._release(slot)
+        self._slots.clear()
+        self._by_provider.clear()
+        await self._give_back_all(close=True)
+
+    # -- BudgetSource (synchronous: called inside reserve/settle) ----------------
+
+    def open_account(self, budget: BudgetSpec, period: str) -> Allowance:
+        slot = Slot(budget, period, self._loop.time())
+        self._slots[(budget.name, period)] = slot
+        self._by_provider.setdefault((budget.provider, period), []).append(slot)
+        self._wake.set()  # fetch a first slice before the first request needs it
+        return Allowance(spent_elsewhere=ZERO, held=ZERO)
+
+    def reopen_account(self, budget: BudgetSpec, period: str, allowance: Allowance) -> Decimal:
+        slot = self._slots.get((budget.name, period))
+        if slot is None:
+            return ZERO
+        if budget.limit_usd < slot.budget.limit_usd:
+            slot.shrink = True  # hand back what the lower limit may not cover
+            self._wake.set()
+        slot.budget = budget
+        return slot.held
+
+    def on_settled(self, provider: str, period: str, amount: Decimal) -> None:
+        slots = self._by_provider.get((provider, period))
+        if slots:
+            now = self._loop.time()
+            for slot in slots:
+                slot.spent_window += amount
+                slot.last_active = now
+
+    def on_short(self, budget: BudgetSpec, period: str, needed: Decimal) -> None:
+        slot = self._slots.get((budget.name, period))
+        if slot is not None and needed > slot.need:
+            slot.need = needed
+            self._wake.set()
+
+    def may_grant(self, budget: BudgetSpec, period: str, needed: Decimal) -> bool:
+        slot = self._slots.get((budget.name, period))
+        if slot is None or slot.remaining is None:
+            return True  # not asked yet: let the request wait for the first take
+        view = self._book.account_view(budget.name, period) if self._book else None
+        unused = view[0] - view[1] - view[2] if view else ZERO
+        return needed - unused <= slot.remaining
+
+    def refill(self, budget: BudgetSpec, period: str, needed: Decimal) -> Awaitable[None] | None:
+        slot = self._slots.get((budget.name, period))
+        if slot is None or not self.available or not self.may_grant(budget, period, needed):
+            return None
+        slot.need = max(slot.need, needed)
+        if slot.refill is None or slot.refill.done():
+            slot.refill = self._loop.create_future()
+        self._wake.set()
+        return asyncio.shield(slot.refill)
+
+    def on_closed(self, budget: BudgetSpec, period: str, unused: Decimal) -> None:
+        slot = self._slots.pop((budget.name, period), None)
+        if slot is None:
+            return
+        group = self._by_provider.get((slot.budget.provider, period), [])
+        if slot in group:
+            group.remove(slot)
+        self._returns.append((budget, period, unused))
+        self._release(slot)
+        self._move_deadline()
+        self._wake.set()
+
+    # -- the background task -------------------------------------------------------
+
+    async def _run(self) -> None:
+        settings = self.settings
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.tick):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                await self._step()
+            except Exception:  # a bug must not stop the leases: log and go on
+                log.exception("budget lease step failed")
+                await asyncio.sleep(settings.retry_interval)
+
+    async def _step(self) -> None:
+        if not self._taken_over.is_set():
+            if self._replayed is not None and not self._replayed.is_set():
+                return
+            if await self._call("takeover", lambda c: leases.takeover(c, self.holder)) is None:
+                return await asyncio.sleep(self.settings.retry_interval)
+            self._taken_over.set()
+        if not self.available:
+            probe = await self._call("probe", lambda c: c.execute(text("SELECT 1")))
+            if probe is None:
+                for slot in self._slots.values():
+                    self._release(slot)
+                return await asyncio.sleep(self.settings.retry_interval)
+        if self._returns:
+            await self._give_back_all(close=True)
+        now = self._loop.time()
+        for slot in list(self._slots.values()):
+            await self._service(slot, now)
+
+    async def _service(self, slot: Slot, now: float) -> None:
+        book = self._book
+        view = book.account_view(slot.budget.name, slot.period) if book else None
+        if book is None or view is None:
+            return
+        held, settled, reserved = view
+        unused = held - settled - reserved
+        self._update_rate(slot, now)
+        settings = self.settings
+        if slot.period != book.period(slot.budget.provider) and reserved == 0:
+            # A past month with nothing in flight: hand back the rest, close it.
+            self.on_closed(slot.budget, slot.period, book.surrender(slot.budget.name, slot.period))
+            await self._give_back_all(close=True)
+            return
+        if slot.shrink or (unused > 0 and now - slot.last_active >= settings.idle_return):
+            slot.shrink = False
+            amount = book.surrender(slot.budget.name, slot.period)
+            slot.held -= amount
+            self._returns.append((slot.budget, slot.period, amount))
+            await self._give_back_all(close=False)
+            return
+        target = self._target(slot, reserved)
+        need = max(slot.need - unused, ZERO)
+        waiting = slot.refill is not None and not slot.refill.done()
+        # Keep the slice topped up while it is being spent (not when idle: the
+        # idle money was just given back).
+        busy = now - slot.last_active < settings.idle_return
+        low = busy and unused < target * Decimal(settings.refill_at)
+        patient = slot.shortfall and now - slot.last_take < settings.retry_interval * 2
+        if need > 0 or waiting or (low and not patient):
+            await self._take(slot, max(target - unused, need), need, now)
+        elif now - slot.last_renew >= settings.ttl_seconds / 3 or (
+            slot.shortfall and now - slot.last_take >= settings.retry_interval * 2
+        ):
+            await self._take(slot, ZERO, ZERO, now)  # renew; refresh what is left
+
+    def _target(self, slot: Slot, reserved: Decimal) -> Decimal:
+        """Slice size: ``horizon`` seconds of spend plus twice what is in flight,
+        within [min_slice_share, max_slice_share] of the limit."""
+        settings = self.settings
+        limit = slot.budget.limit_usd
+        by_rate = Decimal(slot.rate * settings.horizon) + 2 * reserved + 8 * slot.need
+        low = limit * settings.min_slice_share
+        high = limit * settings.max_slice_share
+        return quantize_usd(min(max(by_rate, low), high), ROUND_CEILING)
+
+    def _update_rate(self, slot: Slot, now: float) -> None:
+        elapsed = now - slot.rate_since
+        if elapsed >= 1.0:
+            current = float(slot.spent_window) / elapsed
+            slot.rate = current if slot.rate == 0 else 0.7 * slot.rate + 0.3 * current
+            slot.spent_window = ZERO
+            slot.rate_since = now
+
+    async def _take(self, slot: Slot, want: Decimal, need: Decimal, now: float) -> None:
+        budget = slot.budget
+        sent = self._loop.time()
+        grant = await self._call(
+            "take" if want > 0 else "renew",
+            lambda c: leases.take(
+                c,
+                budget=budget.name,
+                period=slot.period,
+                provider=budget.provider,
+                holder=self.holder,
+                limit=budget.limit_usd,
+                want=want,
+                need=need,
+                ttl_seconds=self.settings.ttl_seconds,
+            ),
+        )
+        if grant is None:
+            self._release(slot)
+            return
+        book = self._book
+        if slot.epoch is not None and grant.epoch != slot.epoch and book is not None:
+            # Someone closed this lease while we could not renew it: what we held
+            # beyond our committed money is no longer ours.
+            log.warning("lease %s/%s was reclaimed; dropping the local slice", *slot_key(slot))
+            slot.held -= book.surrender(budget.name, slot.period)
+        slot.epoch = grant.epoch
+        if grant.granted > 0 and book is not None:
+            with contextlib.suppress(KeyError):  # the account was closed meanwhile
+                book.grant(budget.name, slot.period, grant.granted)
+                slot.held += grant.granted
+        slot.remaining = grant.remaining
+        slot.shortfall = grant.granted < want
+        slot.last_renew = now
+        slot.renewed = sent
+        self._move_deadline()
+        if want > 0:
+            slot.last_take = now
+        slot.need = ZERO
+        self._release(slot)
+
+    async def _give_back_all(self, *, close: bool) -> None:
+        pending, self._returns = self._returns, []
+        for budget, period, amount in pending:
+
+            def give_back(
+                c: AsyncConnection, b: str = budget.name, p: str = period, a: Decimal = amount
+            ) -> Awaitable[leases.Returned]:
+                return leases.give_back(
+                    c, budget=b, period=p, holder=self.holder, amount=a, close=close
+                )
+
+            done = await self._call("return", give_back)
+            if done is None:
+                # Unreachable: the money stays leased until a restart takes the
+                # lease over or its TTL runs out; never re-granted locally.
+                log.warning("could not return %s USD of %s/%s", amount, budget.name, period)
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def _call(self, kind: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T | None:
+        """One statement, one round trip; ``None`` (and blocked) when it fails."""
+        self.statements[kind] = self.statements.get(kind, 0) + 1
+        try:
+            async with asyncio.timeout(self.settings.statement_timeout):
+                async with self.engine.connect() as connection:
+                    result = await work(connection)
+        except Exception as exc:
+            self.failures += 1
+            if self.available:
+                log.error("budget lease %s failed, paid providers fail closed: %s", kind, exc)
+            self._set_available(False)
+            return None
+        self._set_available(True)
+        return result
+
+    def _set_available(self, available: bool) -> None:
+        if available and not self._taken_over.is_set():
+            return  # not before the previous life's leases are closed
+        changed = available != self.available
+        self.available = available
+        if self._book is not None:
+            self._book.blocked = None if available else BUDGET_UNAVAILABLE
+        if changed and available:
+            log.info("budget leases available again")
+
+    def ledger_health(self, healthy: bool) -> None:
+        """:class:`LedgerStore` ``on_health``: a failed write blocks at once; a
+        successful one only wakes the probe (a lease statement must succeed)."""
+        if not healthy:
+            self._set_available(False)
+        self._wake.set()
+
+    def _move_deadline(self) -> None:
+        """The book admits reservations until 3/4 of a TTL after the oldest renewal
+        was *sent*: the database's expiry counts from when it ran, later, so a
+        sidecar that stalls (paused, starved) stops before its lease can be
+        reclaimed."""
+        if self._book is not None:
+            oldest = min((s.renewed for s in self._slots.values()), default=math.inf)
+            self._book.lease_deadline = oldest + self.settings.ttl_seconds * 0.75
+
+    def _release(self, slot: Slot) -> None:
+        """Wake requests waiting for this slot's refill, whatever the outcome."""
+        waiter = slot.refill
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        slot.refill = None
+
+    # -- observation ------------------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per slot: budget, period, held, last seen remaining (for metrics/status)."""
+        return [
+            {
+                "budget": s.budget.name,
+                "period": s.period,
+                "held": s.held,
+                "remaining": s.remaining,
+            }
+            for s in self._slots.values()
+        ]

@@ -1,0 +1,168 @@
+"""The whole sidecar config document, as the operator renders it (``config.yaml``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from .base import Model, Money, Name, OnExceeded
+from .policy import Policy, PrivacySpec, RolloutSpec
+from .providers import ProviderSpec
+
+
+class BudgetSpec(Model):
+    """A calendar-month USD limit for one provider, as rendered from an LLMBudget."""
+
+    name: Name
+    provider: Name
+    limit_usd: Money = Field(alias="limitUSD")
+    period: Literal["Monthly"] = "Monthly"
+    timezone: str = Field(
+        default="UTC", max_length=64, description="IANA zone whose calendar months are periods."
+    )
+    on_exceeded: OnExceeded = OnExceeded.FALLBACK_LOCAL
+    alert_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [80, 90, 100], max_length=10
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class LedgerSpec(Model):
+    url: str = Field(
+        default="sqlite+aiosqlite:///aegis-ledger.db",
+        max_length=2048,
+        description="SQLAlchemy async URL; ignored when urlEnv is set in the environment.",
+    )
+    url_env: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the ledger DSN (from a Secret).",
+    )
+
+
+class ListenSpec(Model):
+    host: str = Field(default="127.0.0.1", description="Loopback address only.")
+    port: int = Field(default=8787, ge=1, le=65535)
+    metrics_port: int = Field(default=9787, ge=0, le=65535, description="0 disables.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the metrics listener (read-only, no request data); in a "
+        "pod the injector sets 0.0.0.0 so Prometheus can scrape it.",
+    )
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"metricsHost must be an IP address, not {value!r}") from None
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        try:
+            loopback = ipaddress.ip_address(value).is_loopback
+        except ValueError:
+            loopback = value == "localhost"
+        if not loopback:
+            raise ValueError("the sidecar listens on a loopback address only")
+        return value
+
+
+class RouteIdentity(Model):
+    """Who this config belongs to; recorded on every ledger row."""
+
+    route: str = Field(default="standalone", max_length=253)
+    namespace: str = Field(default="default", max_length=63)
+
+
+class SidecarConfig(Policy):
+    """The whole sidecar configuration (one route plus its budgets)."""
+
+    api_version: Literal["aegis.io/v1alpha1"] = "aegis.io/v1alpha1"
+    kind: Literal["SidecarConfig"] = "SidecarConfig"
+    identity: RouteIdentity = Field(default_factory=RouteIdentity)
+    providers: list[ProviderSpec] = Field(min_length=1, max_length=32)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    rollout: RolloutSpec | None = None
+    budgets: list[BudgetSpec] = Field(default_factory=list, max_length=64)
+    ledger: LedgerSpec = Field(default_factory=LedgerSpec)
+    listen: ListenSpec = Field(default_factory=ListenSpec)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Self:
+        names = [p.name for p in self.providers]
+        if len(set(names)) != len(names):
+            raise ValueError("providers: names must be unique")
+        known = set(names)
+        policies: list[tuple[str, Policy]] = [("", self)]
+        if self.rollout is not None:
+            policies.append(("rollout.candidate.", self.rollout.candidate))
+        for prefix, policy in policies:
+            rule_names = [r.name for r in policy.rules]
+            if len(set(rule_names)) != len(rule_names):
+                raise ValueError(f"{prefix}rules: names must be unique")
+            for i, rule in enumerate(policy.rules):
+                if rule.to.provider not in known:
+                    raise ValueError(
+                        f"{prefix}rules[{i}].to.provider: unknown provider {rule.to.provider!r}"
+                    )
+            if policy.default.provider not in known:
+                raise ValueError(
+                    f"{prefix}default.provider: unknown provider {policy.default.provider!r}"
+                )
+            for j, name in enumerate(policy.fallback):
+                if name not in known:
+                    raise ValueError(f"{prefix}fallback[{j}]: unknown provider {name!r}")
+        if self.rollout is not None:
+            for name in self.rollout.candidate.provider_models:
+                if name not in known:
+                    raise ValueError(
+                        f"rollout.candidate.providerModels.{name}: unknown provider {name!r}"
+                    )
+        zones: dict[str, str] = {}
+        budget_names: set[str] = set()
+        for k, budget in enumerate(self.budgets):
+            if budget.provider not in known:
+                raise ValueError(f"budgets[{k}].provider: unknown provider {budget.provider!r}")
+            if budget.name in budget_names:
+                raise ValueError(f"budgets[{k}].name: duplicate budget name {budget.name!r}")
+            budget_names.add(budget.name)
+            # One ledger row carries one period, so a provider's budgets share a zone.
+            zone = zones.setdefault(budget.provider, budget.timezone)
+            if zone != budget.timezone:
+                raise ValueError(
+                    f"budgets[{k}].timezone: budgets of provider {budget.provider!r} must "
+                    f"share one time zone ({zone!r} vs {budget.timezone!r})"
+                )
+        if self.privacy.local_only and not any(p.is_local for p in self.providers):
+            raise ValueError("privacy.localOnly is set but no provider has locality local")
+        return self
+
+    def provider(self, name: str) -> ProviderSpec:
+        for spec in self.providers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def budgets_for(self, provider: str) -> list[BudgetSpec]:
+        return [b for b in self.budgets if b.provider == provider]

@@ -1,0 +1,44 @@
+"""Money: exact decimal US dollars at the ledger's resolution of one micro-dollar.
+
+Every amount the sidecar and the operator handle is a :class:`~decimal.Decimal`
+(never a float), held to six decimal places as the ledger stores it
+(``NUMERIC(18, 6)`` on PostgreSQL, integer micro-dollars on SQLite).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+MONEY_PRECISION = 18
+MONEY_SCALE = 6
+#: One micro-dollar, the ledger's resolution.
+MICRO = Decimal(1).scaleb(-MONEY_SCALE)
+#: One cent, the resolution people read spend and limits in.
+CENT = Decimal("0.01")
+#: Zero dollars at the ledger's scale (prints as ``0.000000``).
+ZERO = Decimal("0.000000")
+#: The largest amount a ledger column holds.
+MAX_MONEY = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE) - MICRO
+
+
+def quantize_usd(amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
+    """Round ``amount`` to the ledger's resolution (one micro-dollar).
+
+    ``ROUND_HALF_UP`` is the rounding PostgreSQL applies when it casts to
+    ``NUMERIC(18, 6)``, so a value rounded here is stored unchanged on both
+    backends; the budget book rounds settled costs with this same function so
+    that its totals equal the ledger's sums.
+    """
+    if not amount.is_finite():
+        raise ValueError(f"money must be finite, got {amount}")
+    return amount.quantize(MICRO, rounding=rounding)
+
+
+def cents(amount: Decimal) -> str:
+    """``amount`` to the cent, as people read limits and spend (``12.35``)."""
+    return str(amount.quantize(CENT, ROUND_HALF_UP))
+
+
+def micros(amount: Decimal) -> str:
+    """``amount`` to the micro-dollar, as the ledger holds it (``0.000140``)."""
+    return str(quantize_usd(amount))

@@ -1,0 +1,139 @@
+"""Routing policy: privacy classes, rules, targets and the rollout candidate."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from .base import Complexity, DataClass, Model, Name, Quality
+from .providers import ProviderModels
+
+
+class PrivacySpec(Model):
+    """Which data classes must stay on local providers, and PII detection."""
+
+    classes: list[DataClass] = Field(
+        default_factory=lambda: ["public", "internal", "confidential", "pii", "hipaa"],
+        min_length=1,
+        max_length=16,
+        description="Known data classes, least strict first; detection only moves up.",
+    )
+    local_only: list[DataClass] = Field(
+        default_factory=lambda: ["pii", "hipaa", "confidential"],
+        max_length=16,
+        description="Classes that never leave local providers.",
+    )
+    default_class: DataClass = Field(
+        default="internal", description="Class of a request that sends no header."
+    )
+    detect: bool = Field(default=True, description="Scan prompts for PII patterns.")
+    detected_class: DataClass = Field(
+        default="pii", description="Class assigned when detection finds PII."
+    )
+
+    @model_validator(mode="after")
+    def _check_known(self) -> Self:
+        known = set(self.classes)
+        if len(known) != len(self.classes):
+            raise ValueError("privacy.classes must be unique")
+        for field in ("local_only", "default_class", "detected_class"):
+            value = getattr(self, field)
+            for item in value if isinstance(value, list) else [value]:
+                if item not in known:
+                    raise ValueError(f"privacy.{to_camel(field)}: unknown class {item!r}")
+        return self
+
+    def rank(self, data_class: str) -> int:
+        """Strictness of a class (higher is stricter)."""
+        return self.classes.index(data_class)
+
+
+class RuleMatch(Model):
+    """All given fields must match (AND); a list matches any of its values (OR)."""
+
+    data_class: list[DataClass] | None = Field(default=None, min_length=1, max_length=16)
+    quality: list[Quality] | None = Field(default=None, min_length=1, max_length=4)
+    complexity: list[Complexity] | None = Field(default=None, min_length=1, max_length=3)
+    min_batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    vision: bool | None = Field(default=None, description="Match only (non-)image requests.")
+
+    @model_validator(mode="after")
+    def _check_batch_range(self) -> Self:
+        low, high = self.min_batch_size, self.max_batch_size
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"minBatchSize ({low}) must not exceed maxBatchSize ({high})")
+        return self
+
+
+class Target(Model):
+    """Where a matched request goes: a provider and optionally a model."""
+
+    provider: Name
+    model: str | None = Field(
+        default=None, max_length=128, description="Defaults to the provider's default model."
+    )
+
+
+class Rule(Model):
+    name: Name
+    match: RuleMatch = Field(default_factory=RuleMatch)
+    to: Target
+
+
+class Policy(Model):
+    """A routing policy: ordered rules, a default and a fallback chain."""
+
+    rules: list[Rule] = Field(default_factory=list, max_length=64, description="First match wins.")
+    default: Target
+    fallback: list[Name] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Providers tried after the target, filtered by privacy and budget.",
+    )
+
+
+class Stickiness(Model):
+    header: str = Field(
+        default="X-Aegis-User",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Request header whose value keeps a user on one arm.",
+    )
+
+
+class CandidatePolicy(Policy):
+    """A rollout's candidate: a policy, plus the models providers serve to it.
+
+    ``providerModels`` lets a candidate try other models of the same providers (a
+    new default or vision model) without a second provider entry: budgets,
+    circuit breakers and ledger rows stay keyed by the provider's name, and only
+    requests of the candidate arm see the replacement models."""
+
+    provider_models: dict[str, ProviderModels] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Models a provider serves to candidate requests, by provider name; "
+        "replaces that provider's models for the candidate arm only.",
+    )
+
+
+class RolloutSpec(Model):
+    """The candidate policy and the share of traffic it receives right now."""
+
+    candidate: CandidatePolicy
+    weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic to candidate.")
+    step: int = Field(default=0, ge=0, description="Index of the current step (for status).")
+    salt: str = Field(
+        default="",
+        max_length=64,
+        description="Stickiness salt, fixed for one candidate (the operator uses the "
+        "candidate's hash): raising the weight only moves users to the candidate, and a "
+        "new candidate starts with a different set of users.",
+    )
+    stickiness: Stickiness = Field(default_factory=Stickiness)
