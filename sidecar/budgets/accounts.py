@@ -11,21 +11,9 @@ from decimal import Decimal
 from enum import StrEnum
 
 from ..contract import BudgetSpec
-from ..ledger.types import quantize_usd
+from ..contract.money import ZERO
 from ..routing.ports import BUDGET_EXCEEDED
 from .sources import Allowance
-
-ZERO = Decimal("0.000000")
-
-
-def _money(amount: Decimal | int, rounding: str) -> Decimal:
-    if not isinstance(amount, Decimal | int) or isinstance(amount, bool):
-        raise TypeError(f"money must be Decimal, got {type(amount).__name__}")
-    value = quantize_usd(Decimal(amount), rounding)
-    if value < 0:
-        raise ValueError(f"money must not be negative, got {amount}")
-    return value
-
 
 # -- book state -------------------------------------------------------------------
 

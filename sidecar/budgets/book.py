@@ -45,6 +45,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from ..contract import BudgetSpec
+from ..contract.money import ZERO, checked_usd
 from ..contract.periods import period_of, zone
 from ..routing.ports import BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, OK, BudgetVerdict
 from .accounts import (
@@ -53,7 +54,6 @@ from .accounts import (
     Reservation,
     ReservationState,
     _Account,
-    _money,
     _snapshot,
     _unused,
 )
@@ -74,7 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-ZERO = Decimal("0.000000")
 
 
 def _utcnow() -> datetime:
@@ -218,7 +217,7 @@ class BudgetBook:
         if self.blocked is not None or time.monotonic() > self.lease_deadline:
             self.unavailable_refusals += 1
             return BudgetVerdict.exceeded(budgets[0], BUDGET_UNAVAILABLE)
-        needed = _money(amount, ROUND_CEILING)
+        needed = checked_usd(amount, ROUND_CEILING)
         period = self.period(provider)
         source = self._source
         for budget in budgets:
@@ -233,7 +232,7 @@ class BudgetBook:
     ) -> Reservation | Exceeded:
         """Set ``amount`` (the worst case, rounded up to a micro-dollar) aside on
         every budget of ``provider``, all or nothing."""
-        needed = _money(amount, ROUND_CEILING)
+        needed = checked_usd(amount, ROUND_CEILING)
         period = self.period(provider, now)
         accounts = [self._account(b, period) for b in self._budgets.get(provider, ())]
         if accounts and (self.blocked is not None or time.monotonic() > self.lease_deadline):
@@ -289,7 +288,7 @@ class BudgetBook:
         (rounded to a micro-dollar exactly as the ledger stores it)."""
         if reservation.state is not ReservationState.OPEN:
             raise ValueError(f"cannot settle a {reservation.state.value} reservation")
-        charged = _money(actual, ROUND_HALF_UP)
+        charged = checked_usd(actual, ROUND_HALF_UP)
         for account in reservation._accounts:
             account.reserved -= reservation.amount
             account.settled += charged
@@ -324,7 +323,7 @@ class BudgetBook:
         account = self._accounts.get((budget_name, period))
         if account is None:
             raise KeyError(f"no open account for {budget_name} in {period}")
-        account.held += _money(amount, ROUND_FLOOR)
+        account.held += checked_usd(amount, ROUND_FLOOR)
 
     def surrender(self, budget_name: str, period: str) -> Decimal:
         """Shrink the held slice to what is committed; returns the amount given up."""

@@ -11,8 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..contract import BudgetSpec
-
-ZERO = Decimal("0.000000")
+from ..contract.money import ZERO
 
 
 @dataclass(frozen=True, slots=True)

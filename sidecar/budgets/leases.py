@@ -37,8 +37,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..contract import BudgetSpec
+from ..contract.money import ZERO, quantize_usd
 from ..ledger import leases
-from ..ledger.types import quantize_usd
 from ..routing.ports import BUDGET_UNAVAILABLE
 from .lease_slots import LeaseSettings, Slot, slot_key
 from .sources import Allowance
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["LeaseBudgetSource", "LeaseSettings"]
 
 log = logging.getLogger(__name__)
-ZERO = Decimal("0.000000")
 T = TypeVar("T")
 
 

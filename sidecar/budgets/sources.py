@@ -20,14 +20,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from ..contract import BudgetSpec
+from ..contract.money import ZERO
 from ..contract.periods import period_of, shift_period
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..ledger.store import LedgerStore
-
-ZERO = Decimal("0.000000")
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,11 +34,30 @@ def quantize_usd(amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
     return amount.quantize(MICRO, rounding=rounding)
 
 
+def checked_usd(amount: Decimal | int, rounding: str = ROUND_HALF_UP) -> Decimal:
+    """``amount`` as money a budget may hold: exact (``Decimal`` or ``int``, never a
+    float or a bool), not negative, rounded to the micro-dollar with ``rounding``."""
+    if not isinstance(amount, Decimal | int) or isinstance(amount, bool):
+        raise TypeError(f"money must be Decimal, got {type(amount).__name__}")
+    value = quantize_usd(Decimal(amount), rounding)
+    if value < 0:
+        raise ValueError(f"money must not be negative, got {amount}")
+    return value
+
+
+def usd_or_zero(value: Decimal | int | None) -> Decimal:
+    """A database value (``None`` for no rows) at the ledger's resolution."""
+    return ZERO if value is None else quantize_usd(Decimal(value))
+
+
 def cents(amount: Decimal) -> str:
     """``amount`` to the cent, as people read limits and spend (``12.35``)."""
     return str(amount.quantize(CENT, ROUND_HALF_UP))
 
 
-def micros(amount: Decimal) -> str:
-    """``amount`` to the micro-dollar, as the ledger holds it (``0.000140``)."""
+def micros(amount: Decimal, *, grouped: bool = False) -> str:
+    """``amount`` to the micro-dollar, as the ledger holds it (``0.000140``);
+    ``grouped`` separates thousands for tables people read (``1,234.000140``)."""
+    if grouped:
+        return f"{quantize_usd(amount):,.6f}"
     return str(quantize_usd(amount))

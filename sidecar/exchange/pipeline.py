@@ -29,6 +29,7 @@ from ..adapters.base import (
 )
 from ..budgets.book import Exceeded, Reservation
 from ..contract import OnExceeded
+from ..contract.money import ZERO
 from ..errors import error_body
 from ..ledger.models import LedgerRecord, Status
 from ..request.facts import RequestFacts
@@ -46,7 +47,6 @@ from ..runtime.process import Runtime, Snapshot
 
 log = logging.getLogger("aegis.sidecar.exchange.pipeline")
 
-ZERO = Decimal(0)
 T = TypeVar("T")
 Kind = Literal["chat", "embeddings"]
 

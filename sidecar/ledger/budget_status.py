@@ -19,12 +19,10 @@ from decimal import Decimal
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import DBAPIError
 
-from ..contract.money import MICRO
+from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period
 from .models import BudgetLease, BudgetPeriod, LedgerEntry
-from .report import LedgerSource, _engine, _money, _table
-
-ZERO = Decimal("0.000000")
+from .report import LedgerSource, _engine, _table
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +133,10 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
             r.month,
             r.budget,
             r.provider,
-            _money(r.limit_usd),
-            _money(r.spent_usd),
-            _money(r.reserved_usd),
-            _money(r.remaining_usd),
+            micros(r.limit_usd, grouped=True),
+            micros(r.spent_usd, grouped=True),
+            micros(r.reserved_usd, grouped=True),
+            micros(r.remaining_usd, grouped=True),
             "n/a" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
             str(r.holders),
         ]
@@ -153,7 +151,15 @@ def render_breakdown(rows: Sequence[SpendRow]) -> list[str]:
         return []
     headers = ["MONTH", "NAMESPACE", "ROUTE", "PROVIDER", "MODEL", "REQUESTS", "COST USD"]
     table = [
-        [r.month, r.namespace, r.route, r.provider, r.model, f"{r.requests:,}", _money(r.cost_usd)]
+        [
+            r.month,
+            r.namespace,
+            r.route,
+            r.provider,
+            r.model,
+            f"{r.requests:,}",
+            micros(r.cost_usd, grouped=True),
+        ]
         for r in rows
     ]
     return ["", "Spend by namespace and route", "", *_table(headers, table, right={5, 6})]

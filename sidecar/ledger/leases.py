@@ -15,9 +15,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .types import quantize_usd
-
-ZERO = Decimal("0.000000")
+from ..contract.money import ZERO, quantize_usd, usd_or_zero
 
 _TAKE = text(
     "SELECT granted, lease_amount, lease_settled, lease_epoch, committed, limit_usd, active "
@@ -33,10 +31,6 @@ _SET_LIMIT = text(
     "ON CONFLICT (budget) DO UPDATE SET limit_usd = EXCLUDED.limit_usd, "
     "updated_at = EXCLUDED.updated_at"
 )
-
-
-def _money(value: Decimal | None) -> Decimal:
-    return ZERO if value is None else quantize_usd(Decimal(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +90,12 @@ async def take(
         )
     ).one()
     return Grant(
-        granted=_money(row.granted),
-        lease_amount=_money(row.lease_amount),
-        lease_settled=_money(row.lease_settled),
+        granted=usd_or_zero(row.granted),
+        lease_amount=usd_or_zero(row.lease_amount),
+        lease_settled=usd_or_zero(row.lease_settled),
         epoch=int(row.lease_epoch),
-        committed=_money(row.committed),
-        limit=_money(row.limit_usd),
+        committed=usd_or_zero(row.committed),
+        limit=usd_or_zero(row.limit_usd),
         active=int(row.active),
     )
 
@@ -129,18 +123,18 @@ async def give_back(
         )
     ).one()
     return Returned(
-        returned=_money(row.returned),
-        lease_amount=_money(row.lease_amount),
-        lease_settled=_money(row.lease_settled),
+        returned=usd_or_zero(row.returned),
+        lease_amount=usd_or_zero(row.lease_amount),
+        lease_settled=usd_or_zero(row.lease_settled),
         epoch=int(row.lease_epoch or 0),
-        committed=_money(row.committed),
+        committed=usd_or_zero(row.committed),
     )
 
 
 async def takeover(connection: AsyncConnection, holder: str) -> list[tuple[str, str, Decimal]]:
     """Close a previous life's leases at what they settled (after its spool replay)."""
     result = await connection.execute(_TAKEOVER, {"holder": holder})
-    return [(budget, period, _money(freed)) for budget, period, freed in result]
+    return [(budget, period, usd_or_zero(freed)) for budget, period, freed in result]
 
 
 async def set_limit(

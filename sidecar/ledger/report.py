@@ -24,14 +24,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..contract import BudgetSpec
-from ..contract.money import MICRO
+from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period, period_of, zone
 from .db import create_engine
 from .models import COLUMNS, LedgerEntry, Status
 
 LedgerSource = str | URL | AsyncEngine
 ExportFormat = Literal["csv", "json"]
-ZERO = Decimal("0.000000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +263,6 @@ async def report(
     return text + "".join(line + "\n" for line in extra)
 
 
-def _money(value: Decimal) -> str:
-    return f"{value:,.6f}"
-
-
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> list[str]:
     body = [list(r) for r in rows]
     widths = [
@@ -302,7 +297,7 @@ def render_report(
                 f"{r.refused:,}",
                 f"{r.tokens_in:,}",
                 f"{r.tokens_out:,}",
-                _money(r.cost_usd),
+                micros(r.cost_usd, grouped=True),
                 "-" if r.p95_latency_ms is None else f"{r.p95_latency_ms:,}",
             ]
             for r in rows
@@ -317,7 +312,7 @@ def render_report(
                 f"{sum(r.refused for r in rows):,}",
                 f"{sum(r.tokens_in for r in rows):,}",
                 f"{sum(r.tokens_out for r in rows):,}",
-                _money(sum((r.cost_usd for r in rows), ZERO)),
+                micros(sum((r.cost_usd for r in rows), ZERO), grouped=True),
                 "",
             ]
         )
@@ -341,9 +336,9 @@ def render_report(
                 b.month,
                 b.budget,
                 b.provider,
-                _money(b.limit_usd),
-                _money(b.spent_usd),
-                _money(b.remaining_usd),
+                micros(b.limit_usd, grouped=True),
+                micros(b.spent_usd, grouped=True),
+                micros(b.remaining_usd, grouped=True),
                 "n/a" if b.utilisation is None else f"{b.utilisation * 100:.1f}%",
                 "EXCEEDED" if b.exceeded else "",
             ]

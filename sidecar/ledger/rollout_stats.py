@@ -22,10 +22,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, case, func, select
 from sqlalchemy.sql import Select
 
+from ..contract.money import ZERO
 from .models import Arm, LedgerEntry, Status
 from .report import LedgerSource, _engine
-
-ZERO = Decimal("0.000000")
 
 
 @dataclass(frozen=True, slots=True)

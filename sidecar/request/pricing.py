@@ -23,8 +23,8 @@ from functools import lru_cache
 from typing import Any
 
 from ..contract import ModelPrice, ProviderSpec
+from ..contract.money import quantize_usd
 
-MICRO_USD = Decimal("0.000001")
 ONE_MILLION = Decimal(1_000_000)
 ZERO_PRICE = ModelPrice.model_validate({"inputPer1M": 0, "outputPer1M": 0})
 
@@ -158,13 +158,13 @@ def image_tokens_for(model: str) -> int:
 def cost(price: ModelPrice, tokens_in: int, tokens_out: int) -> Decimal:
     """Settled cost in USD, rounded half-even to micro-dollars."""
     exact = (price.input_per_1m * tokens_in + price.output_per_1m * tokens_out) / ONE_MILLION
-    return exact.quantize(MICRO_USD, rounding=ROUND_HALF_EVEN)
+    return quantize_usd(exact, ROUND_HALF_EVEN)
 
 
 def worst_case_cost(price: ModelPrice, prompt_bound: int, max_tokens: int) -> Decimal:
     """Reservation in USD for at most ``prompt_bound`` in and ``max_tokens`` out, rounded up."""
     exact = (price.input_per_1m * prompt_bound + price.output_per_1m * max_tokens) / ONE_MILLION
-    return exact.quantize(MICRO_USD, rounding=ROUND_CEILING)
+    return quantize_usd(exact, ROUND_CEILING)
 
 
 def utf8_len(text: str) -> int:

@@ -53,6 +53,7 @@ from ..contract import (
     RuleMatch,
     SidecarConfig,
 )
+from ..contract.money import ZERO
 from ..errors import ErrorBody, error_body
 from ..request.facts import RequestFacts
 from ..request.pricing import ZERO_PRICE, listed_price, price_for, worst_case_cost
@@ -61,7 +62,6 @@ from .ports import BUDGET_UNAVAILABLE, BudgetView, HealthView
 
 Arm = Literal["stable", "candidate"]
 AUTO_MODELS = frozenset({"", "auto", "aegis"})
-ZERO = Decimal(0)
 
 # Why a candidate is in the list.
 REASON_TARGET = "target"  # the rule's, default's or pinned target

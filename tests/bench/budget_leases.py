@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from aegis.sidecar.budgets.book import BudgetBook, Reservation  # noqa: E402
 from aegis.sidecar.budgets.lease_slots import LeaseSettings  # noqa: E402
 from aegis.sidecar.contract import BudgetSpec  # noqa: E402
+from aegis.sidecar.contract.money import MICRO  # noqa: E402
 from aegis.sidecar.ledger.db import create_engine  # noqa: E402
 from aegis.sidecar.ledger.migrate import migrate_async  # noqa: E402
 from aegis.sidecar.ledger.models import LedgerRecord  # noqa: E402
@@ -68,7 +69,6 @@ from aegis.sidecar.runtime.wiring import open_budgets  # noqa: E402
 from tests.controlplane.postgres import PostgresServer  # noqa: E402
 
 PERIOD = "2026-11"
-MICRO = Decimal("0.000001")
 NAIVE_TABLE = (
     "CREATE TABLE IF NOT EXISTS naive_budgets (name text PRIMARY KEY, "
     "limit_usd numeric(18, 6) NOT NULL, spent_usd numeric(18, 6) NOT NULL)"

@@ -28,11 +28,11 @@ from hypothesis.stateful import (
 
 from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
 from aegis.sidecar.contract import BudgetSpec
+from aegis.sidecar.contract.money import MICRO
 from aegis.sidecar.ledger.models import Status
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import budget, record, sqlite_url
 
-MICRO = Decimal("0.000001")
 money = st.decimals(min_value=0, max_value=6, places=6, allow_nan=False, allow_infinity=False)
 PROVIDERS = ("openai", "dashscope", "local")
 

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from aegis.sidecar.contract.money import quantize_usd
 from aegis.sidecar.ledger.models import LedgerEntry
 from aegis.sidecar.ledger.store import LedgerStore, insert_statement
-from aegis.sidecar.ledger.types import quantize_usd
 from tests.sidecar.ledger_helpers import record, sqlite_url
 
 
