@@ -1,0 +1,134 @@
+"""The one-node cluster for the tests marked ``node``: one cluster per session.
+
+``cluster`` (session) -> :class:`NodeCluster`: ``.kube`` (the usual :class:`Kube`
+handle: kubectl, helm, namespaces), ``.images`` (the Aegis, pause and CoreDNS images,
+imported), ``.layout``. A healthy cluster that is already running (``make cluster``)
+is reused and left running; otherwise the session starts one and removes it at the end,
+then checks that nothing of it is left on the machine.
+
+Binaries and images are built before the first test (outside any test timeout) when a
+selected test is marked ``node``. When the cluster cannot be built or started the tests
+fail under ``CI=true`` and are skipped otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NoReturn
+
+import pytest
+
+from tests.cluster import images as image_builder
+from tests.cluster.cluster import Cluster
+from tests.cluster.layout import Layout
+from tests.cluster.shell import ClusterError
+from tests.controlplane import build
+from tests.controlplane.kube import Kube, for_existing_cluster
+
+_PREPARED = pytest.StashKey[tuple[build.Testbin, image_builder.Images]]()
+_PREPARE_ERROR = pytest.StashKey[str]()
+Say = Callable[[str], None]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _unavailable(what: str, reason: str) -> NoReturn:
+    """CI must not pass by skipping the node tests, so there it fails."""
+    message = f"{what} unavailable: {reason}"
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "node: needs the one-node cluster (tests/cluster)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Build the node binaries and the images before the first node test."""
+    if config.option.collectonly or not any(i.get_closest_marker("node") for i in items):
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        try:
+            if os.geteuid() != 0:
+                raise ClusterError("the one-node cluster needs root")
+            testbin = build.ensure(build.API_TOOLS + build.NODE_TOOLS)
+            images = image_builder.ensure(testbin, lambda line: print(f"[images] {line}"))
+        except (build.BuildError, ClusterError, OSError) as error:
+            config.stash[_PREPARE_ERROR] = str(error)
+            return
+    config.stash[_PREPARED] = (testbin, images)
+
+
+@dataclass(frozen=True)
+class NodeCluster:
+    kube: Kube
+    images: image_builder.Images
+    layout: Layout
+    cluster: Cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeCluster]:
+    config = request.config
+    error = config.stash.get(_PREPARE_ERROR, None)
+    if error:
+        _unavailable("cluster (build)", error)
+    prepared = config.stash.get(_PREPARED, None)
+    if prepared is None:
+        _unavailable("cluster", "not prepared (is the test marked `node`?)")
+    testbin, images = prepared
+    layout = Layout.from_env()
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def log(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"[cluster] {line}", flush=True)
+
+    handle = Cluster(layout, testbin, log)
+    try:
+        reused = handle.up(images, owner=f"pytest {os.getpid()}")
+    except ClusterError as failure:
+        _unavailable("cluster", str(failure))
+    log("reusing the running cluster" if reused else f"started; kubeconfig {layout.kubeconfig}")
+    try:
+        kube = for_existing_cluster(
+            layout.kubeconfig,
+            tmp_path_factory.mktemp("node-kube"),
+            str(testbin.kubectl),
+            str(testbin.helm),
+        )
+        yield NodeCluster(kube, images, layout, handle)
+    finally:
+        if not reused and not os.environ.get("AEGIS_CLUSTER_KEEP"):
+            left = handle.down()
+            assert not left, f"the cluster left things behind: {left}"
+
+
+@pytest.fixture
+def say(request: pytest.FixtureRequest) -> Say:
+    """Print to the test log live, whatever the capture mode (evidence for the CI log)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def _say(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n[{request.node.name}] {text}", flush=True)
+
+    return _say
+
+
+@pytest.fixture
+def ns(cluster: NodeCluster) -> Iterator[str]:
+    """A fresh namespace; the cluster's namespace controller removes it afterwards."""
+    name = f"node-{uuid.uuid4().hex[:8]}"
+    cluster.kube.kubectl("create", "namespace", name)
+    yield name
+    cluster.kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
