@@ -10,12 +10,14 @@ UV := $(VENV)/bin/uv
 AEGIS_TESTBIN_ROOT ?= $(HOME)/.cache/aegis/testbin
 export AEGIS_TESTBIN_ROOT
 
-.PHONY: help venv postgres promtool testbin chart-sync lint typecheck pytest test demo bench bench-injector clean
+.PHONY: help venv postgres promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test demo bench bench-injector clean
 
 help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
 	@echo "make bench  - sidecar overhead benchmark against a minimal proxy"
+	@echo "make cluster      - a one-node Kubernetes cluster with Aegis's image (root)"
+	@echo "make cluster-down - remove it, and check that nothing of it is left"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +48,33 @@ promtool:
 testbin: venv
 	$(PY) -m tests.controlplane.build
 
+# The one-node cluster (tests/cluster): containerd, runc, the CNI plugins, iptables and
+# conntrack run it; buildah, mmdebstrap and a static libc build its images.
+CLUSTER_PACKAGES := containerd runc containernetworking-plugins iptables conntrack \
+	buildah mmdebstrap gcc libc6-dev binutils
+cluster-deps:
+	@missing=0; \
+	for cmd in containerd containerd-shim-runc-v2 runc ctr iptables conntrack buildah mmdebstrap gcc strip nsenter unshare; do \
+	  command -v $$cmd >/dev/null 2>&1 || missing=1; \
+	done; \
+	for file in /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/x86_64-linux-gnu/libc.a; do \
+	  test -e $$file || missing=1; \
+	done; \
+	if [ $$missing = 0 ]; then \
+	  echo "cluster-deps: found $$(containerd --version | cut -d' ' -f3), runc $$(runc --version | head -n1 | cut -d' ' -f3), buildah $$(buildah --version | cut -d' ' -f3)"; \
+	else \
+	  echo "cluster-deps: installing from Debian packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CLUSTER_PACKAGES) >/dev/null; \
+	fi
+
+# Builds what is missing (node binaries, images), starts the cluster or reuses a healthy
+# one; the last line printed is `export KUBECONFIG=...`.
+cluster: venv cluster-deps
+	@$(PY) -m tests.cluster up
+
+cluster-down: venv
+	@$(PY) -m tests.cluster down
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -64,7 +93,7 @@ typecheck: venv
 chart-sync: venv
 	$(PY) -m tests.helm.sync
 
-pytest: venv postgres promtool testbin
+pytest: venv postgres promtool testbin cluster-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
