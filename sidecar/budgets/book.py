@@ -221,10 +221,9 @@ class BudgetBook:
         period = self.period(provider)
         source = self._source
         for budget in budgets:
-            if not self._account(budget, period).fits(needed) and not source.may_grant(
-                budget, period, needed
-            ):
-                return BudgetVerdict.exceeded(budget)
+            account = self._account(budget, period)
+            if not account.fits(needed) and not source.may_grant(budget, period, needed):
+                return BudgetVerdict.exceeded(budget, period=period, available=_unused(account))
         return OK
 
     def reserve(

@@ -30,11 +30,19 @@ from ..adapters.base import (
 from ..budgets.book import Exceeded, Reservation
 from ..contract import OnExceeded
 from ..contract.money import ZERO
-from ..errors import error_body
+from ..errors import (
+    AegisError,
+    NoProviderAvailable,
+    ProviderRejected,
+    UpstreamBadGateway,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from ..ledger.models import LedgerRecord, Status
 from ..request.facts import RequestFacts
 from ..request.pricing import cost, price_for
-from ..routing.ports import BUDGET_UNAVAILABLE
+from ..routing.refusals import budget_refusal
 from ..routing.router import (
     REASON_PRIVACY,
     REASON_TARGET,
@@ -49,29 +57,6 @@ log = logging.getLogger("aegis.sidecar.exchange.pipeline")
 
 T = TypeVar("T")
 Kind = Literal["chat", "embeddings"]
-
-
-class Refused(Exception):
-    """The sidecar answers with an OpenAI error instead of a completion."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.param = param
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return dict(error_body(self.message, status=self.status, param=self.param, code=self.code))
 
 
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -123,7 +108,7 @@ class Exchange:
     async def reserve(self, candidate: Candidate) -> Reservation | None:
         """Reserve the worst case (``None`` for a free provider without budgets).
 
-        A budget that cannot cover it raises :class:`Refused` (``Reject``) or
+        A budget that cannot cover it raises the budget refusal (``Reject``) or
         :class:`_Skip` (``FallbackLocal``: from now on only local providers).
         Suspends only when a shared-budget lease must be topped up first."""
         book = self.runtime.budgets
@@ -135,19 +120,12 @@ class Exchange:
         if isinstance(outcome, Exceeded):
             budget = outcome.budget
             if budget.on_exceeded is OnExceeded.REJECT:
-                if outcome.reason == BUDGET_UNAVAILABLE:
-                    raise Refused(
-                        503,
-                        BUDGET_UNAVAILABLE,
-                        f"budget {budget.name!r} for provider {budget.provider!r} cannot be "
-                        "checked: the shared ledger is unreachable (paid requests fail closed)",
-                    )
-                raise Refused(
-                    429,
-                    "budget_exceeded",
-                    f"budget {budget.name!r} for provider {budget.provider!r} cannot cover "
-                    f"this request (limit {budget.limit_usd} USD for {outcome.period}, "
-                    f"{outcome.available} USD left)",
+                raise budget_refusal(
+                    budget,
+                    outcome.reason,
+                    needed=outcome.needed,
+                    period=outcome.period,
+                    available=outcome.available,
                 )
             self.local_only_after_budget = True
             raise _Skip(outcome.reason)
@@ -230,7 +208,7 @@ class _Skip(Exception):
 
 
 def begin(runtime: Runtime, kind: Kind, body: Mapping[str, Any], facts: RequestFacts) -> Exchange:
-    """Route a parsed request; raises :class:`Refused` when the router refuses it."""
+    """Route a parsed request; raises the router's refusal when there is one."""
     snapshot = runtime.current
     config = snapshot.config
     arm = choose_arm(config.rollout, facts.user_key, random.random(), route=config.identity.route)
@@ -245,13 +223,7 @@ def begin(runtime: Runtime, kind: Kind, body: Mapping[str, Any], facts: RequestF
             m.privacy.labels(facts.data_class, "blocked").inc()
         m.refusals.labels(refusal.code).inc()
         exchange.record(candidate=None, model="", status=Status.REFUSED, http_status=refusal.status)
-        raise Refused(
-            refusal.status,
-            refusal.code,
-            refusal.message,
-            param=refusal.param,
-            headers=exchange.headers(None, None),
-        )
+        raise refusal.with_headers(exchange.headers(None, None))
     # The target is considered first; when it was passed over, say why. Skips of
     # later fallback entries did not change the answer and are not reported.
     if decision.candidates[0].reason != REASON_TARGET and decision.skipped:
@@ -286,24 +258,25 @@ def usable(exchange: Exchange, candidate: Candidate) -> bool:
     return not exchange.local_only_after_budget or candidate.provider.is_local
 
 
-def exhausted(exchange: Exchange, last: UpstreamError | None) -> Refused:
-    """Every candidate failed or was skipped: 503/504/502 naming what happened."""
-    tried = ", ".join(exchange.fallbacks) or "no candidate"
-    if last is None:
-        status, code = 503, "no_provider_available"
-    elif last.kind is ErrorKind.TIMEOUT:
-        status, code = 504, "upstream_timeout"
-    elif last.kind in (ErrorKind.CONNECT, ErrorKind.CIRCUIT_OPEN) or last.status == 503:
-        status, code = 503, "upstream_unavailable"
-    elif last.status == 429:
-        status, code = 429, "upstream_rate_limited"
-    else:
-        status, code = 502, "upstream_error"
+def exhausted(exchange: Exchange, last: UpstreamError | None) -> AegisError:
+    """Every candidate failed or was skipped: 503/504/502/429 naming what happened."""
+    message = f"no provider could answer ({', '.join(exchange.fallbacks) or 'no candidate'})"
     headers = exchange.headers(None, None)
-    if last is not None and last.retry_after is not None and status == 429:
-        headers["Retry-After"] = str(max(1, round(last.retry_after)))
-    exchange.runtime.metrics.refusals.labels(code).inc()
-    return Refused(status, code, f"no provider could answer ({tried})", headers=headers)
+    failure: AegisError
+    if last is None:
+        failure = NoProviderAvailable(message, headers=headers)
+    elif last.kind is ErrorKind.TIMEOUT:
+        failure = UpstreamTimeout(message, headers=headers)
+    elif last.kind in (ErrorKind.CONNECT, ErrorKind.CIRCUIT_OPEN) or last.status == 503:
+        failure = UpstreamUnavailable(message, headers=headers)
+    elif last.status == 429:
+        if last.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(last.retry_after)))
+        failure = UpstreamRateLimited(message, headers=headers)
+    else:
+        failure = UpstreamBadGateway(message, headers=headers)
+    exchange.runtime.metrics.refusals.labels(failure.code).inc()
+    return failure
 
 
 async def first_answer(
@@ -313,7 +286,8 @@ async def first_answer(
     """Try the candidates in order (DESIGN.md steps 4-5): reserve, ``attempt`` the call,
     and on a retriable failure release and move on. A client-fault answer (400-class)
     goes back to the client; when every candidate fails, raise the 502/503/504
-    :class:`Refused`. On success the reservation is still open: the caller settles."""
+    :class:`~aegis.sidecar.errors.UpstreamFailure`. On success the reservation is
+    still open: the caller settles."""
     last: UpstreamError | None = None
     for candidate in exchange.decision.candidates:
         if not usable(exchange, candidate):
@@ -335,10 +309,10 @@ async def first_answer(
                     status=Status.ERROR,
                     http_status=error.status or 400,
                 )
-                raise Refused(
-                    error.status or 400,
-                    error.code or "invalid_request",
+                raise ProviderRejected(
                     error.message,
+                    status=error.status or 400,
+                    code=error.code,
                     headers=exchange.headers(candidate, error.model),
                 ) from None
             last = error
@@ -353,7 +327,8 @@ async def first_answer(
 
 async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str], int]:
     """Non-streaming chat or embeddings: the first candidate's success, settled and
-    recorded. Returns (body, headers, status) or raises :class:`Refused`."""
+    recorded. Returns (body, headers, status) or raises an
+    :class:`~aegis.sidecar.errors.AegisError`."""
 
     async def call(candidate: Candidate, reservation: Reservation | None) -> UpstreamResult:
         adapter = exchange.runtime.adapters.get(candidate.provider.name)

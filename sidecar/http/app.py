@@ -15,11 +15,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import BadRequest, error_body
-from ..exchange.pipeline import Kind, Refused, begin, complete
+from ..errors import AegisError, BadRequest, InternalError, UnknownPath
+from ..exchange.pipeline import Kind, begin, complete
 from ..request.facts import HEADER_USER, build_facts
 from ..routing.router import model_catalog
 from ..runtime.process import Runtime
+from .openai_errors import error_response, from_http_exception
 from .relay import relay
 
 log = logging.getLogger("aegis.sidecar.http")
@@ -29,42 +30,19 @@ MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    return web.json_response(
-        error_body(message, status=status, param=param, code=code),
-        status=status,
-        headers=headers,
-    )
-
-
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into OpenAI's error JSON; unexpected ones into a bare 500."""
     try:
         return await handler(request)
-    except BadRequest as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
-    except Refused as exc:
-        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-    except web.HTTPRequestEntityTooLarge:
-        return json_error(
-            413,
-            f"request body exceeds the sidecar limit of {request.app[MAX_BODY]} bytes",
-            code="request_too_large",
-        )
+    except AegisError as exc:
+        return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason, code=exc.reason.lower().replace(" ", "_"))
+        return error_response(from_http_exception(exc, request.app[MAX_BODY]))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return json_error(500, "internal error in the Aegis sidecar", code="internal_error")
+        return error_response(InternalError("internal error in the Aegis sidecar"))
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -138,7 +116,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    return json_error(404, f"unknown path {request.method} {request.path}", code="unknown_url")
+    return error_response(UnknownPath(f"unknown path {request.method} {request.path}"))
 
 
 def guarded(handler: Handler) -> Handler:

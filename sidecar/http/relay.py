@@ -12,13 +12,13 @@ generated before noticing).
 from __future__ import annotations
 
 import asyncio
-import json
 from decimal import Decimal
 
 from aiohttp import web
 
 from ..adapters.base import StreamHandle, UpstreamError, Usage
 from ..budgets.book import Reservation
+from ..errors import UpstreamStreamInterrupted
 from ..exchange.pipeline import (
     Exchange,
     _reason,
@@ -28,6 +28,7 @@ from ..exchange.pipeline import (
 )
 from ..ledger.models import Status
 from ..routing.router import Candidate
+from .openai_errors import error_event
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -37,7 +38,8 @@ SSE_HEADERS = {
 
 
 async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Reservation | None]:
-    """Start the stream on the first candidate that answers; raise :class:`Refused`."""
+    """Start the stream on the first candidate that answers, or raise the
+    :class:`~aegis.sidecar.errors.AegisError` that says why none did."""
 
     async def start(candidate: Candidate, reservation: Reservation | None) -> StreamHandle:
         adapter = exchange.runtime.adapters.get(candidate.provider.name)
@@ -51,18 +53,6 @@ async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Rese
 
     candidate, reservation, handle = await first_answer(exchange, start)
     return candidate, handle, reservation
-
-
-def _error_event(error: UpstreamError) -> bytes:
-    body = {
-        "error": {
-            "message": f"upstream stream ended early: {error.message}",
-            "type": "server_error",
-            "param": None,
-            "code": "upstream_stream_interrupted",
-        }
-    }
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
 async def relay(request: web.Request, exchange: Exchange) -> web.StreamResponse:
@@ -87,7 +77,8 @@ async def relay(request: web.Request, exchange: Exchange) -> web.StreamResponse:
         except UpstreamError as error:
             status, http_status = Status.ERROR, 502
             exchange.failed(candidate, _reason(error))
-            await response.write(_error_event(error))
+            interrupted = UpstreamStreamInterrupted(f"upstream stream ended early: {error.message}")
+            await response.write(error_event(interrupted))
     except (asyncio.CancelledError, ConnectionError):
         status, http_status = Status.CANCELLED, 499
         raise

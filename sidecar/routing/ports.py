@@ -27,15 +27,26 @@ BUDGET_UNAVAILABLE = "budget_unavailable"
 @dataclass(frozen=True, slots=True)
 class BudgetVerdict:
     """Whether a provider's budgets can cover an amount; ``budget`` names the one that
-    cannot and ``reason`` says why (:data:`BUDGET_EXCEEDED` or :data:`BUDGET_UNAVAILABLE`)."""
+    cannot and ``reason`` says why (:data:`BUDGET_EXCEEDED` or :data:`BUDGET_UNAVAILABLE`).
+    ``period`` and ``available`` (what is left of it), when the view knows them, go
+    into the refusal's message."""
 
     ok: bool
     budget: BudgetSpec | None = None
     reason: str = BUDGET_EXCEEDED
+    period: str | None = None
+    available: Decimal | None = None
 
     @classmethod
-    def exceeded(cls, budget: BudgetSpec, reason: str = BUDGET_EXCEEDED) -> BudgetVerdict:
-        return cls(ok=False, budget=budget, reason=reason)
+    def exceeded(
+        cls,
+        budget: BudgetSpec,
+        reason: str = BUDGET_EXCEEDED,
+        *,
+        period: str | None = None,
+        available: Decimal | None = None,
+    ) -> BudgetVerdict:
+        return cls(ok=False, budget=budget, reason=reason, period=period, available=available)
 
 
 OK = BudgetVerdict(ok=True)
@@ -74,7 +85,7 @@ class StaticBudgetView:
         for budget in self._by_provider.get(provider, ()):
             left = self._remaining.get(budget.name, budget.limit_usd)
             if amount > left:
-                return BudgetVerdict.exceeded(budget)
+                return BudgetVerdict.exceeded(budget, available=left)
         return OK
 
 

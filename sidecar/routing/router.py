@@ -54,11 +54,12 @@ from ..contract import (
     SidecarConfig,
 )
 from ..contract.money import ZERO
-from ..errors import ErrorBody, error_body
+from ..errors import AegisError, BadRequest, ModelNotFound
 from ..request.facts import RequestFacts
 from ..request.pricing import ZERO_PRICE, listed_price, price_for, worst_case_cost
 from ..request.privacy import PiiKind
-from .ports import BUDGET_UNAVAILABLE, BudgetView, HealthView
+from .ports import BudgetVerdict, BudgetView, HealthView
+from .refusals import budget_refusal, no_provider, privacy_refusal
 
 Arm = Literal["stable", "candidate"]
 AUTO_MODELS = frozenset({"", "auto", "aegis"})
@@ -98,19 +99,6 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
-    """An answer instead of a call: HTTP status and an OpenAI-style error."""
-
-    status: int
-    code: str
-    message: str
-    param: str | None = None
-
-    def to_json(self) -> ErrorBody:
-        return error_body(self.message, status=self.status, param=self.param, code=self.code)
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     arm: Arm
     rule: str  # rule name, "default" or "pinned"
@@ -118,7 +106,7 @@ class Decision:
     detected: frozenset[PiiKind]
     candidates: tuple[Candidate, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()  # (provider, reason), in the order considered
-    refusal: Refusal | None = None
+    refusal: AegisError | None = None  # an answer instead of a call
 
 
 # ---------------------------------------------------------------- rollout arm
@@ -205,7 +193,7 @@ def model_catalog(config: SidecarConfig) -> list[str]:
     return ["auto", *qualified, *bare]
 
 
-def resolve_model(model: str, config: SidecarConfig) -> tuple[str, str] | Refusal | None:
+def resolve_model(model: str, config: SidecarConfig) -> tuple[str, str] | AegisError | None:
     """``None`` for automatic routing, ``(provider, model)`` when pinned, else a refusal."""
     if model.lower() in AUTO_MODELS:
         return None
@@ -218,17 +206,13 @@ def resolve_model(model: str, config: SidecarConfig) -> tuple[str, str] | Refusa
         return owners[0], model
     if owners:
         choices = ", ".join(f"'{p}/{model}'" for p in owners)
-        return Refusal(
-            400,
-            "model_ambiguous",
+        return BadRequest(
             f"The model `{model}` is served by several providers; use one of {choices}.",
-            "model",
+            code="model_ambiguous",
+            param="model",
         )
-    return Refusal(
-        404,
-        "model_not_found",
-        f"The model `{model}` does not exist or you do not have access to it.",
-        "model",
+    return ModelNotFound(
+        f"The model `{model}` does not exist or you do not have access to it.", param="model"
     )
 
 
@@ -293,7 +277,7 @@ def route(
         arm = "stable"
 
     pinned = resolve_model(facts.model, config)
-    if isinstance(pinned, Refusal):
+    if isinstance(pinned, AegisError):
         return _refused(facts, arm, RULE_PINNED, pinned, [])
     explicit: str | None
     if pinned is not None:
@@ -313,7 +297,9 @@ def route(
     held: list[Candidate] = []  # passed every filter but the circuit breaker
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
-    exceeded = None  # the FallbackLocal budget that sent the rest to local providers
+    # The FallbackLocal budget that sent the rest to local providers, and the worst case
+    # it could not cover.
+    exceeded: tuple[BudgetSpec, BudgetVerdict, Decimal] | None = None
     extended = has_local = False
     position = 0
     while True:
@@ -367,11 +353,11 @@ def route(
                     budget = verdict.budget
                     if budget.on_exceeded is OnExceeded.REJECT and not accepted and not held:
                         skipped.append((name, verdict.reason))
-                        refusal = _budget_refusal(budget, worst, verdict.reason)
+                        refusal = _over_budget(budget, verdict, worst)
                         return _refused(facts, arm, rule_name, refusal, skipped)
                     skipped.append((name, verdict.reason))
                     if budget.on_exceeded is OnExceeded.FALLBACK_LOCAL and exceeded is None:
-                        exceeded = budget
+                        exceeded = (budget, verdict, worst)
                     continue
         candidate = Candidate(provider, models, reason, prices[0], worst, cap, prices)
         has_local = has_local or is_local
@@ -392,7 +378,7 @@ def route(
 
 
 def _refused(
-    facts: RequestFacts, arm: Arm, rule: str, refusal: Refusal, skipped: list[tuple[str, str]]
+    facts: RequestFacts, arm: Arm, rule: str, refusal: AegisError, skipped: list[tuple[str, str]]
 ) -> Decision:
     return Decision(
         arm, rule, facts.data_class, facts.detected, skipped=tuple(skipped), refusal=refusal
@@ -414,46 +400,28 @@ def _worst_case(
     return worst
 
 
-def _budget_refusal(budget: BudgetSpec, worst: Decimal, reason: str = REASON_BUDGET) -> Refusal:
-    if reason == BUDGET_UNAVAILABLE:
-        # Fail closed: without the shared ledger no money can be proven available.
-        return Refusal(
-            503,
-            BUDGET_UNAVAILABLE,
-            f"Budget {budget.name!r} for provider {budget.provider!r} cannot be checked: "
-            "the shared ledger is unreachable, so paid requests are refused for now.",
-        )
-    return Refusal(
-        429,
-        "budget_exceeded",
-        f"Budget {budget.name!r} for provider {budget.provider!r} cannot cover this "
-        f"request (worst case {worst} USD; limit {budget.limit_usd} USD per month).",
-    )
-
-
 def _no_candidate(
     facts: RequestFacts,
     local_only: bool,
-    exceeded: BudgetSpec | None,
+    exceeded: tuple[BudgetSpec, BudgetVerdict, Decimal] | None,
     skipped: list[tuple[str, str]],
-) -> Refusal:
+) -> AegisError:
     detail = ", ".join(f"{name}: {reason}" for name, reason in skipped) or "none configured"
     if local_only:
-        return Refusal(
-            503,
-            "privacy_no_local_provider",
-            f"Data class {facts.data_class!r} may only be served by local providers, and "
-            f"no local provider can serve this request (skipped: {detail}).",
-        )
+        return privacy_refusal(facts.data_class, detail)
     if exceeded is not None:
-        return Refusal(
-            429,
-            "budget_exceeded",
-            f"Budget {exceeded.name!r} for provider {exceeded.provider!r} is exhausted and "
-            f"no local provider can serve this request instead (skipped: {detail}).",
-        )
-    return Refusal(
-        503,
-        "no_provider_available",
-        f"No provider can serve this request (skipped: {detail}).",
+        return _over_budget(*exceeded, skipped=detail)
+    return no_provider(detail)
+
+
+def _over_budget(
+    budget: BudgetSpec, verdict: BudgetVerdict, worst: Decimal, skipped: str | None = None
+) -> AegisError:
+    return budget_refusal(
+        budget,
+        verdict.reason,
+        needed=worst,
+        period=verdict.period,
+        available=verdict.available,
+        skipped=skipped,
     )

@@ -10,6 +10,7 @@ from multidict import CIMultiDict
 
 from aegis.sidecar.contract import Complexity, PrivacySpec, Quality
 from aegis.sidecar.errors import BadRequest
+from aegis.sidecar.http.openai_errors import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import IMAGE_TOKENS, image_tokens_for, prompt_token_bound
 from aegis.sidecar.request.privacy import PiiKind
@@ -249,7 +250,7 @@ def test_bad_chat_bodies_name_the_field(body: Any, param: str | None, needle: st
     error = bad(body)
     assert error.status == 400 and error.param == param
     assert needle in error.message
-    assert error.to_json() == {
+    assert error_body(error) == {
         "error": {
             "message": error.message,
             "type": "invalid_request_error",

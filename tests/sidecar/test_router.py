@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from aegis.sidecar.contract import Complexity, Quality, RuleMatch, SidecarConfig
+from aegis.sidecar.http.openai_errors import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
 from aegis.sidecar.routing.ports import AllHealthy, StaticBudgetView, StaticHealth, UnlimitedBudget
@@ -180,7 +181,7 @@ def test_unknown_model_is_404(example: SidecarConfig, model: str) -> None:
     assert d.candidates == () and d.refusal is not None
     assert (d.refusal.status, d.refusal.code, d.refusal.param) == (404, "model_not_found", "model")
     assert f"`{model}`" in d.refusal.message
-    assert d.refusal.to_json()["error"]["type"] == "invalid_request_error"
+    assert error_body(d.refusal)["error"]["type"] == "invalid_request_error"
 
 
 def test_model_on_two_providers_is_ambiguous() -> None:
@@ -279,7 +280,7 @@ def test_local_only_class_without_a_usable_local_provider_is_refused() -> None:
     assert d.candidates == () and d.refusal is not None
     assert (d.refusal.status, d.refusal.code) == (503, "privacy_no_local_provider")
     assert "'confidential'" in d.refusal.message
-    assert d.refusal.to_json()["error"]["type"] == "server_error"
+    assert error_body(d.refusal)["error"]["type"] == "server_error"
 
 
 def test_local_only_class_with_every_local_provider_down_never_goes_to_cloud(
@@ -350,7 +351,7 @@ def test_reject_budget_refuses_with_429_naming_it() -> None:
     assert d.candidates == () and d.refusal is not None
     assert (d.refusal.status, d.refusal.code) == (429, "budget_exceeded")
     assert "'openai-monthly'" in d.refusal.message
-    assert d.refusal.to_json()["error"]["type"] == "insufficient_quota"
+    assert error_body(d.refusal)["error"]["type"] == "insufficient_quota"
 
 
 def test_reject_budget_on_a_later_fallback_only_skips_it() -> None:
