@@ -40,7 +40,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..ledger.models import LedgerRecord, Status
-from ..request.facts import RequestFacts
+from ..request.facts import HEADER_USER, Headers, RequestFacts, build_facts
 from ..request.pricing import cost, price_for
 from ..routing.refusals import budget_refusal
 from ..routing.router import (
@@ -207,10 +207,23 @@ class _Skip(Exception):
     """A candidate is passed over before any call (reason in ``args[0]``)."""
 
 
-def begin(runtime: Runtime, kind: Kind, body: Mapping[str, Any], facts: RequestFacts) -> Exchange:
-    """Route a parsed request; raises the router's refusal when there is one."""
-    snapshot = runtime.current
+def begin(
+    runtime: Runtime,
+    snapshot: Snapshot,
+    kind: Kind,
+    body: Mapping[str, Any],
+    headers: Headers | Mapping[str, str],
+) -> Exchange:
+    """Validate and route a parsed request under one config ``snapshot``; raises
+    ``BadRequest`` for bad input and the router's refusal when there is one.
+
+    The facts (data class, sticky key) and the route come from the same snapshot,
+    which the caller took once for the whole request: a hot reload landing
+    meanwhile must not judge the data under one config and route it under another.
+    """
     config = snapshot.config
+    sticky = config.rollout.stickiness.header if config.rollout else HEADER_USER
+    facts = build_facts(kind, body, headers, config.privacy, sticky_header=sticky)
     arm = choose_arm(config.rollout, facts.user_key, random.random(), route=config.identity.route)
     decision = route(facts, config, runtime.budgets, runtime.adapters, arm)
     exchange = Exchange(runtime, snapshot, facts, decision, body)

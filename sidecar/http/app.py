@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import AegisError, BadRequest, InternalError, UnknownPath
 from ..exchange.pipeline import Kind, begin, complete
-from ..request.facts import HEADER_USER, build_facts
 from ..routing.router import model_catalog
 from ..runtime.process import Runtime
 from .openai_errors import error_response, from_http_exception
@@ -61,13 +60,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 async def _serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     body = await read_json(request)
-    config = runtime.current.config
-    sticky = config.rollout.stickiness.header if config.rollout else HEADER_USER
-    facts = build_facts(kind, body, request.headers, config.privacy, sticky_header=sticky)
+    snapshot = runtime.current  # the one config this request sees, whatever reloads
     runtime.metrics.inflight.inc()
     try:
-        exchange = begin(runtime, kind, body, facts)
-        if kind == "chat" and facts.stream:
+        exchange = begin(runtime, snapshot, kind, body, request.headers)
+        if kind == "chat" and exchange.facts.stream:
             return await relay(request, exchange)
         payload, headers, status = await complete(exchange, kind)
         return web.Response(body=payload, status=status, headers=headers)

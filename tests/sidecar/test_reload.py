@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client import Gauge
 
+from aegis.sidecar.contract import parse_config
 from tests.sidecar.conftest import Fakes, SidecarFactory, base_document, client_for
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
@@ -104,3 +107,67 @@ async def test_reload_applies_changes_and_refuses_invalid_ones(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class ReloadingGauge(Gauge):
+    """The in-flight gauge, which the sidecar raises while it serves a request, with a
+    hook: the first ``inc`` runs ``hook`` (a hot reload landing mid-request)."""
+
+    hook: Callable[[], None] | None = None
+
+    def inc(self, amount: float = 1) -> None:
+        super().inc(amount)
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+
+
+def run_to_completion(step: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never suspends (``Runtime.apply``) synchronously."""
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+    raise AssertionError("Runtime.apply suspended; it must apply a config in one step")
+
+
+def private_classes(classes: list[str], local: str) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        document["privacy"] = {
+            "classes": classes,
+            "localOnly": [local],
+            "defaultClass": classes[0],
+            "detectedClass": local,
+        }
+        document["rules"] = []
+        document["default"] = {"provider": "openai"}
+        document["fallback"] = []
+
+    return edit
+
+
+async def test_one_request_reads_one_config_snapshot_across_a_reload(
+    make_sidecar: SidecarFactory, fakes: Fakes, tmp_path: Path
+) -> None:
+    """A reload while a request is being served must not mix two configs: facts (its
+    data class) and routing (which classes stay local) come from the same snapshot.
+
+    Before: PII detected under the old config (class ``pii``), routed under the new
+    one (where only ``secret`` stays local), went to the cloud provider."""
+    before = private_classes(["public", "pii"], "pii")
+    after = copy.deepcopy(base_document(fakes, tmp_path / "ledger.db"))
+    private_classes(["public", "secret"], "secret")(after)
+    reloaded = parse_config(yaml.safe_dump(after).encode(), tmp_path / "after.yaml")
+
+    async with make_sidecar(before) as sc:
+        gauge = ReloadingGauge("test_inflight", "in-flight requests", registry=None)
+        gauge.hook = lambda: run_to_completion(sc.runtime.apply(reloaded))
+        sc.runtime.metrics.inflight = gauge
+        raw = await client_for(sc).chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": "mail me at jane.doe@example.com"}],
+        )
+        assert sc.runtime.current.hash == reloaded.hash, "the reload happened mid-request"
+        served = (raw.headers["x-aegis-data-class"], raw.headers["x-aegis-provider"])
+        assert served in {("pii", "local"), ("secret", "local")}, served
