@@ -25,6 +25,8 @@ A change runs the controller too, so ``promote`` and the annotation
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +47,7 @@ from .controllers.route import (
     reconcile_route,
     reconcile_routes,
 )
+from .kube import ConfigError, credentials, load_config
 
 ROUTES = (naming.GROUP, naming.VERSION, naming.ROUTE_PLURAL)
 BUDGETS = (naming.GROUP, naming.VERSION, naming.BUDGET_PLURAL)
@@ -193,10 +196,15 @@ async def budget_deleted(
     await reconcile_routes(ctx, scope_of(ns, spec, ctx), route_index, budget_index)
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own default login (a custom registry starts without one); the operator's
-    API client logs in the same way (:func:`aegis.operator.kube.client.default_login`)."""
-    return kopf.login_via_client(**kwargs)
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's API session logs in with the credentials of the operator's own client
+    (:func:`aegis.operator.kube.load_config`): one login path for both."""
+    try:
+        config = await asyncio.to_thread(load_config)  # reads files; keep the loop free
+        found = await credentials(config)
+    except ConfigError as error:
+        raise kopf.LoginError(str(error)) from error
+    return kopf.ConnectionInfo(**dataclasses.asdict(found))
 
 
 def register(

@@ -37,7 +37,7 @@ from aegis.sidecar.ledger.db import create_engine
 from .api import naming
 from .controllers.context import MEMO_KEY, Context, Options
 from .handlers import register
-from .kube.client import KubeClient
+from .kube import KubeClient, load_config
 from .metrics import OperatorMetrics, start_metrics_server
 
 log = logging.getLogger("aegis.operator")
@@ -86,7 +86,7 @@ async def run(config: RunConfig) -> None:
     ledger = create_engine(config.ledger_dsn, create=False) if config.ledger_dsn else None
     if ledger is None:
         log.warning("%s is not set: LLMBudget status cannot be read", naming.LEDGER_DSN_ENV)
-    kube = KubeClient()
+    kube = KubeClient(load_config(), agent=naming.MANAGED_BY)
     ctx = Context(kube=kube, ledger=ledger, metrics=metrics, options=config.options)
     registry = kopf.OperatorRegistry()
     options = config.options

@@ -31,10 +31,9 @@ from aegis.sidecar.ledger.report import budget_usage
 
 from ..api import naming
 from ..api.specs import LLMBudgetSpec
-from ..kube import events
-from ..kube.client import Body, KubeError, path
-from ..kube.conditions import Wanted, merge, timestamp
+from ..kube import Body, Conflict, LLMBudget, Wanted, merge, timestamp
 from ..metrics import BudgetFigures
+from . import events
 from .context import Context
 from .render import ALL_NAMESPACES, BudgetView, describe_validation_error
 from .route import BudgetIndex, RouteIndex
@@ -44,17 +43,6 @@ log = logging.getLogger("aegis.operator.controllers.budget")
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 _LEDGER_TIMEOUT = 15.0
-
-
-def budget_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    return path(
-        naming.GROUP,
-        naming.VERSION,
-        naming.BUDGET_PLURAL,
-        namespace=namespace,
-        name=name,
-        subresource=sub,
-    )
 
 
 def parse_budget(name: str, spec: Mapping[str, Any] | None) -> LLMBudgetSpec:
@@ -186,7 +174,7 @@ async def sync_budget(
 ) -> None:
     """Read the ledger and write the budget's status, gauges and alert events."""
     async with ctx.locks.hold(("LLMBudget", namespace, name)):
-        budget = await ctx.kube.get(budget_path(namespace, name))
+        budget = await ctx.kube.get(LLMBudget, name, namespace=namespace)
         if budget is None or budget["metadata"].get("deletionTimestamp"):
             return
         await _sync(ctx, budget, routes, budgets)
@@ -295,12 +283,11 @@ async def _write(
     if changed:
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": new}
         try:
-            url = budget_path(meta["namespace"], meta["name"], "status")
-            await ctx.kube.merge_patch(url, patch)
-        except KubeError as error:
-            if error.status == 409:  # changed meanwhile: the next tick sees the new one
-                return
-            raise
+            await ctx.kube.merge_patch(
+                LLMBudget, meta["name"], patch, namespace=meta["namespace"], status=True
+            )
+        except Conflict:  # changed meanwhile: the next tick sees the new one
+            return
     ctx.metrics.reconciles.labels("LLMBudget", "changed" if changed else "unchanged").inc()
     for reason, message in alerts:
         events.post(budget, "Warning", reason, message)

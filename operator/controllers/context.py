@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..kube.client import KubeClient
+from ..kube import KubeClient
 from ..metrics import OperatorMetrics
 
 

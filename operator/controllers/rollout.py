@@ -39,8 +39,7 @@ from aegis.sidecar.ledger.rollout_stats import ArmStats, arm_stats
 
 from ..api.rollout import RolloutPlan
 from ..api.status import RouteRolloutStatus
-from ..kube import events
-from ..kube.client import Body, KubeError
+from ..kube import Body, Conflict, LLMRoute
 from ..rollout.analysis import (
     Decision,
     analysis_due,
@@ -49,9 +48,10 @@ from ..rollout.analysis import (
     promote_now,
 )
 from ..rollout.state import recorded_state, rollout_state, transition_event
+from . import events
 from .context import Context
 from .render import RenderError, parse_route_spec
-from .route import BudgetIndex, reconcile_route, route_path
+from .route import BudgetIndex, reconcile_route
 
 log = logging.getLogger("aegis.operator.rollout.state")
 
@@ -105,12 +105,10 @@ async def write_state(ctx: Context, route: Body, state: RouteRolloutStatus) -> B
     }
     try:
         return await ctx.kube.merge_patch(
-            route_path(meta["namespace"], meta["name"], "status"), patch
+            LLMRoute, meta["name"], patch, namespace=meta["namespace"], status=True
         )
-    except KubeError as error:
-        if error.status == 409:
-            raise _Conflict from None
-        raise
+    except Conflict:
+        raise _Conflict from None
 
 
 def promotion_patch(spec: Mapping[str, Any]) -> Body:
@@ -143,18 +141,16 @@ async def _promote_spec(ctx: Context, route: Body) -> None:
         "spec": promotion_patch(route["spec"]),
     }
     try:
-        await ctx.kube.merge_patch(route_path(meta["namespace"], meta["name"]), body)
-    except KubeError as error:
-        if error.status == 409:
-            raise _Conflict from None
-        raise
+        await ctx.kube.merge_patch(LLMRoute, meta["name"], body, namespace=meta["namespace"])
+    except Conflict:
+        raise _Conflict from None
     log.info("promoted the rollout candidate of %s/%s", meta["namespace"], meta["name"])
 
 
 async def _pass(ctx: Context, namespace: str, name: str) -> bool:
     """One decision for the route; True when the route must be re-rendered."""
     async with ctx.locks.hold(("LLMRoute", namespace, name)):
-        route = await ctx.kube.get(route_path(namespace, name))
+        route = await ctx.kube.get(LLMRoute, name, namespace=namespace)
         if route is None or route["metadata"].get("deletionTimestamp"):
             return False
         try:
@@ -199,7 +195,7 @@ async def drive_rollout(ctx: Context, namespace: str, name: str, budgets: Budget
             render = await _pass(ctx, namespace, name)
         except _Conflict:
             if attempt == _ATTEMPTS:
-                raise KubeError(409, "Conflict", "the route kept changing; retrying") from None
+                raise Conflict(409, "Conflict", "the route kept changing; retrying") from None
             continue
         if render:
             await reconcile_route(ctx, namespace, name, budgets)

@@ -24,13 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.naming import ROLLOUT_ACTION_ANNOTATION
-from ..kube import events
-from ..kube.client import Body
+from ..kube import Body, LLMRoute
 from ..rollout.state import fresh_state, recorded_state, transition_event
+from . import events
 from .context import Context
 from .render import RenderError, parse_route_spec
 from .rollout import write_state
-from .route import route_path
 
 #: Action → the ``spec.rollout`` fields it sets.
 ACTIONS: dict[str, dict[str, bool]] = {
@@ -71,7 +70,7 @@ async def apply_action(ctx: Context, namespace: str, name: str) -> bool:
     concurrent edit fails this attempt (kopf retries the handler) rather than
     being overwritten."""
     async with ctx.locks.hold(("LLMRoute", namespace, name)):
-        route = await ctx.kube.get(route_path(namespace, name))
+        route = await ctx.kube.get(LLMRoute, name, namespace=namespace)
         if route is None or route["metadata"].get("deletionTimestamp"):
             return False
         raw = requested_action(route)
@@ -100,7 +99,7 @@ async def apply_action(ctx: Context, namespace: str, name: str) -> bool:
         }
         if spec_patch is not None:
             patch["spec"] = spec_patch
-        await ctx.kube.merge_patch(route_path(namespace, name), patch)
+        await ctx.kube.merge_patch(LLMRoute, name, patch, namespace=namespace)
         if problem is not None:
             events.post(route, "Warning", "RolloutActionIgnored", problem)
         else:

@@ -28,10 +28,9 @@ from typing import Any, Literal
 from ..api import naming
 from ..api.specs import LLMRouteSpec
 from ..api.status import RouteRolloutStatus
-from ..kube import events
-from ..kube.client import Body, KubeError, path
-from ..kube.conditions import Wanted, find, merge
+from ..kube import Body, ConfigMap, Conflict, KubeError, LLMRoute, Transient, Wanted, find, merge
 from ..rollout.state import Event, recorded_state, rollout_state, transition_event
+from . import events
 from .context import Context
 from .render import BudgetView, Rendered, RenderError, parse_route_spec, render_route
 
@@ -53,21 +52,6 @@ class RouteRef:
 
 
 RouteIndex = Mapping[str, Iterable[RouteRef]]
-
-
-def route_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    return path(
-        naming.GROUP,
-        naming.VERSION,
-        naming.ROUTE_PLURAL,
-        namespace=namespace,
-        name=name,
-        subresource=sub,
-    )
-
-
-def configmap_path(namespace: str, name: str) -> str:
-    return path("", "v1", "configmaps", namespace=namespace, name=naming.configmap_name(name))
 
 
 def budgets_for(index: BudgetIndex, namespace: str) -> list[BudgetView]:
@@ -118,9 +102,9 @@ async def _apply_configmap(ctx: Context, route: Body, rendered: Rendered) -> str
     """Create or update the ConfigMap: 'created', 'updated', 'unchanged' or a refusal."""
     meta = route["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    url = configmap_path(namespace, name)
+    cm_name = naming.configmap_name(name)
     desired = _desired_meta(route, rendered)
-    existing = await ctx.kube.get(url)
+    existing = await ctx.kube.get(ConfigMap, cm_name, namespace=namespace)
     if existing is None:
         body = {
             "apiVersion": "v1",
@@ -128,7 +112,7 @@ async def _apply_configmap(ctx: Context, route: Body, rendered: Rendered) -> str
             "metadata": {"name": naming.configmap_name(name), "namespace": namespace, **desired},
             "data": {naming.CONFIG_KEY: rendered.text},
         }
-        await ctx.kube.create(path("", "v1", "configmaps", namespace=namespace), body)
+        await ctx.kube.create(ConfigMap, body)
         return "created"
     if not _owned_by(existing, name, meta.get("uid")):
         return Wanted(
@@ -156,23 +140,21 @@ async def _apply_configmap(ctx: Context, route: Body, rendered: Rendered) -> str
         "metadata": {"resourceVersion": old_meta.get("resourceVersion"), **desired},
         "data": {**dict.fromkeys(data), naming.CONFIG_KEY: rendered.text},
     }
-    await ctx.kube.merge_patch(url, patch)
+    await ctx.kube.merge_patch(ConfigMap, cm_name, patch, namespace=namespace)
     return "updated"
 
 
 async def _check_secrets(ctx: Context, namespace: str, rendered: Rendered) -> Wanted | None:
     """``Ready=False`` naming every missing Secret or key, or ``None`` when all exist."""
     problems: list[tuple[str, str]] = []
-    secrets: dict[str, Body | KubeError | None] = {}
+    secrets: dict[str, frozenset[str] | KubeError | None] = {}
     for use in rendered.secrets:
         if use.secret not in secrets:
             try:
-                secrets[use.secret] = await ctx.kube.get(
-                    path("", "v1", "secrets", namespace=namespace, name=use.secret)
-                )
+                secrets[use.secret] = await ctx.kube.secret_keys(use.secret, namespace=namespace)
+            except Transient:
+                raise
             except KubeError as error:
-                if error.transient:
-                    raise
                 secrets[use.secret] = error
         found = secrets[use.secret]
         where = f"{use.field} (provider {use.provider})"
@@ -188,11 +170,10 @@ async def _check_secrets(ctx: Context, namespace: str, rendered: Rendered) -> Wa
                     f"namespace {namespace}",
                 )
             )
-        elif use.key not in (found.get("data") or {}):
+        elif use.key not in found:
             problems.append(
                 ("KeyNotFound", f"Secret {use.secret!r} has no key {use.key!r} used by {where}")
             )
-    secrets.clear()  # drop the Secret bodies (and their data) right away
     if not problems:
         return None
     return Wanted("Ready", "False", problems[0][0], "; ".join(text for _, text in problems))
@@ -289,7 +270,7 @@ def _transition_events(
 
 
 async def _reconcile_once(ctx: Context, namespace: str, name: str, budgets: BudgetIndex) -> None:
-    route = await ctx.kube.get(route_path(namespace, name))
+    route = await ctx.kube.get(LLMRoute, name, namespace=namespace)
     if route is None or route["metadata"].get("deletionTimestamp"):
         return
     meta, status = route["metadata"], route.get("status") or {}
@@ -306,7 +287,7 @@ async def _reconcile_once(ctx: Context, namespace: str, name: str, budgets: Budg
         if outcome.rollout is not None:  # nulls remove fields the state no longer has
             written["rollout"] = outcome.rollout.model_dump(mode="json", by_alias=True)
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": written}
-        await ctx.kube.merge_patch(route_path(namespace, name, "status"), patch)
+        await ctx.kube.merge_patch(LLMRoute, name, patch, namespace=namespace, status=True)
     ready = outcome.conditions[0]
     ctx.metrics.set_route_ready(namespace, name, ready.status == "True")
     ctx.metrics.reconciles.labels("LLMRoute", outcome.result).inc()
@@ -325,11 +306,13 @@ async def reconcile_route(ctx: Context, namespace: str, name: str, budgets: Budg
             try:
                 await _reconcile_once(ctx, namespace, name, budgets)
                 return
-            except KubeError as error:
-                # 409: the route or ConfigMap changed since we read it: read again.
-                if error.status != 409 or attempt == _ATTEMPTS:
+            except Conflict:  # the route or ConfigMap changed since we read it: read again
+                if attempt == _ATTEMPTS:
                     ctx.metrics.reconciles.labels("LLMRoute", "error").inc()
                     raise
+            except KubeError:
+                ctx.metrics.reconciles.labels("LLMRoute", "error").inc()
+                raise
 
 
 async def reconcile_routes(
@@ -349,8 +332,9 @@ async def reconcile_routes(
 async def cleanup_route(ctx: Context, namespace: str, name: str, uid: str | None) -> None:
     """Delete the route's ConfigMap (only if it is ours): no garbage collector assumed."""
     async with ctx.locks.hold(("LLMRoute", namespace, name)):
-        url = configmap_path(namespace, name)
-        existing = await ctx.kube.get(url)
+        cm_name = naming.configmap_name(name)
+        existing = await ctx.kube.get(ConfigMap, cm_name, namespace=namespace)
         if existing is not None and _owned_by(existing, name, uid):
-            await ctx.kube.delete(url, uid=existing["metadata"].get("uid"))
+            cm_uid = existing["metadata"].get("uid")
+            await ctx.kube.delete(ConfigMap, cm_name, namespace=namespace, uid=cm_uid)
         ctx.metrics.forget_route(namespace, name)

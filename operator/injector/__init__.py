@@ -16,7 +16,6 @@ Layout (decisions are pure functions, I/O sits at the edges):
 - :mod:`.review`    the AdmissionReview v1 wire format
 - :mod:`.certs`     CA and serving certificates (``cryptography``), rotation plan
 - :mod:`.manifests` MutatingWebhookConfiguration and RBAC as renderable objects
-- :mod:`.kubeapi`   a small async Kubernetes API client (aiohttp)
 - :mod:`.cache`     informer-style LLMRoute cache (list + watch), no API call per review
 - :mod:`.tls`       serving-certificate sources: a shared Secret, or files (cert-manager)
 - :mod:`.server`    the aiohttp application, metrics and the run loop

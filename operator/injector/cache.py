@@ -4,7 +4,9 @@ Admission must answer in milliseconds, and an API call per pod creation would pu
 the API server's latency (and load) on every pod; instead every review reads this
 cache. Staleness is bounded by watch delivery (typically milliseconds); bookmarks
 keep the resource version fresh, a 410 Gone re-lists, and errors retry with a
-capped backoff. Until the first list succeeds :meth:`RouteCache.routes` returns
+capped backoff; a watch that delivers nothing for longer than its server-side
+timeout (plus a margin) is renewed, so a silently dropped connection cannot freeze
+the cache. Until the first list succeeds :meth:`RouteCache.routes` returns
 ``None`` and opted-in pods are refused ("not ready") rather than run without a
 sidecar.
 """
@@ -18,15 +20,13 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-import aiohttp
-
-from ..api.naming import GROUP, VERSION
-from ..kube.injector_client import ApiError, KubeApi
+from ..kube import Gone, KubeClient, KubeError, LLMRoute
 from .routes import RouteInfo, route_info
 
-log = logging.getLogger("aegis.injector.cache")
+log = logging.getLogger(__name__)
 
-ROUTES_PATH = f"/apis/{GROUP}/{VERSION}/llmroutes"
+#: Seconds past the server-side watch timeout before a silent watch is renewed.
+_IDLE_MARGIN = 30
 
 
 class RouteSource(Protocol):
@@ -50,7 +50,7 @@ class RouteCache:
 
     def __init__(
         self,
-        api: KubeApi,
+        api: KubeClient,
         *,
         on_change: Callable[[int, bool], None] | None = None,
         watch_timeout: int = 300,
@@ -96,32 +96,41 @@ class RouteCache:
                 del self._by_ns[namespace]
 
     async def _list(self) -> str:
-        body = await self._api.get(ROUTES_PATH)
+        items, version = await self._api.list(LLMRoute)
         self._by_ns = {}
-        for item in body.get("items") or []:
+        for item in items:
             self._upsert(item)
         self._synced = True
         self.last_error = None
         self.synced_event.set()
         self._changed()
         log.info("LLMRoute cache synced: %d routes", len(self))
-        return str(body["metadata"]["resourceVersion"])
+        return version
 
     async def _watch(self, version: str) -> str | None:
-        """Apply events until the watch ends; the version to resume from, ``None``: re-list."""
-        async for event in self._api.watch(ROUTES_PATH, version, self._watch_timeout):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                log.info("watch ended by the server: %s", obj.get("message"))
-                return None  # 410 Gone (compacted) and friends: start over with a list
-            meta = obj.get("metadata") or {}
-            version = str(meta.get("resourceVersion") or version)
-            if kind in ("ADDED", "MODIFIED"):
-                self._upsert(obj)
-            elif kind == "DELETED":
-                self._remove(meta.get("namespace", ""), meta.get("name", ""))
-            if kind != "BOOKMARK":
-                self._changed()
+        """Apply events until the watch goes silent; the version to resume from,
+        ``None``: re-list."""
+        idle = self._watch_timeout + _IDLE_MARGIN
+        loop = asyncio.get_running_loop()
+        stream = self._api.watch(LLMRoute, since=version, server_timeout=self._watch_timeout)
+        try:
+            async with asyncio.timeout(idle) as silence:
+                async for kind, obj in stream:
+                    silence.reschedule(loop.time() + idle)
+                    meta = obj.get("metadata") or {}
+                    version = str(meta.get("resourceVersion") or version)
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._upsert(obj)
+                    elif kind == "DELETED":
+                        self._remove(meta.get("namespace", ""), meta.get("name", ""))
+                    self._changed()
+        except TimeoutError:
+            return version  # nothing for a whole server timeout: renew the watch
+        except Gone as error:
+            log.info("watch ended by the server: %s", error.message)
+            return None  # the version was compacted: start over with a list
+        finally:
+            await stream.aclose()
         return version
 
     async def run(self) -> None:
@@ -134,10 +143,8 @@ class RouteCache:
                     version = await self._list()
                 version = await self._watch(version)
                 delay = 0.5
-            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+            except (KubeError, ValueError, KeyError) as exc:
                 self.last_error = str(exc)
-                if isinstance(exc, ApiError) and exc.status == 410:
-                    version = None
                 log.warning("LLMRoute cache: %s (retrying in %.1fs)", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30.0)

@@ -24,11 +24,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..kube.injector_client import ApiError, KubeApi, load_connection
+from ..kube import KubeClient, KubeError, load_config
 from . import certs, review
 from .cache import RouteCache, RouteSource
 from .decide import Decision, Via, decide
@@ -42,7 +41,7 @@ from .settings import (
 )
 from .tls import FileTls, SecretTls, ServingTls
 
-log = logging.getLogger("aegis.injector")
+log = logging.getLogger(__name__)
 
 
 class Injector:
@@ -173,24 +172,25 @@ def _policy(settings: InjectorSettings) -> certs.Policy:
     )
 
 
-async def _server_version(api: KubeApi) -> dict[str, Any]:
+async def _server_version(api: KubeClient) -> dict[str, Any]:
     """``GET /version``, retried until the API server answers (it may start after us)."""
     delay = 0.5
     while True:
         try:
-            version: dict[str, Any] = await api.get("/version")
-            return version
-        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            return await api.server_version()
+        except KubeError as exc:
             log.warning("API server not reachable yet: %s (retrying in %.1fs)", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 15.0)
 
 
 @asynccontextmanager
-async def serve(settings: InjectorSettings, api: KubeApi | None = None) -> AsyncIterator[Running]:
+async def serve(
+    settings: InjectorSettings, api: KubeClient | None = None
+) -> AsyncIterator[Running]:
     """Run the injector in this event loop until the context exits."""
     server = settings.server
-    api = api or KubeApi(load_connection(server.kubeconfig))
+    api = api or KubeClient(load_config(server.kubeconfig), agent="aegis-injector")
     metrics = InjectorMetrics()
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []

@@ -30,12 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..kube.injector_client import KubeApi
+from ..kube import Conflict, KubeClient, MutatingWebhookConfiguration, Secret
 from . import certs
 
-log = logging.getLogger("aegis.injector.tls")
-
-WEBHOOKS_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+log = logging.getLogger(__name__)
 
 
 class ServingTls:
@@ -81,7 +79,7 @@ class SecretTls:
 
     def __init__(
         self,
-        api: KubeApi,
+        api: KubeClient,
         serving: ServingTls,
         *,
         namespace: str,
@@ -101,10 +99,6 @@ class SecretTls:
         self._clock = clock
         self.rotations = 0
 
-    @property
-    def _path(self) -> str:
-        return f"/api/v1/namespaces/{self._namespace}/secrets/{self._secret}"
-
     async def _store(self, state: certs.TlsState, existing: dict[str, Any] | None) -> bool:
         """Write the planned state; False when another replica won the race (re-read)."""
         body: dict[str, Any] = {
@@ -121,11 +115,7 @@ class SecretTls:
             },
             "data": state.secret_data(self._clock()),
         }
-        if existing is None:
-            status, answer = await self._api.request(
-                "POST", f"/api/v1/namespaces/{self._namespace}/secrets", body=body
-            )
-        else:
+        if existing is not None:
             meta = existing["metadata"]
             # Keep what others put there (annotations, owner references) and, above
             # all, resourceVersion: a replica that planned from a stale read gets 409.
@@ -134,23 +124,19 @@ class SecretTls:
                 "labels": {**(meta.get("labels") or {}), **body["metadata"]["labels"]},
             }
             body["type"] = existing.get("type") or "Opaque"  # immutable; a chart may pick tls
-            status, answer = await self._api.request("PUT", self._path, body=body)
-        if status == 409:
+        try:
+            if existing is None:
+                await self._api.create(Secret, body)
+            else:
+                await self._api.replace(Secret, body)
+        except Conflict:
             return False
-        if status not in (200, 201):
-            raise RuntimeError(f"cannot write Secret {self._namespace}/{self._secret}: {answer}")
         return True
 
     async def sync_once(self) -> certs.TlsState:
         """One round: read, plan, write if needed, load, publish the CA bundle."""
         for _ in range(5):
-            status, existing = await self._api.request("GET", self._path)
-            if status == 404:
-                existing = None
-            elif status != 200:
-                raise RuntimeError(
-                    f"cannot read Secret {self._namespace}/{self._secret}: {existing}"
-                )
+            existing = await self._api.get(Secret, self._secret, namespace=self._namespace)
             current = certs.TlsState.from_secret_data((existing or {}).get("data"))
             state, reason = certs.plan(current, self._policy, self._clock())
             if not reason:
@@ -168,13 +154,12 @@ class SecretTls:
 
     async def publish_ca_bundle(self, bundle: bytes) -> None:
         """Make every webhook of the configuration trust ``bundle`` (JSONPatch, only if needed)."""
-        path = f"{WEBHOOKS_PATH}/{self._webhook_config}"
-        status, config = await self._api.request("GET", path)
-        if status == 404:
-            log.warning("MutatingWebhookConfiguration %s not found yet", self._webhook_config)
+        name = self._webhook_config
+        assert name is not None  # only called with a webhook configuration to keep
+        config = await self._api.get(MutatingWebhookConfiguration, name)
+        if config is None:
+            log.warning("MutatingWebhookConfiguration %s not found yet", name)
             return
-        if status != 200:
-            raise RuntimeError(f"cannot read {path}: {config}")
         wanted = base64.b64encode(bundle).decode()
         ops: list[dict[str, Any]] = []
         for index, hook in enumerate(config.get("webhooks") or []):
@@ -189,12 +174,8 @@ class SecretTls:
                 )
         if not ops:
             return
-        status, answer = await self._api.request(
-            "PATCH", path, body=ops, content_type="application/json-patch+json"
-        )
-        if status != 200:
-            raise RuntimeError(f"cannot patch caBundle of {self._webhook_config}: {answer}")
-        log.info("caBundle of %s updated (%d webhooks)", self._webhook_config, len(ops) // 2)
+        await self._api.json_patch(MutatingWebhookConfiguration, name, ops)
+        log.info("caBundle of %s updated (%d webhooks)", name, len(ops) // 2)
 
     async def run(self) -> None:
         while True:

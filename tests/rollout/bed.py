@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import kopf
 import yaml
+from lightkube.resources.core_v1 import Event
 from sqlalchemy import text
 
 from aegis.operator.api import naming
-from aegis.operator.kube.client import Body, KubeClient, path
+from aegis.operator.kube import Body, ConfigMap, KubeClient, LLMRoute, Secret, load_config
 from aegis.sidecar.ledger.db import create_engine
 from tests.sidecar.fleet import Fleet
 
@@ -76,31 +76,7 @@ async def metric_reaches(
 def admin_client(kubeconfig: Path) -> KubeClient:
     """The operator's own API client, logged in with the test bed's admin kubeconfig
     (client certificate or token)."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    user = config["users"][0]["user"]
-
-    async def login() -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(
-            server=cluster["server"],
-            ca_data=cluster.get("certificate-authority-data"),
-            certificate_data=user.get("client-certificate-data"),
-            private_key_data=user.get("client-key-data"),
-            token=user.get("token"),
-        )
-
-    return KubeClient(login=login, user_agent="aegis-rollout-tests")
-
-
-def route_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    return path(
-        naming.GROUP,
-        naming.VERSION,
-        naming.ROUTE_PLURAL,
-        namespace=namespace,
-        name=name,
-        subresource=sub,
-    )
+    return KubeClient(load_config(kubeconfig), agent="aegis-rollout-tests")
 
 
 class ConfigMirror:
@@ -109,15 +85,14 @@ class ConfigMirror:
 
     def __init__(self, api: KubeClient, namespace: str, route: str, directory: Path) -> None:
         self.api = api
-        self.url = path(
-            "", "v1", "configmaps", namespace=namespace, name=naming.configmap_name(route)
-        )
+        self.namespace = namespace
+        self.name = naming.configmap_name(route)
         self.directory = directory
         self.written = ""
         self._task: asyncio.Task[None] | None = None
 
     async def sync_once(self) -> bool:
-        found = await self.api.get(self.url)
+        found = await self.api.get(ConfigMap, self.name, namespace=self.namespace)
         content = ((found or {}).get("data") or {}).get(naming.CONFIG_KEY)
         if not content:
             return False
@@ -272,14 +247,16 @@ class RolloutBed:
 
     async def create_route(self, manifest: Body) -> None:
         secret = {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "canary"},
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "canary", "namespace": self.namespace},
             "stringData": {"apiKey": CANARY_KEY},
         }  # fmt: skip
-        await self.api.create(path("", "v1", "secrets", namespace=self.namespace), secret)
-        await self.api.create(route_path(self.namespace), manifest)
+        await self.api.create(Secret, secret)
+        meta = {**manifest["metadata"], "namespace": self.namespace}
+        await self.api.create(LLMRoute, {**manifest, "metadata": meta})
 
     async def route(self, name: str) -> Body:
-        found = await self.api.get(route_path(self.namespace, name))
+        found = await self.api.get(LLMRoute, name, namespace=self.namespace)
         assert found is not None, f"LLMRoute {name} is gone"
         return found
 
@@ -287,11 +264,12 @@ class RolloutBed:
         return dict(((await self.route(name)).get("status") or {}).get("rollout") or {})
 
     async def patch_rollout(self, name: str, fields: Body) -> None:
-        await self.api.merge_patch(route_path(self.namespace, name), {"spec": {"rollout": fields}})
+        patch = {"spec": {"rollout": fields}}
+        await self.api.merge_patch(LLMRoute, name, patch, namespace=self.namespace)
 
     async def annotate(self, name: str, key: str, value: str) -> None:
         patch = {"metadata": {"annotations": {key: value}}}
-        await self.api.merge_patch(route_path(self.namespace, name), patch)
+        await self.api.merge_patch(LLMRoute, name, patch, namespace=self.namespace)
 
     async def wait_rollout(self, name: str, *, within: float = 30.0, **wanted: Any) -> Body:
         """Poll ``status.rollout`` until each given field has the given value."""
@@ -326,8 +304,9 @@ class RolloutBed:
         return self.sidecars
 
     async def configmap(self, route: str) -> dict[str, Any] | None:
-        url = path("", "v1", "configmaps", namespace=self.namespace)
-        found = await self.api.get(f"{url}/{naming.configmap_name(route)}")
+        found = await self.api.get(
+            ConfigMap, naming.configmap_name(route), namespace=self.namespace
+        )
         content = ((found or {}).get("data") or {}).get(naming.CONFIG_KEY)
         return None if not content else dict(yaml.safe_load(content))
 
@@ -344,13 +323,10 @@ class RolloutBed:
         return True
 
     async def events(self, name: str) -> list[Body]:
-        listed = await self.api.request(
-            "GET",
-            path("", "v1", "events", namespace=self.namespace),
-            params={"fieldSelector": f"involvedObject.name={name}"},
-        )
+        listed, _ = await self.api.list(Event, namespace=self.namespace)
+        about = [e for e in listed if (e.get("involvedObject") or {}).get("name") == name]
         # kopf stamps eventTime (microseconds) in the order it posts them
-        return sorted(listed.get("items") or [], key=lambda e: str(e.get("eventTime") or ""))
+        return sorted(about, key=lambda e: str(e.get("eventTime") or ""))
 
     async def wait_events(self, name: str, *reasons: str) -> list[Body]:
         """The route's events, once one of each reason is among them (kopf posts them

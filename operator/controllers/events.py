@@ -11,9 +11,11 @@ from typing import Any, Literal, cast
 
 import kopf
 
+EventType = Literal["Normal", "Warning"]
+#: ``(type, reason, message)`` of one event, as the pure planners return them.
+Event = tuple[EventType, str, str]
 
-def post(
-    obj: Mapping[str, Any], kind: Literal["Normal", "Warning"], reason: str, message: str
-) -> None:
+
+def post(obj: Mapping[str, Any], kind: EventType, reason: str, message: str) -> None:
     """Queue an event about ``obj`` (an object as read from the API)."""
     kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=kind, reason=reason, message=message)
