@@ -22,7 +22,6 @@ from .resilience import (
     CircuitBreaker,
     CircuitBreakers,
     CircuitState,
-    HealthView,
     ResilientAdapter,
     RetryPolicy,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "CircuitBreakers",
     "CircuitState",
     "ErrorKind",
-    "HealthView",
     "ResilientAdapter",
     "RetryPolicy",
     "StreamHandle",

@@ -12,8 +12,9 @@ consecutive retriable failures → half-open once ``openSeconds`` have passed, w
 exactly one probe call is let through → closed on its success, open again on its
 failure. Non-retriable answers (a 400, a 401) prove the provider is up and count
 as success. The clock is injectable so tests need not sleep. The router asks
-:class:`HealthView.is_open`; metrics read :meth:`CircuitBreakers.states`
-(0 closed, 1 open, 2 half-open).
+:meth:`CircuitBreakers.is_open` (its health port,
+:class:`~aegis.sidecar.routing.ports.HealthView`, implemented structurally);
+metrics read :meth:`CircuitBreakers.states` (0 closed, 1 open, 2 half-open).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from ..contract import ProviderSpec
 from .base import (
@@ -41,12 +42,6 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 StateListener = Callable[[str, "CircuitState"], None]
-
-
-class HealthView(Protocol):
-    """What the router needs to know about provider health."""
-
-    def is_open(self, provider_name: str) -> bool: ...
 
 
 class CircuitState(IntEnum):
@@ -165,7 +160,7 @@ class CircuitBreaker:
 
 
 class CircuitBreakers:
-    """All providers' breakers; the router's :class:`HealthView`."""
+    """All providers' breakers; they implement the router's health port."""
 
     def __init__(self, *, clock: Clock = time.monotonic, listener: StateListener | None = None):
         self._clock = clock

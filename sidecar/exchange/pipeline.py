@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from ..adapters.base import (
     ErrorKind,
@@ -40,14 +40,14 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..ledger.models import LedgerRecord, Status
-from ..request.facts import HEADER_USER, Headers, RequestFacts, build_facts
+from ..request.facts import HEADER_USER, Headers, Kind, RequestFacts, build_facts
 from ..request.pricing import cost, price_for
 from ..routing.refusals import budget_refusal
 from ..routing.router import (
     REASON_PRIVACY,
     REASON_TARGET,
     Candidate,
-    Decision,
+    RouteDecision,
     choose_arm,
     route,
 )
@@ -56,7 +56,6 @@ from ..runtime.process import Runtime, Snapshot
 log = logging.getLogger("aegis.sidecar.exchange.pipeline")
 
 T = TypeVar("T")
-Kind = Literal["chat", "embeddings"]
 
 
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -75,7 +74,7 @@ class Exchange:
     runtime: Runtime
     snapshot: Snapshot
     facts: RequestFacts
-    decision: Decision
+    decision: RouteDecision
     body: Mapping[str, Any]
     started: float = field(default_factory=time.perf_counter)
     request_id: str = field(default_factory=new_request_id)

@@ -14,13 +14,19 @@ from aiohttp import web
 
 from .errors import (
     Flavour,
-    error_response,
     injected_failure,
     model_forbidden,
     model_missing,
+    provider_error,
     unauthorized,
 )
 from .knobs import FakeState
+
+
+def compact_json(doc: Any) -> bytes:
+    """JSON as providers send it: no spaces, UTF-8 kept as is."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
 
 STATE_KEY: web.AppKey[FakeState] = web.AppKey("aegis_fake_state", FakeState)
 
@@ -70,15 +76,15 @@ async def read_json(request: web.Request, flavour: Flavour) -> dict[str, Any] | 
         body = json.loads(raw)
     except ValueError:
         if flavour == "ollama":
-            return error_response(flavour, 400, "invalid character in request body")
-        return error_response(
+            return provider_error(flavour, 400, "invalid character in request body")
+        return provider_error(
             flavour,
             400,
             "We could not parse the JSON body of your request. The API expects a JSON "
             "payload, but what was sent was not valid JSON.",
         )
     if not isinstance(body, dict):
-        return error_response(flavour, 400, "the request body must be a JSON object")
+        return provider_error(flavour, 400, "the request body must be a JSON object")
     return body
 
 
@@ -112,8 +118,8 @@ def check_model(
     if not isinstance(model, str) or not model:
         entry["status"] = 400
         if flavour == "ollama":
-            return "", error_response(flavour, 400, "model is required")
-        return "", error_response(flavour, 400, "you must provide a model parameter", param="model")
+            return "", provider_error(flavour, 400, "model is required")
+        return "", provider_error(flavour, 400, "you must provide a model parameter", param="model")
     if model in state.knobs.forbidden_models:
         entry["status"] = 403
         return model, model_forbidden(flavour, model)

@@ -28,8 +28,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-IMAGE_TOKENS = 10
-IMAGE_TOKENS_HIGH_RES = 40
+FAKE_IMAGE_TOKENS = 10
+FAKE_IMAGE_TOKENS_HIGH_RES = 40
 REASONING_TEXT = "Thinking about the request step by step."
 TOOL_CALL_TOKENS = 10
 TOOL_ARGUMENTS = '{"fake": true}'
@@ -62,7 +62,7 @@ def count_prompt(messages: Iterable[Any], *, high_res: bool = False) -> tuple[in
         extra = message.get("images")
         if isinstance(extra, list):
             images += len(extra)
-    per_image = IMAGE_TOKENS_HIGH_RES if high_res else IMAGE_TOKENS
+    per_image = FAKE_IMAGE_TOKENS_HIGH_RES if high_res else FAKE_IMAGE_TOKENS
     return tokens + images * per_image, images
 
 

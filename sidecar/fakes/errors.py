@@ -64,7 +64,7 @@ _OLLAMA_FAILURES: dict[int, str] = {
 }
 
 
-def error_response(
+def provider_error(
     flavour: Flavour,
     status: int,
     message: str,
@@ -118,32 +118,32 @@ def injected_failure(flavour: Flavour, status: int, retry_after: float | None) -
         headers["retry-after"] = _format_seconds(retry_after)
     if flavour in ("ollama", "ollama_v1"):
         message = _OLLAMA_FAILURES.get(status, f"injected failure {status}")
-        return error_response(flavour, status, message, headers=headers)
+        return provider_error(flavour, status, message, headers=headers)
     table = _DASHSCOPE_FAILURES if flavour == "dashscope" else _OPENAI_FAILURES
     message, type_, code = table.get(status, (f"injected failure {status}", "server_error", None))
-    return error_response(flavour, status, message, type_=type_, code=code, headers=headers)
+    return provider_error(flavour, status, message, type_=type_, code=code, headers=headers)
 
 
 def unauthorized(flavour: Flavour, *, sent: bool) -> web.Response:
     if flavour == "dashscope":
-        return error_response(flavour, 401, "Incorrect API key provided. ", code="invalid_api_key")
+        return provider_error(flavour, 401, "Incorrect API key provided. ", code="invalid_api_key")
     if not sent:
         message = (
             "You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
         )
-        return error_response(flavour, 401, message)
-    return error_response(flavour, 401, "Incorrect API key provided.", code="invalid_api_key")
+        return provider_error(flavour, 401, message)
+    return provider_error(flavour, 401, "Incorrect API key provided.", code="invalid_api_key")
 
 
 def model_forbidden(flavour: Flavour, model: str) -> web.Response:
     if flavour == "dashscope":
-        return error_response(
+        return provider_error(
             flavour, 403, "Access denied.", type_="AccessDenied", code="AccessDenied"
         )
     if flavour == "ollama":
-        return error_response(flavour, 403, f'access to model "{model}" is denied')
-    return error_response(
+        return provider_error(flavour, 403, f'access to model "{model}" is denied')
+    return provider_error(
         flavour,
         403,
         f"You are not allowed to sample from model {model}.",
@@ -153,15 +153,15 @@ def model_forbidden(flavour: Flavour, model: str) -> web.Response:
 
 def model_missing(flavour: Flavour, model: str) -> web.Response:
     if flavour in ("ollama", "ollama_v1"):
-        return error_response(flavour, 404, f'model "{model}" not found, try pulling it first')
+        return provider_error(flavour, 404, f'model "{model}" not found, try pulling it first')
     if flavour == "dashscope":
-        return error_response(
+        return provider_error(
             flavour,
             404,
             "The model does not exist or you do not have access to it.",
             code="model_not_found",
         )
-    return error_response(
+    return provider_error(
         flavour,
         404,
         f"The model `{model}` does not exist or you do not have access to it.",

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from .common import PacedWriter, check_model, gate, read_json, record, state_of
+from .common import (
+    PacedWriter,
+    check_model,
+    compact_json,
+    gate,
+    read_json,
+    record,
+    state_of,
+)
 from .content import (
     TOOL_CALL_TOKENS,
     apply_cap,
@@ -33,17 +40,13 @@ from .content import (
     reply_words,
     stream_pieces,
 )
-from .errors import error_response
+from .errors import provider_error
 
 _NS_PER_TOKEN = 20_000_000
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _bad_image(messages: list[Any]) -> str | None:
@@ -81,7 +84,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     problem = _bad_image(messages)
     if problem is not None:
         entry["status"] = 400
-        return error_response("ollama", 400, problem)
+        return provider_error("ollama", 400, problem)
     knobs = state.knobs
     prompt_tokens, images = count_prompt(messages)
     entry["images"] = images
@@ -115,7 +118,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "done": True,
             **stats,
         }
-        return web.Response(body=_dumps(doc), content_type="application/json")
+        return web.Response(body=compact_json(doc), content_type="application/json")
 
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     try:
@@ -147,7 +150,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         }
     )
     for line in lines:
-        if not await writer.write(_dumps(line) + b"\n"):
+        if not await writer.write(compact_json(line) + b"\n"):
             return response
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
@@ -171,7 +174,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     inputs = embedding_inputs(body.get("input"))
     if not inputs:
         entry["status"] = 400
-        return error_response("ollama", 400, "invalid input type")
+        return provider_error("ollama", 400, "invalid input type")
     dims = state.knobs.embedding_dims
     doc: dict[str, Any] = {
         "model": model,
@@ -182,7 +185,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     if not state.knobs.omit_usage:
         doc["prompt_eval_count"] = sum(t for _, t in inputs)
     entry["status"] = 200
-    return web.Response(body=_dumps(doc), content_type="application/json")
+    return web.Response(body=compact_json(doc), content_type="application/json")
 
 
 async def tags(request: web.Request) -> web.StreamResponse:
@@ -213,4 +216,4 @@ async def tags(request: web.Request) -> web.StreamResponse:
                 },
             }
         )
-    return web.Response(body=_dumps({"models": models}), content_type="application/json")
+    return web.Response(body=compact_json({"models": models}), content_type="application/json")

@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from .common import PacedWriter, check_model, gate, read_json, record, state_of
+from .common import (
+    PacedWriter,
+    check_model,
+    compact_json,
+    gate,
+    read_json,
+    record,
+    state_of,
+)
 from .content import (
     REASONING_TEXT,
     TOOL_ARGUMENTS,
@@ -42,17 +50,11 @@ from .content import (
     reply_words,
     stream_pieces,
 )
-from .errors import Flavour, error_response
+from .errors import Flavour, provider_error
 from .knobs import Knobs
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _FINGERPRINT = {"openai": "fp_fake", "dashscope": None, "ollama_v1": "fp_ollama"}
 _OWNER = {"openai": "system", "dashscope": "system", "ollama_v1": "library"}
-
-
-def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _usage(flavour: Flavour, prompt: int, completion: int, reasoning: int) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def _dashscope_thinking(
     thinking_only = "thinking" in lowered or lowered.startswith(("qwq", "qvq"))
     if thinking_only:
         if flag is False:
-            return False, error_response(
+            return False, provider_error(
                 "dashscope",
                 400,
                 "The value of the enable_thinking parameter is restricted to True.",
@@ -96,7 +98,7 @@ def _dashscope_thinking(
     else:
         thinking = False
     if not stream and model in knobs.stream_only_models:
-        return thinking, error_response(
+        return thinking, provider_error(
             "dashscope",
             400,
             "This model only support stream mode, please enable the stream parameter "
@@ -104,7 +106,7 @@ def _dashscope_thinking(
             code="invalid_parameter_error",
         )
     if not stream and thinking and not thinking_only:
-        return thinking, error_response(
+        return thinking, provider_error(
             "dashscope",
             400,
             "parameter.enable_thinking must be set to false for non-streaming calls",
@@ -131,7 +133,7 @@ def chat_handler(flavour: Flavour) -> Handler:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             entry["status"] = 400
-            return error_response(
+            return provider_error(
                 flavour,
                 400,
                 "Missing required parameter: 'messages'.",
@@ -141,7 +143,7 @@ def chat_handler(flavour: Flavour) -> Handler:
         stream = body.get("stream") is True
         if not stream and body.get("stream_options") is not None and flavour == "openai":
             entry["status"] = 400
-            return error_response(
+            return provider_error(
                 flavour,
                 400,
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -217,7 +219,7 @@ def chat_handler(flavour: Flavour) -> Handler:
         if flavour == "openai":
             doc["service_tier"] = "default"
         doc["system_fingerprint"] = _FINGERPRINT[flavour]
-        return web.Response(body=_dumps(doc), content_type="application/json")
+        return web.Response(body=compact_json(doc), content_type="application/json")
 
     return handle
 
@@ -258,7 +260,7 @@ async def _stream(
         ]
         if include_usage:
             doc["usage"] = None
-        return b"data: " + _dumps(doc) + b"\n\n"
+        return b"data: " + compact_json(doc) + b"\n\n"
 
     first: dict[str, Any] = {"role": "assistant", "content": ""}
     if flavour == "openai":
@@ -296,7 +298,7 @@ async def _stream(
         final = dict(base)
         final["choices"] = []
         final["usage"] = usage
-        events.append(b"data: " + _dumps(final) + b"\n\n")
+        events.append(b"data: " + compact_json(final) + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     for event in events:
         if not await writer.write(event):
@@ -324,7 +326,7 @@ def embeddings_handler(flavour: Flavour) -> Handler:
         inputs = embedding_inputs(body.get("input"))
         if not inputs:
             entry["status"] = 400
-            return error_response(flavour, 400, "'input' is a required property", param="input")
+            return provider_error(flavour, 400, "'input' is a required property", param="input")
         as_base64 = body.get("encoding_format") == "base64"
         dims = state.knobs.embedding_dims
         data = []
@@ -339,7 +341,7 @@ def embeddings_handler(flavour: Flavour) -> Handler:
         if not state.knobs.omit_usage:
             doc["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         entry["status"] = 200
-        return web.Response(body=_dumps(doc), content_type="application/json")
+        return web.Response(body=compact_json(doc), content_type="application/json")
 
     return handle
 
@@ -357,7 +359,7 @@ def models_handler(flavour: Flavour) -> Handler:
             for m in state.models
         ]
         return web.Response(
-            body=_dumps({"object": "list", "data": data}), content_type="application/json"
+            body=compact_json({"object": "list", "data": data}), content_type="application/json"
         )
 
     return handle

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import AegisError, BadRequest, InternalError, UnknownPath
-from ..exchange.pipeline import Kind, begin, complete
+from ..exchange.pipeline import begin, complete
+from ..request.facts import Kind
 from ..routing.router import model_catalog
 from ..runtime.process import Runtime
 from .openai_errors import error_response, from_http_exception
@@ -26,7 +27,6 @@ log = logging.getLogger("aegis.sidecar.http")
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -23,6 +23,8 @@ import re
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .migrate import VERSION_TABLE
+
 SIDECAR_FUNCTIONS = (
     "aegis_ledger_write(text, json)",
     "aegis_lease_take(text, text, text, text, numeric, numeric, numeric, integer)",
@@ -30,7 +32,6 @@ SIDECAR_FUNCTIONS = (
     "aegis_lease_takeover(text)",
 )
 READ_TABLES = ("ledger_entries", "budget_periods", "budget_leases", "budget_limits")
-VERSION_TABLE = "aegis_ledger_version"
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -99,7 +99,7 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RouteDecision:
     arm: Arm
     rule: str  # rule name, "default" or "pinned"
     data_class: str
@@ -265,7 +265,7 @@ def route(
     budget_view: BudgetView,
     health_view: HealthView,
     arm: Arm,
-) -> Decision:
+) -> RouteDecision:
     """Decide where a request goes (see the module docstring for the order)."""
     index = _index(config)
     policy: Policy = config
@@ -372,15 +372,17 @@ def route(
     else:
         chosen = tuple(replace(c, reason=REASON_CIRCUIT_OPEN) for c in held)
     if chosen:
-        return Decision(arm, rule_name, facts.data_class, facts.detected, chosen, tuple(skipped))
+        return RouteDecision(
+            arm, rule_name, facts.data_class, facts.detected, chosen, tuple(skipped)
+        )
     refusal = _no_candidate(facts, local_only, exceeded, skipped)
     return _refused(facts, arm, rule_name, refusal, skipped)
 
 
 def _refused(
     facts: RequestFacts, arm: Arm, rule: str, refusal: AegisError, skipped: list[tuple[str, str]]
-) -> Decision:
-    return Decision(
+) -> RouteDecision:
+    return RouteDecision(
         arm, rule, facts.data_class, facts.detected, skipped=tuple(skipped), refusal=refusal
     )
 

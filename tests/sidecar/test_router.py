@@ -19,7 +19,13 @@ from aegis.sidecar.http.openai_errors import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
 from aegis.sidecar.routing.ports import AllHealthy, StaticBudgetView, StaticHealth, UnlimitedBudget
-from aegis.sidecar.routing.router import Decision, choose_arm, model_catalog, route, rule_matches
+from aegis.sidecar.routing.router import (
+    RouteDecision,
+    choose_arm,
+    model_catalog,
+    route,
+    rule_matches,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "sidecar" / "examples" / "standalone.yaml"
 
@@ -61,7 +67,7 @@ def decide(
     remaining: dict[str, Decimal] | None = None,
     open_circuits: tuple[str, ...] = (),
     arm: str = "stable",
-) -> Decision:
+) -> RouteDecision:
     return route(
         facts,
         config,
@@ -71,7 +77,7 @@ def decide(
     )
 
 
-def names(decision: Decision) -> list[str]:
+def names(decision: RouteDecision) -> list[str]:
     return [c.provider.name for c in decision.candidates]
 
 
