@@ -34,9 +34,9 @@ from typing import Any
 import kopf
 
 from .api import naming
-from .controllers.budget import budget_view, scope_of, sync_budget
+from .controllers.budget import applied_budget, scope_of, sync_budget
 from .controllers.context import context
-from .controllers.render import BudgetView
+from .controllers.render import AppliedBudget
 from .controllers.rollout import drive_rollout
 from .controllers.rollout_actions import apply_action
 from .controllers.route import (
@@ -86,11 +86,11 @@ def route_index(
 
 def budget_index(
     *, namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, memo: Any, **_: Any
-) -> dict[str, BudgetView] | None:
+) -> dict[str, AppliedBudget] | None:
     if _deleting(meta):
         return None
     platform = context(memo).options.platform_namespace
-    view = budget_view(_ns(namespace), name, spec, platform)
+    view = applied_budget(_ns(namespace), name, spec, platform)
     return None if view is None else dict.fromkeys(view.scope, view)
 
 

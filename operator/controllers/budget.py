@@ -18,12 +18,13 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from aegis.sidecar.contract.money import ZERO, cents
 from aegis.sidecar.contract.periods import period_of, zone
 from aegis.sidecar.ledger.budget_status import budget_status
 from aegis.sidecar.ledger.db import LedgerUnavailableError
@@ -35,13 +36,11 @@ from ..kube import Body, Conflict, LLMBudget, Wanted, merge, timestamp
 from ..metrics import BudgetFigures
 from . import events
 from .context import Context
-from .render import ALL_NAMESPACES, BudgetView, describe_validation_error
+from .render import ALL_NAMESPACES, AppliedBudget, describe_validation_error
 from .route import BudgetIndex, RouteIndex
 
 log = logging.getLogger("aegis.operator.controllers.budget")
 
-ZERO = Decimal(0)
-CENT = Decimal("0.01")
 _LEDGER_TIMEOUT = 15.0
 
 
@@ -49,9 +48,9 @@ def parse_budget(name: str, spec: Mapping[str, Any] | None) -> LLMBudgetSpec:
     return LLMBudgetSpec.model_validate({**(spec or {}), "name": name})
 
 
-def budget_view(
+def applied_budget(
     namespace: str, name: str, spec: Mapping[str, Any] | None, platform_namespace: str | None
-) -> BudgetView | None:
+) -> AppliedBudget | None:
     """The budget as routes see it, or ``None`` for an invalid spec (it applies nowhere)."""
     try:
         parsed = parse_budget(name, spec)
@@ -60,7 +59,7 @@ def budget_view(
     scope = frozenset({namespace})
     if parsed.namespaces and namespace == platform_namespace:
         scope = frozenset(parsed.namespaces)
-    return BudgetView(
+    return AppliedBudget(
         namespace=namespace,
         name=name,
         spec=parsed.budget(),
@@ -71,12 +70,8 @@ def budget_view(
 
 def scope_of(namespace: str, spec: Mapping[str, Any] | None, ctx: Context) -> set[str]:
     """Namespaces whose routes a budget body may affect (for fan-out on changes)."""
-    view = budget_view(namespace, "x", spec, ctx.options.platform_namespace)
+    view = applied_budget(namespace, "x", spec, ctx.options.platform_namespace)
     return {namespace} if view is None else set(view.scope)
-
-
-def usd(amount: Decimal) -> str:
-    return str(amount.quantize(CENT, ROUND_HALF_UP))
 
 
 def _month_start(period: str, tz_name: str) -> datetime:
@@ -101,7 +96,7 @@ def _percent(figures: BudgetFigures) -> Decimal:
     return (figures.utilisation * 100).quantize(Decimal("0.1"), ROUND_DOWN)
 
 
-def _routes_enforcing(view: BudgetView, routes: RouteIndex) -> str | None:
+def _routes_enforcing(view: AppliedBudget, routes: RouteIndex) -> str | None:
     keys = list(routes) if ALL_NAMESPACES in view.scope else sorted(view.scope)
     found = sorted(
         f"{ref.namespace}/{ref.name}"
@@ -119,7 +114,7 @@ class _LedgerError(Exception):
         self.message = message
 
 
-async def _read_ledger(ctx: Context, view: BudgetView, period: str) -> tuple[Decimal, Decimal]:
+async def _read_ledger(ctx: Context, view: AppliedBudget, period: str) -> tuple[Decimal, Decimal]:
     """(spent, reserved): the provider's settled spend in ``period`` and the money
     sidecars hold in leases of this budget but have not spent yet."""
     if ctx.ledger is None:
@@ -149,7 +144,7 @@ async def _read_ledger(ctx: Context, view: BudgetView, period: str) -> tuple[Dec
 def _alert_conditions(
     spec: LLMBudgetSpec, figures: BudgetFigures, pct: Decimal, crossed: list[int]
 ) -> list[Wanted]:
-    spent = f"spent {usd(figures.spent)} of {usd(figures.limit)} USD ({pct}%)"
+    spent = f"spent {cents(figures.spent)} of {cents(figures.limit)} USD ({pct}%)"
     below_100 = [t for t in crossed if t < 100]
     warning = (
         Wanted("Warning", "True", "ThresholdCrossed", f"{spent}: crossed {below_100[-1]}%")
@@ -213,7 +208,7 @@ async def _sync(ctx: Context, budget: Body, routes: RouteIndex, budgets: BudgetI
         message = describe_validation_error(error)
         wanted = [Wanted("Ready", "False", "InvalidSpec", message)]
         return await _write(ctx, budget, wanted, fields, alerts)
-    view = budget_view(namespace, name, budget.get("spec"), ctx.options.platform_namespace)
+    view = applied_budget(namespace, name, budget.get("spec"), ctx.options.platform_namespace)
     assert view is not None
     period = period_of(now, zone(spec.timezone))
     fields["routes"] = _routes_enforcing(view, routes)
@@ -240,16 +235,16 @@ async def _sync(ctx: Context, budget: Body, routes: RouteIndex, budgets: BudgetI
     crossed = sorted(t for t in set(spec.alert_thresholds) if pct >= t)
     for threshold in (t for t in crossed if t not in announced):
         reason = "BudgetExceeded" if threshold >= 100 else "BudgetThresholdCrossed"
-        figure = f"{usd(spent)} of {usd(spec.limit_usd)} USD ({pct}%)"
+        figure = f"{cents(spent)} of {cents(spec.limit_usd)} USD ({pct}%)"
         message = f"{spec.provider} spend in {period} is {figure}: crossed the {threshold}%"
         alerts.append((reason, f"{message} alert threshold"))
     fields.update(
         period=period,
         periodStart=timestamp(_month_start(period, spec.timezone)),
-        limitUSD=usd(figures.limit),
-        spentUSD=usd(figures.spent),
-        reservedUSD=usd(figures.reserved),
-        remainingUSD=usd(figures.remaining),
+        limitUSD=cents(figures.limit),
+        spentUSD=cents(figures.spent),
+        reservedUSD=cents(figures.reserved),
+        remainingUSD=cents(figures.remaining),
         utilisation=f"{pct}%",
         thresholdsCrossed=sorted(set(announced) | set(crossed)),
     )

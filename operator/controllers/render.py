@@ -48,7 +48,7 @@ class RenderError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetView:
+class AppliedBudget:
     """What a route needs of one LLMBudget: its limit and the routes it applies to."""
 
     namespace: str
@@ -84,7 +84,7 @@ class Rendered:
     text: str
     hash: str
     secrets: tuple[SecretUse, ...]
-    budgets: tuple[BudgetView, ...]
+    budgets: tuple[AppliedBudget, ...]
 
 
 def field_path(loc: Sequence[int | str], prefix: str = "spec") -> str:
@@ -158,8 +158,8 @@ def config_text(config: SidecarConfig, namespace: str, name: str) -> str:
     return header + yaml.safe_dump(ordered, sort_keys=False, width=100, allow_unicode=True)
 
 
-def _check_budget_names(budgets: Sequence[BudgetView]) -> None:
-    seen: dict[str, BudgetView] = {}
+def _check_budget_names(budgets: Sequence[AppliedBudget]) -> None:
+    seen: dict[str, AppliedBudget] = {}
     for budget in budgets:
         other = seen.setdefault(budget.name, budget)
         if other is not budget:
@@ -174,7 +174,7 @@ def render_route(
     namespace: str,
     name: str,
     spec: LLMRouteSpec,
-    budgets: Iterable[BudgetView] = (),
+    budgets: Iterable[AppliedBudget] = (),
     rollout: RouteRolloutStatus | None = None,
 ) -> Rendered:
     """Render and validate; ``RenderError`` says why the result would be refused."""

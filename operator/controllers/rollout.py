@@ -9,7 +9,7 @@ change) reads the route fresh under its lock and does at most one of:
   rollout: the process stopped between the two writes of a promotion);
 - promote now (``spec.rollout.promote``);
 - analyse a step whose interval has passed: read both arms' statistics since the
-  step began from the ledger, decide (:func:`aegis.operator.rollout.analysis.decide`,
+  step began from the ledger, decide (:func:`aegis.operator.rollout.analysis.judge_step`,
   pure), write the new state, post the event, and re-render the ConfigMap.
 
 Everything the controller knows is in ``status.rollout`` (step, weight, when the
@@ -41,9 +41,9 @@ from ..api.rollout import RolloutPlan
 from ..api.status import RouteRolloutStatus
 from ..kube import Body, Conflict, LLMRoute
 from ..rollout.analysis import (
-    Decision,
+    RolloutVerdict,
     analysis_due,
-    decide,
+    judge_step,
     ledger_unavailable,
     promote_now,
 )
@@ -84,7 +84,7 @@ async def _analyse(
     plan: RolloutPlan,
     state: RouteRolloutStatus,
     now: datetime,
-) -> Decision:
+) -> RolloutVerdict:
     try:
         stable, candidate = await read_arms(ctx, namespace, name, state.step_started_at, now)
     except (SQLAlchemyError, OSError, TimeoutError, LedgerUnavailableError) as error:
@@ -92,7 +92,7 @@ async def _analyse(
         log.warning("rollout analysis of %s/%s: cannot read the ledger: %s", namespace, name, error)
         return ledger_unavailable(state, now, str(error) or type(error).__name__)
     ctx.metrics.ledger_up.set(1)
-    return decide(plan, state, stable, candidate, now)
+    return judge_step(plan, state, stable, candidate, now)
 
 
 async def write_state(ctx: Context, route: Body, state: RouteRolloutStatus) -> Body:
@@ -168,7 +168,7 @@ async def _pass(ctx: Context, namespace: str, name: str) -> bool:
             await _promote_spec(ctx, route)  # a promotion under way: finish it
             return True
         if plan.promote:
-            decision: Decision | None = promote_now(current, now)
+            decision: RolloutVerdict | None = promote_now(current, now)
         elif analysis_due(plan, current, now):
             decision = await _analyse(
                 ctx, namespace=namespace, name=name, plan=plan, state=current, now=now

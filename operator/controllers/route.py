@@ -32,13 +32,13 @@ from ..kube import Body, ConfigMap, Conflict, KubeError, LLMRoute, Transient, Wa
 from ..rollout.state import Event, recorded_state, rollout_state, transition_event
 from . import events
 from .context import Context
-from .render import BudgetView, Rendered, RenderError, parse_route_spec, render_route
+from .render import AppliedBudget, Rendered, RenderError, parse_route_spec, render_route
 
 EventType = Literal["Normal", "Warning"]
 
 log = logging.getLogger("aegis.operator.controllers.route")
 
-BudgetIndex = Mapping[str, Iterable[BudgetView]]
+BudgetIndex = Mapping[str, Iterable[AppliedBudget]]
 _ATTEMPTS = 3
 
 
@@ -54,7 +54,7 @@ class RouteRef:
 RouteIndex = Mapping[str, Iterable[RouteRef]]
 
 
-def budgets_for(index: BudgetIndex, namespace: str) -> list[BudgetView]:
+def budgets_for(index: BudgetIndex, namespace: str) -> list[AppliedBudget]:
     """Budgets whose scope may include routes of ``namespace``."""
     views = list(index.get(namespace, ()))
     if namespace != "*":

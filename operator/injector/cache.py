@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..kube import Gone, KubeClient, KubeError, LLMRoute
-from .routes import RouteInfo, route_info
+from .route_choice import RouteInfo, route_info
 
 log = logging.getLogger(__name__)
 

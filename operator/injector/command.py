@@ -44,7 +44,7 @@ def run_injector(args: argparse.Namespace) -> int:
         return 0
     from aegis.sidecar.logs import configure_logging
 
-    from .server import run_forever
+    from .webhook import run_forever
 
     configure_logging()
     asyncio.run(run_forever(settings))

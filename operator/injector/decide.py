@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from ..api.naming import INJECT_LABEL, INJECTED_ANNOTATION
 from . import patch
-from .routes import NoRoute, RouteInfo, select_route
+from .route_choice import NoRoute, RouteInfo, select_route
 from .settings import SidecarSettings
 
 Outcome = Literal["injected", "skipped", "refused"]
@@ -30,7 +30,7 @@ Via = Literal["pod", "namespace"]
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class AdmissionDecision:
     outcome: Outcome
     reason: str
     """A short, bounded label (metrics): e.g. ``opt-out``, ``no-route``, ``conflict``."""
@@ -55,13 +55,13 @@ class PodRequest:
         return str(meta.get("name") or (meta.get("generateName") or "<unnamed>-") + "*")
 
 
-def opt_in(via: Via, labels: Mapping[str, str]) -> Decision | None:
+def opt_in(via: Via, labels: Mapping[str, str]) -> AdmissionDecision | None:
     """``None`` when the pod opted in, else the skip decision."""
     value = labels.get(INJECT_LABEL)
     if value == "false":
-        return Decision("skipped", "opt-out", f"pod label {INJECT_LABEL}=false")
+        return AdmissionDecision("skipped", "opt-out", f"pod label {INJECT_LABEL}=false")
     if via == "pod" and value != "true":
-        return Decision("skipped", "not-opted-in", f"pod has no label {INJECT_LABEL}=true")
+        return AdmissionDecision("skipped", "not-opted-in", f"pod has no label {INJECT_LABEL}=true")
     return None
 
 
@@ -84,12 +84,12 @@ def decide(
     native: bool,
     version: str,
     never_injected: frozenset[str],
-) -> Decision:
+) -> AdmissionDecision:
     """The decision for one request; ``routes`` is ``None`` while the cache is not synced."""
     if request.kind != "Pod" or request.operation != "CREATE" or request.subresource:
-        return Decision("skipped", "not-pod-create")
+        return AdmissionDecision("skipped", "not-pod-create")
     if request.namespace in never_injected:
-        return Decision(
+        return AdmissionDecision(
             "skipped", "protected-namespace", f"namespace {request.namespace} is never injected"
         )
     meta = request.pod.get("metadata") or {}
@@ -99,11 +99,11 @@ def decide(
         return skip
     if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
         # The API object mirrors a kubelet's static pod file: a patch would not run.
-        return Decision("skipped", "static-pod", "static (mirror) pods cannot be injected")
+        return AdmissionDecision("skipped", "static-pod", "static (mirror) pods cannot be injected")
     if already_injected(request.pod, settings):
-        return Decision("skipped", "already-injected")
+        return AdmissionDecision("skipped", "already-injected")
     if routes is None:
-        return Decision(
+        return AdmissionDecision(
             "refused",
             "not-ready",
             "the Aegis injector has not loaded the LLMRoutes yet; retry shortly",
@@ -112,14 +112,14 @@ def decide(
         request.name, request.namespace, labels, meta.get("annotations") or {}, routes
     )
     if isinstance(chosen, NoRoute):
-        return Decision("refused", chosen.reason, chosen.message)
+        return AdmissionDecision("refused", chosen.reason, chosen.message)
     problems = patch.conflicts(request.pod, settings)
     if problems:
-        return Decision(
+        return AdmissionDecision(
             "refused",
             "conflict",
             f"cannot inject the Aegis sidecar into pod {request.name}: " + "; ".join(problems),
             route=chosen.name,
         )
     ops = patch.injection_ops(request.pod, chosen, settings, native=native, version=version)
-    return Decision("injected", "injected", patch=ops, route=chosen.name)
+    return AdmissionDecision("injected", "injected", patch=ops, route=chosen.name)

@@ -35,7 +35,7 @@ from ..api.naming import (
     SPOOL_DIR_ENV,
     configmap_name,
 )
-from .routes import RouteInfo
+from .route_choice import RouteInfo
 from .settings import SidecarSettings
 
 Op = dict[str, Any]

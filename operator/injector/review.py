@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .decide import Decision, PodRequest
+from .decide import AdmissionDecision, PodRequest
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -42,7 +42,7 @@ def parse(review: Any) -> tuple[str, PodRequest]:
     )
 
 
-def response(uid: str, decision: Decision) -> dict[str, Any]:
+def response(uid: str, decision: AdmissionDecision) -> dict[str, Any]:
     """The AdmissionReview answer: a JSONPatch, a plain allow, or a refusal with message."""
     answer: dict[str, Any] = {"uid": uid, "allowed": decision.outcome != "refused"}
     if decision.outcome == "refused":

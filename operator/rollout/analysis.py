@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from decimal import Decimal
+from typing import Literal, Protocol
 
-from aegis.sidecar.ledger.rollout_stats import ArmStats
+from aegis.sidecar.contract.money import cents, micros
 
 from ..api.rollout import RolloutAnalysis, RolloutPlan
 from ..api.status import ArmStatistics, RouteRolloutStatus
@@ -37,11 +37,23 @@ Metric = Literal["ErrorRate", "Latency", "Cost"]
 Action = Literal["wait", "advance", "rollback", "promote"]
 
 DAY = Decimal(86_400)
-CENTS = Decimal("0.01")
-MICROS = Decimal("0.000001")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MESSAGE_LIMIT = 1024
+
+
+class ArmStats(Protocol):
+    """One arm's ledger figures over the window (the ledger's per-arm query returns
+    them; read structurally, so this pure module needs no database code)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def p95_latency_ms(self) -> int | None: ...
+    @property
+    def cost_usd(self) -> Decimal: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,7 @@ class Breach:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RolloutVerdict:
     """What the controller does next: write ``state`` (and promote on ``promote``)."""
 
     action: Action
@@ -104,9 +116,9 @@ def figures(stats: ArmStats, window: float) -> ArmStatistics:
             "errors": stats.errors,
             "errorRate": _percent(stats.errors, stats.requests) if stats.requests else None,
             "p95LatencyMs": stats.p95_latency_ms,
-            "costUSD": str(stats.cost_usd.quantize(MICROS)),
-            "costPerRequestUSD": None if per_request is None else str(per_request.quantize(MICROS)),
-            "costUSDPerDay": str(_per_day(stats, window).quantize(CENTS, ROUND_HALF_UP)),
+            "costUSD": micros(stats.cost_usd),
+            "costPerRequestUSD": None if per_request is None else micros(per_request),
+            "costUSDPerDay": cents(_per_day(stats, window)),
         }
     )
 
@@ -143,7 +155,7 @@ def breaches(
             Breach(
                 "Cost",
                 f"candidate spend ${c.cost_usd} in {window:.0f} s extrapolates to "
-                f"${per_day.quantize(CENTS, ROUND_HALF_UP)} per day, over maxCostUSDPerDay "
+                f"${cents(per_day)} per day, over maxCostUSDPerDay "
                 f"${analysis.max_cost_usd_per_day}",
             )
         )
@@ -156,8 +168,8 @@ def breaches(
             found.append(
                 Breach(
                     "Cost",
-                    f"candidate cost per request ${mine.quantize(MICROS)} is {times} stable's "
-                    f"${theirs.quantize(MICROS)}, over maxCostPerRequestRatio {ratio:g}",
+                    f"candidate cost per request ${micros(mine)} is {times} stable's "
+                    f"${micros(theirs)}, over maxCostPerRequestRatio {ratio:g}",
                 )
             )
     return found
@@ -168,19 +180,19 @@ def _summary(stable: ArmStats, candidate: ArmStats, window: float) -> str:
     return (
         f"candidate {candidate.requests} requests, error rate "
         f"{_percent(candidate.errors, candidate.requests)}, p95 {p95}, "
-        f"${_per_day(candidate, window).quantize(CENTS, ROUND_HALF_UP)} per day; "
+        f"${cents(_per_day(candidate, window))} per day; "
         f"stable {stable.requests} requests, error rate "
         f"{_percent(stable.errors, stable.requests)}"
     )
 
 
-def decide(
+def judge_step(
     plan: RolloutPlan,
     state: RouteRolloutStatus,
     stable: ArmStats,
     candidate: ArmStats,
     now: datetime,
-) -> Decision:
+) -> RolloutVerdict:
     """The next state of a progressing step whose analysis is due (see the module doc)."""
     now = _second(now)
     window = max((now - state.step_started_at).total_seconds(), 1.0)
@@ -197,7 +209,7 @@ def decide(
             f"has {candidate.requests}"
         )
         update = {**analysed, "reason": "Waiting", "message": message}
-        return Decision("wait", state.model_copy(update=update))
+        return RolloutVerdict("wait", state.model_copy(update=update))
     crossed = breaches(plan.analysis, stable, candidate, window)
     if crossed:
         message = "; ".join(b.message for b in crossed)
@@ -209,7 +221,7 @@ def decide(
             "message": f"rolled back from {where}: {message}"[:_MESSAGE_LIMIT],
             "last_transition_time": now,
         }
-        return Decision("rollback", state.model_copy(update=update))
+        return RolloutVerdict("rollback", state.model_copy(update=update))
     summary = _summary(stable, candidate, window)
     last = len(plan.steps) - 1
     if state.step >= last:
@@ -223,7 +235,7 @@ def decide(
             ],
             "last_transition_time": now,
         }
-        return Decision("promote", state.model_copy(update=update))
+        return RolloutVerdict("promote", state.model_copy(update=update))
     step = state.step + 1
     update = {
         **analysed,
@@ -236,10 +248,10 @@ def decide(
         "step_started_at": now,
         "last_transition_time": now,
     }
-    return Decision("advance", state.model_copy(update=update))
+    return RolloutVerdict("advance", state.model_copy(update=update))
 
 
-def promote_now(state: RouteRolloutStatus, now: datetime) -> Decision:
+def promote_now(state: RouteRolloutStatus, now: datetime) -> RolloutVerdict:
     """``spec.rollout.promote``: skip the remaining steps (from any phase but Promoted)."""
     now = _second(now)
     message = (
@@ -253,10 +265,10 @@ def promote_now(state: RouteRolloutStatus, now: datetime) -> Decision:
         "message": message,
         "last_transition_time": now,
     }
-    return Decision("promote", state.model_copy(update=update))
+    return RolloutVerdict("promote", state.model_copy(update=update))
 
 
-def ledger_unavailable(state: RouteRolloutStatus, now: datetime, error: str) -> Decision:
+def ledger_unavailable(state: RouteRolloutStatus, now: datetime, error: str) -> RolloutVerdict:
     """The ledger could not be read: hold the weight (no verdict without figures) and
     try again next interval."""
     message = f"cannot read the ledger, holding {state.weight} %: {error}"[:_MESSAGE_LIMIT]
@@ -265,4 +277,4 @@ def ledger_unavailable(state: RouteRolloutStatus, now: datetime, error: str) -> 
         "reason": "LedgerUnavailable",
         "message": message,
     }
-    return Decision("wait", state.model_copy(update=update))
+    return RolloutVerdict("wait", state.model_copy(update=update))

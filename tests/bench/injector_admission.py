@@ -165,9 +165,9 @@ def baseline_app() -> web.Application:
 
 def injector_app() -> web.Application:
     from aegis.operator.injector.cache import StaticRoutes
-    from aegis.operator.injector.routes import KeyRef, RouteInfo
-    from aegis.operator.injector.server import Injector, build_app
+    from aegis.operator.injector.route_choice import KeyRef, RouteInfo
     from aegis.operator.injector.settings import SidecarSettings
+    from aegis.operator.injector.webhook import Injector, build_app
 
     keys = (
         KeyRef("AEGIS_KEY_OPENAI", "openai", "apiKey"),

@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonpatch  # the RFC 6902 reference implementation (a kopf dependency)
 
-from aegis.operator.injector.routes import KeyRef, RouteInfo
+from aegis.operator.injector.route_choice import KeyRef, RouteInfo
 from aegis.operator.injector.settings import SidecarSettings
 
 SIDECAR = SidecarSettings(image="registry.invalid/aegis:test", ledger_secret_name="aegis-ledger")

@@ -13,9 +13,9 @@ from aegis.operator.api.naming import (
     LEDGER_DSN_ENV,
     ROUTE_ANNOTATION,
 )
-from aegis.operator.injector.decide import Decision, PodRequest, Via, decide
+from aegis.operator.injector.decide import AdmissionDecision, PodRequest, Via, decide
 from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME, PLACEHOLDER_API_KEY
-from aegis.operator.injector.routes import RouteInfo, route_info
+from aegis.operator.injector.route_choice import RouteInfo, route_info
 from aegis.operator.injector.settings import SidecarSettings
 from tests.injector.helpers import SIDECAR, apply, env_of, pod, route
 
@@ -32,7 +32,7 @@ def run(
     settings: SidecarSettings = SIDECAR,
     namespace: str = NS,
     operation: str = "CREATE",
-) -> Decision:
+) -> AdmissionDecision:
     request = PodRequest(namespace, operation, "Pod", "", obj)
     return decide(
         request,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from aegis.operator.injector.cache import StaticRoutes
-from aegis.operator.injector.server import Injector, build_app, build_metrics_app
+from aegis.operator.injector.webhook import Injector, build_app, build_metrics_app
 from tests.bench.injector_admission import review_body
 from tests.controlplane.procs import free_port
 from tests.injector.helpers import SIDECAR, apply, route

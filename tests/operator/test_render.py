@@ -13,9 +13,9 @@ import yaml
 from aegis.operator.api.naming import key_env_var
 from aegis.operator.api.specs import LLMBudgetSpec
 from aegis.operator.api.status import RouteRolloutStatus
-from aegis.operator.controllers.budget import budget_view, usd
+from aegis.operator.controllers.budget import applied_budget
 from aegis.operator.controllers.render import (
-    BudgetView,
+    AppliedBudget,
     RenderError,
     parse_route_spec,
     render_route,
@@ -23,6 +23,7 @@ from aegis.operator.controllers.render import (
 from aegis.operator.kube.conditions import Wanted, merge
 from aegis.operator.rollout.state import candidate_hash, rollout_state
 from aegis.sidecar.contract import parse_config
+from aegis.sidecar.contract.money import cents
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "crds" / "examples"
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -37,10 +38,10 @@ def origin_spec() -> dict[str, Any]:
     return copy.deepcopy(spec)
 
 
-def budgets(namespace: str = "team") -> list[BudgetView]:
+def budgets(namespace: str = "team") -> list[AppliedBudget]:
     views = []
     for doc in example("budgets.yaml"):
-        view = budget_view(namespace, doc["metadata"]["name"], doc["spec"], None)
+        view = applied_budget(namespace, doc["metadata"]["name"], doc["spec"], None)
         assert view is not None
         views.append(view)
     return views
@@ -89,16 +90,16 @@ def test_budget_scope_provider_routes_and_namespaces() -> None:
     other_ns = budgets("elsewhere")
     assert render_route("team", "rag-api", spec, other_ns).config.budgets == []
     chat_only = {"provider": "openai", "limitUSD": 5, "routes": ["chat"]}
-    only_chat = budget_view("team", "b", chat_only, None)
+    only_chat = applied_budget("team", "b", chat_only, None)
     assert only_chat is not None
     assert render_route("team", "rag-api", spec, [only_chat]).config.budgets == []
-    unknown = budget_view("team", "b", {"provider": "anthropic", "limitUSD": 5}, None)
+    unknown = applied_budget("team", "b", {"provider": "anthropic", "limitUSD": 5}, None)
     assert unknown is not None
     assert render_route("team", "rag-api", spec, [unknown]).config.budgets == []
     # namespaces widen the scope only for budgets in the platform namespace
     wide = {"provider": "openai", "limitUSD": 5, "namespaces": ["*"]}
-    platform = budget_view("aegis-system", "global", wide, "aegis-system")
-    tenant = budget_view("other", "global", wide, "aegis-system")
+    platform = applied_budget("aegis-system", "global", wide, "aegis-system")
+    tenant = applied_budget("other", "global", wide, "aegis-system")
     assert platform is not None and tenant is not None
     assert platform.scope == {"*"} and tenant.scope == {"other"}
     rendered = render_route("team", "rag-api", spec, [platform])
@@ -107,13 +108,13 @@ def test_budget_scope_provider_routes_and_namespaces() -> None:
 
 def test_invalid_budget_spec_applies_nowhere() -> None:
     mars = {"provider": "openai", "limitUSD": 5, "timezone": "Mars/Base"}
-    assert budget_view("team", "b", mars, None) is None
+    assert applied_budget("team", "b", mars, None) is None
 
 
 def test_budgets_of_one_name_from_two_namespaces_conflict() -> None:
     spec = parse_route_spec(origin_spec())
     wide = {"provider": "openai", "limitUSD": 5, "namespaces": ["team"]}
-    a = budget_view("aegis-system", "openai-monthly", wide, "aegis-system")
+    a = applied_budget("aegis-system", "openai-monthly", wide, "aegis-system")
     assert a is not None
     with pytest.raises(RenderError) as caught:
         render_route("team", "rag-api", spec, [a, *budgets()])
@@ -125,7 +126,7 @@ def test_budgets_of_one_name_from_two_namespaces_conflict() -> None:
 def test_budgets_of_one_provider_need_one_time_zone() -> None:
     spec = parse_route_spec(origin_spec())
     in_berlin = {"provider": "openai", "limitUSD": 5, "timezone": "Europe/Berlin"}
-    berlin = budget_view("team", "openai-berlin", in_berlin, None)
+    berlin = applied_budget("team", "openai-berlin", in_berlin, None)
     assert berlin is not None
     with pytest.raises(RenderError) as caught:
         render_route("team", "rag-api", spec, [berlin, *budgets()])
@@ -217,9 +218,9 @@ def test_conditions_keep_transition_time_while_status_holds() -> None:
 def test_money_in_status_has_two_decimals() -> None:
     from decimal import Decimal
 
-    assert usd(Decimal("96")) == "96.00"
-    assert usd(Decimal("0.005")) == "0.01"
-    assert usd(Decimal("0.004999")) == "0.00"
+    assert cents(Decimal("96")) == "96.00"
+    assert cents(Decimal("0.005")) == "0.01"
+    assert cents(Decimal("0.004999")) == "0.00"
     assert LLMBudgetSpec.model_validate(
         {"name": "b", "provider": "openai", "limitUSD": 0.1}
     ).limit_usd == Decimal("0.1")

@@ -21,8 +21,8 @@ from aegis.operator.controllers.rollout import promotion_patch
 from aegis.operator.rollout.analysis import (
     analysis_due,
     breaches,
-    decide,
     duration_seconds,
+    judge_step,
     ledger_unavailable,
     promote_now,
 )
@@ -77,7 +77,7 @@ def test_analysis_is_due_one_interval_after_the_step_or_the_last_analysis() -> N
     state = started(p)
     assert not analysis_due(p, state, T0 + timedelta(seconds=9))
     assert analysis_due(p, state, T0 + timedelta(seconds=10))
-    waited = decide(p, state, arm("stable", 5), arm("candidate", 3), T0 + timedelta(seconds=10))
+    waited = judge_step(p, state, arm("stable", 5), arm("candidate", 3), T0 + timedelta(seconds=10))
     assert not analysis_due(p, waited.state, T0 + timedelta(seconds=19))
     assert analysis_due(p, waited.state, T0 + timedelta(seconds=20))
     for phase in ("Paused", "Aborted", "RolledBack", "Promoted"):
@@ -93,7 +93,7 @@ def test_a_healthy_candidate_advances_step_by_step_and_is_promoted() -> None:
     state, now, weights = started(p), T0, [10]
     for _ in range(5):
         now += timedelta(seconds=10)
-        decision = decide(p, state, *healthy(), now)
+        decision = judge_step(p, state, *healthy(), now)
         state = decision.state
         weights.append(state.weight)
     assert weights == [10, 30, 50, 75, 100, 100]
@@ -105,7 +105,7 @@ def test_a_healthy_candidate_advances_step_by_step_and_is_promoted() -> None:
 def test_advance_starts_a_new_step_and_records_both_arms() -> None:
     p = plan()
     now = T0 + timedelta(seconds=10)
-    decision = decide(p, started(p), *healthy(), now)
+    decision = judge_step(p, started(p), *healthy(), now)
     state = decision.state
     assert decision.action == "advance"
     assert (state.phase, state.step, state.weight) == ("Progressing", 1, 30)
@@ -125,7 +125,7 @@ def test_too_few_candidate_requests_waits_another_interval() -> None:
     state = started(p)
     now = T0 + timedelta(seconds=10)
     # Failing, but on 10 requests: no verdict either way.
-    decision = decide(p, state, arm("stable", 90), arm("candidate", 10, errors=5), now)
+    decision = judge_step(p, state, arm("stable", 90), arm("candidate", 10, errors=5), now)
     assert decision.action == "wait"
     waited = decision.state
     assert (waited.phase, waited.step, waited.weight, waited.reason) == (
@@ -159,7 +159,7 @@ def test_any_breach_rolls_back_naming_the_metric_and_values(
     state = started(p).model_copy(update={"step": 2, "weight": 50})
     stable = arm("stable", 100, 1, 120, "0.01")
     now = T0 + timedelta(seconds=10)
-    decision = decide(p, state, stable, candidate, now)
+    decision = judge_step(p, state, stable, candidate, now)
     rolled = decision.state
     assert decision.action == "rollback"
     assert (rolled.phase, rolled.weight, rolled.step, rolled.reason) == (
@@ -177,7 +177,7 @@ def test_every_crossed_line_is_listed_and_the_first_names_the_reason() -> None:
     bad = arm("candidate", 100, errors=20, p95=5000, cost="1")
     found = breaches(p.analysis, arm("stable", 100), bad, 10.0)
     assert [b.metric for b in found] == ["ErrorRate", "Latency", "Cost"]
-    decision = decide(p, started(p), arm("stable", 100), bad, T0 + timedelta(seconds=10))
+    decision = judge_step(p, started(p), arm("stable", 100), bad, T0 + timedelta(seconds=10))
     assert decision.state.reason == "ErrorRate" and decision.state.message.count(";") == 2
 
 
@@ -308,6 +308,6 @@ def test_the_example_is_the_origins_plan() -> None:
         "Cost": arm("candidate", 100, cost=str(dear)),
     }
     for reason, candidate in cases.items():
-        assert decide(p, state, stable, candidate, now).state.reason == reason
+        assert judge_step(p, state, stable, candidate, now).state.reason == reason
     fine = arm("candidate", 100, errors=5, p95=1000, cost="0")
-    assert decide(p, state, stable, fine, now).state.weight == 30
+    assert judge_step(p, state, stable, fine, now).state.weight == 30

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..kube import KubeClient, KubeError, load_config
 from . import certs, review
 from .cache import RouteCache, RouteSource
-from .decide import Decision, Via, decide
+from .decide import AdmissionDecision, Via, decide
 from .manifests import NAMESPACE_PATH, POD_PATH
 from .metrics import InjectorMetrics
 from .settings import (
@@ -85,7 +85,7 @@ class Injector:
             )
         except Exception:  # a bug must refuse (visible), never inject half or crash
             log.exception("decision failed for pod %s/%s", request.namespace, request.name)
-            decision = Decision("refused", "error", "internal error in the Aegis injector")
+            decision = AdmissionDecision("refused", "error", "internal error in the Aegis injector")
         self.metrics.admissions.labels(decision.outcome, decision.reason).inc()
         self.metrics.latency.observe(time.perf_counter() - started)
         if decision.outcome != "skipped":
