@@ -1,6 +1,28 @@
 """Budgets inside one sidecar: reserve the worst case, settle the real cost.
 
-A :class:`BudgetBook` keeps one account per budget and period; its money comes
-from a source: the local ledger (standalone) or leases on the shared PostgreSQL
-ledger (many sidecars spending one budget without ever overspending it).
+A :class:`BudgetBook` (:mod:`.book`) keeps one account (:mod:`.accounts`) per
+budget and period; its money comes from a :class:`BudgetSource` (:mod:`.sources`):
+the local ledger (standalone) or leases on the shared PostgreSQL ledger
+(:mod:`.leases`, with their settings and per-slot state in :mod:`.lease_slots`):
+many sidecars spending one budget without ever overspending it. The book is the
+router's budget view (:class:`~aegis.sidecar.routing.ports.BudgetView`).
 """
+
+from .accounts import BudgetSnapshot, Exceeded, Reservation, ReservationState
+from .book import BudgetBook
+from .lease_slots import LeaseSettings
+from .leases import LeaseBudgetSource
+from .sources import Allowance, BudgetSource, LocalBudgetSource
+
+__all__ = [
+    "Allowance",
+    "BudgetBook",
+    "BudgetSnapshot",
+    "BudgetSource",
+    "Exceeded",
+    "LeaseBudgetSource",
+    "LeaseSettings",
+    "LocalBudgetSource",
+    "Reservation",
+    "ReservationState",
+]

@@ -1,7 +1,7 @@
 """The values a budget book hands out and keeps: accounts, reservations, refusals.
 
-Split from :mod:`aegis.sidecar.budgets.book` (which re-exports them) to keep the book
-itself readable; see that module for the invariants.
+Split from :mod:`aegis.sidecar.budgets.book` to keep the book itself readable; see
+that module for the invariants.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from .sources import Allowance
 # -- book state -------------------------------------------------------------------
 
 
-class _Account:
-    """One budget in one period, as seen by this book."""
+class Account:
+    """One budget in one period, as seen by one book."""
 
     __slots__ = ("allowance", "budget", "held", "period", "reserved", "settled")
 
@@ -34,6 +34,26 @@ class _Account:
     def fits(self, amount: Decimal) -> bool:
         return self.settled + self.reserved + amount <= self.held
 
+    def unused(self) -> Decimal:
+        """Held money neither settled nor reserved."""
+        return max(self.held - self.settled - self.reserved, ZERO)
+
+    def snapshot(self) -> BudgetSnapshot:
+        limit = self.budget.limit_usd
+        spent = self.allowance.spent_elsewhere + self.settled
+        committed = spent + self.reserved
+        return BudgetSnapshot(
+            name=self.budget.name,
+            provider=self.budget.provider,
+            period=self.period,
+            limit=limit,
+            spent=spent,
+            reserved=self.reserved,
+            remaining=max(limit - committed, ZERO),
+            utilisation=committed / limit if limit > 0 else Decimal(1),
+            available=self.unused(),
+        )
+
 
 class ReservationState(StrEnum):
     OPEN = "open"
@@ -44,21 +64,21 @@ class ReservationState(StrEnum):
 class Reservation:
     """Money set aside for one call. ``period`` is what the ledger row records."""
 
-    __slots__ = ("_accounts", "amount", "period", "provider", "state")
+    __slots__ = ("accounts", "amount", "period", "provider", "state")
 
     def __init__(
-        self, provider: str, period: str, amount: Decimal, accounts: list[_Account]
+        self, provider: str, period: str, amount: Decimal, accounts: list[Account]
     ) -> None:
         self.provider = provider
         self.period = period
         self.amount = amount
         self.state = ReservationState.OPEN
-        self._accounts = accounts
+        self.accounts = accounts  # those of the budgets it is charged to
 
     @property
     def budgets(self) -> tuple[str, ...]:
         """Names of the budgets this reservation is charged to."""
-        return tuple(a.budget.name for a in self._accounts)
+        return tuple(a.budget.name for a in self.accounts)
 
     def __repr__(self) -> str:
         return (
@@ -94,24 +114,3 @@ class BudgetSnapshot:
     remaining: Decimal
     utilisation: Decimal  # (spent + reserved) / limit; 1 for a zero limit
     available: Decimal  # what this sidecar may still reserve (its held slice)
-
-
-def _unused(account: _Account) -> Decimal:
-    return max(account.held - account.settled - account.reserved, ZERO)
-
-
-def _snapshot(account: _Account) -> BudgetSnapshot:
-    limit = account.budget.limit_usd
-    spent = account.allowance.spent_elsewhere + account.settled
-    committed = spent + account.reserved
-    return BudgetSnapshot(
-        name=account.budget.name,
-        provider=account.budget.provider,
-        period=account.period,
-        limit=limit,
-        spent=spent,
-        reserved=account.reserved,
-        remaining=max(limit - committed, ZERO),
-        utilisation=committed / limit if limit > 0 else Decimal(1),
-        available=max(account.held - account.settled - account.reserved, ZERO),
-    )

@@ -48,30 +48,13 @@ from ..contract import BudgetSpec
 from ..contract.money import ZERO, checked_usd
 from ..contract.periods import period_of, zone
 from ..routing.ports import BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, OK, BudgetVerdict
-from .accounts import (
-    BudgetSnapshot,
-    Exceeded,
-    Reservation,
-    ReservationState,
-    _Account,
-    _snapshot,
-    _unused,
-)
-from .sources import Allowance, BudgetSource, LocalBudgetSource
+from .accounts import Account, BudgetSnapshot, Exceeded, Reservation, ReservationState
+from .sources import BudgetSource, LocalBudgetSource
 
 if TYPE_CHECKING:
     from ..ledger.store import LedgerStore
 
-__all__ = [
-    "Allowance",
-    "BudgetBook",
-    "BudgetSnapshot",
-    "BudgetSource",
-    "Exceeded",
-    "LocalBudgetSource",
-    "Reservation",
-    "ReservationState",
-]
+__all__ = ["BudgetBook"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +87,7 @@ class BudgetBook:
         self._budgets: dict[str, list[BudgetSpec]] = {}
         self._zones: dict[str, tzinfo] = {}
         self._charges: dict[str, str] = {}
-        self._accounts: dict[tuple[str, str], _Account] = {}  # (budget name, period)
+        self._accounts: dict[tuple[str, str], Account] = {}  # (budget name, period)
         self._open: set[Reservation] = set()
         self.overruns = 0
         self.overrun_usd = ZERO
@@ -167,13 +150,13 @@ class BudgetBook:
                 )
                 self._accounts[key] = account
             else:
-                self._source.on_closed(account.budget, account.period, _unused(account))
+                self._source.on_closed(account.budget, account.period, account.unused())
         # Calls already in flight count against budgets that are new to them.
         for reservation in self._open:
             for budget in self._budgets.get(reservation.provider, ()):
                 account = self._account(budget, reservation.period)
-                if account not in reservation._accounts:
-                    reservation._accounts.append(account)
+                if account not in reservation.accounts:
+                    reservation.accounts.append(account)
                     account.reserved += reservation.amount
 
     # -- periods and accounts ------------------------------------------------
@@ -182,11 +165,11 @@ class BudgetBook:
         """The period a call of ``provider`` at ``now`` is charged to (``YYYY-MM``)."""
         return period_of(now or self._clock(), self._zones.get(provider, UTC))
 
-    def _account(self, budget: BudgetSpec, period: str) -> _Account:
+    def _account(self, budget: BudgetSpec, period: str) -> Account:
         key = (budget.name, period)
         account = self._accounts.get(key)
         if account is None:
-            account = _Account(budget, period, self._source.open_account(budget, period))
+            account = Account(budget, period, self._source.open_account(budget, period))
             self._accounts[key] = account
             self._prune(budget.name, period)
         return account
@@ -205,7 +188,7 @@ class BudgetBook:
         ]
         for key in stale:
             account = self._accounts.pop(key)
-            self._source.on_closed(account.budget, account.period, _unused(account))
+            self._source.on_closed(account.budget, account.period, account.unused())
 
     # -- the request path ----------------------------------------------------
 
@@ -223,7 +206,7 @@ class BudgetBook:
         for budget in budgets:
             account = self._account(budget, period)
             if not account.fits(needed) and not source.may_grant(budget, period, needed):
-                return BudgetVerdict.exceeded(budget, period=period, available=_unused(account))
+                return BudgetVerdict.exceeded(budget, period=period, available=account.unused())
         return OK
 
     def reserve(
@@ -237,11 +220,11 @@ class BudgetBook:
         if accounts and (self.blocked is not None or time.monotonic() > self.lease_deadline):
             self.unavailable_refusals += 1
             first = accounts[0]
-            return Exceeded(first.budget, period, _unused(first), needed, BUDGET_UNAVAILABLE)
+            return Exceeded(first.budget, period, first.unused(), needed, BUDGET_UNAVAILABLE)
         for account in accounts:
             if not account.fits(needed):
                 self._source.on_short(account.budget, period, needed)
-                return Exceeded(account.budget, period, _unused(account), needed)
+                return Exceeded(account.budget, period, account.unused(), needed)
         for account in accounts:
             account.reserved += needed
         reservation = Reservation(provider, period, needed, accounts)
@@ -288,7 +271,7 @@ class BudgetBook:
         if reservation.state is not ReservationState.OPEN:
             raise ValueError(f"cannot settle a {reservation.state.value} reservation")
         charged = checked_usd(actual, ROUND_HALF_UP)
-        for account in reservation._accounts:
+        for account in reservation.accounts:
             account.reserved -= reservation.amount
             account.settled += charged
         if charged > reservation.amount:
@@ -310,7 +293,7 @@ class BudgetBook:
         reservation that is no longer open does nothing, so ``finally`` is safe."""
         if reservation.state is not ReservationState.OPEN:
             return
-        for account in reservation._accounts:
+        for account in reservation.accounts:
             account.reserved -= reservation.amount
         reservation.state = ReservationState.RELEASED
         self._open.discard(reservation)
@@ -329,7 +312,7 @@ class BudgetBook:
         account = self._accounts.get((budget_name, period))
         if account is None:
             return ZERO
-        unused = _unused(account)
+        unused = account.unused()
         account.held -= unused
         return unused
 
@@ -361,7 +344,7 @@ class BudgetBook:
             period = self.period(provider, instant)
             for budget in budgets:
                 account = self._account(budget, period)
-                result.append(_snapshot(account))
+                result.append(account.snapshot())
         return result
 
     def budgets(self) -> Iterable[BudgetSpec]:

@@ -26,6 +26,7 @@ from .base import (
 from .config import BudgetSpec, LedgerSpec, ListenSpec, RouteIdentity, SidecarConfig
 from .document import ConfigError, LoadedConfig, content_hash, format_validation_error, parse_config
 from .policy import (
+    Arm,
     CandidatePolicy,
     Policy,
     PrivacySpec,
@@ -39,6 +40,7 @@ from .providers import CircuitBreakerSpec, ModelPrice, ProviderModels, ProviderS
 
 __all__ = [
     "DEFAULT_BASE_URLS",
+    "Arm",
     "BudgetSpec",
     "CandidatePolicy",
     "CircuitBreakerSpec",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Self
 
 from pydantic import (
@@ -121,6 +122,13 @@ class CandidatePolicy(Policy):
         description="Models a provider serves to candidate requests, by provider name; "
         "replaces that provider's models for the candidate arm only.",
     )
+
+
+class Arm(StrEnum):
+    """A rollout arm: whose policy routes a request (also a ledger column)."""
+
+    STABLE = "stable"
+    CANDIDATE = "candidate"
 
 
 class RolloutSpec(Model):

@@ -1,7 +1,7 @@
 """The sidecar's HTTP face: OpenAI-compatible endpoints, health and metrics.
 
 Handlers only parse and answer; deciding and calling live in
-:mod:`aegis.sidecar.exchange.pipeline`. Every error leaves as OpenAI's error JSON with a
+:mod:`aegis.sidecar.exchange`. Every error leaves as OpenAI's error JSON with a
 precise message, whatever raised it, and never as a stack trace.
 """
 
@@ -16,10 +16,10 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import AegisError, BadRequest, InternalError, UnknownPath
-from ..exchange.pipeline import begin, complete
+from ..exchange import begin, complete
 from ..request.facts import Kind
-from ..routing.router import model_catalog
-from ..runtime.process import Runtime
+from ..routing import model_catalog
+from ..runtime import Runtime
 from .openai_errors import error_response, from_http_exception
 from .relay import relay
 

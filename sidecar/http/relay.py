@@ -12,22 +12,11 @@ generated before noticing).
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 
 from aiohttp import web
 
-from ..adapters.base import StreamHandle, UpstreamError, Usage
-from ..budgets.book import Reservation
-from ..errors import UpstreamStreamInterrupted
-from ..exchange.pipeline import (
-    Exchange,
-    _reason,
-    actual_cost,
-    first_answer,
-    upstream_call,
-)
-from ..ledger.models import Status
-from ..routing.router import Candidate
+from ..adapters import UpstreamError
+from ..exchange import Exchange, open_stream
 from .openai_errors import error_event
 
 SSE_HEADERS = {
@@ -37,80 +26,23 @@ SSE_HEADERS = {
 }
 
 
-async def open_stream(exchange: Exchange) -> tuple[Candidate, StreamHandle, Reservation | None]:
-    """Start the stream on the first candidate that answers, or raise the
-    :class:`~aegis.sidecar.errors.AegisError` that says why none did."""
-
-    async def start(candidate: Candidate, reservation: Reservation | None) -> StreamHandle:
-        adapter = exchange.runtime.adapters.get(candidate.provider.name)
-        handle = adapter.chat_stream(upstream_call(exchange, candidate))
-        try:
-            await handle.start()
-        except BaseException:
-            await handle.aclose()
-            raise
-        return handle
-
-    candidate, reservation, handle = await first_answer(exchange, start)
-    return candidate, handle, reservation
-
-
 async def relay(request: web.Request, exchange: Exchange) -> web.StreamResponse:
-    candidate, handle, reservation = await open_stream(exchange)
-    response = web.StreamResponse(
-        status=200, headers={**SSE_HEADERS, **exchange.headers(candidate, handle.model)}
-    )
-    status, http_status = Status.OK, 200
-    chunks = 0
-    ttft_ms: int | None = None
+    stream = await open_stream(exchange)
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **stream.headers()})
     try:
         await response.prepare(request)
         try:
-            async for events in handle:
-                if ttft_ms is None:
-                    ttft_ms = exchange.elapsed_ms()
-                    exchange.runtime.metrics.ttft_histogram(candidate.provider.name).observe(
-                        ttft_ms / 1000
-                    )
-                chunks += events.count(b"data: ")
+            async for events in stream.handle:
+                stream.forwarded(events)
                 await response.write(events)
         except UpstreamError as error:
-            status, http_status = Status.ERROR, 502
-            exchange.failed(candidate, _reason(error))
-            interrupted = UpstreamStreamInterrupted(f"upstream stream ended early: {error.message}")
-            await response.write(error_event(interrupted))
+            await response.write(error_event(stream.broke(error)))
     except (asyncio.CancelledError, ConnectionError):
-        status, http_status = Status.CANCELLED, 499
+        stream.cancelled()
         raise
     finally:
-        await handle.aclose()
-        usage = handle.usage
-        if usage is None and status is not Status.OK:
-            # Unknown usage on a broken stream: charge what may have been billed.
-            charged_cost = _partial_cost(exchange, candidate, handle.model, chunks)
-        else:
-            charged_cost = actual_cost(candidate, handle.model, usage)
-        charged = exchange.settle(reservation, charged_cost)
-        exchange.record(
-            candidate=candidate,
-            model=handle.model,
-            status=status,
-            http_status=http_status,
-            usage=usage,
-            cost_usd=charged,
-            ttft_ms=ttft_ms,
-            period=exchange.period_of(reservation, candidate.provider.name),
-        )
+        charged = await stream.finish()
     # An SSE comment: ignored by clients, visible to people and tests with curl.
     await response.write(f": aegis-cost-usd {charged:f}\n\n".encode())
     await response.write_eof()
     return response
-
-
-def _partial_cost(exchange: Exchange, candidate: Candidate, model: str, chunks: int) -> Decimal:
-    """The worst case when nothing was forwarded, else prompt bound + one token per chunk,
-    capped by the reservation (never below what could have been generated)."""
-    if chunks == 0:
-        return candidate.worst_case_usd
-    estimate = Usage(exchange.facts.prompt_tokens_bound(model), chunks)
-    return min(actual_cost(candidate, model, estimate), candidate.worst_case_usd)

@@ -8,10 +8,11 @@ CSV/JSON export). Schema: :mod:`aegis.sidecar.ledger.models`, migrated by
 models and the read side from here.
 """
 
+from ..contract import Arm
 from ..contract.money import quantize_usd
 from ..contract.periods import period_of, shift_period
 from .db import LedgerUnavailableError, create_engine, ledger_url
-from .models import Arm, LedgerEntry, LedgerRecord, Status
+from .models import LedgerEntry, LedgerRecord, Status
 from .store import LedgerStore
 
 __all__ = [

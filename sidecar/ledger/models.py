@@ -28,10 +28,30 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..contract import Arm
 from .types import Money, UTCDateTime
 
 # Deterministic constraint names: Alembic needs them to alter or drop
 # constraints later, and they must be the same on both backends.
+__all__ = [
+    "BUDGET_LEASES",
+    "BUDGET_LIMITS",
+    "BUDGET_PERIODS",
+    "COLUMNS",
+    "LEDGER",
+    "NAMING_CONVENTION",
+    "STRING_LENGTHS",
+    "Arm",  # the arm column's values (defined in the contract)
+    "Base",
+    "BudgetLease",
+    "BudgetLimit",
+    "BudgetPeriod",
+    "LeaseState",
+    "LedgerEntry",
+    "LedgerRecord",
+    "Status",
+]
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -39,13 +59,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class Arm(StrEnum):
-    """The rollout arm whose policy routed the request."""
-
-    STABLE = "stable"
-    CANDIDATE = "candidate"
 
 
 class Status(StrEnum):

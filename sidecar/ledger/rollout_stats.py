@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, case, func, select
 from sqlalchemy.sql import Select
 
+from ..contract import Arm
 from ..contract.money import ZERO
-from .models import Arm, LedgerEntry, Status
+from .models import LedgerEntry, Status
 from .report import LedgerSource, _engine
 
 

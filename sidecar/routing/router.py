@@ -2,7 +2,7 @@
 
 A pure function (no I/O, no clock, no randomness: the caller passes the random
 number for keyless rollout assignment), so it can be tested exhaustively and run
-for every request in microseconds. DESIGN.md "Routing, in order":
+for every request in microseconds. Routing, in order:
 
 1. the requested model: ``auto``/``aegis``/empty routes; ``<provider>/<model>`` or a
    model name configured on exactly one provider pins the target; anything else 404;
@@ -36,33 +36,29 @@ Decisions on the edges, documented:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Literal
 
 from ..contract import (
+    Arm,
     BudgetSpec,
     ModelPrice,
     OnExceeded,
     Policy,
     ProviderModels,
     ProviderSpec,
-    RolloutSpec,
     RuleMatch,
     SidecarConfig,
 )
 from ..contract.money import ZERO
-from ..errors import AegisError, BadRequest, ModelNotFound
+from ..errors import AegisError
 from ..request.facts import RequestFacts
 from ..request.pricing import ZERO_PRICE, listed_price, price_for, worst_case_cost
 from ..request.privacy import PiiKind
+from .catalog import config_index, resolve_model
 from .ports import BudgetVerdict, BudgetView, HealthView
 from .refusals import budget_refusal, no_provider, privacy_refusal
-
-Arm = Literal["stable", "candidate"]
-AUTO_MODELS = frozenset({"", "auto", "aegis"})
 
 # Why a candidate is in the list.
 REASON_TARGET = "target"  # the rule's, default's or pinned target
@@ -107,116 +103,6 @@ class RouteDecision:
     candidates: tuple[Candidate, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()  # (provider, reason), in the order considered
     refusal: AegisError | None = None  # an answer instead of a call
-
-
-# ---------------------------------------------------------------- rollout arm
-
-
-def choose_arm(
-    rollout: RolloutSpec | None,
-    sticky_key: str | None,
-    fallback_random: float,
-    *,
-    route: str = "",
-) -> Arm:
-    """Stable or candidate policy for one request.
-
-    With a key, a stable hash of ``route/salt/key`` puts the key in one of 10000
-    buckets, so a user stays on one arm while the weight holds, and raising the
-    weight only moves users from stable to candidate (the salt changes only with
-    the candidate). Without a key, ``fallback_random`` in [0, 1)
-    decides, which keeps this function pure.
-    """
-    if rollout is None or rollout.weight <= 0:
-        return "stable"
-    if rollout.weight >= 100:
-        return "candidate"
-    if sticky_key is None:
-        return "candidate" if fallback_random * 100 < rollout.weight else "stable"
-    digest = hashlib.blake2b(
-        f"{route}/{rollout.salt}/{sticky_key}".encode(), digest_size=8
-    ).digest()
-    bucket = int.from_bytes(digest, "big") % 10_000
-    return "candidate" if bucket < rollout.weight * 100 else "stable"
-
-
-# ---------------------------------------------------------------- config index
-
-
-@dataclass(frozen=True, slots=True)
-class _Index:
-    """Per-config lookups, built once per config object (configs are immutable)."""
-
-    providers: dict[str, ProviderSpec]
-    locals: tuple[str, ...]  # config order
-    local_set: frozenset[str]  # is_local is a computed property: look it up once
-    local_only: frozenset[str]  # data classes
-    owners: dict[str, tuple[str, ...]]  # model name -> providers that configure it
-    budgeted: frozenset[str]
-
-
-_INDEXES: dict[int, tuple[SidecarConfig, _Index]] = {}
-
-
-def _index(config: SidecarConfig) -> _Index:
-    hit = _INDEXES.get(id(config))
-    if hit is not None and hit[0] is config:
-        return hit[1]
-    owners: dict[str, list[str]] = {}
-    for spec in config.providers:
-        models = spec.models
-        names = [models.default, *models.vision, *spec.pricing]
-        if models.embedding:
-            names.append(models.embedding)
-        for name in dict.fromkeys(names):
-            owners.setdefault(name, []).append(spec.name)
-    index = _Index(
-        providers={p.name: p for p in config.providers},
-        locals=tuple(p.name for p in config.providers if p.is_local),
-        local_set=frozenset(p.name for p in config.providers if p.is_local),
-        local_only=frozenset(config.privacy.local_only),
-        owners={k: tuple(v) for k, v in owners.items()},
-        budgeted=frozenset(b.provider for b in config.budgets),
-    )
-    if len(_INDEXES) >= 8:  # old configs after hot reloads; the cache holds them alive
-        _INDEXES.clear()
-    _INDEXES[id(config)] = (config, index)
-    return index
-
-
-def model_catalog(config: SidecarConfig) -> list[str]:
-    """The model ids a client may ask for: ``auto``, then ``<provider>/<model>`` for
-    every configured model, then bare names configured on exactly one provider."""
-    index = _index(config)
-    qualified = [f"{p}/{m}" for m, providers in index.owners.items() for p in providers]
-    bare = [m for m, providers in index.owners.items() if len(providers) == 1]
-    return ["auto", *qualified, *bare]
-
-
-def resolve_model(model: str, config: SidecarConfig) -> tuple[str, str] | AegisError | None:
-    """``None`` for automatic routing, ``(provider, model)`` when pinned, else a refusal."""
-    if model.lower() in AUTO_MODELS:
-        return None
-    index = _index(config)
-    provider, slash, rest = model.partition("/")
-    if slash and rest and provider in index.providers:
-        return provider, rest
-    owners = index.owners.get(model, ())
-    if len(owners) == 1:
-        return owners[0], model
-    if owners:
-        choices = ", ".join(f"'{p}/{model}'" for p in owners)
-        return BadRequest(
-            f"The model `{model}` is served by several providers; use one of {choices}.",
-            code="model_ambiguous",
-            param="model",
-        )
-    return ModelNotFound(
-        f"The model `{model}` does not exist or you do not have access to it.", param="model"
-    )
-
-
-# ---------------------------------------------------------------- routing
 
 
 def rule_matches(match: RuleMatch, facts: RequestFacts) -> bool:
@@ -267,14 +153,14 @@ def route(
     arm: Arm,
 ) -> RouteDecision:
     """Decide where a request goes (see the module docstring for the order)."""
-    index = _index(config)
+    index = config_index(config)
     policy: Policy = config
     served: Mapping[str, ProviderModels] = {}
-    if arm == "candidate" and config.rollout is not None:
+    if arm == Arm.CANDIDATE and config.rollout is not None:
         policy = config.rollout.candidate
         served = config.rollout.candidate.provider_models
     else:
-        arm = "stable"
+        arm = Arm.STABLE
 
     pinned = resolve_model(facts.model, config)
     if isinstance(pinned, AegisError):

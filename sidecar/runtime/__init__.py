@@ -1,5 +1,11 @@
 """The long-lived state of one sidecar process: config, adapters, budgets, ledger.
 
-Built once at start-up from the config, swapped whole on a hot reload, so each
-request reads one consistent snapshot.
+Built once at start-up from the config (:mod:`.wiring` opens the ledger and the
+budget book), swapped whole on a hot reload (:mod:`.watcher` polls the file), so
+each request reads one consistent :class:`Snapshot`.
 """
+
+from .process import ReloadState, Runtime, Snapshot
+from .watcher import ConfigWatcher, load_config
+
+__all__ = ["ConfigWatcher", "ReloadState", "Runtime", "Snapshot", "load_config"]

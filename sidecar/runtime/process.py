@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..adapters.registry import AdapterRegistry
-from ..adapters.resilience import CircuitState
-from ..budgets.book import BudgetBook
-from ..budgets.leases import LeaseBudgetSource
+from ..adapters import AdapterRegistry, CircuitState
+from ..budgets import BudgetBook, LeaseBudgetSource
 from ..contract import LoadedConfig, SidecarConfig
 from ..ledger.db import ledger_url
 from ..metrics import SidecarMetrics

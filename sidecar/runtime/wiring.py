@@ -22,9 +22,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..budgets.book import BudgetBook
-from ..budgets.lease_slots import LeaseSettings
-from ..budgets.leases import LeaseBudgetSource
+from ..budgets import BudgetBook, LeaseBudgetSource, LeaseSettings
 from ..contract import BudgetSpec, SidecarConfig
 from ..ledger.db import async_url, is_sqlite, sqlite_path
 from ..ledger.spool import Spool

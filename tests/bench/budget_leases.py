@@ -56,8 +56,11 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from aegis.sidecar.budgets.book import BudgetBook, Reservation  # noqa: E402
-from aegis.sidecar.budgets.lease_slots import LeaseSettings  # noqa: E402
+from aegis.sidecar.budgets import (  # noqa: E402
+    BudgetBook,
+    LeaseSettings,
+    Reservation,
+)
 from aegis.sidecar.contract import BudgetSpec  # noqa: E402
 from aegis.sidecar.contract.money import MICRO  # noqa: E402
 from aegis.sidecar.ledger.db import create_engine  # noqa: E402

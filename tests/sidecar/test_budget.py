@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aegis.sidecar.budgets.book import (
+from aegis.sidecar.budgets import (
     Allowance,
     BudgetBook,
     Exceeded,

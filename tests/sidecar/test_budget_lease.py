@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
-from aegis.sidecar.budgets.lease_slots import LeaseSettings
-from aegis.sidecar.budgets.leases import LeaseBudgetSource
+from aegis.sidecar.budgets import (
+    BudgetBook,
+    Exceeded,
+    LeaseBudgetSource,
+    LeaseSettings,
+    Reservation,
+)
 from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.spool import Spool

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
+from aegis.sidecar.budgets import BudgetBook, Exceeded, Reservation
 from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.contract.money import MICRO
 from aegis.sidecar.ledger.models import Status

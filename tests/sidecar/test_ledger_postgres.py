@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from aegis.sidecar.budgets.book import BudgetBook
+from aegis.sidecar.budgets import BudgetBook
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.report import export, report, usage
 from aegis.sidecar.ledger.store import LedgerStore

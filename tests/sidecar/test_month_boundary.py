@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from aegis.sidecar.budgets.book import BudgetBook, Exceeded, Reservation
-from aegis.sidecar.budgets.lease_slots import LeaseSettings
+from aegis.sidecar.budgets import BudgetBook, Exceeded, LeaseSettings, Reservation
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.models import LedgerRecord
 from aegis.sidecar.ledger.spool import Spool

@@ -14,13 +14,16 @@ import yaml
 from multidict import CIMultiDict
 from pydantic import ValidationError
 
-from aegis.sidecar.contract import Complexity, Quality, RuleMatch, SidecarConfig
+from aegis.sidecar.contract import Arm, Complexity, Quality, RuleMatch, SidecarConfig
 from aegis.sidecar.http.openai_errors import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
-from aegis.sidecar.routing.ports import AllHealthy, StaticBudgetView, StaticHealth, UnlimitedBudget
-from aegis.sidecar.routing.router import (
+from aegis.sidecar.routing import (
+    AllHealthy,
     RouteDecision,
+    StaticBudgetView,
+    StaticHealth,
+    UnlimitedBudget,
     choose_arm,
     model_catalog,
     route,
@@ -73,7 +76,7 @@ def decide(
         config,
         StaticBudgetView(config.budgets, remaining),
         StaticHealth(open_circuits),
-        "candidate" if arm == "candidate" else "stable",
+        Arm.CANDIDATE if arm == "candidate" else Arm.STABLE,
     )
 
 
@@ -526,7 +529,7 @@ def test_choose_arm_is_a_stable_hash_salted_by_candidate_and_route() -> None:
     higher = half.model_copy(update={"weight": 75})
     moved = [choose_arm(higher, k, 0.0) for k in keys]
     assert all(m == "candidate" for f, m in zip(first, moved, strict=True) if f == "candidate")
-    assert moved.count("candidate") > first.count("candidate")
+    assert moved.count(Arm.CANDIDATE) > first.count(Arm.CANDIDATE)
     # a new candidate (new salt) or another route draws a different set of users
     other_candidate = half.model_copy(update={"salt": "c2"})
     assert first != [choose_arm(other_candidate, k, 0.0) for k in keys]
@@ -550,7 +553,7 @@ def test_route_is_fast(example: SidecarConfig) -> None:
     budgets, health = UnlimitedBudget(), AllHealthy()
     runs = 2000
     per_call = (
-        min(timeit.repeat(lambda: route(f, example, budgets, health, "stable"), number=runs,
+        min(timeit.repeat(lambda: route(f, example, budgets, health, Arm.STABLE), number=runs,
                           repeat=3))
         / runs
     )  # fmt: skip

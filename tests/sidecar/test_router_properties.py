@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from aegis.sidecar.contract import (
+    Arm,
     CandidatePolicy,
     Complexity,
     OnExceeded,
@@ -22,8 +23,7 @@ from aegis.sidecar.contract import (
 )
 from aegis.sidecar.request.facts import Kind, RequestFacts, build_facts
 from aegis.sidecar.request.pricing import worst_case_cost
-from aegis.sidecar.routing.ports import StaticBudgetView, StaticHealth
-from aegis.sidecar.routing.router import Arm, choose_arm, models_for, route
+from aegis.sidecar.routing import StaticBudgetView, StaticHealth, choose_arm, models_for, route
 
 CLASSES = ["public", "internal", "confidential", "pii", "hipaa"]
 MODELS = [
@@ -190,7 +190,7 @@ def test_property_routing_invariants(
     scenario: tuple[SidecarConfig, RequestFacts, StaticBudgetView, StaticHealth, str],
 ) -> None:
     config, facts, budgets, health, arm = scenario
-    d = route(facts, config, budgets, health, "candidate" if arm == "candidate" else "stable")
+    d = route(facts, config, budgets, health, Arm.CANDIDATE if arm == "candidate" else Arm.STABLE)
     local_only = facts.data_class in config.privacy.local_only
 
     # Exactly one of: candidates to try, or a refusal.
@@ -248,7 +248,7 @@ def test_property_route_is_deterministic(
     scenario: tuple[SidecarConfig, RequestFacts, StaticBudgetView, StaticHealth, str],
 ) -> None:
     config, facts, budgets, health, arm = scenario
-    a: Arm = "candidate" if arm == "candidate" else "stable"
+    a = Arm.CANDIDATE if arm == "candidate" else Arm.STABLE
     assert route(facts, config, budgets, health, a) == route(facts, config, budgets, health, a)
 
 
@@ -293,7 +293,7 @@ def _rollout(weight: int, step: int) -> RolloutSpec:
 def test_property_arm_share_matches_weight(weight: int, step: int, route_name: str) -> None:
     rollout = _rollout(weight, step)
     arms = [choose_arm(rollout, key, 0.0, route=route_name) for key in KEYS]
-    share = 100 * arms.count("candidate") / len(KEYS)
+    share = 100 * arms.count(Arm.CANDIDATE) / len(KEYS)
     assert abs(share - weight) <= 2, share
 
 

@@ -1,0 +1,144 @@
+"""The two shapes of an answer: a whole JSON body, or a stream relayed as it comes.
+
+Both take the first candidate that answers (:func:`~.attempts.first_answer`),
+settle its cost and write the one ledger row. For a stream the HTTP layer writes
+the events; :class:`OpenStream` does the effects around them: time to first
+token, a break after the first byte, and the charge when the stream ends (what
+the usage says, or, when the stream broke without usage, what the provider may
+have billed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..adapters import StreamHandle, UpstreamError, UpstreamResult
+from ..budgets import Reservation
+from ..errors import UpstreamStreamInterrupted
+from ..ledger import Status
+from ..request.facts import Kind
+from ..routing import Candidate
+from .attempts import failure_reason, first_answer, upstream_call
+from .charges import actual_cost, partial_cost, period_of, settle
+from .record import Exchange
+
+
+async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str], int]:
+    """Non-streaming chat or embeddings: the first candidate's success, settled and
+    recorded. Returns (body, headers, status) or raises an
+    :class:`~aegis.sidecar.errors.AegisError`."""
+
+    async def call(candidate: Candidate, reservation: Reservation | None) -> UpstreamResult:
+        adapter = exchange.runtime.adapters.get(candidate.provider.name)
+        request = upstream_call(exchange, candidate)
+        try:
+            if kind == "chat":
+                return await adapter.chat(request)
+            return await adapter.embeddings(request)
+        except asyncio.CancelledError:
+            # The client went away; the provider may still bill the whole answer.
+            charged = settle(exchange, reservation, candidate.worst_case_usd)
+            exchange.record(
+                candidate=candidate,
+                model=candidate.models[0],
+                status=Status.CANCELLED,
+                http_status=499,
+                cost_usd=charged,
+                period=period_of(exchange, reservation, candidate.provider.name),
+            )
+            raise
+
+    candidate, reservation, result = await first_answer(exchange, call)
+    charged = settle(exchange, reservation, actual_cost(candidate, result.model, result.usage))
+    exchange.record(
+        candidate=candidate,
+        model=result.model,
+        status=Status.OK,
+        http_status=200,
+        usage=result.usage,
+        cost_usd=charged,
+        period=period_of(exchange, reservation, candidate.provider.name),
+    )
+    headers = exchange.headers(candidate, result.model)
+    headers["X-Aegis-Cost-USD"] = f"{charged:f}"
+    headers["Content-Type"] = result.content_type
+    return result.body, headers, result.status
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A started upstream stream and what has happened to it so far."""
+
+    exchange: Exchange
+    candidate: Candidate
+    handle: StreamHandle
+    reservation: Reservation | None
+    chunks: int = 0
+    ttft_ms: int | None = None
+    status: Status = Status.OK
+    http_status: int = 200
+
+    def headers(self) -> dict[str, str]:
+        return self.exchange.headers(self.candidate, self.handle.model)
+
+    def forwarded(self, events: bytes) -> None:
+        """``events`` went to the client: the first time, that is the time to first token."""
+        if self.ttft_ms is None:
+            self.ttft_ms = self.exchange.elapsed_ms()
+            metrics = self.exchange.runtime.metrics
+            metrics.ttft_histogram(self.candidate.provider.name).observe(self.ttft_ms / 1000)
+        self.chunks += events.count(b"data: ")
+
+    def broke(self, error: UpstreamError) -> UpstreamStreamInterrupted:
+        """The upstream stream failed after the first byte: no fallback is possible
+        any more; returns the error to end the client's stream with."""
+        self.status, self.http_status = Status.ERROR, 502
+        self.exchange.failed(self.candidate, failure_reason(error))
+        return UpstreamStreamInterrupted(f"upstream stream ended early: {error.message}")
+
+    def cancelled(self) -> None:
+        """The client went away (the handler is being cancelled)."""
+        self.status, self.http_status = Status.CANCELLED, 499
+
+    async def finish(self) -> Decimal:
+        """Close the upstream stream, settle, record; returns the amount charged."""
+        await self.handle.aclose()
+        candidate, model, usage = self.candidate, self.handle.model, self.handle.usage
+        if usage is None and self.status is not Status.OK:
+            # Unknown usage on a broken stream: charge what may have been billed.
+            charge = partial_cost(self.exchange, candidate, model, self.chunks)
+        else:
+            charge = actual_cost(candidate, model, usage)
+        charged = settle(self.exchange, self.reservation, charge)
+        self.exchange.record(
+            candidate=candidate,
+            model=model,
+            status=self.status,
+            http_status=self.http_status,
+            usage=usage,
+            cost_usd=charged,
+            ttft_ms=self.ttft_ms,
+            period=period_of(self.exchange, self.reservation, candidate.provider.name),
+        )
+        return charged
+
+
+async def open_stream(exchange: Exchange) -> OpenStream:
+    """Start the stream on the first candidate that answers (fallback is possible
+    only until then), or raise the :class:`~aegis.sidecar.errors.AegisError` that
+    says why none did."""
+
+    async def start(candidate: Candidate, reservation: Reservation | None) -> StreamHandle:
+        adapter = exchange.runtime.adapters.get(candidate.provider.name)
+        handle = adapter.chat_stream(upstream_call(exchange, candidate))
+        try:
+            await handle.start()
+        except BaseException:
+            await handle.aclose()
+            raise
+        return handle
+
+    candidate, reservation, handle = await first_answer(exchange, start)
+    return OpenStream(exchange, candidate, handle, reservation)

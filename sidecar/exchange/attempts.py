@@ -1,0 +1,120 @@
+"""The candidate loop: reserve, call, and on a retriable failure fall back.
+
+Candidates come from the router in order. Each is reserved and called in turn;
+a failure that another provider could answer (timeouts, 5xx, 429, open circuits)
+releases the reservation and moves on, a client fault (a 400-class answer) goes
+back to the client at once, and when every candidate failed the answer names what
+happened to each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ..adapters import ErrorKind, UpstreamCall, UpstreamError
+from ..budgets import Reservation
+from ..errors import (
+    AegisError,
+    NoProviderAvailable,
+    ProviderRejected,
+    UpstreamBadGateway,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ..ledger import Status
+from ..routing import Candidate
+from .charges import CandidateSkipped, release, reserve
+from .record import Exchange
+
+T = TypeVar("T")
+
+
+def upstream_call(exchange: Exchange, candidate: Candidate) -> UpstreamCall:
+    """The request as ``candidate``'s adapter receives it."""
+    return UpstreamCall(
+        body=exchange.body,
+        models=candidate.models,
+        max_tokens=candidate.max_tokens_to_send,
+        vision=exchange.facts.has_images,
+    )
+
+
+def failure_reason(error: UpstreamError) -> str:
+    """Why a provider failed, as fallback headers, ledger rows and metrics say it."""
+    if error.kind is ErrorKind.STATUS and error.status is not None:
+        return f"status_{error.status}"
+    return error.kind.value
+
+
+def usable(exchange: Exchange, candidate: Candidate) -> bool:
+    """After a FallbackLocal budget refusal only local providers remain."""
+    return not exchange.local_only_after_budget or candidate.provider.is_local
+
+
+def exhausted(exchange: Exchange, last: UpstreamError | None) -> AegisError:
+    """Every candidate failed or was skipped: 503/504/502/429 naming what happened."""
+    message = f"no provider could answer ({', '.join(exchange.fallbacks) or 'no candidate'})"
+    headers = exchange.headers(None, None)
+    failure: AegisError
+    if last is None:
+        failure = NoProviderAvailable(message, headers=headers)
+    elif last.kind is ErrorKind.TIMEOUT:
+        failure = UpstreamTimeout(message, headers=headers)
+    elif last.kind in (ErrorKind.CONNECT, ErrorKind.CIRCUIT_OPEN) or last.status == 503:
+        failure = UpstreamUnavailable(message, headers=headers)
+    elif last.status == 429:
+        if last.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(last.retry_after)))
+        failure = UpstreamRateLimited(message, headers=headers)
+    else:
+        failure = UpstreamBadGateway(message, headers=headers)
+    exchange.runtime.metrics.refusals.labels(failure.code).inc()
+    return failure
+
+
+async def first_answer(
+    exchange: Exchange,
+    attempt: Callable[[Candidate, Reservation | None], Awaitable[T]],
+) -> tuple[Candidate, Reservation | None, T]:
+    """Try the candidates in order: reserve, ``attempt`` the call, and on a retriable
+    failure release and move on. A client-fault answer (400-class) goes back to the
+    client; when every candidate fails, raise the 502/503/504
+    :class:`~aegis.sidecar.errors.UpstreamFailure`. On success the reservation is
+    still open: the caller settles."""
+    last: UpstreamError | None = None
+    for candidate in exchange.decision.candidates:
+        if not usable(exchange, candidate):
+            continue
+        try:
+            reservation = await reserve(exchange, candidate)
+        except CandidateSkipped as skip:
+            exchange.failed(candidate, str(skip))
+            continue
+        exchange.attempts += 1
+        try:
+            return candidate, reservation, await attempt(candidate, reservation)
+        except UpstreamError as error:
+            release(exchange, reservation)
+            if error.client_fault:
+                exchange.record(
+                    candidate=candidate,
+                    model=error.model or "",
+                    status=Status.ERROR,
+                    http_status=error.status or 400,
+                )
+                raise ProviderRejected(
+                    error.message,
+                    status=error.status or 400,
+                    code=error.code,
+                    headers=exchange.headers(candidate, error.model),
+                ) from None
+            last = error
+            exchange.failed(candidate, failure_reason(error))
+        except BaseException:
+            release(exchange, reservation)  # a no-op when the attempt settled it already
+            raise
+    refusal = exhausted(exchange, last)
+    exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
+    raise refusal

@@ -1,0 +1,54 @@
+"""Taking a request in: its facts and its route, under one config snapshot."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import PrivacyNoLocalProvider
+from ..ledger import Status
+from ..request.facts import HEADER_USER, Headers, Kind, build_facts
+from ..routing import REASON_PRIVACY, REASON_TARGET, choose_arm, route
+from ..runtime import Runtime, Snapshot
+from .record import Exchange
+
+
+def begin(
+    runtime: Runtime,
+    snapshot: Snapshot,
+    kind: Kind,
+    body: Mapping[str, Any],
+    headers: Headers | Mapping[str, str],
+) -> Exchange:
+    """Validate and route a parsed request under one config ``snapshot``; raises
+    ``BadRequest`` for bad input and the router's refusal when there is one.
+
+    The facts (data class, sticky key) and the route come from the same snapshot,
+    which the caller took once for the whole request: a hot reload landing
+    meanwhile must not judge the data under one config and route it under another.
+    """
+    config = snapshot.config
+    sticky = config.rollout.stickiness.header if config.rollout else HEADER_USER
+    facts = build_facts(kind, body, headers, config.privacy, sticky_header=sticky)
+    arm = choose_arm(config.rollout, facts.user_key, random.random(), route=config.identity.route)
+    decision = route(facts, config, runtime.budgets, runtime.adapters, arm)
+    exchange = Exchange(runtime, snapshot, facts, decision, body)
+    m = runtime.metrics
+    for detected in facts.detected:
+        m.pii_detections.labels(detected).inc()
+    if decision.refusal is not None:
+        refusal = decision.refusal
+        if isinstance(refusal, PrivacyNoLocalProvider):
+            m.privacy.labels(facts.data_class, "blocked").inc()
+        m.refusals.labels(refusal.code).inc()
+        exchange.record(candidate=None, model="", status=Status.REFUSED, http_status=refusal.status)
+        raise refusal.with_headers(exchange.headers(None, None))
+    # The target is considered first; when it was passed over, say why. Skips of
+    # later fallback entries did not change the answer and are not reported.
+    if decision.candidates[0].reason != REASON_TARGET and decision.skipped:
+        provider, reason = decision.skipped[0]
+        exchange.fallbacks.append(f"{provider}:{reason}")
+        if reason == REASON_PRIVACY:
+            m.privacy.labels(facts.data_class, "rerouted").inc()
+    return exchange
