@@ -71,6 +71,7 @@ def create(layout: Layout) -> None:
     run(["ip", "netns", "add", layout.netns])
     try:
         prefix = ipaddress.ip_network(layout.link_cidr).prefixlen
+        pod_prefix = ipaddress.ip_network(layout.pod_cidr).prefixlen
         run(
             [
                 "ip",
@@ -94,6 +95,15 @@ def create(layout: Layout) -> None:
             ["ip", "link", "set", layout.node_veth, "up"],
             # Services and pods route through the node; the kernel's own forwarding, and
             # bridged pod traffic through iptables (kube-proxy's hairpin and DNAT).
+            # The pod bridge exists before the first pod (the CNI bridge plugin adopts it),
+            # so that the service range can be routed to it: a process of the node (the
+            # API server calling a webhook) needs a route to a ClusterIP before
+            # kube-proxy's DNAT picks the pod. There is no default route, so nothing
+            # for an unknown address ever leaves the node.
+            ["ip", "link", "add", layout.bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"{layout.pod_gateway}/{pod_prefix}", "dev", layout.bridge],
+            ["ip", "link", "set", layout.bridge, "up"],
+            ["ip", "route", "add", layout.service_cidr, "dev", layout.bridge],
             ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
             ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"],
         ):
