@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period
 from .models import BudgetLease, BudgetPeriod, LedgerEntry
-from .report import LedgerSource, _engine, _table
+from .source import LedgerSource, open_engine
+from .tables import text_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ async def budget_status(source: LedgerSource, month: str | None = None) -> list[
     )
     if month is not None:
         query = query.where(p.period == check_period(month))
-    async with _engine(source) as engine, engine.connect() as connection:
+    async with open_engine(source) as engine, engine.connect() as connection:
         try:
             rows = list(await connection.execute(query))
         except DBAPIError:  # no such table: nothing shared yet
@@ -104,7 +105,7 @@ async def spend_breakdown(source: LedgerSource, month: str | None = None) -> lis
     query = select(*keys, func.count(), func.sum(e.cost_usd)).group_by(*keys).order_by(*keys)
     if month is not None:
         query = query.where(e.period == check_period(month))
-    async with _engine(source) as engine, engine.connect() as connection:
+    async with open_engine(source) as engine, engine.connect() as connection:
         return [
             SpendRow(period, namespace, route, provider, model, count, cost or ZERO)
             for period, namespace, route, provider, model, count, cost in await connection.execute(
@@ -143,7 +144,7 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
         for r in rows
     ]
     title = "Shared budgets (leases: reserved = leased to sidecars, not yet settled)"
-    return ["", title, "", *_table(headers, table, right=set(range(3, 9)))]
+    return ["", title, "", *text_table(headers, table, right=set(range(3, 9)))]
 
 
 def render_breakdown(rows: Sequence[SpendRow]) -> list[str]:
@@ -162,4 +163,4 @@ def render_breakdown(rows: Sequence[SpendRow]) -> list[str]:
         ]
         for r in rows
     ]
-    return ["", "Spend by namespace and route", "", *_table(headers, table, right={5, 6})]
+    return ["", "Spend by namespace and route", "", *text_table(headers, table, right={5, 6})]

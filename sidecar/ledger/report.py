@@ -12,24 +12,22 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
 from sqlalchemy import Integer, case, func, select
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..contract import BudgetSpec
 from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period, period_of, zone
-from .db import create_engine
+from .budget_status import budget_status, render_breakdown, render_budget_status, spend_breakdown
 from .models import COLUMNS, LedgerEntry, Status
+from .source import LedgerSource, open_engine
+from .tables import text_table
 
-LedgerSource = str | URL | AsyncEngine
 ExportFormat = Literal["csv", "json"]
 
 
@@ -64,19 +62,6 @@ class BudgetUsage:
     @property
     def exceeded(self) -> bool:
         return self.spent_usd >= self.limit_usd
-
-
-@asynccontextmanager
-async def _engine(source: LedgerSource) -> AsyncIterator[AsyncEngine]:
-    """Use a caller's engine, or open one read-only (never creating a SQLite file)."""
-    if isinstance(source, AsyncEngine):
-        yield source
-        return
-    engine = create_engine(source, create=False)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow]:
@@ -115,7 +100,7 @@ async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow
         .where(r.rn * 100 >= r.n * 95)
         .group_by(r.period, r.provider, r.model)
     )
-    async with _engine(source) as engine, engine.connect() as connection:
+    async with open_engine(source) as engine, engine.connect() as connection:
         latency = {(m, p, mo): v for m, p, mo, v in await connection.execute(p95)}
         result = await connection.execute(totals.order_by(*keys))
         return [
@@ -159,7 +144,7 @@ async def budget_usage(
     )
     if month is not None:
         query = query.where(e.period == check_period(month))
-    async with _engine(source) as engine, engine.connect() as connection:
+    async with open_engine(source) as engine, engine.connect() as connection:
         spend = {(p, m): total for p, m, total in await connection.execute(query)}
     instant = now or datetime.now(UTC)
     rows: list[BudgetUsage] = []
@@ -197,7 +182,7 @@ async def iter_entries(
     query = select(*(getattr(e, name) for name in COLUMNS)).order_by(e.created_at, e.request_id)
     if month is not None:
         query = query.where(e.period == check_period(month))
-    async with _engine(source) as engine, engine.connect() as connection:
+    async with open_engine(source) as engine, engine.connect() as connection:
         result = await connection.stream(query)
         async for row in result:
             yield dict(zip(COLUMNS, row, strict=True))
@@ -252,30 +237,13 @@ async def report(
     now: datetime | None = None,
 ) -> str:
     """``aegis ledger report``: spend tables for a terminal (aligned, plain text)."""
-    from . import budget_status as shared  # it imports this module
-
     rows = await usage(url, month)
     budget_rows = await budget_usage(url, budgets, month, now=now)
     text = render_report(rows, budget_rows, month)
     # The shared (leased) budgets and the spend per namespace and route.
-    extra = shared.render_budget_status(await shared.budget_status(url, month))
-    extra += shared.render_breakdown(await shared.spend_breakdown(url, month))
+    extra = render_budget_status(await budget_status(url, month))
+    extra += render_breakdown(await spend_breakdown(url, month))
     return text + "".join(line + "\n" for line in extra)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> list[str]:
-    body = [list(r) for r in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
 
 
 def render_report(
@@ -328,7 +296,7 @@ def render_report(
             "COST USD",
             "P95 MS",
         ]
-        lines += _table(headers, table, right=set(range(3, 10)))
+        lines += text_table(headers, table, right=set(range(3, 10)))
     if budget_rows:
         lines += ["", "Budgets (settled spend; in-flight reservations are not in the ledger)", ""]
         table = [
@@ -354,5 +322,5 @@ def render_report(
             "USED",
             "STATE",
         ]
-        lines += _table(headers, table, right={3, 4, 5, 6})
+        lines += text_table(headers, table, right={3, 4, 5, 6})
     return "\n".join(lines) + "\n"

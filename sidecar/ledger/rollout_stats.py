@@ -25,7 +25,7 @@ from sqlalchemy.sql import Select
 from ..contract import Arm
 from ..contract.money import ZERO
 from .models import LedgerEntry, Status
-from .report import LedgerSource, _engine
+from .source import LedgerSource, open_engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ async def arm_stats(
     """Statistics of both arms of ``route`` (in ``namespace`` when given) for requests
     created in the window."""
     result: dict[str, ArmStats] = {}
-    async with _engine(source) as engine, engine.connect() as connection:
+    async with open_engine(source) as engine, engine.connect() as connection:
         for arm in Arm:
             where = _window(arm.value, route, since, until, namespace)
             totals = (await connection.execute(_totals(where))).one()
