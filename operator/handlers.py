@@ -34,18 +34,16 @@ from typing import Any
 import kopf
 
 from .api import naming
-from .controllers.budget import applied_budget, scope_of, sync_budget
-from .controllers.context import context
-from .controllers.render import AppliedBudget
-from .controllers.rollout import drive_rollout
-from .controllers.rollout_actions import apply_action
-from .controllers.route import (
+from .controllers import (
+    AppliedBudget,
     BudgetIndex,
     RouteIndex,
     RouteRef,
+    applied_budget,
     cleanup_route,
-    reconcile_route,
-    reconcile_routes,
+    context,
+    lifecycle,
+    sync_budget,
 )
 from .kube import ConfigError, credentials, load_config
 
@@ -90,41 +88,34 @@ def budget_index(
     if _deleting(meta):
         return None
     platform = context(memo).options.platform_namespace
-    view = applied_budget(_ns(namespace), name, spec, platform)
-    return None if view is None else dict.fromkeys(view.scope, view)
+    applied = applied_budget(_ns(namespace), name, spec, platform)
+    return None if applied is None else dict.fromkeys(applied.scope, applied)
 
 
 # -- LLMRoute --------------------------------------------------------------------
 
 
+def _object(body: kopf.Body) -> dict[str, Any]:
+    """kopf's body as the controllers take it: the object as last read."""
+    return dict(body)
+
+
 async def route_changed(
-    *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    memo: Any,
-    budget_index: BudgetIndex = NO_INDEX,
-    **_: Any,
+    *, body: kopf.Body, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
 ) -> None:
-    ctx, ns = context(memo), _ns(namespace)
-    if naming.ROLLOUT_ACTION_ANNOTATION in (meta.get("annotations") or {}):
-        await apply_action(ctx, ns, name)
-    await reconcile_route(ctx, ns, name, budget_index)
-    if spec.get("rollout"):  # promote now, or finish a promotion, without a tick's delay
-        await drive_rollout(ctx, ns, name, budget_index)
+    await lifecycle.route_changed(context(memo), _object(body), budget_index)
 
 
 async def route_resync(
-    *, namespace: str | None, name: str, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
+    *, body: kopf.Body, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
 ) -> None:
-    await reconcile_route(context(memo), _ns(namespace), name, budget_index)
+    await lifecycle.route_resync(context(memo), _object(body), budget_index)
 
 
 async def rollout_timer(
-    *, namespace: str | None, name: str, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
+    *, body: kopf.Body, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
 ) -> None:
-    await drive_rollout(context(memo), _ns(namespace), name, budget_index)
+    await lifecycle.rollout_tick(context(memo), _object(body), budget_index)
 
 
 async def route_deleted(
@@ -138,62 +129,42 @@ async def route_deleted(
 
 async def budget_changed(
     *,
-    namespace: str | None,
-    name: str,
+    body: kopf.Body,
     old: Any,
-    new: Any,
     memo: Any,
     route_index: RouteIndex = NO_INDEX,
     budget_index: BudgetIndex = NO_INDEX,
     **_: Any,
 ) -> None:
-    ctx, ns = context(memo), _ns(namespace)
-    await sync_budget(ctx, ns, name, route_index, budget_index)
-    affected = scope_of(ns, (new or {}).get("spec"), ctx)
-    if old:
-        affected |= scope_of(ns, old.get("spec"), ctx)
-    await reconcile_routes(ctx, affected, route_index, budget_index)
+    old_spec = old.get("spec") if old else None
+    await lifecycle.budget_changed(
+        context(memo), _object(body), old_spec, route_index, budget_index
+    )
 
 
-async def budget_resumed(
+async def budget_synced(
     *,
-    namespace: str | None,
-    name: str,
+    body: kopf.Body,
     memo: Any,
     route_index: RouteIndex = NO_INDEX,
     budget_index: BudgetIndex = NO_INDEX,
     **_: Any,
 ) -> None:
-    # Routes resume on their own with every budget indexed; only the status is due.
-    await sync_budget(context(memo), _ns(namespace), name, route_index, budget_index)
-
-
-async def budget_timer(
-    *,
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    route_index: RouteIndex = NO_INDEX,
-    budget_index: BudgetIndex = NO_INDEX,
-    **_: Any,
-) -> None:
-    await sync_budget(context(memo), _ns(namespace), name, route_index, budget_index)
+    """Resumed, or the ledger timer: only the status is due (routes resume on their
+    own with every budget indexed)."""
+    await sync_budget(context(memo), _object(body), route_index, budget_index)
 
 
 async def budget_deleted(
     *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
+    body: kopf.Body,
     memo: Any,
     route_index: RouteIndex = NO_INDEX,
     budget_index: BudgetIndex = NO_INDEX,
     **_: Any,
 ) -> None:
-    ctx, ns = context(memo), _ns(namespace)
-    ctx.metrics.forget_budget(ns, name)
     # The index no longer holds the budget (it dropped it on deletionTimestamp).
-    await reconcile_routes(ctx, scope_of(ns, spec, ctx), route_index, budget_index)
+    await lifecycle.budget_deleted(context(memo), _object(body), route_index, budget_index)
 
 
 async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -228,8 +199,8 @@ def register(
         rollout_timer
     )
 
-    kopf.on.resume(*BUDGETS, **common)(budget_resumed)
+    kopf.on.resume(*BUDGETS, **common)(budget_synced)
     kopf.on.create(*BUDGETS, **common)(budget_changed)
     kopf.on.update(*BUDGETS, **common)(budget_changed)
     kopf.on.delete(*BUDGETS, **common)(budget_deleted)
-    kopf.timer(*BUDGETS, interval=budget_interval, **common)(budget_timer)
+    kopf.timer(*BUDGETS, interval=budget_interval, **common)(budget_synced)

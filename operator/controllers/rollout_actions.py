@@ -21,9 +21,12 @@ a Warning event saying why (CEL cannot check annotations).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
+from ..api.events import Event
 from ..api.naming import ROLLOUT_ACTION_ANNOTATION
+from ..api.status import RouteRolloutStatus
 from ..kube import Body, LLMRoute
 from ..rollout.state import fresh_state, recorded_state, transition_event
 from . import events
@@ -41,6 +44,17 @@ ACTIONS: dict[str, dict[str, bool]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ActionPlan:
+    """One requested action: the state to reset first (``restart``), the
+    ``spec.rollout`` fields to set with the annotation's removal, the events."""
+
+    event: Event
+    spec: Body | None = None
+    restart: RouteRolloutStatus | None = None
+    restart_event: Event | None = None
+
+
 def requested_action(route: Body) -> str | None:
     """The annotation's value, if the route carries one."""
     annotations = route["metadata"].get("annotations") or {}
@@ -48,61 +62,60 @@ def requested_action(route: Body) -> str | None:
     return None if value is None else str(value)
 
 
-async def _restart(ctx: Context, route: Body) -> Body:
-    """Reset ``status.rollout`` to the first step; the route with its new version."""
-    plan = parse_route_spec(route.get("spec")).rollout
-    if plan is None:  # the caller checked; a spec without rollout has nothing to restart
-        raise RenderError("InvalidSpec", "spec.rollout is missing")
-    previous = recorded_state(route.get("status") or {})
+def _ignored(problem: str) -> ActionPlan:
+    return ActionPlan(Event("Warning", "RolloutActionIgnored", problem))
+
+
+def plan_action(route: Body, now: datetime) -> ActionPlan | None:
+    """What the route's action annotation asks for (pure); ``None`` without one."""
+    raw = requested_action(route)
+    if raw is None:
+        return None
+    action = raw.strip().lower()
+    if not (route.get("spec") or {}).get("rollout"):
+        return _ignored(f"{ROLLOUT_ACTION_ANNOTATION}={raw}: the route has no spec.rollout")
+    if action not in ACTIONS:
+        return _ignored(
+            f"{ROLLOUT_ACTION_ANNOTATION}={raw}: unknown action; use {', '.join(ACTIONS)}"
+        )
+    fields = ", ".join(f"{k}={str(v).lower()}" for k, v in ACTIONS[action].items())
+    done = Event("Normal", "RolloutAction", f"{action}: spec.rollout {fields}")
+    if action != "restart":
+        return ActionPlan(done, spec={"rollout": ACTIONS[action]})
+    try:
+        plan = parse_route_spec(route.get("spec")).rollout
+        if plan is None:  # checked above; a spec without rollout has nothing to restart
+            raise RenderError("InvalidSpec", "spec.rollout is missing")
+    except RenderError as error:
+        return _ignored(f"cannot restart the rollout: {error.message}")
     message = f"restarted by annotation {ROLLOUT_ACTION_ANNOTATION} at {plan.steps[0]} %"
-    state = fresh_state(plan, ctx.now(), reason="Restarted", message=message)
-    updated = await write_state(ctx, route, state)
-    event = transition_event(previous, state)
-    if event is not None:
-        events.post(route, *event)
-    return updated
+    state = fresh_state(plan, now, reason="Restarted", message=message)
+    moved = transition_event(recorded_state(route.get("status") or {}), state)
+    return ActionPlan(done, spec={"rollout": ACTIONS[action]}, restart=state, restart_event=moved)
 
 
-async def apply_action(ctx: Context, namespace: str, name: str) -> bool:
-    """Apply and remove the route's rollout action annotation; True if there was one.
+async def apply_action(ctx: Context, route: Body) -> Body:
+    """Apply and remove the route's rollout action annotation; the route as written.
 
-    Runs under the route's lock; writes are conditional on the version read, so a
-    concurrent edit fails this attempt (kopf retries the handler) rather than
+    The caller holds the route's lock; writes are conditional on the version read,
+    so a concurrent edit fails this attempt (kopf retries the handler) rather than
     being overwritten."""
-    async with ctx.locks.hold(("LLMRoute", namespace, name)):
-        route = await ctx.kube.get(LLMRoute, name, namespace=namespace)
-        if route is None or route["metadata"].get("deletionTimestamp"):
-            return False
-        raw = requested_action(route)
-        if raw is None:
-            return False
-        action = raw.strip().lower()
-        spec_patch: dict[str, Any] | None = None
-        problem = None
-        if not (route.get("spec") or {}).get("rollout"):
-            problem = f"{ROLLOUT_ACTION_ANNOTATION}={raw}: the route has no spec.rollout"
-        elif action not in ACTIONS:
-            problem = f"{ROLLOUT_ACTION_ANNOTATION}={raw}: unknown action; use {', '.join(ACTIONS)}"
-        else:
-            spec_patch = {"rollout": ACTIONS[action]}
-            if action == "restart":
-                try:
-                    route = await _restart(ctx, route)
-                except RenderError as error:
-                    problem = f"cannot restart the rollout: {error.message}"
-                    spec_patch = None
-        patch: Body = {
-            "metadata": {
-                "resourceVersion": route["metadata"]["resourceVersion"],
-                "annotations": {ROLLOUT_ACTION_ANNOTATION: None},
-            }
+    plan = plan_action(route, ctx.now())
+    if plan is None:
+        return route
+    meta = route["metadata"]
+    if plan.restart is not None:  # status.rollout first, then the controls are cleared
+        route = await write_state(ctx, route, plan.restart)
+        if plan.restart_event is not None:
+            events.post(route, *plan.restart_event)
+    patch: Body = {
+        "metadata": {
+            "resourceVersion": route["metadata"]["resourceVersion"],
+            "annotations": {ROLLOUT_ACTION_ANNOTATION: None},
         }
-        if spec_patch is not None:
-            patch["spec"] = spec_patch
-        await ctx.kube.merge_patch(LLMRoute, name, patch, namespace=namespace)
-        if problem is not None:
-            events.post(route, "Warning", "RolloutActionIgnored", problem)
-        else:
-            fields = ", ".join(f"{k}={str(v).lower()}" for k, v in ACTIONS[action].items())
-            events.post(route, "Normal", "RolloutAction", f"{action}: spec.rollout {fields}")
-        return True
+    }
+    if plan.spec is not None:
+        patch["spec"] = plan.spec
+    route = await ctx.kube.merge_patch(LLMRoute, meta["name"], patch, namespace=meta["namespace"])
+    events.post(route, *plan.event)
+    return route

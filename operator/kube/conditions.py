@@ -1,8 +1,9 @@
-"""Status conditions with Kubernetes semantics (``metav1.Condition``).
+"""Status conditions with Kubernetes semantics (``metav1.Condition``), and status patches.
 
 ``lastTransitionTime`` moves only when a condition's status changes, so a
 reconcile that finds nothing new writes nothing; conditions of other types
 (another controller's, e.g. the rollout controller's) are kept as they are.
+Pure: no client, no clock.
 """
 
 from __future__ import annotations
@@ -67,3 +68,20 @@ def _entry(
         else timestamp(now),
         "observedGeneration": generation,
     }
+
+
+def status_fields(
+    obj: Mapping[str, Any], fields: Mapping[str, Any], wanted: Iterable[Wanted], now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """``fields`` with ``observedGeneration`` and the conditions merged into the object's,
+    and whether its status differs from them."""
+    status = obj.get("status") or {}
+    generation = int(obj["metadata"].get("generation", 0))
+    conditions = merge(status.get("conditions") or [], wanted, generation, now)
+    new = {**fields, "observedGeneration": generation, "conditions": conditions}
+    return new, any(status.get(key) != value for key, value in new.items())
+
+
+def conditional_patch(obj: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """A status merge patch the API refuses (409) if the object changed since ``obj``."""
+    return {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": status}

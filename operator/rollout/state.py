@@ -26,17 +26,15 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from aegis.sidecar.contract import Policy
 
+from ..api.events import Event, EventType
 from ..api.rollout import RolloutPlan
 from ..api.status import RouteRolloutStatus
-
-EventType = Literal["Normal", "Warning"]
-Event = tuple[EventType, str, str]
 
 #: Phases no control of the spec leaves (only a new candidate or ``restart`` does).
 FINAL_PHASES = ("RolledBack", "Promoted")
@@ -172,17 +170,17 @@ def transition_event(
     if new is None:
         if previous is None or previous.phase == "Promoted":
             return None
-        return ("Normal", "RolloutRemoved", "spec.rollout was removed: all traffic on stable")
+        return Event("Normal", "RolloutRemoved", "spec.rollout was removed: all traffic on stable")
     if previous is None or previous.candidate_hash != new.candidate_hash:
-        return ("Normal", "RolloutStarted", new.message)
+        return Event("Normal", "RolloutStarted", new.message)
     moved = (previous.phase, previous.step, previous.weight) != (new.phase, new.step, new.weight)
     if not moved:
         announced = _ANNOUNCED_REASONS.get(new.reason)
         if announced is None or previous.reason == new.reason:
             return None
-        return (announced[0], announced[1], new.message)
+        return Event(announced[0], announced[1], new.message)
     kind, reason = _EVENTS.get(new.reason, ("Normal", f"Rollout{new.phase}"))
     message = new.message
     if reason == "RolloutRolledBack":
         message = f"{new.reason}: {new.message}"
-    return (kind, reason, message)
+    return Event(kind, reason, message)

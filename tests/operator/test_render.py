@@ -13,7 +13,7 @@ import yaml
 from aegis.operator.api.naming import key_env_var
 from aegis.operator.api.specs import LLMBudgetSpec
 from aegis.operator.api.status import RouteRolloutStatus
-from aegis.operator.controllers.budget import applied_budget
+from aegis.operator.controllers.budget_plan import applied_budget
 from aegis.operator.controllers.render import (
     AppliedBudget,
     RenderError,
