@@ -42,17 +42,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
 
 from ..contract import BudgetSpec
 from ..contract.money import ZERO, checked_usd
 from ..contract.periods import period_of, zone
+from ..ledger import LedgerStore
 from ..routing.ports import BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, OK, BudgetVerdict
 from .accounts import Account, BudgetSnapshot, Exceeded, Reservation, ReservationState
 from .sources import BudgetSource, LocalBudgetSource
-
-if TYPE_CHECKING:
-    from ..ledger.store import LedgerStore
 
 __all__ = ["BudgetBook"]
 

@@ -31,7 +31,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,11 +40,9 @@ from ..contract import BudgetSpec
 from ..contract.money import ZERO, quantize_usd
 from ..ledger import leases
 from ..routing.ports import BUDGET_UNAVAILABLE
+from .book import BudgetBook
 from .lease_slots import LeaseSettings, Slot, slot_key
 from .sources import Allowance
-
-if TYPE_CHECKING:
-    from .book import BudgetBook
 
 __all__ = ["LeaseBudgetSource", "LeaseSettings"]
 

@@ -13,20 +13,16 @@ it. A :class:`BudgetSource` decides how much an account holds:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..contract import BudgetSpec
 from ..contract.money import ZERO
 from ..contract.periods import period_of, shift_period
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from ..ledger.store import LedgerStore
+from ..ledger import LedgerStore
 
 
 @dataclass(frozen=True, slots=True)
