@@ -173,7 +173,8 @@ def leftovers(layout: Layout) -> list[str]:
         if layout.host_veth in line or layout.bridge in line
     ]
     routes = run(["ip", "route", "show"], check=False).stdout
-    found += [f"route {line}" for line in routes.splitlines() if "10.213." in line]
+    ranges = (layout.pod_cidr, layout.service_cidr, layout.link_cidr, layout.host_veth)
+    found += [f"route {line}" for line in routes.splitlines() if any(r in line for r in ranges)]
     found += [f"mount {m}" for m in host_mounts(layout)]
     found += [f"cgroup {d}" for d in cgroup_dirs(layout)]
     found += [f"iptables {rule}" for rule in _iptables_leftovers(layout)]

@@ -140,6 +140,11 @@ class Cluster:
     def healthy(self) -> bool:
         return not self.problems()
 
+    def owner(self) -> str:
+        """Who started the running cluster ("make cluster", "pytest <pid>"), or ""."""
+        state = State.read(self.layout)
+        return state.owner if state else ""
+
     # -- lifecycle ----------------------------------------------------------------------
     def up(self, images: Images, owner: str) -> bool:
         """Start the cluster unless a healthy current one runs; True when reused."""

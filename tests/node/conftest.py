@@ -94,11 +94,18 @@ def cluster(
             print(f"[cluster] {line}", flush=True)
 
     handle = Cluster(layout, testbin, log)
+    previous_owner = handle.owner()
     try:
         reused = handle.up(images, owner=f"pytest {os.getpid()}")
     except ClusterError as failure:
         _unavailable("cluster", str(failure))
-    log("reusing the running cluster" if reused else f"started; kubeconfig {layout.kubeconfig}")
+    # A cluster left by an interrupted test session is adopted (and removed at the end);
+    # one from `make cluster` is someone's: it stays.
+    adopted = reused and previous_owner.startswith("pytest")
+    if reused:
+        log(f"reusing the running cluster (started by {previous_owner or 'unknown'})")
+    else:
+        log(f"started; kubeconfig {layout.kubeconfig}")
     try:
         kube = for_existing_cluster(
             layout.kubeconfig,
@@ -108,7 +115,7 @@ def cluster(
         )
         yield NodeCluster(kube, images, layout, handle)
     finally:
-        if not reused and not os.environ.get("AEGIS_CLUSTER_KEEP"):
+        if (adopted or not reused) and not os.environ.get("AEGIS_CLUSTER_KEEP"):
             left = handle.down()
             assert not left, f"the cluster left things behind: {left}"
 

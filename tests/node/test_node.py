@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from tests.controlplane import versions
+from tests.controlplane.procs import wait_until
 from tests.node.conftest import NodeCluster, Say
 from tests.node.workloads import (
     fake_upstream,
@@ -78,3 +80,36 @@ def test_dns_resolves_a_service_that_routes_to_a_pod(
     assert answer["status"] == 200
     assert any(model["id"] for model in answer["body"]["data"])
     say(f"{name} -> {cluster_ip} (CoreDNS), GET /v1/models through the Service: {answer['status']}")
+
+
+def test_configmap_update_reaches_a_running_pod_within_seconds(
+    cluster: NodeCluster, ns: str, say: Say
+) -> None:
+    """The kubelet re-syncs ConfigMap volumes every `syncFrequency` (2 s here)."""
+    kube = cluster.kube
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings"},
+        "data": {"value": "one"},
+    }
+    kube.apply(configmap, ns)
+    reader = python_pod("reader", cluster.images.aegis.short, "import time; time.sleep(3600)")
+    reader["spec"]["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/cfg"}]
+    reader["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "settings"}}]
+    kube.apply(reader, ns)
+    kube.kubectl("-n", ns, "wait", "pod/reader", "--for=condition=Ready", "--timeout=120s")
+
+    def mounted() -> str:
+        return kube.kubectl("-n", ns, "exec", "reader", "--", "cat", "/cfg/value").stdout
+
+    assert mounted() == "one"
+    configmap["data"] = {"value": "two"}
+    kube.apply(configmap, ns)
+    started = time.monotonic()
+    wait_until(
+        lambda: mounted() == "two", timeout=30, what="the new value in the pod", interval=0.2
+    )
+    delay = time.monotonic() - started
+    say(f"ConfigMap update visible in the running pod after {delay:.1f}s")
+    assert delay < 15, "the kubelet did not pick up syncFrequency: 2s"
