@@ -37,7 +37,7 @@ from .base import (
 )
 from .openai_wire import read_api_key
 
-log = logging.getLogger("aegis.sidecar.adapters")
+log = logging.getLogger(__name__)
 
 _DROP = ("model", "messages", "stream", "stream_options")
 _FALLBACK_STATUSES = frozenset({403, 404})

@@ -41,7 +41,7 @@ from .base import (
 )
 from .wire import SseFilter, map_exception, status_error, usage_from_body
 
-log = logging.getLogger("aegis.sidecar.adapters")
+log = logging.getLogger(__name__)
 
 FALLBACK_STATUSES = frozenset({403, 404})
 """Statuses after which the next model of ``UpstreamCall.models`` is tried

@@ -31,7 +31,7 @@ from .resilience import (
     StateListener,
 )
 
-log = logging.getLogger("aegis.sidecar.adapters")
+log = logging.getLogger(__name__)
 
 
 class AdapterRegistry:

@@ -18,7 +18,7 @@ from ..adapters import StreamHandle, UpstreamError, UpstreamResult
 from ..budgets import Reservation
 from ..errors import UpstreamStreamInterrupted
 from ..ledger import Status
-from ..request.facts import Kind
+from ..request import Kind
 from ..routing import Candidate
 from .attempts import failure_reason, first_answer, upstream_call
 from .charges import actual_cost, partial_cost, period_of, settle

@@ -14,7 +14,7 @@ from ..adapters import Usage
 from ..budgets import Exceeded, Reservation
 from ..contract import OnExceeded
 from ..contract.money import ZERO
-from ..request.pricing import cost, price_for
+from ..request import cost, price_for
 from ..routing import Candidate, budget_refusal
 from .record import Exchange
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import PrivacyNoLocalProvider
 from ..ledger import Status
-from ..request.facts import HEADER_USER, Headers, Kind, build_facts
+from ..request import HEADER_USER, Headers, Kind, build_facts
 from ..routing import REASON_PRIVACY, REASON_TARGET, choose_arm, route
 from ..runtime import Runtime, Snapshot
 from .record import Exchange

@@ -18,7 +18,7 @@ from typing import Any
 from ..adapters import Usage
 from ..contract.money import ZERO
 from ..ledger import LedgerRecord, Status
-from ..request.facts import RequestFacts
+from ..request import RequestFacts
 from ..routing import Candidate, RouteDecision
 from ..runtime import Runtime, Snapshot
 

@@ -17,13 +17,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import AegisError, BadRequest, InternalError, UnknownPath
 from ..exchange import begin, complete
-from ..request.facts import Kind
+from ..request import Kind
 from ..routing import model_catalog
 from ..runtime import Runtime
 from .openai_errors import error_response, from_http_exception
 from .relay import relay
 
-log = logging.getLogger("aegis.sidecar.http")
+log = logging.getLogger(__name__)
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)

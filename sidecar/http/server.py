@@ -21,11 +21,10 @@ from pathlib import Path
 from aiohttp import web
 
 from ..contract import LoadedConfig
-from ..runtime.process import Runtime
-from ..runtime.watcher import load_config
+from ..runtime import Runtime, load_config
 from .app import build_app, build_metrics_app
 
-log = logging.getLogger("aegis.sidecar")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,9 +53,14 @@ from ..contract import (
 )
 from ..contract.money import ZERO
 from ..errors import AegisError
-from ..request.facts import RequestFacts
-from ..request.pricing import ZERO_PRICE, listed_price, price_for, worst_case_cost
-from ..request.privacy import PiiKind
+from ..request import (
+    ZERO_PRICE,
+    PiiKind,
+    RequestFacts,
+    listed_price,
+    price_for,
+    worst_case_cost,
+)
 from .catalog import config_index, resolve_model
 from .ports import BudgetVerdict, BudgetView, HealthView
 from .refusals import budget_refusal, no_provider, privacy_refusal

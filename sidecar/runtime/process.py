@@ -18,12 +18,12 @@ from pathlib import Path
 from ..adapters import AdapterRegistry, CircuitState
 from ..budgets import BudgetBook, LeaseBudgetSource
 from ..contract import LoadedConfig, SidecarConfig
-from ..ledger.db import ledger_url
+from ..ledger import ledger_url
 from ..metrics import SidecarMetrics
 from .watcher import ConfigWatcher
 from .wiring import build_ledger, open_budgets
 
-log = logging.getLogger("aegis.sidecar")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..contract.document import ConfigError, LoadedConfig, content_hash, parse_config
 
-log = logging.getLogger("aegis.sidecar.contract")
+log = logging.getLogger(__name__)
 
 CONFIG_FILE_NAMES = ("config.yaml", "config.yml", "sidecar.yaml")
 

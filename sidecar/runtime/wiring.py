@@ -24,9 +24,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..budgets import BudgetBook, LeaseBudgetSource, LeaseSettings
 from ..contract import BudgetSpec, SidecarConfig
+from ..ledger import LedgerStore
 from ..ledger.db import async_url, is_sqlite, sqlite_path
 from ..ledger.spool import Spool
-from ..ledger.store import LedgerStore
 
 SPOOL_ENV = "AEGIS_SPOOL_DIR"
 
