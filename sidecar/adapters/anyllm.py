@@ -1,6 +1,6 @@
 """Adapter for every provider reached through ``any-llm-sdk`` (type ``any-llm``).
 
-DESIGN.md's measurements decide the shape: ``import any_llm`` costs about a second
+Measured costs decide the shape: ``import any_llm`` takes about a second
 and 70 MiB, so it happens only when a config has such a provider (at registry
 build); a client costs ~25 ms to create and leaks when made per call, so one
 client per (sdkProvider, key, baseURL) is built once, shared by every adapter that

@@ -4,8 +4,8 @@ OpenAI, DashScope compatible mode, Ollama's ``/v1`` face and vLLM (type
 ``openai-compatible``) all speak the OpenAI chat-completions wire, so the sidecar
 forwards the client's request with the few fields routing decides (``model``, a
 token cap, ``stream_options.include_usage``, DashScope extras) and hands the
-answer back byte for byte. Measured cost matters here (DESIGN.md: raw aiohttp is
-about 0.2 ms CPU per call, an SDK client 1.3-1.6 ms), hence:
+answer back byte for byte. Measured cost matters here (raw aiohttp takes about
+0.2 ms CPU per call, an SDK client 1.3-1.6 ms), hence:
 
 * one ``aiohttp.ClientSession`` for the whole process (:class:`SharedSession`),
   pooled keep-alive connections, per-provider ``ClientTimeout`` objects built once;

@@ -295,7 +295,7 @@ class BudgetBook:
         reservation.state = ReservationState.RELEASED
         self._open.discard(reservation)
 
-    # -- the lease seam (issue 4) --------------------------------------------
+    # -- the lease seam: a lease source tops the book up and drains it -------
 
     def grant(self, budget_name: str, period: str, amount: Decimal) -> None:
         """Add ``amount`` to what this book holds for ``budget_name`` in ``period``."""

@@ -6,7 +6,7 @@ it. A :class:`BudgetSource` decides how much an account holds:
 
 - :class:`LocalBudgetSource` (embedded SQLite ledger, one process): the whole
   remaining budget, since this process is the ledger's only writer;
-- a lease source (issue 4, shared PostgreSQL ledger): a slice leased from the
+- a lease source (:mod:`.leases`, shared PostgreSQL ledger): a slice leased from the
   budget in one atomic statement, topped up in the background with
   :meth:`BudgetBook.grant` and returned with :meth:`BudgetBook.surrender`.
 """

@@ -68,9 +68,10 @@ def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Asyn
     already exist (``create=False``, for readers such as ``aegis ledger report``,
     so that a typo does not silently produce an empty ledger). WAL journaling lets
     a reader run beside a writing sidecar; ``synchronous=NORMAL`` is durable
-    against process crashes (the rows still queued in memory are what a crash can
-    lose, until issue 4's spool file). PostgreSQL: connections are pinged before
-    use because sidecars outlive database restarts.
+    against process crashes (rows still queued in memory are also in the spool
+    file, :mod:`.spool`, when there is one, and replayed on restart).
+    PostgreSQL: connections are pinged before use because sidecars outlive
+    database restarts.
     """
     parsed = async_url(url)
     path = sqlite_path(parsed)

@@ -62,7 +62,7 @@ class Runtime:
         self.pod = pod or os.environ.get("POD_NAME") or os.uname().nodename
         self.ledger_url = ledger_url(loaded.config.ledger)
         self.adapters = AdapterRegistry(loaded.config, breaker_listener=self._on_breaker_state)
-        # Spooled ledger; with PostgreSQL the book spends budget leases (issue 4).
+        # Spooled ledger; with PostgreSQL the book spends budget leases (docs/ledger.md).
         self.ledger = build_ledger(self.ledger_url, loaded.config, self.pod)
         self.book: BudgetBook | None = None
         self.leases: LeaseBudgetSource | None = None

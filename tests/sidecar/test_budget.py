@@ -251,7 +251,7 @@ async def test_open_loads_settled_spend_from_the_ledger(tmp_path: Path) -> None:
 
 
 class LeaseLikeSource:
-    """A stand-in for issue 4's lease source: holds nothing until granted."""
+    """A stand-in for the lease source: holds nothing until granted."""
 
     def __init__(self) -> None:
         self.short: list[tuple[str, str, Decimal]] = []
