@@ -27,6 +27,7 @@ from typing import Any
 
 from ..contract import ProviderSpec
 from .base import (
+    MODEL_FALLBACK_STATUSES,
     ErrorKind,
     StreamHandle,
     UpstreamCall,
@@ -40,7 +41,6 @@ from .openai_wire import read_api_key
 log = logging.getLogger(__name__)
 
 _DROP = ("model", "messages", "stream", "stream_options")
-_FALLBACK_STATUSES = frozenset({403, 404})
 
 
 @dataclass(slots=True)
@@ -253,7 +253,7 @@ class AnyLLMAdapter:
                     )
             except Exception as exc:
                 error = map_error(exc, provider=self.provider, model=model)
-                if error.status in _FALLBACK_STATUSES and i < last:
+                if error.status in MODEL_FALLBACK_STATUSES and i < last:
                     continue
                 raise error from None
             return UpstreamResult(
@@ -338,7 +338,7 @@ class AnyLLMStream:
                 return
             except Exception as exc:
                 error = map_error(exc, provider=adapter.provider, model=model)
-                if error.status in _FALLBACK_STATUSES and i < last:
+                if error.status in MODEL_FALLBACK_STATUSES and i < last:
                     continue
                 raise error from None
 

@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 MAX_MESSAGE_CHARS = 300
+MODEL_FALLBACK_STATUSES = frozenset({403, 404})
+"""Statuses after which the next model of ``UpstreamCall.models`` is tried on the
+same provider (DashScope answers 403 for a VLM the account may not use)."""
 """Upstream error messages are cut to this length before they reach logs or clients."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

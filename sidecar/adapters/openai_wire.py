@@ -32,6 +32,7 @@ from yarl import URL
 
 from ..contract import ProviderSpec, ProviderType
 from .base import (
+    MODEL_FALLBACK_STATUSES,
     ErrorKind,
     StreamHandle,
     UpstreamCall,
@@ -43,9 +44,6 @@ from .wire import SseFilter, map_exception, status_error, usage_from_body
 
 log = logging.getLogger(__name__)
 
-FALLBACK_STATUSES = frozenset({403, 404})
-"""Statuses after which the next model of ``UpstreamCall.models`` is tried
-(DashScope answers 403 for a VLM the account may not use)."""
 
 _THINKING_ONLY_MARKERS = ("thinking", "qwq", "qvq")
 
@@ -244,7 +242,7 @@ class OpenAIWireAdapter:
                     )
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise map_exception(exc, provider=self.provider, model=model) from None
-            if status in FALLBACK_STATUSES and i < last:
+            if status in MODEL_FALLBACK_STATUSES and i < last:
                 log.info(
                     "provider %s: model %s answered %d, trying %s",
                     self.provider,
@@ -317,7 +315,7 @@ class WireStream:
             error = status_error(
                 resp.status, resp.headers, raw, provider=adapter.provider, model=model
             )
-            if resp.status in FALLBACK_STATUSES and i < last:
+            if resp.status in MODEL_FALLBACK_STATUSES and i < last:
                 continue
             raise error
 

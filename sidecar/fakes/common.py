@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -160,3 +161,31 @@ class PacedWriter:
             return False
         self._written += 1
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A model call that passed the checks every fake endpoint starts with."""
+
+    state: FakeState
+    body: dict[str, Any]
+    entry: dict[str, Any]  # the call's log entry; handlers set its status
+    model: str
+
+
+async def admit(request: web.Request, flavour: Flavour) -> Admitted | web.Response:
+    """Parse the JSON body, log the call, apply the knobs (latency, injected
+    failures, auth) and check the model; a provider's error answer when one fails."""
+    state = state_of(request)
+    parsed = await read_json(request, flavour)
+    if isinstance(parsed, web.Response):
+        record(state, request, None)["status"] = parsed.status
+        return parsed
+    entry = record(state, request, parsed)
+    blocked = await gate(state, request, flavour, entry)
+    if blocked is not None:
+        return blocked
+    model, refused = check_model(state, flavour, parsed, entry)
+    if refused is not None:
+        return refused
+    return Admitted(state, parsed, entry, model)

@@ -21,11 +21,11 @@ from typing import Any
 from aiohttp import web
 
 from .common import (
+    Admitted,
     PacedWriter,
-    check_model,
+    admit,
     compact_json,
     gate,
-    read_json,
     record,
     state_of,
 )
@@ -65,19 +65,10 @@ def _bad_image(messages: list[Any]) -> str | None:
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    parsed = await read_json(request, "ollama")
-    if isinstance(parsed, web.Response):
-        record(state, request, None)["status"] = parsed.status
-        return parsed
-    body = parsed
-    entry = record(state, request, body)
-    blocked = await gate(state, request, "ollama", entry)
-    if blocked is not None:
-        return blocked
-    model, refused = check_model(state, "ollama", body, entry)
-    if refused is not None:
-        return refused
+    call = await admit(request, "ollama")
+    if not isinstance(call, Admitted):
+        return call
+    state, body, entry, model = call.state, call.body, call.entry, call.model
     messages = body.get("messages")
     if not isinstance(messages, list):
         messages = []
@@ -158,19 +149,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    parsed = await read_json(request, "ollama")
-    if isinstance(parsed, web.Response):
-        record(state, request, None)["status"] = parsed.status
-        return parsed
-    body = parsed
-    entry = record(state, request, body)
-    blocked = await gate(state, request, "ollama", entry)
-    if blocked is not None:
-        return blocked
-    model, refused = check_model(state, "ollama", body, entry)
-    if refused is not None:
-        return refused
+    call = await admit(request, "ollama")
+    if not isinstance(call, Admitted):
+        return call
+    state, body, entry, model = call.state, call.body, call.entry, call.model
     inputs = embedding_inputs(body.get("input"))
     if not inputs:
         entry["status"] = 400

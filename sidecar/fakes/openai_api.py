@@ -29,11 +29,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .common import (
+    Admitted,
     PacedWriter,
-    check_model,
+    admit,
     compact_json,
     gate,
-    read_json,
     record,
     state_of,
 )
@@ -117,19 +117,10 @@ def _dashscope_thinking(
 
 def chat_handler(flavour: Flavour) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        state = state_of(request)
-        parsed = await read_json(request, flavour)
-        if isinstance(parsed, web.Response):
-            record(state, request, None)["status"] = parsed.status
-            return parsed
-        body = parsed
-        entry = record(state, request, body)
-        blocked = await gate(state, request, flavour, entry)
-        if blocked is not None:
-            return blocked
-        model, refused = check_model(state, flavour, body, entry)
-        if refused is not None:
-            return refused
+        call = await admit(request, flavour)
+        if not isinstance(call, Admitted):
+            return call
+        state, body, entry, model = call.state, call.body, call.entry, call.model
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             entry["status"] = 400
@@ -310,19 +301,10 @@ async def _stream(
 
 def embeddings_handler(flavour: Flavour) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        state = state_of(request)
-        parsed = await read_json(request, flavour)
-        if isinstance(parsed, web.Response):
-            record(state, request, None)["status"] = parsed.status
-            return parsed
-        body = parsed
-        entry = record(state, request, body)
-        blocked = await gate(state, request, flavour, entry)
-        if blocked is not None:
-            return blocked
-        model, refused = check_model(state, flavour, body, entry)
-        if refused is not None:
-            return refused
+        call = await admit(request, flavour)
+        if not isinstance(call, Admitted):
+            return call
+        state, body, entry, model = call.state, call.body, call.entry, call.model
         inputs = embedding_inputs(body.get("input"))
         if not inputs:
             entry["status"] = 400

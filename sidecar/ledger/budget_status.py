@@ -23,7 +23,7 @@ from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period
 from .models import BudgetLease, BudgetPeriod, LedgerEntry
 from .source import LedgerSource, open_engine
-from .tables import text_table
+from .tables import percent, text_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
             micros(r.spent_usd, grouped=True),
             micros(r.reserved_usd, grouped=True),
             micros(r.remaining_usd, grouped=True),
-            "n/a" if r.utilisation is None else f"{r.utilisation * 100:.1f}%",
+            percent(r.utilisation),
             str(r.holders),
         ]
         for r in rows

@@ -26,7 +26,7 @@ from ..contract.periods import check_period, period_of, zone
 from .budget_status import budget_status, render_breakdown, render_budget_status, spend_breakdown
 from .models import COLUMNS, LedgerEntry, Status
 from .source import LedgerSource, open_engine
-from .tables import text_table
+from .tables import percent, text_table
 
 ExportFormat = Literal["csv", "json"]
 
@@ -307,7 +307,7 @@ def render_report(
                 micros(b.limit_usd, grouped=True),
                 micros(b.spent_usd, grouped=True),
                 micros(b.remaining_usd, grouped=True),
-                "n/a" if b.utilisation is None else f"{b.utilisation * 100:.1f}%",
+                percent(b.utilisation),
                 "EXCEEDED" if b.exceeded else "",
             ]
             for b in budget_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> list[str]:
@@ -20,3 +21,8 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: set
         ).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def percent(ratio: Decimal | None) -> str:
+    """A utilisation ratio as people read it (``42.5%``); ``n/a`` for a zero limit."""
+    return "n/a" if ratio is None else f"{ratio * 100:.1f}%"

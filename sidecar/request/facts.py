@@ -264,15 +264,18 @@ def _optional_int(
     return value
 
 
+def _missing(param: str) -> BadRequest:
+    """The error OpenAI answers for a required body field that is absent."""
+    return BadRequest(
+        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
+
+
 def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, int]:
     """Validate ``messages``; collect texts to scan. Returns (text bytes, messages, images)."""
     messages = body.get("messages")
     if messages is None:
-        raise BadRequest(
-            "Missing required parameter: 'messages'.",
-            param="messages",
-            code="missing_required_parameter",
-        )
+        raise _missing("messages")
     if not isinstance(messages, list):
         raise BadRequest(
             "Invalid type for 'messages': expected an array.", param="messages", code="invalid_type"
@@ -391,11 +394,7 @@ def _walk_embedding_input(body: dict[str, Any], texts: list[str]) -> int:
     """Validate embeddings ``input``; collect texts. Returns the prompt-token bound."""
     data = body.get("input")
     if data is None:
-        raise BadRequest(
-            "Missing required parameter: 'input'.",
-            param="input",
-            code="missing_required_parameter",
-        )
+        raise _missing("input")
     if isinstance(data, str):
         texts.append(data)
         return utf8_len(data) + TOKENS_PER_EMBEDDING_INPUT
