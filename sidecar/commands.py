@@ -12,10 +12,11 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .contract import BudgetSpec, ConfigError
+from .contract import BudgetSpec, ConfigError, load_config
+from .ledger import migrate as migrations
+from .ledger import report as reports
 from .ledger.db import LedgerUnavailableError, ledger_url
 from .logs import configure_logging
-from .runtime.watcher import load_config
 
 
 def run_sidecar(
@@ -25,6 +26,8 @@ def run_sidecar(
     metrics_port: int | None = None,
     metrics_host: str | None = None,
 ) -> int:
+    # Here, not at the top: ``aegis ledger ...`` need not load aiohttp and the
+    # whole request path.
     from .http.server import run_forever
 
     configure_logging()
@@ -53,9 +56,6 @@ def run_ledger(
     month: str | None = None,
     output: Path | None = None,
 ) -> int:
-    from .ledger import migrate as migrations
-    from .ledger import report as reports
-
     try:
         source, budgets = _ledger_source(config, url)
     except ConfigError as exc:

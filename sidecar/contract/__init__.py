@@ -24,7 +24,14 @@ from .base import (
     Quality,
 )
 from .config import BudgetSpec, LedgerSpec, ListenSpec, RouteIdentity, SidecarConfig
-from .document import ConfigError, LoadedConfig, content_hash, format_validation_error, parse_config
+from .document import (
+    ConfigError,
+    LoadedConfig,
+    content_hash,
+    format_validation_error,
+    load_config,
+    parse_config,
+)
 from .policy import (
     Arm,
     CandidatePolicy,
@@ -71,5 +78,6 @@ __all__ = [
     "Target",
     "content_hash",
     "format_validation_error",
+    "load_config",
     "parse_config",
 ]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..contract import LoadedConfig
-from ..runtime import Runtime, load_config
+from ..contract import LoadedConfig, load_config
+from ..runtime import Runtime
 from .app import build_app, build_metrics_app
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,6 @@ each request reads one consistent :class:`Snapshot`.
 """
 
 from .process import ReloadState, Runtime, Snapshot
-from .watcher import ConfigWatcher, load_config
+from .watcher import ConfigWatcher
 
-__all__ = ["ConfigWatcher", "ReloadState", "Runtime", "Snapshot", "load_config"]
+__all__ = ["ConfigWatcher", "ReloadState", "Runtime", "Snapshot"]

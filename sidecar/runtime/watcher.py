@@ -1,4 +1,4 @@
-"""Reading the sidecar config from a YAML file or a mounted ConfigMap directory.
+"""Watching the sidecar config (a YAML file or a mounted ConfigMap directory) for changes.
 
 In a pod the config is a ConfigMap mounted as a whole directory (never subPath):
 the kubelet swaps a ``..data`` symlink atomically on change, so re-reading the file
@@ -15,36 +15,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ..contract.document import ConfigError, LoadedConfig, content_hash, parse_config
+from ..contract.document import (
+    ConfigError,
+    LoadedConfig,
+    content_hash,
+    load_config,
+    parse_config,
+    resolve_config_file,
+)
+
+__all__ = ["ConfigWatcher", "load_config"]
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE_NAMES = ("config.yaml", "config.yml", "sidecar.yaml")
-
-
-def resolve_config_file(path: Path) -> Path:
-    """The YAML file to read: ``path`` itself, or the config file inside a directory."""
-    if not path.is_dir():
-        return path
-    for name in CONFIG_FILE_NAMES:
-        candidate = path / name
-        if candidate.is_file():
-            return candidate
-    yamls = sorted(p for p in path.glob("*.y*ml") if not p.name.startswith("."))
-    if len(yamls) == 1:
-        return yamls[0]
-    raise ConfigError(
-        f"{path}: expected one of {', '.join(CONFIG_FILE_NAMES)} in the config directory"
-    )
-
-
-def load_config(path: Path) -> LoadedConfig:
-    source = resolve_config_file(path)
-    try:
-        raw = source.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    return parse_config(raw, source)
 
 
 class ConfigWatcher:

@@ -12,10 +12,9 @@ import openai
 import pytest
 import yaml
 
-from aegis.sidecar.contract import parse_config
+from aegis.sidecar.contract import load_config, parse_config
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.http.server import RunningSidecar, serve
-from aegis.sidecar.runtime.watcher import load_config
 
 
 class Fakes:

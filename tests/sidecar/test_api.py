@@ -234,8 +234,8 @@ async def test_health_ready_and_metrics(make_sidecar: SidecarFactory) -> None:
 async def test_metrics_listener_can_leave_loopback_while_the_api_cannot(
     make_sidecar: SidecarFactory, fakes: Fakes, tmp_path: Path
 ) -> None:
+    from aegis.sidecar.contract import load_config
     from aegis.sidecar.http.server import serve
-    from aegis.sidecar.runtime.watcher import load_config
 
     async with make_sidecar():  # writes the config file
         pass
