@@ -2,10 +2,13 @@
 
 * :mod:`.base` — the contract (``UpstreamCall`` → ``UpstreamResult`` /
   ``StreamHandle``, ``UpstreamError``).
-* :mod:`.openai_wire` — the lean aiohttp pass-through for OpenAI-wire providers.
+* :mod:`.openai_wire` — the lean aiohttp pass-through for OpenAI-wire providers,
+  with the SSE filtering and error mapping it shares in :mod:`.wire`.
 * :mod:`.anyllm` — every other provider through any-llm-sdk (imported lazily).
 * :mod:`.resilience` — retries with backoff and the per-provider circuit breaker.
-* :mod:`.registry` — the adapters of the current config, hot-reloadable.
+* :mod:`.registry` — the adapters of the current config, hot-reloadable; its
+  breakers answer the router's health port
+  (:class:`~aegis.sidecar.routing.ports.HealthView`).
 """
 
 from .base import (

@@ -1,22 +1,22 @@
 """The cost ledger: one row per request, in SQLite (standalone) or PostgreSQL.
 
-Write side: :class:`LedgerStore` (batched, idempotent, off the request path).
-Read side: :mod:`aegis.sidecar.ledger.report` (aggregation, budget utilisation,
-CSV/JSON export). Schema: :mod:`aegis.sidecar.ledger.models`, migrated by
-:func:`aegis.sidecar.ledger.migrate.migrate` (not re-exported here, so that
-``aegis.sidecar.ledger.migrate`` stays the module). The operator imports the
-models and the read side from here.
+Write side: :class:`LedgerStore` (batched, idempotent, off the request path),
+with its crash-safe :mod:`.spool` and the budget-lease SQL calls in :mod:`.leases`.
+Read side: :mod:`.report` (aggregation, budget utilisation, CSV/JSON export),
+:mod:`.budget_status` (shared budgets), :mod:`.rollout_stats` (per-arm statistics),
+over :mod:`.source` (a URL or an engine) and :mod:`.tables` (text tables).
+Schema: :mod:`.models`, migrated by :func:`aegis.sidecar.ledger.migrate.migrate`;
+database roles in :mod:`.roles`. Modules whose name is also a function's
+(``migrate``, ``report``, ``budget_status``) are not re-exported here, so that the
+name stays the module; money, periods and the arm come from the contract. The
+operator imports the models and the read side.
 """
 
-from ..contract import Arm
-from ..contract.money import quantize_usd
-from ..contract.periods import period_of, shift_period
 from .db import LedgerUnavailableError, create_engine, ledger_url
 from .models import LedgerEntry, LedgerRecord, Status
 from .store import LedgerStore
 
 __all__ = [
-    "Arm",
     "LedgerEntry",
     "LedgerRecord",
     "LedgerStore",
@@ -24,7 +24,4 @@ __all__ = [
     "Status",
     "create_engine",
     "ledger_url",
-    "period_of",
-    "quantize_usd",
-    "shift_period",
 ]
