@@ -101,6 +101,8 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
+    """Where one request goes: the candidates in order, or a refusal instead."""
+
     arm: Arm
     rule: str  # rule name, "default" or "pinned"
     data_class: str
