@@ -5,6 +5,11 @@ write returned: the manual rollout action (annotation), the reconcile (ConfigMap
 and status), and the rollout controller (so ``promote`` and actions take effect
 at once). Timers run the reconcile or the rollout controller alone; a budget
 change re-renders the routes of its old and new scope, each read once.
+
+kopf's body may lag behind a write another handler made while this one waited for
+the lock: every write to the route is conditional on its version (a conflict reads
+the route once and starts over), and the one write that is not, the ConfigMap's,
+is planned from a route read or written under the lock.
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ async def route_changed(ctx: Context, route: Body, budgets: BudgetIndex) -> None
     async with ctx.locks.hold(_key(route)):
         if deleting(route):
             return
-        found = await reconcile_route(ctx, await apply_action(ctx, route), budgets)
+        acted = await apply_action(ctx, route)
+        if acted is None:
+            return
+        # A body another step returned is current; kopf's own may lag behind our writes.
+        found = await reconcile_route(ctx, acted, budgets, current=acted is not route)
         if found is not None and (found.get("spec") or {}).get("rollout"):
-            await drive_rollout(ctx, found, budgets)  # promote now, or finish a promotion
+            # promote now, or finish a promotion, without a tick's delay
+            await drive_rollout(ctx, found, budgets, current=found is not route)
 
 
 async def route_resync(ctx: Context, route: Body, budgets: BudgetIndex) -> None:

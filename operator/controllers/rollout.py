@@ -43,7 +43,7 @@ from aegis.sidecar.ledger.rollout_stats import ArmStats, arm_stats
 
 from ..api.rollout import RolloutPlan
 from ..api.status import RouteRolloutStatus
-from ..kube import Body, Conflict, LLMRoute
+from ..kube import Body, LLMRoute
 from ..rollout.analysis import (
     RolloutVerdict,
     analysis_due,
@@ -56,11 +56,10 @@ from . import events
 from .context import Context
 from .indices import BudgetIndex
 from .render import RenderError, parse_route_spec
-from .route import deleting, read_route, reconcile_route
+from .route import reconcile_route, with_current_route
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 3
 _LEDGER_TIMEOUT = 15.0
 _OUTCOMES = {"LedgerUnavailable": "ledger_unavailable"}
 
@@ -204,21 +203,17 @@ async def _pass(ctx: Context, route: Body) -> tuple[Body, bool]:
     return await _apply_verdict(ctx, route, step.state, verdict), verdict.action != "wait"
 
 
-async def drive_rollout(ctx: Context, route: Body, budgets: BudgetIndex) -> None:
+async def drive_rollout(
+    ctx: Context, route: Body, budgets: BudgetIndex, *, current: bool = False
+) -> None:
     """Advance, roll back or promote the route's rollout if it is due, and re-render.
-    The caller holds the route's lock."""
-    meta = route["metadata"]
-    found: Body | None = route
-    for attempt in range(1, _ATTEMPTS + 1):
-        if found is None or deleting(found):
-            return
-        try:
-            written, render = await _pass(ctx, found)
-        except Conflict:
-            if attempt == _ATTEMPTS:
-                raise Conflict(409, "Conflict", "the route kept changing; retrying") from None
-            found = await read_route(ctx, meta["namespace"], meta["name"])
-            continue
-        if render:
-            await reconcile_route(ctx, written, budgets)
-        return
+    ``current`` as for :func:`~.route.reconcile_route`. The caller holds the route's lock."""
+
+    async def once(found: Body, fresh: bool) -> tuple[Body, bool, bool]:
+        written, render = await _pass(ctx, found)
+        return written, render, current or fresh or written is not found
+
+    done = await with_current_route(ctx, route, once)
+    if done is not None and done[1]:
+        written, _, known = done
+        await reconcile_route(ctx, written, budgets, current=known)

@@ -33,6 +33,7 @@ from . import events
 from .context import Context
 from .render import RenderError, parse_route_spec
 from .rollout import write_state
+from .route import with_current_route
 
 #: Action → the ``spec.rollout`` fields it sets.
 ACTIONS: dict[str, dict[str, bool]] = {
@@ -94,12 +95,7 @@ def plan_action(route: Body, now: datetime) -> ActionPlan | None:
     return ActionPlan(done, spec={"rollout": ACTIONS[action]}, restart=state, restart_event=moved)
 
 
-async def apply_action(ctx: Context, route: Body) -> Body:
-    """Apply and remove the route's rollout action annotation; the route as written.
-
-    The caller holds the route's lock; writes are conditional on the version read,
-    so a concurrent edit fails this attempt (kopf retries the handler) rather than
-    being overwritten."""
+async def _apply(ctx: Context, route: Body) -> Body:
     plan = plan_action(route, ctx.now())
     if plan is None:
         return route
@@ -119,3 +115,17 @@ async def apply_action(ctx: Context, route: Body) -> Body:
     route = await ctx.kube.merge_patch(LLMRoute, meta["name"], patch, namespace=meta["namespace"])
     events.post(route, *plan.event)
     return route
+
+
+async def apply_action(ctx: Context, route: Body) -> Body | None:
+    """Apply and remove the route's rollout action annotation; the route as written
+    (the same body without an annotation, ``None`` once the route is gone).
+
+    The caller holds the route's lock; writes are conditional on the version read,
+    so a concurrent edit makes it read the route again and start over rather than
+    overwrite the edit."""
+
+    async def once(found: Body, fresh: bool) -> Body:
+        return await _apply(ctx, found)
+
+    return await with_current_route(ctx, route, once)

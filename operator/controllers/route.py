@@ -7,9 +7,11 @@ the Secrets the config refers to), decide in pure code
 status, the events. Whatever woke it up (a change, a budget change, the resync
 timer, a restart), running it twice in a row writes nothing the second time.
 
-Every write is conditional on the version read; a conflict means someone changed
-the route or the ConfigMap meanwhile, and the route is read again and the
-reconcile starts over (at most three times). The rollout state
+Every write to the route is conditional on the version read; a conflict means
+someone changed the route or the ConfigMap meanwhile, and the route is read again
+and the reconcile starts over (at most three times). The ConfigMap write is
+planned from a route read or written under the lock, never from a kopf body that
+may lag behind another handler's write. The rollout state
 (``status.rollout``) is kept in line with ``spec.rollout``
 (:mod:`aegis.operator.rollout.state`) and rendered into the config.
 """
@@ -17,7 +19,8 @@ reconcile starts over (at most three times). The rollout state
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from ..api import naming
 from ..kube import Body, ConfigMap, Conflict, KubeError, LLMRoute, Transient
@@ -29,6 +32,7 @@ from .route_plan import Prepared, RoutePlan, SecretKeys, owned_by, plan_route, p
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 3
+T = TypeVar("T")
 
 
 def route_key(namespace: str, name: str) -> tuple[str, str, str]:
@@ -100,30 +104,63 @@ async def _apply(ctx: Context, route: Body, plan: RoutePlan) -> Body:
     return route
 
 
-async def reconcile_route(ctx: Context, route: Body, budgets: BudgetIndex) -> Body | None:
-    """Bring the route's ConfigMap and status in line with its spec and budgets; the
-    route as written (``None`` when it is gone or being deleted). The caller holds
-    the route's lock."""
+async def with_current_route(
+    ctx: Context, route: Body, step: Callable[[Body, bool], Awaitable[T]]
+) -> T | None:
+    """Run ``step(route, current)``; when a conditional write finds the route changed
+    since it was read (409), read it once more and run the step again (at most three
+    times). ``current`` is ``False`` for the body as given, ``True`` once read here.
+    ``None`` when the route is gone or being deleted."""
     meta = route["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
     found: Body | None = route
+    current = False
     for attempt in range(1, _ATTEMPTS + 1):
         if found is None or deleting(found):
             return None
         try:
-            prepared = prepare(found, budgets_for(budgets, namespace), ctx.now())
-            configmap, secrets = await _gather(ctx, found, prepared)
-            plan = plan_route(found, prepared, configmap, secrets, ctx.now())
-            return await _apply(ctx, found, plan)
-        except Conflict:  # the route or ConfigMap changed since it was read: read again
+            return await step(found, current)
+        except Conflict:
             if attempt == _ATTEMPTS:
-                ctx.metrics.reconciles.labels("LLMRoute", "error").inc()
                 raise
-        except KubeError:
-            ctx.metrics.reconciles.labels("LLMRoute", "error").inc()
-            raise
-        found = await read_route(ctx, namespace, name)
+        found, current = await read_route(ctx, meta["namespace"], meta["name"]), True
     return None  # pragma: no cover (the last attempt returns or raises)
+
+
+async def _reconcile_once(
+    ctx: Context, route: Body, budgets: BudgetIndex, current: bool
+) -> Body | None:
+    namespace = route["metadata"]["namespace"]
+    prepared = prepare(route, budgets_for(budgets, namespace), ctx.now())
+    configmap, secrets = await _gather(ctx, route, prepared)
+    plan = plan_route(route, prepared, configmap, secrets, ctx.now())
+    if plan.configmap is not None and not current:
+        # The ConfigMap write is not conditional on the route: render from the route
+        # as it is now, never from a body another writer has overtaken (that would
+        # hand the sidecars an older rollout weight for a moment).
+        latest = await read_route(ctx, namespace, route["metadata"]["name"])
+        if latest is None or deleting(latest):
+            return None
+        if latest["metadata"]["resourceVersion"] != route["metadata"]["resourceVersion"]:
+            return await _reconcile_once(ctx, latest, budgets, True)
+    return await _apply(ctx, route, plan)
+
+
+async def reconcile_route(
+    ctx: Context, route: Body, budgets: BudgetIndex, *, current: bool = False
+) -> Body | None:
+    """Bring the route's ConfigMap and status in line with its spec and budgets; the
+    route as written (``None`` when it is gone or being deleted). ``current``: the
+    body is this operator's own last write or read (not kopf's, which may lag). The
+    caller holds the route's lock."""
+
+    async def once(found: Body, fresh: bool) -> Body | None:
+        return await _reconcile_once(ctx, found, budgets, current or fresh)
+
+    try:
+        return await with_current_route(ctx, route, once)
+    except KubeError:
+        ctx.metrics.reconciles.labels("LLMRoute", "error").inc()
+        raise
 
 
 async def reconcile_routes(
@@ -136,7 +173,7 @@ async def reconcile_routes(
             async with ctx.locks.hold(route_key(ref.namespace, ref.name)):
                 route = await read_route(ctx, ref.namespace, ref.name)
                 if route is not None:
-                    await reconcile_route(ctx, route, budgets)
+                    await reconcile_route(ctx, route, budgets, current=True)
         except KubeError as error:  # that route's own handlers and timer retry
             log.warning("re-rendering %s/%s failed: %s", ref.namespace, ref.name, error)
 
