@@ -2,7 +2,9 @@
 
 It lives on the operator side because it is the composition root: the sidecar
 never imports the operator, so only this side may name both. Sub-commands import
-their implementation lazily, so ``aegis sidecar`` does not pay for kopf.
+their implementation lazily, so ``aegis sidecar`` does not pay for kopf. Logging
+is set up here, before a long-running command starts (the sidecar's commands set
+up their own).
 """
 
 from __future__ import annotations
@@ -47,10 +49,21 @@ def _fake(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(level: str | None = None) -> None:
+    """JSON lines on stderr (``AEGIS_LOG_FORMAT=text`` for plain text)."""
+    import logging
+
+    from aegis.sidecar.logs import configure_logging
+
+    configure_logging(level)
+    # The Kubernetes client's HTTP library logs every request at INFO.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
 def _operator(args: argparse.Namespace) -> int:
     import os
 
-    from .controllers.context import Options
+    from .controllers import Options
     from .runner import RunConfig, main
 
     options = Options(
@@ -71,7 +84,8 @@ def _operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         ledger_dsn=os.environ.get(args.ledger_dsn_env) or None,
     )
-    return main(config, args.log_level)
+    _configure_logging(args.log_level)
+    return main(config)
 
 
 def _seconds(text: str) -> float:
@@ -162,6 +176,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _injector(args: argparse.Namespace) -> int:
     from .injector.command import run_injector
 
+    if not args.print_manifests:
+        _configure_logging()
     return run_injector(args)
 
 

@@ -11,7 +11,7 @@ every object, runs update handlers for changes made while it was down and
 delete handlers for objects that wait on the finalizer).
 
 Other production choices: the liveness endpoint is kopf's own (``/healthz``);
-logs are JSON lines (:func:`aegis.sidecar.logs.configure_logging`); SIGTERM
+logs are JSON lines (set up by the ``aegis`` command before this starts); SIGTERM
 stops watching, lets running handlers finish and then closes the API session,
 the ledger engine and the metrics server; kopf's bookkeeping goes to
 annotations with the ``operator.aegis.io`` prefix (the status schema is
@@ -35,12 +35,12 @@ import kopf
 from aegis.sidecar.ledger.db import create_engine
 
 from .api import naming
-from .controllers.context import MEMO_KEY, Context, Options
+from .controllers import MEMO_KEY, Context, Options
 from .handlers import register
 from .kube import KubeClient, load_config
 from .metrics import OperatorMetrics, start_metrics_server
 
-log = logging.getLogger("aegis.operator")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +109,7 @@ async def run(config: RunConfig) -> None:
         log.info("operator stopped")
 
 
-def main(config: RunConfig, log_level: str | None = None) -> int:
-    from aegis.sidecar.logs import configure_logging
-
-    configure_logging(log_level)
+def main(config: RunConfig) -> int:
     # kopf logs every handler outcome at INFO through its object loggers.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes

@@ -10,7 +10,6 @@ in pure code (:mod:`.budget_plan`) and applies the plan: gauges, status, events.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +34,6 @@ from .budget_plan import (
 )
 from .context import Context
 from .indices import BudgetIndex, RouteIndex
-
-log = logging.getLogger(__name__)
 
 _LEDGER_TIMEOUT = 15.0
 

@@ -42,10 +42,7 @@ def run_injector(args: argparse.Namespace) -> int:
     if args.print_manifests:
         yaml.safe_dump_all(rendered_manifests(settings), sys.stdout, sort_keys=False)
         return 0
-    from aegis.sidecar.logs import configure_logging
+    from .webhook import run_forever  # aiohttp and the client: only to serve
 
-    from .webhook import run_forever
-
-    configure_logging()
     asyncio.run(run_forever(settings))
     return 0

@@ -2,7 +2,7 @@
 
 ``aegis_injector_admissions_total{outcome, reason}`` is the one to alert on: a rise of
 ``outcome="refused"`` means pods that asked for a sidecar are not being created.
-Label values are bounded (reasons come from a fixed set in :mod:`.decide`).
+Label values are bounded (reasons come from a fixed set in :mod:`.admission`).
 """
 
 from __future__ import annotations

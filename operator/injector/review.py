@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .decide import AdmissionDecision, PodRequest
+from .admission import AdmissionDecision, PodRequest
 
 API_VERSION = "admission.k8s.io/v1"
 

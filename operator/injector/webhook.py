@@ -1,7 +1,7 @@
 """The webhook server: HTTPS admission endpoints, plain-HTTP metrics and health.
 
 The request path does no I/O besides the HTTP exchange itself: the body is decoded,
-:func:`decide.decide` runs against the in-memory route cache, the answer is encoded.
+:func:`admission.decide` runs against the in-memory route cache, the answer is encoded.
 Everything slow (listing routes, certificates, caBundle) runs in background tasks.
 
 Ports: HTTPS ``--port`` serves ``/inject/pod`` and ``/inject/namespace`` (and health,
@@ -29,8 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..kube import KubeClient, KubeError, load_config
 from . import certs, review
+from .admission import AdmissionDecision, Via, decide
 from .cache import RouteCache, RouteSource
-from .decide import AdmissionDecision, Via, decide
 from .manifests import NAMESPACE_PATH, POD_PATH
 from .metrics import InjectorMetrics
 from .settings import (

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..api.status import ConditionStatus
+if TYPE_CHECKING:  # a Literal; the status models (pydantic) stay out of the injector
+    from ..api.status import ConditionStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from aegis.operator.api.naming import (
     LEDGER_DSN_ENV,
     ROUTE_ANNOTATION,
 )
-from aegis.operator.injector.decide import AdmissionDecision, PodRequest, Via, decide
+from aegis.operator.injector.admission import AdmissionDecision, PodRequest, Via, decide
 from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME, PLACEHOLDER_API_KEY
 from aegis.operator.injector.route_choice import RouteInfo, route_info
 from aegis.operator.injector.settings import SidecarSettings
