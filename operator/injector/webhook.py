@@ -190,7 +190,7 @@ async def serve(
 ) -> AsyncIterator[Running]:
     """Run the injector in this event loop until the context exits."""
     server = settings.server
-    api = api or KubeClient(load_config(server.kubeconfig), agent="aegis-injector")
+    api = api or KubeClient(load_config(server.kubeconfig), agent="aegis-injector", timeout=10.0)
     metrics = InjectorMetrics()
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []
