@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .holder import Holder, members, namespace_id
+from .holder import Holder, marker, members, namespace_id
 from .hostnet import delete as delete_network
 from .layout import Layout
 from .shell import ClusterError, run
@@ -81,7 +81,7 @@ def _holders(layout: Layout) -> list[int]:
     found = []
     for pid in members(netns, "net"):
         with contextlib.suppress(OSError):
-            if b"aegis-cluster-holder" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            if marker(layout).encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
                 found.append(pid)
     return found
 
@@ -120,6 +120,16 @@ def teardown(layout: Layout, log: Log, holder: Holder | None = None) -> None:
             raise ClusterError(f"cluster processes survive SIGKILL: {sorted(stray)}")
         _kill(stray)
         time.sleep(0.2)
+    # The launchers outside the namespaces (`unshare` above the holder, an `nsenter` above
+    # each server) exit once their child is gone; anything else naming the cluster's
+    # directory is a leftover of ours too.
+    deadline = time.monotonic() + 15
+    while stragglers := _processes_of(layout):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"cluster processes survive SIGKILL: {stragglers}")
+        if time.monotonic() > deadline - 10:
+            _kill(set(stragglers))
+        time.sleep(0.1)
     for top in cgroup_dirs(layout):
         _remove_cgroup_tree(top)
     delete_network(layout)
@@ -131,6 +141,20 @@ def teardown(layout: Layout, log: Log, holder: Holder | None = None) -> None:
         shutil.rmtree(layout.dir, ignore_errors=True)
     if targets or existed:
         log(f"cluster {layout.name}: removed in {time.monotonic() - started:.1f}s")
+
+
+def _processes_of(layout: Layout) -> dict[int, str]:
+    """Live processes whose command line names the cluster's directory (its holder too)."""
+    needles = (str(layout.dir).encode(),)  # the holder's marker names the directory too
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes()  # empty for a zombie
+            if any(needle in cmdline for needle in needles):
+                found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:160]
+    return found
 
 
 def host_mounts(layout: Layout) -> list[str]:
@@ -178,15 +202,8 @@ def leftovers(layout: Layout) -> list[str]:
     found += [f"mount {m}" for m in host_mounts(layout)]
     found += [f"cgroup {d}" for d in cgroup_dirs(layout)]
     found += [f"iptables {rule}" for rule in _iptables_leftovers(layout)]
-    needle = str(layout.dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes()
-            if needle in cmdline or b"aegis-cluster-holder" in cmdline:
-                text = cmdline.replace(b"\0", b" ").decode(errors="replace")[:160]
-                found.append(f"process {entry.name}: {text}")
+    for pid, text in _processes_of(layout).items():
+        found.append(f"process {pid}: {text}")
     if layout.dir.exists():
         found.append(f"directory {layout.dir}")
     return found

@@ -38,6 +38,11 @@ _INIT = (
 _MARK = "aegis-cluster-holder"
 
 
+def marker(layout: Layout) -> str:
+    """The holder's last argument: names the cluster, so teardown never hits another one."""
+    return f"{_MARK}={layout.dir}"
+
+
 def _setup_script(layout: Layout, python: str) -> str:
     return "\n".join(
         [
@@ -46,7 +51,7 @@ def _setup_script(layout: Layout, python: str) -> str:
             f"mount -t tmpfs -o mode=0755,size=512m {_MARK} /run",
             "mkdir -p /run/netns /run/containerd /run/lock",
             f"mount --bind {layout.varlog} /var/log",
-            f"exec {python} -c '{_INIT}' {_MARK}",
+            f"exec {python} -c '{_INIT}' {marker(layout)}",
         ]
     )
 
@@ -124,7 +129,7 @@ class Holder:
                     f"namespace holder exited with {launcher.returncode}: "
                     + log_path.read_text(errors="replace")[-2000:]
                 )
-            pid = _init_pid(launcher.pid)
+            pid = _init_pid(launcher.pid, marker(layout))
             if pid is not None:
                 start = _start_time(pid)
                 if start is not None:
@@ -176,7 +181,7 @@ class Holder:
             time.sleep(0.1)
 
 
-def _init_pid(launcher_pid: int) -> int | None:
+def _init_pid(launcher_pid: int, mark: str) -> int | None:
     """The host PID of the holder's PID 1, once it runs the init loop (mounts done)."""
     try:
         children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
@@ -187,7 +192,7 @@ def _init_pid(launcher_pid: int) -> int | None:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if _MARK.encode() in cmdline and b"-c" in cmdline and cmdline[0] != b"/bin/sh":
+        if cmdline[-2:] == [mark.encode(), b""]:  # the init loop, after the mounts
             return int(child)
     return None
 
