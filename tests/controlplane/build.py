@@ -360,10 +360,18 @@ def build_tool(directory: Path, tool: Tool, log: Log) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     ldflags = " ".join(["-s", "-w", *tool.ldflags(release)])
-    for binary, package in tool.binaries.items():
-        log(f"{tool.name}: go build {binary} (log: {log_path})")
-        argv = [go, "build", "-ldflags", ldflags, "-o", str(staging / binary), package]
-        _run(argv, src, log_path, log, f"go build {binary}")
+    if len(tool.binaries) > 1 and all(p.rsplit("/", 1)[-1] == b for b, p in tool.binaries.items()):
+        # One go command for all of them: one binary links (single-threaded) while the
+        # packages of the next still compile on the other cores.
+        names = " ".join(tool.binaries)
+        log(f"{tool.name}: go build {names} (log: {log_path})")
+        argv = [go, "build", "-ldflags", ldflags, "-o", f"{staging}/", *tool.binaries.values()]
+        _run(argv, src, log_path, log, f"go build {names}")
+    else:
+        for binary, package in tool.binaries.items():
+            log(f"{tool.name}: go build {binary} (log: {log_path})")
+            argv = [go, "build", "-ldflags", ldflags, "-o", str(staging / binary), package]
+            _run(argv, src, log_path, log, f"go build {binary}")
     for binary in tool.binaries:
         os.replace(staging / binary, directory / binary)
     shutil.rmtree(staging, ignore_errors=True)
