@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 AEGIS_TESTBIN_ROOT ?= $(HOME)/.cache/aegis/testbin
 export AEGIS_TESTBIN_ROOT
 
-.PHONY: help venv postgres promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test demo bench bench-injector clean
+.PHONY: help venv source-tree postgres promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test demo bench bench-injector clean
 
 help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
@@ -75,16 +75,20 @@ cluster: venv cluster-deps
 cluster-down: venv
 	@$(PY) -m tests.cluster down
 
-lint: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-
-# mypy cannot follow setuptools' editable finder, so it reads the packages through
-# a symlinked aegis/ tree under build/ (never committed).
-typecheck: venv
+# mypy and import-linter cannot follow setuptools' editable finder, so they read the
+# packages through a symlinked aegis/ tree under build/ (never committed).
+source-tree:
 	@mkdir -p build/typecheck/aegis
 	@ln -sfn ../../../sidecar build/typecheck/aegis/sidecar
 	@ln -sfn ../../../operator build/typecheck/aegis/operator
+
+# ruff, and the import-graph contracts of pyproject.toml (layers, no cycles, pure cores).
+lint: venv source-tree
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=build/typecheck $(VENV)/bin/lint-imports --no-cache
+
+typecheck: venv source-tree
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p aegis.sidecar -p aegis.operator
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy tests
 
