@@ -44,7 +44,7 @@ def _ledger(args: argparse.Namespace) -> int:
 def _fake(args: argparse.Namespace) -> int:
     from aegis.sidecar.fakes.__main__ import main as fake_main
 
-    forwarded = ["--kind", args.kind, "--port", str(args.port)]
+    forwarded = ["--kind", args.kind, "--host", args.host, "--port", str(args.port)]
     fake_main(forwarded)
     return 0
 
@@ -187,11 +187,21 @@ def _probe(args: argparse.Namespace) -> int:
     return probe(args.url, timeout=args.timeout)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("aegis-llm")
+    except metadata.PackageNotFoundError:  # run from a source tree without an install
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aegis",
         description="Aegis: LLM routing sidecar, Kubernetes operator and cost ledger.",
     )
+    parser.add_argument("--version", action="version", version=f"aegis {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sidecar = commands.add_parser(
@@ -242,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fake-upstream", help="run a fake LLM provider (OpenAI, DashScope, Ollama wire)"
     )
     fake.add_argument("--kind", choices=("openai", "dashscope", "ollama"), required=True)
+    fake.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (0.0.0.0 behind a Service)"
+    )
     fake.add_argument("--port", type=int, default=0)
     fake.set_defaults(handler=_fake)
 

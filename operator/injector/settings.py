@@ -149,6 +149,19 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
 
 
+def _port(text: str) -> int:
+    """A port number; says so when the value is a Kubernetes service-link variable."""
+    try:
+        return int(text)
+    except ValueError:
+        if text.startswith(("tcp://", "udp://")):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is a service-link variable the kubelet set for a Service named "
+                "like the injector: set enableServiceLinks: false in the pod, or pass --port"
+            ) from None
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``aegis injector`` flags (each also read from ``AEGIS_INJECTOR_<FLAG>``)."""
     s, c = ServerSettings, SidecarSettings  # class-level defaults: no version lookup here
@@ -156,11 +169,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listen.add_argument(
         "--listen-host", default=_env("listen-host", s.listen_host), help="address of both ports"
     )
-    listen.add_argument("--port", type=int, default=int(_env("port", s.port)), help="HTTPS port")
+    listen.add_argument("--port", type=_port, default=_env("port", s.port), help="HTTPS port")
     listen.add_argument(
         "--metrics-port",
         type=int,
-        default=int(_env("metrics-port", s.metrics_port)),
+        default=_env("metrics-port", s.metrics_port),
         help="plain HTTP: /metrics, /healthz, /readyz (0 disables)",
     )
     listen.add_argument(
@@ -182,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listen.add_argument(
         "--shutdown-delay",
         type=float,
-        default=float(_env("shutdown-delay", s.shutdown_delay)),
+        default=_env("shutdown-delay", s.shutdown_delay),
         help="seconds to keep answering after SIGTERM (not ready meanwhile)",
     )
     listen.add_argument(
@@ -242,7 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument(
         "--tls-check-interval",
         type=float,
-        default=float(_env("tls-check-interval", s.tls_check_interval)),
+        default=_env("tls-check-interval", s.tls_check_interval),
         help="seconds between certificate / caBundle checks",
     )
 
@@ -267,13 +280,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument(
         "--sidecar-port",
         type=int,
-        default=int(_env("sidecar-port", c.port)),
+        default=_env("sidecar-port", c.port),
         help="sidecar API port on 127.0.0.1 (OPENAI_BASE_URL, AEGIS_URL, probes)",
     )
     side.add_argument(
         "--sidecar-metrics-port",
         type=int,
-        default=int(_env("sidecar-metrics-port", c.metrics_port)),
+        default=_env("sidecar-metrics-port", c.metrics_port),
         help="sidecar metrics port (0: any free port)",
     )
     side.add_argument(
@@ -295,7 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument(
         "--sidecar-run-as-user",
         type=int,
-        default=int(_env("sidecar-run-as-user", c.run_as_user)),
+        default=_env("sidecar-run-as-user", c.run_as_user),
         help="numeric UID (and GID) of the sidecar: runAsNonRoot needs a number",
     )
 

@@ -83,3 +83,18 @@ def test_parse_duration() -> None:
 )
 def test_native_sidecar_detection(mode: str, version: dict[str, str], native: bool) -> None:
     assert native_sidecar_supported(mode, version) is native  # type: ignore[arg-type]
+
+
+def test_a_service_link_variable_breaks_no_other_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kubelet sets AEGIS_INJECTOR_PORT=tcp://… for a Service named aegis-injector."""
+    monkeypatch.setenv("AEGIS_INJECTOR_PORT", "tcp://10.96.0.12:443")
+    monkeypatch.setenv("AEGIS_INJECTOR_METRICS_PORT", "tcp://10.96.0.13:9090")
+    args = build_parser().parse_args(["sidecar", "--config", "/etc/aegis"])
+    assert args.command == "sidecar"
+    with pytest.raises(SystemExit):
+        settings()
+    message = capsys.readouterr().err
+    assert "service-link variable" in message and "enableServiceLinks: false" in message
+    assert settings("--port", "9443", "--metrics-port", "0").server.port == 9443

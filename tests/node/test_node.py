@@ -48,10 +48,6 @@ def test_image_runs_as_65532_with_a_read_only_root(cluster: NodeCluster, ns: str
     say(f"{cluster.images.aegis.short} as uid 65532, readOnlyRootFilesystem:\n{logs}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`aegis --version` is not a CLI option yet (argparse exits 2); see the node findings",
-)
 def test_aegis_version_runs_in_the_image(cluster: NodeCluster, ns: str, say: Say) -> None:
     logs = run_to_completion(
         cluster.kube, ns, pod("version", cluster.images.aegis.short, ["aegis", "--version"])

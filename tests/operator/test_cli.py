@@ -33,3 +33,19 @@ def test_operator_namespaces_and_intervals() -> None:
 def test_operator_refuses_bad_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(argv)
+
+
+def test_version_names_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aegis {metadata.version('aegis-llm')}"
+
+
+def test_fake_upstream_binds_where_asked() -> None:
+    args = build_parser().parse_args(["fake-upstream", "--kind", "openai"])
+    assert args.host == "127.0.0.1"
+    args = build_parser().parse_args(["fake-upstream", "--kind", "openai", "--host", "0.0.0.0"])
+    assert args.host == "0.0.0.0"
