@@ -20,6 +20,8 @@ def begin(
     kind: Kind,
     body: Mapping[str, Any],
     headers: Headers | Mapping[str, str],
+    *,
+    original: Mapping[str, Any] | None = None,
 ) -> Exchange:
     """Validate and route a parsed request under one config ``snapshot``; raises
     ``BadRequest`` for bad input and the router's refusal when there is one.
@@ -27,10 +29,14 @@ def begin(
     The facts (data class, sticky key) and the route come from the same snapshot,
     which the caller took once for the whole request: a hot reload landing
     meanwhile must not judge the data under one config and route it under another.
+    ``body`` is the internal (chat or embeddings) form; ``original`` the client's
+    body when that came in another API's shape: privacy reads it.
     """
     config = snapshot.config
     sticky = config.rollout.stickiness.header if config.rollout else HEADER_USER
-    facts = build_facts(kind, body, headers, config.privacy, sticky_header=sticky)
+    facts = build_facts(
+        kind, body, headers, config.privacy, sticky_header=sticky, original=original
+    )
     arm = choose_arm(config.rollout, facts.user_key, random.random(), route=config.identity.route)
     decision = route(facts, config, runtime.budgets, runtime.adapters, arm)
     exchange = Exchange(runtime, snapshot, facts, decision, body)

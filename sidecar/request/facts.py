@@ -10,7 +10,7 @@ against odd shapes and the client never sees a 500 for its own mistake.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -90,9 +90,13 @@ def build_facts(
     privacy: PrivacySpec,
     *,
     sticky_header: str = HEADER_USER,
+    original: Any = None,
 ) -> RequestFacts:
     """Validate a parsed ``/v1/chat/completions`` or ``/v1/embeddings`` body and its
-    headers into ``RequestFacts``; raise ``BadRequest`` naming the bad field."""
+    headers into ``RequestFacts``; raise ``BadRequest`` naming the bad field.
+
+    ``original`` is the body as the client sent it when ``body`` is its translation
+    from another API (Responses, Messages): detection reads every string of it."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_type")
     header_class = _data_class_header(headers, privacy)
@@ -143,6 +147,8 @@ def build_facts(
         prompt_text = _walk_embedding_input(body, texts)
         images, stream, choices, max_tokens = 0, False, 1, None
 
+    if original is not None:
+        texts = list(_strings(original))
     detected: frozenset[PiiKind] = frozenset()
     if texts and detection_can_raise(header_class, privacy):
         detected = detect(texts[0] if len(texts) == 1 else "\n".join(texts))
@@ -418,6 +424,18 @@ def _walk_embedding_input(body: dict[str, Any], texts: list[str]) -> int:
         param="input",
         code="invalid_type",
     )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string value inside a parsed JSON document."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _is_token(value: Any) -> bool:
