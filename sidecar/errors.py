@@ -2,9 +2,9 @@
 
 Whoever decides that a request gets an error (request validation, the router, the
 exchange, the HTTP layer) raises or returns one of these; the HTTP package turns
-it into OpenAI's error body, as JSON or as an SSE error event
-(:mod:`aegis.sidecar.http.openai_errors`), so that the official SDKs raise their
-usual exception classes. The hierarchy::
+it into the endpoint's error body (OpenAI's, or Anthropic's on the Messages API),
+as JSON or as an SSE error event (:mod:`aegis.sidecar.http.error_bodies`), so that
+the official SDKs raise their usual exception classes. The hierarchy::
 
     AegisError                        status, code, message, param, headers
     ├── ClientError                   the request cannot be served as sent (4xx)
@@ -60,7 +60,7 @@ __all__ = [
 
 
 class AegisError(Exception):
-    """An answer in OpenAI's error shape instead of a completion.
+    """An error answer instead of a completion.
 
     ``param`` names the offending body field (``messages[2].content``) or header
     (``X-Aegis-Quality``) so the message can be acted on without reading our code;

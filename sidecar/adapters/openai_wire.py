@@ -157,6 +157,14 @@ class OpenAIWireAdapter:
                 body["stream"] = False
             body.pop("stream_options", None)
         if (
+            self._cap_field == "max_tokens"
+            and "max_tokens" not in body
+            and "max_completion_tokens" in body
+        ):
+            # Only OpenAI reads max_completion_tokens; elsewhere the cap (which the
+            # budget reservation relies on) must travel as max_tokens.
+            body["max_tokens"] = body.pop("max_completion_tokens")
+        if (
             call.max_tokens is not None
             and "max_tokens" not in body
             and "max_completion_tokens" not in body

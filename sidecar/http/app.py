@@ -1,8 +1,12 @@
-"""The sidecar's HTTP face: OpenAI-compatible endpoints, health and metrics.
+"""The sidecar's HTTP face: the OpenAI and Anthropic endpoints, health and metrics.
 
-Handlers only parse and answer; deciding and calling live in
-:mod:`aegis.sidecar.exchange`. Every error leaves as OpenAI's error JSON with a
-precise message, whatever raised it, and never as a stack trace.
+Handlers only parse and answer: the front ends translate each API's body into the
+internal request and its answer back (:mod:`aegis.sidecar.frontends`); deciding
+and calling live in :mod:`aegis.sidecar.exchange`. Every error leaves in the
+endpoint's own error shape (OpenAI's, or Anthropic's on ``/v1/messages``) with a
+precise message, whatever raised it, and never as a stack trace: 404 for an
+unknown path, 405 with ``Allow`` for a known path and the wrong method, 413 for a
+body over the limit, 415 for a body that is not JSON.
 """
 
 from __future__ import annotations
@@ -11,16 +15,24 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import AegisError, BadRequest, InternalError, UnknownPath
+from ..errors import (
+    AegisError,
+    BadRequest,
+    ClientError,
+    InternalError,
+    RequestTooLarge,
+    UnknownPath,
+    UpstreamBadGateway,
+)
 from ..exchange import begin, complete
-from ..request import Kind
+from ..frontends import Api, ErrorShape, answer, translate
 from ..routing import model_catalog
 from ..runtime import Runtime
-from .openai_errors import error_response, from_http_exception
+from .error_bodies import error_response, from_http_exception
 from .relay import relay
 
 log = logging.getLogger(__name__)
@@ -28,23 +40,50 @@ log = logging.getLogger(__name__)
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
+ANTHROPIC_VERSIONS = ("2023-06-01", "2023-01-01")
+"""``anthropic-version`` values the Messages endpoint accepts (absent = the first)."""
+# The paths whose errors (404/405 included) take Anthropic's shape.
+_ANTHROPIC_PREFIX = "/v1/messages"
 
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into OpenAI's error JSON; unexpected ones into a bare 500."""
+
+async def answer_errors(
+    request: web.Request, handler: Handler, shape: ErrorShape
+) -> web.StreamResponse:
+    """Turn every failure into the endpoint's error JSON; unexpected ones into a bare 500."""
     try:
         return await handler(request)
     except AegisError as exc:
-        return error_response(exc)
+        return error_response(exc, shape)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(from_http_exception(exc, request.app[MAX_BODY]))
+        return error_response(from_http_exception(exc, request.app[MAX_BODY]), shape)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(InternalError("internal error in the Aegis sidecar"))
+        return error_response(InternalError("internal error in the Aegis sidecar"), shape)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
+    """The JSON object of the body: 413 over the limit (from ``Content-Length``
+    before reading), 415 for a declared type that is not JSON (no ``Content-Type``
+    at all is read as JSON), 400 for anything that is not one JSON object."""
+    limit = request.app[MAX_BODY]
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLarge(f"request body exceeds the sidecar limit of {limit} bytes")
+    if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
+        raise ClientError(
+            f"Content-Type {request.content_type!r} is not supported; send the body as JSON "
+            "with Content-Type: application/json",
+            status=415,
+            code="unsupported_media_type",
+            param="Content-Type",
+        )
     raw = await request.read()
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
@@ -57,27 +96,65 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _serve(request: web.Request, kind: Kind) -> web.StreamResponse:
+def check_anthropic_version(request: web.Request) -> None:
+    value = request.headers.get("anthropic-version")
+    if value is not None and value.strip() not in ANTHROPIC_VERSIONS:
+        raise BadRequest(
+            f"anthropic-version: unsupported version {value.strip()[:40]!r}; "
+            f"expected one of: {', '.join(ANTHROPIC_VERSIONS)}",
+            param="anthropic-version",
+            code="invalid_header",
+        )
+
+
+async def _serve(request: web.Request, api: Api) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     body = await read_json(request)
+    if api is Api.MESSAGES:
+        check_anthropic_version(request)
+    translated = translate(api, body)
     snapshot = runtime.current  # the one config this request sees, whatever reloads
     runtime.metrics.inflight.inc()
     try:
-        exchange = begin(runtime, snapshot, kind, body, request.headers)
-        if kind == "chat" and exchange.facts.stream:
-            return await relay(request, exchange)
-        payload, headers, status = await complete(exchange, kind)
+        exchange = begin(
+            runtime,
+            snapshot,
+            api.kind,
+            translated.body,
+            request.headers,
+            original=body if api.translated else None,
+        )
+        if api.kind == "chat" and exchange.facts.stream:
+            return await relay(request, exchange, translated)
+        payload, headers, status = await complete(exchange, api.kind)
+        if api.translated:
+            try:
+                payload = answer(translated, payload, exchange.request_id)
+            except ValueError:
+                raise UpstreamBadGateway(
+                    "the provider's answer is not a chat completion",
+                    headers=exchange.headers(None, None),
+                ) from None
+            headers["Content-Type"] = "application/json"
         return web.Response(body=payload, status=status, headers=headers)
     finally:
         runtime.metrics.inflight.dec()
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, "chat")
+    return await _serve(request, Api.CHAT)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, "embeddings")
+    return await _serve(request, Api.EMBEDDINGS)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, Api.RESPONSES)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, Api.MESSAGES)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -112,21 +189,54 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(detail, status=200 if runtime.ready else 503)
 
 
-async def not_found(request: web.Request) -> web.Response:
-    return error_response(UnknownPath(f"unknown path {request.method} {request.path}"))
+async def unrouted(request: web.Request) -> web.Response:
+    """The catch-all: 405 with ``Allow`` when another route serves the path with
+    other methods (aiohttp's own answer, which a catch-all would swallow), else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        _, methods = await resource.resolve(request)
+        allowed |= methods
+    shape: ErrorShape = "anthropic" if request.path.startswith(_ANTHROPIC_PREFIX) else "openai"
+    if allowed:
+        allow = ", ".join(sorted(allowed))
+        error = ClientError(
+            f"method {request.method} is not allowed on {request.path}; allowed: {allow}",
+            status=405,
+            code="method_not_allowed",
+            headers={"Allow": allow},
+        )
+        return error_response(error, shape)
+    return error_response(UnknownPath(f"unknown path {request.method} {request.path}"), shape)
 
 
-def guarded(handler: Handler) -> Handler:
-    """``handler`` with :func:`openai_errors` around it.
+def guarded(handler: Handler, shape: ErrorShape = "openai") -> Handler:
+    """``handler`` with :func:`answer_errors` around it, in ``shape``.
 
     Applied per route rather than as an aiohttp middleware: a middleware costs every
     request two more coroutine layers and a cached-chain lookup. Every path is routed
-    (the catch-all answers 404), so no request reaches a handler unguarded."""
+    (the catch-all answers 404/405), so no request reaches a handler unguarded."""
 
     async def guarded_handler(request: web.Request) -> web.StreamResponse:
-        return await openai_errors(request, handler)
+        return await answer_errors(request, handler, shape)
 
     return guarded_handler
+
+
+MODEL_ROUTES: dict[str, Api] = {
+    "/v1/chat/completions": Api.CHAT,
+    "/v1/embeddings": Api.EMBEDDINGS,
+    "/v1/responses": Api.RESPONSES,
+    "/v1/messages": Api.MESSAGES,
+}
+"""The routes that call a model, by path (each goes through privacy and budgets)."""
+_HANDLERS: dict[Api, Handler] = {
+    Api.CHAT: chat_completions,
+    Api.EMBEDDINGS: embeddings,
+    Api.RESPONSES: responses,
+    Api.MESSAGES: messages,
+}
 
 
 def build_app(runtime: Runtime) -> web.Application:
@@ -135,12 +245,12 @@ def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=max_body)
     app[RUNTIME] = runtime
     app[MAX_BODY] = max_body
-    app.router.add_post("/v1/chat/completions", guarded(chat_completions))
-    app.router.add_post("/v1/embeddings", guarded(embeddings))
+    for path, api in MODEL_ROUTES.items():
+        app.router.add_post(path, guarded(_HANDLERS[api], api.error_shape))
     app.router.add_get("/v1/models", guarded(list_models))
     app.router.add_get("/healthz", guarded(healthz))
     app.router.add_get("/readyz", guarded(readyz))
-    app.router.add_route("*", "/{tail:.*}", guarded(not_found))
+    app.router.add_route("*", "/{tail:.*}", guarded(unrouted))
     return app
 
 

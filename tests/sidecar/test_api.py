@@ -193,7 +193,8 @@ async def test_bad_json_bad_shape_and_oversize_body(make_sidecar: SidecarFactory
 
     async with make_sidecar(small) as sc, aiohttp.ClientSession() as http:
         url = sc.base_url + "/chat/completions"
-        async with http.post(url, data=b"{not json") as resp:
+        json_type = {"Content-Type": "application/json"}
+        async with http.post(url, data=b"{not json", headers=json_type) as resp:
             assert resp.status == 400
             error = (await resp.json())["error"]
             assert error["code"] == "invalid_json" and "not valid JSON" in error["message"]
@@ -201,7 +202,7 @@ async def test_bad_json_bad_shape_and_oversize_body(make_sidecar: SidecarFactory
             assert resp.status == 400
             assert (await resp.json())["error"]["param"] == "messages"
         big = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * 8000}]})
-        async with http.post(url, data=big) as resp:
+        async with http.post(url, data=big, headers=json_type) as resp:
             assert resp.status == 413
             error = (await resp.json())["error"]
             assert error["code"] == "request_too_large" and "4096" in error["message"]

@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 
 from aegis.sidecar.contract import Complexity, PrivacySpec, Quality
 from aegis.sidecar.errors import BadRequest
-from aegis.sidecar.http.openai_errors import error_body
+from aegis.sidecar.http.error_bodies import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import IMAGE_TOKENS, image_tokens_for, prompt_token_bound
 from aegis.sidecar.request.privacy import PiiKind

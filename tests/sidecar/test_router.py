@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from aegis.sidecar.contract import Arm, Complexity, Quality, RuleMatch, SidecarConfig
-from aegis.sidecar.http.openai_errors import error_body
+from aegis.sidecar.http.error_bodies import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
 from aegis.sidecar.routing import (
