@@ -118,6 +118,11 @@ class RouteProvider(ProviderSpec):
                 "baseURL is required when type is openai-compatible",
                 ".baseURL",
             ),
+            cel(
+                "self.type != 'anthropic' || !has(self.models.embedding)",
+                "provider type anthropic has no embeddings API; unset models.embedding",
+                ".models.embedding",
+            ),
             drop=("apiKeyEnv",),
         )
     )
@@ -133,9 +138,11 @@ class RouteProvider(ProviderSpec):
 _DEFAULT_PRIVACY = PrivacySpec()
 
 
+_CLASSES = f"(has(self.classes) ? self.classes : {cel_list(_DEFAULT_PRIVACY.classes)})"
+
+
 def _known(field: str, default: str) -> str:
-    classes = f"(has(self.classes) ? self.classes : {cel_list(_DEFAULT_PRIVACY.classes)})"
-    return f"(has(self.{field}) ? self.{field} : '{default}') in {classes}"
+    return f"(has(self.{field}) ? self.{field} : '{default}') in {_CLASSES}"
 
 
 class RoutePrivacy(PrivacySpec):
@@ -159,6 +166,16 @@ class RoutePrivacy(PrivacySpec):
                 _known("detectedClass", _DEFAULT_PRIVACY.detected_class),
                 "detectedClass must be one of classes",
                 ".detectedClass",
+            ),
+            cel(
+                f"!has(self.mask) || self.mask.all(c, c in {_CLASSES})",
+                "every mask class must be one of classes",
+                ".mask",
+            ),
+            cel(
+                f"!has(self.patterns) || self.patterns.all(p, p.dataClass in {_CLASSES})",
+                "every pattern's dataClass must be one of classes",
+                ".patterns",
             ),
         )
     )
@@ -257,7 +274,8 @@ class LLMBudgetSpec(BudgetSpec):
                 "'*' must be the only entry of namespaces",
                 ".namespaces",
             ),
-            drop=("name",),
+            # Who the budget is comes from its metadata (namespace, name) and its kind.
+            drop=("name", "scope", "namespace"),
         )
     )
 

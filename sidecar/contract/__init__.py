@@ -35,6 +35,7 @@ from .document import (
 from .policy import (
     Arm,
     CandidatePolicy,
+    CustomPattern,
     Policy,
     PrivacySpec,
     RolloutSpec,
@@ -53,6 +54,7 @@ __all__ = [
     "CircuitBreakerSpec",
     "Complexity",
     "ConfigError",
+    "CustomPattern",
     "DataClass",
     "LedgerSpec",
     "ListenSpec",

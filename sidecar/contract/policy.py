@@ -5,14 +5,51 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
+import re2
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from .base import Complexity, DataClass, Model, Name, Quality
 from .providers import ProviderModels
+
+MAX_PATTERN_CHARS = 512
+# RE2's memory budget for one pattern (its default is 8 MiB): enough for any
+# sensible identifier pattern, refuses a pattern that would blow up its DFA.
+_PATTERN_MEMORY = 1 << 20
+
+
+class CustomPattern(Model):
+    """A route's own identifier format: a regular expression and the class it raises."""
+
+    name: Name = Field(description="Names the detector in metrics and the ledger.")
+    regex: str = Field(
+        min_length=1,
+        max_length=MAX_PATTERN_CHARS,
+        description="RE2 syntax (no backreferences or look-around), matched in linear "
+        "time against normalised text.",
+    )
+    data_class: DataClass = Field(description="Class a request is raised to when it matches.")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        options = re2.Options()
+        options.log_errors = False
+        options.max_mem = _PATTERN_MEMORY
+        try:
+            compiled = re2.compile(value, options)
+        except re2.error as exc:
+            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise ValueError(f"not a valid RE2 pattern: {detail}") from None
+        if "(?P<" in value:
+            raise ValueError("named groups are not allowed; use (?:...)")
+        if compiled.search("") is not None:
+            raise ValueError("the pattern matches the empty string (it would match every request)")
+        return value
 
 
 class PrivacySpec(Model):
@@ -36,17 +73,37 @@ class PrivacySpec(Model):
     detected_class: DataClass = Field(
         default="pii", description="Class assigned when detection finds PII."
     )
+    patterns: list[CustomPattern] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Custom detectors: each pattern raises a request to its own class.",
+    )
+    mask: list[DataClass] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Classes whose detected values are replaced by placeholders before "
+        "a cloud call (and restored in the answer) instead of raising the request's class.",
+    )
 
     @model_validator(mode="after")
     def _check_known(self) -> Self:
         known = set(self.classes)
         if len(known) != len(self.classes):
             raise ValueError("privacy.classes must be unique")
-        for field in ("local_only", "default_class", "detected_class"):
+        for field in ("local_only", "default_class", "detected_class", "mask"):
             value = getattr(self, field)
             for item in value if isinstance(value, list) else [value]:
                 if item not in known:
                     raise ValueError(f"privacy.{to_camel(field)}: unknown class {item!r}")
+        names = [p.name for p in self.patterns]
+        if len(set(names)) != len(names):
+            raise ValueError("privacy.patterns: names must be unique")
+        for pattern in self.patterns:
+            if pattern.data_class not in known:
+                raise ValueError(
+                    f"privacy.patterns[{pattern.name}].dataClass: unknown class "
+                    f"{pattern.data_class!r}"
+                )
         return self
 
     def rank(self, data_class: str) -> int:

@@ -1,8 +1,9 @@
 """Request facts: everything the router needs to know about one request.
 
 ``build_facts`` validates the parsed JSON body and the ``X-Aegis-*`` headers in a
-single walk over the messages that also collects the text to scan for PII and the
-byte counts for the prompt-token bound. Anything malformed raises ``BadRequest``
+single walk over the messages that also counts the bytes for the prompt-token
+bound; privacy (:func:`~.scan.assess`) reads every string of the body the client
+sent. Anything malformed raises ``BadRequest``
 (400) naming the header or body field, so no later stage has to defend itself
 against odd shapes and the client never sees a 500 for its own mistake.
 """
@@ -10,12 +11,13 @@ against odd shapes and the client never sees a 500 for its own mistake.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..contract import Complexity, PrivacySpec, Quality
 from ..errors import BadRequest
+from .masking import Masking
 from .pricing import (
     IMAGE_TOKENS,
     TOKENS_PER_EMBEDDING_INPUT,
@@ -25,7 +27,7 @@ from .pricing import (
     token_bound,
     utf8_len,
 )
-from .privacy import PiiKind, detect, detection_can_raise, effective_class
+from .scan import assess
 
 HEADER_DATA_CLASS = "X-Aegis-Data-Class"
 HEADER_QUALITY = "X-Aegis-Quality"
@@ -60,7 +62,8 @@ class RequestFacts:
     model: str  # as requested, stripped; "" when the body names none
     data_class: str  # effective: the header's (or the default), raised by detection
     header_class: str | None
-    detected: frozenset[PiiKind]
+    declared_class: str  # the header's class, or the default
+    detected: frozenset[str]  # names of the detectors that found something
     quality: Quality
     complexity: Complexity
     batch_size: int
@@ -70,6 +73,8 @@ class RequestFacts:
     choices: int  # "n": each choice can use max_tokens
     image_parts: int
     prompt_text_tokens: int  # prompt bound without images (see pricing)
+    masking: Masking | None = field(default=None, repr=False, compare=False)
+    """Detected values to mask before a cloud call (holds them: never log it)."""
 
     @property
     def has_images(self) -> bool:
@@ -126,9 +131,8 @@ def build_facts(
             code="invalid_type",
         )
 
-    texts: list[str] = []
     if kind == "chat":
-        text_bytes, messages, images = _walk_messages(body, texts)
+        text_bytes, messages, images = _walk_messages(body)
         text_bytes += extras_bytes(body)
         prompt_text = token_bound(text_bytes, messages, 0)
         stream = _optional_bool(body, "stream")
@@ -144,20 +148,17 @@ def build_facts(
         # Either field may be honoured upstream, so the larger one bounds the output.
         max_tokens = max(limits) if limits else None
     else:
-        prompt_text = _walk_embedding_input(body, texts)
+        prompt_text = _walk_embedding_input(body)
         images, stream, choices, max_tokens = 0, False, 1, None
 
-    if original is not None:
-        texts = list(_strings(original))
-    detected: frozenset[PiiKind] = frozenset()
-    if texts and detection_can_raise(header_class, privacy):
-        detected = detect(texts[0] if len(texts) == 1 else "\n".join(texts))
+    decision = assess(body, original, header_class, privacy)
     return RequestFacts(
         kind=kind,
         model=model.strip(),
-        data_class=effective_class(header_class, detected, privacy),
+        data_class=decision.data_class,
         header_class=header_class,
-        detected=detected,
+        declared_class=decision.declared,
+        detected=decision.detected,
         quality=quality,
         complexity=complexity,
         batch_size=batch_size,
@@ -167,6 +168,7 @@ def build_facts(
         choices=choices,
         image_parts=images,
         prompt_text_tokens=prompt_text,
+        masking=decision.masking,
     )
 
 
@@ -277,8 +279,8 @@ def _missing(param: str) -> BadRequest:
     )
 
 
-def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, int]:
-    """Validate ``messages``; collect texts to scan. Returns (text bytes, messages, images)."""
+def _walk_messages(body: dict[str, Any]) -> tuple[int, int, int]:
+    """Validate ``messages``. Returns (text bytes, messages, images)."""
     messages = body.get("messages")
     if messages is None:
         raise _missing("messages")
@@ -309,11 +311,10 @@ def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, in
             )
         content = message.get("content")
         if isinstance(content, str):
-            texts.append(content)
             text_bytes += utf8_len(content)
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                added, image = _content_part(part, f"messages[{i}].content[{j}]", texts)
+                added, image = _content_part(part, f"messages[{i}].content[{j}]")
                 text_bytes += added
                 images += image
         elif content is not None:
@@ -335,11 +336,11 @@ def _walk_messages(body: dict[str, Any], texts: list[str]) -> tuple[int, int, in
                 text_bytes += utf8_len(value)
         tool_calls = message.get("tool_calls")
         if tool_calls is not None:
-            text_bytes += _tool_calls(tool_calls, f"messages[{i}].tool_calls", texts)
+            text_bytes += _tool_calls(tool_calls, f"messages[{i}].tool_calls")
     return text_bytes, len(messages), images
 
 
-def _content_part(part: Any, where: str, texts: list[str]) -> tuple[int, int]:
+def _content_part(part: Any, where: str) -> tuple[int, int]:
     """Validate one content part; returns (text bytes, image count)."""
     kind = part.get("type") if isinstance(part, dict) else None
     if not isinstance(kind, str):
@@ -357,7 +358,6 @@ def _content_part(part: Any, where: str, texts: list[str]) -> tuple[int, int]:
                 param=f"{where}.{key}",
                 code="invalid_type",
             )
-        texts.append(text)
         return utf8_len(text), 0
     if kind == "image_url":
         image = part.get("image_url")
@@ -377,7 +377,7 @@ def _content_part(part: Any, where: str, texts: list[str]) -> tuple[int, int]:
     )
 
 
-def _tool_calls(tool_calls: Any, where: str, texts: list[str]) -> int:
+def _tool_calls(tool_calls: Any, where: str) -> int:
     if not isinstance(tool_calls, list):
         raise BadRequest(
             f"Invalid type for '{where}': expected an array.", param=where, code="invalid_type"
@@ -392,17 +392,15 @@ def _tool_calls(tool_calls: Any, where: str, texts: list[str]) -> int:
                 param=f"{where}[{k}]",
                 code="invalid_type",
             )
-        texts.append(arguments)  # arguments the model produced can echo PII back
     return json_len(tool_calls)
 
 
-def _walk_embedding_input(body: dict[str, Any], texts: list[str]) -> int:
-    """Validate embeddings ``input``; collect texts. Returns the prompt-token bound."""
+def _walk_embedding_input(body: dict[str, Any]) -> int:
+    """Validate embeddings ``input``. Returns the prompt-token bound."""
     data = body.get("input")
     if data is None:
         raise _missing("input")
     if isinstance(data, str):
-        texts.append(data)
         return utf8_len(data) + TOKENS_PER_EMBEDDING_INPUT
     if not isinstance(data, list) or not data:
         raise BadRequest(
@@ -412,7 +410,6 @@ def _walk_embedding_input(body: dict[str, Any], texts: list[str]) -> int:
             code="invalid_type",
         )
     if all(isinstance(item, str) for item in data):
-        texts.extend(data)
         return sum(utf8_len(item) + TOKENS_PER_EMBEDDING_INPUT for item in data)
     if all(_is_token(item) for item in data):
         return len(data) + TOKENS_PER_EMBEDDING_INPUT
@@ -424,18 +421,6 @@ def _walk_embedding_input(body: dict[str, Any], texts: list[str]) -> int:
         param="input",
         code="invalid_type",
     )
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """Every string value inside a parsed JSON document."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def _is_token(value: Any) -> bool:

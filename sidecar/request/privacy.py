@@ -1,375 +1,127 @@
-"""PII detection over prompt text, and the effective data class of a request.
+"""PII detection over text, and the effective data class of a request.
 
-Detection only ever *raises* a request's data class (to ``privacy.detectedClass``),
-so a false positive costs quality or money (the request stays local) while a false
-negative leaks data. The detectors therefore favour recall where a format is
-distinctive (checksums, separators) and demand context where it is not (a bare
-nine-digit number is an SSN or a BSN only next to the word for it).
+Detection only ever *raises* a request's data class (to ``privacy.detectedClass``
+for the built-in detectors, to a custom pattern's own class for it), so a false
+positive costs quality or money (the request stays local) while a false negative
+leaks data. The detectors therefore favour recall where a format is distinctive
+(checksums, separators) and demand context where it is not (a bare nine-digit
+number is an SSN or a BSN only next to the word for it).
 
-Speed matters: this runs on every request. The text is scanned by two linear
-passes only: ``str.find`` for ``@`` (e-mail), and one regex that finds runs of
-digits joined by separators ("clusters"). Everything else (IBAN, card, phone,
-national ids) is decided in Python on the few clusters long enough to matter, so
-there is no per-kind regex over the whole prompt and no pattern that can
-backtrack catastrophically (possessive quantifiers, fixed separators).
-We return the kinds found, never the matched text, so nothing sensitive can leak
-into logs, metrics or the ledger from here.
+Text is normalised first (:mod:`.normalise`): look-alike characters folded,
+invisible ones removed. The built-in detectors are :mod:`.pii_numbers` (one regex
+pass finding digit clusters) and :mod:`.pii_email` (plain and in words); a route's
+custom patterns run as one RE2 alternation (linear time whatever the pattern).
+Findings carry a detector name and a span, never the matched text, so nothing
+sensitive can leak into logs, metrics or the ledger from here.
 """
 
 from __future__ import annotations
 
-import re
-from enum import StrEnum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
-from ..contract import PrivacySpec
-from .checksums import (
-    IBAN_LENGTHS,
-    cn_resident_id_ok,
-    de_tax_id_ok,
-    iban_ok,
-    luhn_ok,
-    nl_bsn_ok,
-    us_ssn_ok,
-)
+import re2
 
+from ..contract import CustomPattern, PrivacySpec
+from .normalise import normalise
+from .pii_email import find_emails
+from .pii_numbers import PiiKind, scan_numbers
 
-class PiiKind(StrEnum):
-    EMAIL = "email"
-    PHONE = "phone"
-    IBAN = "iban"
-    CARD = "card"
-    US_SSN = "us_ssn"
-    UK_NINO = "uk_nino"
-    CN_RESIDENT_ID = "cn_resident_id"
-    DE_TAX_ID = "de_tax_id"
-    NL_BSN = "nl_bsn"
+CUSTOM_PREFIX = "custom:"
 
 
-# The one regex pass over the prompt: a "cluster" is a run of at least 6 digits and
-# single separators ("(555) 123" and "1 (555)" included). Shorter runs (years,
-# prices, counts) are too short for any phone, card or id and never reach Python.
-# Starting with a lone character class lets the engine skip other text in C.
-_CLUSTER = re.compile(r"[0-9](?=[0-9 \-./()]{5})[0-9]*+(?:(?:[ \-./]|\) ?| ?\()[0-9]++)*+")
-# Where an IBAN may start, searched only in the few characters before a cluster
-# (every IBAN has a digit run within its first 12 characters: "GB82 WEST 1234 ...").
-_IBAN_START = re.compile(r"[A-Z]{2}[0-9]{2}")
-_IBAN_LOOKBACK = 12
-_NON_DIGITS = re.compile(r"([^0-9]+)")
-# Host part after '@': labels joined by dots (possessive: linear, no backtracking).
-_DOMAIN = re.compile(r"[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)++")
-_EMAIL_LOCAL_LAST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
-# Context a bare nine-digit number needs to count as an SSN / BSN (searched in the
-# few characters before the number only).
-_SSN_CONTEXT = re.compile(r"ssn|social security", re.IGNORECASE)
-_BSN_CONTEXT = re.compile(r"bsn|burgerservice|sofi", re.IGNORECASE)
-_CONTEXT_CHARS = 40
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected value: which detector, where (in the text it was found in)."""
 
-_IBAN_COMPACT = re.compile(r"[A-Z]{2}[0-9]{2}[A-Za-z0-9]{11,30}+")
-_IBAN_GROUPED = re.compile(
-    r"[A-Z]{2}[0-9]{2}(?: [A-Za-z0-9]{4})++(?: [A-Za-z0-9]{1,3}(?![A-Za-z0-9]))?"
-)
-_NINO_FIRST_BAD = frozenset("DFIQUV")
-_NINO_SECOND_BAD = frozenset("DFIOQUV")
-_NINO_PREFIX_BAD = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+    detector: str  # a PiiKind value, or "custom:<pattern name>"
+    start: int
+    end: int
 
 
-def _word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
+class CustomPatterns:
+    """A route's custom patterns compiled into one RE2 alternation."""
 
+    __slots__ = ("_groups", "_names", "_regex")
 
-# ---------------------------------------------------------------- detectors
+    def __init__(self, patterns: Sequence[CustomPattern]) -> None:
+        options = re2.Options()
+        options.log_errors = False
+        self._names = [CUSTOM_PREFIX + p.name for p in patterns]
+        self._groups = [f"aegis{i}" for i in range(len(patterns))]
+        alternation = "|".join(f"(?P<aegis{i}>{p.regex})" for i, p in enumerate(patterns))
+        self._regex = re2.compile(alternation, options) if patterns else None
 
-_NINO = re.compile(r"([A-Z]{2}) ?(?:[0-9]{6}|[0-9]{2} [0-9]{2} [0-9]{2}) ?[A-D]?(?![A-Za-z0-9_])")
-
-
-def _has_email(text: str) -> bool:
-    at = text.find("@")
-    while at != -1:
-        if at > 0 and text[at - 1] in _EMAIL_LOCAL_LAST:
-            m = _DOMAIN.match(text, at + 1)
-            if m is not None:
-                tld = m.group().rsplit(".", 1)[1]
-                if len(tld) >= 2 and tld.isalpha():
-                    return True
-        at = text.find("@", at + 1)
-    return False
-
-
-def _iban_at(text: str, p: int) -> int:
-    """End of an IBAN of its country's exact length at p (compact or in groups of
-    four), or -1."""
-    if p > 0 and _word(text[p - 1]):
-        return -1
-    length = IBAN_LENGTHS[text[p : p + 2]]
-    m = _IBAN_COMPACT.match(text, p) or _IBAN_GROUPED.match(text, p)
-    if m is None:
-        return -1
-    compact = m.group().replace(" ", "")
-    end = m.end()
-    if len(compact) != length:
-        # Grouped and followed by a four-letter word: the IBAN may end on a group.
-        if len(compact) < length or length % 4 or " " not in m.group():
-            return -1
-        compact = compact[:length]
-        end = p + length + length // 4 - 1
-    elif end < len(text) and _word(text[end]):
-        return -1
-    return end if iban_ok(compact.upper()) else -1
-
-
-def _iban_covers(text: str, s: int, e: int) -> bool:
-    """Whether an IBAN starting shortly before s runs through the cluster [s, e)."""
-    for start in _IBAN_START.finditer(text, max(0, s - _IBAN_LOOKBACK), s + 2):
-        p = start.start()
-        if text[p : p + 2] in IBAN_LENGTHS and _iban_at(text, p) >= e:
-            return True
-    return False
-
-
-def _nino_at(text: str, p: int) -> bool:
-    if p > 0 and _word(text[p - 1]):
-        return False
-    m = _NINO.match(text, p)
-    if m is None:
-        return False
-    prefix = m.group(1)
-    return (
-        prefix[0] not in _NINO_FIRST_BAD
-        and prefix[1] not in _NINO_SECOND_BAD
-        and prefix not in _NINO_PREFIX_BAD
-    )
-
-
-def _context_before(pattern: re.Pattern[str], text: str, s: int) -> bool:
-    return pattern.search(text, max(0, s - _CONTEXT_CHARS), s) is not None
-
-
-class _Runs:
-    """The digit groups of one cluster and the separators between them."""
-
-    __slots__ = ("digs", "end_ok", "left_ok", "n", "opened", "seps")
-
-    def __init__(self, text: str, s: int, e: int, parts: list[str]) -> None:
-        self.digs = parts[0::2]  # parts: digits, separator, digits, ...
-        self.seps = parts[1::2]
-        self.n = len(self.digs)
-        self.left_ok = s == 0 or not _word(text[s - 1])
-        self.end_ok = e == len(text) or not _word(text[e])
-        self.opened = s > 0 and text[s - 1] == "("
-
-    def starts(self, i: int) -> bool:
-        """Group i can begin a number (not glued to a word, not after a decimal point)."""
-        return self.left_ok if i == 0 else self.seps[i - 1] != "."
-
-    def ends(self, j: int) -> bool:
-        """Group j can end a number (not glued to a word, not before a decimal point)."""
-        return self.end_ok if j == self.n - 1 else self.seps[j] != "."
-
-
-def _card(r: _Runs, plus: bool) -> bool:
-    # 13-19 digits starting 2-6 (the issuer ranges in use), compact or in groups of
-    # 3-6 after a first group of 4 with one consistent space/dash separator, Luhn.
-    for i in range(1 if plus else 0, r.n):
-        first = r.digs[i]
-        if first[0] not in "23456" or not r.starts(i):
-            continue
-        if 13 <= len(first) <= 19 and r.ends(i) and luhn_ok(first):
-            return True
-        if len(first) != 4:
-            continue
-        total, sep, parts = 4, r.seps[i] if i < r.n - 1 else "", [first]
-        if sep not in (" ", "-"):
-            continue
-        for j in range(i + 1, r.n):
-            g = r.digs[j]
-            if r.seps[j - 1] != sep or not 3 <= len(g) <= 6:
-                break
-            total += len(g)
-            parts.append(g)
-            if total > 19:
-                break
-            if total >= 13 and r.ends(j) and luhn_ok("".join(parts)):
-                return True
-    return False
-
-
-def _us_ssn(text: str, s: int, r: _Runs) -> bool:
-    digs, seps = r.digs, r.seps
-    for i in range(r.n - 2):
-        if (len(digs[i]), len(digs[i + 1]), len(digs[i + 2])) != (3, 2, 4):
-            continue
-        sep = seps[i]
-        if sep not in ("-", " ") or seps[i + 1] != sep:
-            continue
-        # Part of a longer chain with the same separator: a phone or a table row.
-        if (i > 0 and seps[i - 1] == sep) or (i + 3 < r.n and seps[i + 2] == sep):
-            continue
-        if r.starts(i) and r.ends(i + 2) and us_ssn_ok(digs[i], digs[i + 1], digs[i + 2]):
-            return True
-    if r.n == 1 and len(digs[0]) == 9 and r.left_ok and r.end_ok:
-        d = digs[0]
-        return us_ssn_ok(d[:3], d[3:5], d[5:]) and _context_before(_SSN_CONTEXT, text, s)
-    return False
-
-
-def _de_tax_id_grouped(r: _Runs, i: int) -> bool:
-    """Steuer-IdNr as printed on letters: "12 345 678 901"."""
-    digs = r.digs
-    return (
-        [len(x) for x in digs[i + 1 : i + 4]] == [3, 3, 3]
-        and r.seps[i : i + 3] == [" ", " ", " "]
-        and r.ends(i + 3)
-        and de_tax_id_ok("".join(digs[i : i + 4]))
-    )
-
-
-def _national_ids(text: str, s: int, e: int, r: _Runs, found: set[PiiKind]) -> None:
-    digs, seps = r.digs, r.seps
-    for i in range(r.n):
-        d = digs[i]
-        if not r.starts(i):
-            continue
-        size = len(d)
-        if size == 18 and r.ends(i) and cn_resident_id_ok(d):
-            found.add(PiiKind.CN_RESIDENT_ID)
-        elif size == 17 and i == r.n - 1 and e < len(text) and text[e] in "Xx":
-            if (e + 1 == len(text) or not _word(text[e + 1])) and cn_resident_id_ok(d + "X"):
-                found.add(PiiKind.CN_RESIDENT_ID)
-        elif (size == 11 and r.ends(i) and de_tax_id_ok(d)) or (
-            size == 2 and _de_tax_id_grouped(r, i)
-        ):
-            found.add(PiiKind.DE_TAX_ID)
-    # A BSN is nine digits ("123456782" or "1234.56.782") and needs the word nearby.
-    if r.left_ok and r.end_ok:
-        if r.n == 1 and len(digs[0]) == 9:
-            bsn = digs[0]
-        elif [len(x) for x in digs] == [4, 2, 3] and seps == [".", "."]:
-            bsn = "".join(digs)
-        else:
+    def find(self, text: str) -> Iterator[Finding]:
+        if self._regex is None:
             return
-        if nl_bsn_ok(bsn) and _context_before(_BSN_CONTEXT, text, s):
-            found.add(PiiKind.NL_BSN)
-
-
-def _phone(text: str, r: _Runs, plus: bool) -> bool:
-    digs, seps = r.digs, r.seps
-    # International: "+" or "00", country code 1-9, 8 to 15 digits in all (E.164).
-    if plus or (r.left_ok and r.n > 1 and digs[0].startswith("00") and len(digs[0]) <= 5):
-        total = 0 if plus else -2
-        for j in range(r.n):
-            total += len(digs[j])
-            if total >= 8:
-                country = digs[0] if plus else (digs[0][2:] or digs[1])
-                return total <= 15 and country[0] != "0" and r.ends(j)
-        return False
-    # North American: (NXX) NXX-XXXX, NXX-NXX-XXXX, NXX.NXX.XXXX, NXX NXX XXXX.
-    for i in range(r.n - 2):
-        if (len(digs[i]), len(digs[i + 1]), len(digs[i + 2])) != (3, 3, 4):
-            continue
-        s1, s2 = seps[i], seps[i + 1]
-        if digs[i][0] in "01" or digs[i + 1][0] in "01" or s2 not in ("-", ".", " "):
-            continue
-        if s1.startswith(")"):
-            if not (seps[i - 1].endswith("(") if i > 0 else r.opened):
+        for m in self._regex.finditer(text):
+            if m.end() == m.start():
                 continue
-        elif s1 not in ("-", ".", " ") or (s1 == ".") != (s2 == "."):
-            continue
-        if r.starts(i) and r.ends(i + 2):
-            return True
-    # National with a trunk 0: "020 7946 0958", "030/1234567", "(030) 1234567",
-    # "01 23 45 67 89", or compact "07700900123". Dots mean dates, not phones.
-    first = digs[0]
-    if not (r.left_ok and first[0] == "0" and len(first) >= 2 and first[1] != "0"):
-        return False
-    if len(first) in (10, 11) and r.ends(0):
-        return True
-    if r.n == 1 or len(first) > 5:
-        return False
-    sep: str | None
-    if seps[0].startswith(")"):
-        if not r.opened:
-            return False
-        sep = None  # the separator after "(0xx) " decides the rest
-    elif seps[0] in (" ", "-", "/"):
-        sep = seps[0]
-    else:
-        return False
-    total = len(first)
-    for j in range(1, r.n):
-        if j > 1:
-            here = seps[j - 1]
-            if sep is None and here in (" ", "-", "/"):
-                sep = here
-            elif here != sep:
-                break
-        if len(digs[j]) < 2:
-            break
-        total += len(digs[j])
-        if total > 12:
-            break
-        if total >= 10 and r.ends(j):
-            return True
-    return False
+            for group, name in zip(self._groups, self._names, strict=True):
+                if m.group(group) is not None:
+                    yield Finding(name, m.start(), m.end())
+                    break
 
 
-def _scan_numbers(text: str, found: set[PiiKind]) -> None:
-    for m in _CLUSTER.finditer(text):
-        s, e = m.span()
-        if s >= 2 and PiiKind.UK_NINO not in found:
-            # "AB 12 34 56 C" or "AB123456C": letters right before the digits.
-            p = s - 3 if text[s - 1] == " " else s - 2
-            if p >= 0 and text[p : p + 2].isalpha() and _nino_at(text, p):
-                found.add(PiiKind.UK_NINO)
-        if e - s < 8:
-            continue  # the look-ahead counted trailing separators ("3 2024. ")
-        if s >= 2:
-            # "DE89 3704 ...", "GB82 WEST 1234 ...": letters right before the digit run
-            # (or before the space before it) and the country code a little further back.
-            before = text[s - 1]
-            near = before.isupper() or (before == " " and text[s - 2].isupper())
-            if near and _iban_covers(text, s, e):
-                found.add(PiiKind.IBAN)
-                continue  # its digit groups are not a phone number or a card
-        # A leading "+" marks an international number, unless it is arithmetic ("1+2").
-        plus = s > 0 and text[s - 1] == "+" and (s == 1 or not _word(text[s - 2]))
-        parts = _NON_DIGITS.split(m.group())
-        digits = sum(map(len, parts[0::2]))
-        # Every remaining kind has 9+ digits, except "+"/"00" phones with 8: this drops
-        # dates ("2024-10-15") and versions before any further work.
-        if digits < 8 or (digits == 8 and not plus and not parts[0].startswith("00")):
-            continue
-        r = _Runs(text, s, e, parts)
-        # A kind already found is not looked for again: repeated PII stays cheap.
-        if PiiKind.PHONE not in found and _phone(text, r, plus):
-            found.add(PiiKind.PHONE)
-        if PiiKind.CARD not in found and _card(r, plus):
-            found.add(PiiKind.CARD)
-        if PiiKind.US_SSN not in found and _us_ssn(text, s, r):
-            found.add(PiiKind.US_SSN)
-        _national_ids(text, s, e, r, found)
+@lru_cache(maxsize=64)
+def _compiled(patterns: tuple[CustomPattern, ...]) -> CustomPatterns:
+    return CustomPatterns(patterns)
+
+
+def custom_patterns(privacy: PrivacySpec) -> CustomPatterns:
+    """The compiled custom patterns of ``privacy`` (compiled once per config)."""
+    return _compiled(tuple(privacy.patterns))
+
+
+def find_in(text: str, custom: CustomPatterns | None = None) -> Iterator[Finding]:
+    """Every finding in already normalised ``text``."""
+    for start, end in find_emails(text):
+        yield Finding(PiiKind.EMAIL.value, start, end)
+    for kind, start, end in scan_numbers(text):
+        yield Finding(kind.value, start, end)
+    if custom is not None:
+        yield from custom.find(text)
 
 
 def detect(text: str) -> frozenset[PiiKind]:
-    """The kinds of PII present in ``text`` (never the matched text itself)."""
-    found: set[PiiKind] = set()
-    if "@" in text and _has_email(text):
-        found.add(PiiKind.EMAIL)
-    _scan_numbers(text, found)
-    return frozenset(found)
+    """The kinds of built-in PII present in ``text`` (never the matched text itself)."""
+    return frozenset(PiiKind(f.detector) for f in find_in(normalise(text)))
+
+
+def class_of(detector: str, privacy: PrivacySpec) -> str:
+    """The class a detector's finding raises a request to."""
+    if detector.startswith(CUSTOM_PREFIX):
+        name = detector[len(CUSTOM_PREFIX) :]
+        for pattern in privacy.patterns:
+            if pattern.name == name:
+                return pattern.data_class
+    return privacy.detected_class
+
+
+def raisable_classes(privacy: PrivacySpec) -> set[str]:
+    """Every class detection can raise a request to."""
+    return {privacy.detected_class, *(p.data_class for p in privacy.patterns)}
+
+
+def stricter(a: str, b: str, privacy: PrivacySpec) -> str:
+    return b if privacy.rank(b) > privacy.rank(a) else a
 
 
 def effective_class(
-    header_class: str | None, detected: frozenset[PiiKind] | set[PiiKind], privacy: PrivacySpec
+    header_class: str | None, detected: frozenset[str] | set[str], privacy: PrivacySpec
 ) -> str:
-    """The request's data class: the header's (or the default), raised when PII was found.
+    """The request's data class: the header's (or the default), raised by what
+    was found (``detected``: detector names) and is not masked.
 
     Detection can only move a request *up* the ``privacy.classes`` order; a header
-    that already names a stricter class than ``detectedClass`` keeps it.
+    that already names a stricter class keeps it.
     """
-    declared = header_class if header_class is not None else privacy.default_class
-    if detected and privacy.rank(privacy.detected_class) > privacy.rank(declared):
-        return privacy.detected_class
-    return declared
+    result = header_class if header_class is not None else privacy.default_class
+    for detector in detected:
+        result = stricter(result, class_of(detector, privacy), privacy)
+    return result
 
 
 def detection_can_raise(header_class: str | None, privacy: PrivacySpec) -> bool:
@@ -377,4 +129,5 @@ def detection_can_raise(header_class: str | None, privacy: PrivacySpec) -> bool:
     if not privacy.detect:
         return False
     declared = header_class if header_class is not None else privacy.default_class
-    return privacy.rank(privacy.detected_class) > privacy.rank(declared)
+    rank = privacy.rank(declared)
+    return any(privacy.rank(c) > rank for c in raisable_classes(privacy))

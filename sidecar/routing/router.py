@@ -55,7 +55,6 @@ from ..contract.money import ZERO
 from ..errors import AegisError
 from ..request import (
     ZERO_PRICE,
-    PiiKind,
     RequestFacts,
     listed_price,
     price_for,
@@ -106,7 +105,7 @@ class RouteDecision:
     arm: Arm
     rule: str  # rule name, "default" or "pinned"
     data_class: str
-    detected: frozenset[PiiKind]
+    detected: frozenset[str]  # detector names
     candidates: tuple[Candidate, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()  # (provider, reason), in the order considered
     refusal: AegisError | None = None  # an answer instead of a call

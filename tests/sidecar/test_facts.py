@@ -11,9 +11,9 @@ from multidict import CIMultiDict
 from aegis.sidecar.contract import Complexity, PrivacySpec, Quality
 from aegis.sidecar.errors import BadRequest
 from aegis.sidecar.http.error_bodies import error_body
+from aegis.sidecar.request import PiiKind
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import IMAGE_TOKENS, image_tokens_for, prompt_token_bound
-from aegis.sidecar.request.privacy import PiiKind
 
 PRIVACY = PrivacySpec()
 
@@ -164,16 +164,16 @@ def test_pii_in_any_message_part_or_tool_arguments_is_found() -> None:
     assert facts(body).detected == {PiiKind.CARD, PiiKind.PHONE}
 
 
-def test_pii_is_not_joined_across_messages() -> None:
-    # "212-555" at the end of one message and "0187" at the start of the next are
-    # not one phone number.
+def test_pii_split_across_messages_is_found() -> None:
+    # The model reads consecutive messages as one text: a number split between
+    # them is still the number.
     body = {
         "messages": [
-            {"role": "user", "content": "code 212-555"},
-            {"role": "user", "content": "0187 is the room"},
+            {"role": "user", "content": "call 212-555"},
+            {"role": "user", "content": "-0187 please"},
         ]
     }
-    assert facts(body).detected == frozenset()
+    assert facts(body).detected == {PiiKind.PHONE}
 
 
 def test_stricter_header_is_kept_and_not_scanned() -> None:

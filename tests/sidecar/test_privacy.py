@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aegis.sidecar.contract import PrivacySpec
+from aegis.sidecar.request import PiiKind, detect, detection_can_raise, effective_class
 from aegis.sidecar.request.checksums import (
     cn_resident_id_ok,
     de_tax_id_ok,
@@ -19,7 +20,6 @@ from aegis.sidecar.request.checksums import (
     nl_bsn_ok,
     us_ssn_ok,
 )
-from aegis.sidecar.request.privacy import PiiKind, detect, detection_can_raise, effective_class
 
 # --------------------------------------------------------------- helpers
 
@@ -84,7 +84,7 @@ def test_email_found(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["@property decorator", "user@localhost", "ab@cd", "foo@bar.c0m", "x @ y.com", "a@.com"],
+    ["@property decorator", "user@localhost", "ab@cd", "foo@bar.c0m", "x @ y", "a@.com"],
 )
 def test_email_lookalikes_ignored(text: str) -> None:
     assert PiiKind.EMAIL not in detect(text)
@@ -107,6 +107,8 @@ def test_email_lookalikes_ignored(text: str) -> None:
         "030/1234567",
         "(030) 1234567",
         "01 23 45 67 89",
+        "212.555-0187",  # mixed separators hide nothing
+        "+44-20.7946 0958",
     ],
 )
 def test_phone_found(text: str) -> None:
@@ -123,7 +125,6 @@ def test_phone_found(text: str) -> None:
         "12/31/2024 10:30",
         "212-155-0187",  # exchange code starts with 1: not a NANP number
         "112-555-0187",  # area code starts with 1
-        "212.555-0187",  # mixed dot and dash
         "x212-555-0187",  # glued to a word
         "1+23456789",  # arithmetic
         "+4930123456789012345",  # longer than E.164 allows

@@ -155,6 +155,7 @@ def request_facts(draw: st.DrawFn, config: SidecarConfig) -> RequestFacts:
         model=model,
         data_class=draw(st.sampled_from(CLASSES)),
         header_class=None,
+        declared_class="internal",
         detected=frozenset(),
         quality=draw(st.sampled_from(list(Quality))),
         complexity=draw(st.sampled_from(list(Complexity))),
