@@ -97,7 +97,8 @@ DESCRIPTIONS: dict[type[BaseModel], dict[str, str]] = {
     ProviderSpec: {
         "name": "Provider name, unique in the route; rules, fallback and LLMBudgets refer to it.",
         "type": "Wire protocol: openai, dashscope (compatible mode), ollama, "
-        "openai-compatible (any OpenAI-wire server) or any-llm (other SDK providers).",
+        "openai-compatible (any OpenAI-wire server), anthropic (the Messages API) or "
+        "any-llm (other SDK providers).",
         "models": "The model names this provider serves to the route.",
         "timeoutSeconds": "Seconds to wait for a whole upstream answer.",
         "connectTimeoutSeconds": "Seconds to wait for the upstream connection.",

@@ -138,11 +138,9 @@ class RouteProvider(ProviderSpec):
 _DEFAULT_PRIVACY = PrivacySpec()
 
 
-_CLASSES = f"(has(self.classes) ? self.classes : {cel_list(_DEFAULT_PRIVACY.classes)})"
-
-
 def _known(field: str, default: str) -> str:
-    return f"(has(self.{field}) ? self.{field} : '{default}') in {_CLASSES}"
+    classes = f"(has(self.classes) ? self.classes : {cel_list(_DEFAULT_PRIVACY.classes)})"
+    return f"(has(self.{field}) ? self.{field} : '{default}') in {classes}"
 
 
 class RoutePrivacy(PrivacySpec):
@@ -166,16 +164,6 @@ class RoutePrivacy(PrivacySpec):
                 _known("detectedClass", _DEFAULT_PRIVACY.detected_class),
                 "detectedClass must be one of classes",
                 ".detectedClass",
-            ),
-            cel(
-                f"!has(self.mask) || self.mask.all(c, c in {_CLASSES})",
-                "every mask class must be one of classes",
-                ".mask",
-            ),
-            cel(
-                f"!has(self.patterns) || self.patterns.all(p, p.dataClass in {_CLASSES})",
-                "every pattern's dataClass must be one of classes",
-                ".patterns",
             ),
         )
     )
@@ -274,8 +262,7 @@ class LLMBudgetSpec(BudgetSpec):
                 "'*' must be the only entry of namespaces",
                 ".namespaces",
             ),
-            # Who the budget is comes from its metadata (namespace, name) and its kind.
-            drop=("name", "scope", "namespace"),
+            drop=("name",),
         )
     )
 

@@ -4,6 +4,8 @@
   ``StreamHandle``, ``UpstreamError``).
 * :mod:`.openai_wire` — the lean aiohttp pass-through for OpenAI-wire providers,
   with the SSE filtering and error mapping it shares in :mod:`.wire`.
+* :mod:`.anthropic` — Anthropic's Messages API, on the same lean path, translated
+  to and from the chat-completions wire by :mod:`.anthropic_wire`.
 * :mod:`.anyllm` — every other provider through any-llm-sdk (imported lazily).
 * :mod:`.resilience` — retries with backoff and the per-provider circuit breaker.
 * :mod:`.registry` — the adapters of the current config, hot-reloadable; its

@@ -40,7 +40,7 @@ from .base import (
     UpstreamResult,
     Usage,
 )
-from .wire import SseFilter, map_exception, status_error, usage_from_body
+from .wire import EventFilter, SseFilter, map_exception, status_error, usage_from_body
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class SharedSession:
 
 
 def api_root(spec: ProviderSpec) -> str:
-    """The URL under which ``/chat/completions`` lives for this provider."""
+    """The URL under which ``/chat/completions`` (Anthropic: ``/messages``) lives."""
     base = (spec.resolved_base_url or "").rstrip("/")
-    if spec.type is ProviderType.OLLAMA and not base.endswith("/v1"):
+    if spec.type in (ProviderType.OLLAMA, ProviderType.ANTHROPIC) and not base.endswith("/v1"):
         base += "/v1"
     return base
 
@@ -104,6 +104,8 @@ def read_api_key(spec: ProviderSpec, env: Mapping[str, str] | None = None) -> st
 class OpenAIWireAdapter:
     """Pass-through adapter for one OpenAI-wire provider (see module docstring)."""
 
+    chat_path = "/chat/completions"
+
     def __init__(
         self,
         spec: ProviderSpec,
@@ -115,12 +117,10 @@ class OpenAIWireAdapter:
         self.spec = spec
         self._session = session
         root = api_root(spec)
-        self._chat_url = URL(root + "/chat/completions")
+        self._chat_url = URL(root + self.chat_path)
         self._embed_url = URL(root + "/embeddings")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = read_api_key(spec, env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers.update(self.key_headers(read_api_key(spec, env)))
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._is_dashscope = spec.type is ProviderType.DASHSCOPE
@@ -140,6 +140,10 @@ class OpenAIWireAdapter:
         )
 
     # -- request building -------------------------------------------------------------
+
+    def key_headers(self, key: str | None) -> dict[str, str]:
+        """The headers that carry the API key (and the wire's version, if it has one)."""
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def encode_chat(self, call: UpstreamCall, model: str, *, stream: bool) -> bytes:
         """The upstream body: the client's body plus routing's fields, serialised once."""
@@ -271,12 +275,14 @@ def _thinking_only(model: str) -> bool:
 class WireStream:
     """A streamed chat completion through :class:`OpenAIWireAdapter` (see ``StreamHandle``)."""
 
-    def __init__(self, adapter: OpenAIWireAdapter, call: UpstreamCall) -> None:
+    def __init__(
+        self, adapter: OpenAIWireAdapter, call: UpstreamCall, events: EventFilter | None = None
+    ) -> None:
         self._adapter = adapter
         self._call = call
         self._resp: aiohttp.ClientResponse | None = None
         self._model = call.models[0]
-        self._filter = SseFilter(keep_usage_chunk=call.client_wants_usage)
+        self._filter = events or SseFilter(keep_usage_chunk=call.client_wants_usage)
         self._started = 0.0
         self._ttfb: float | None = None
         self._closed = False

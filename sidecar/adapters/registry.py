@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 
 from ..contract import ProviderSpec, ProviderType, SidecarConfig
+from .anthropic import AnthropicAdapter
 from .anyllm import AnyLLMAdapter, AnyLLMClients
 from .base import Adapter
 from .openai_wire import OpenAIWireAdapter, SharedSession
@@ -139,6 +140,8 @@ class AdapterRegistry:
         inner: Adapter
         if spec.type is ProviderType.ANY_LLM:
             inner = AnyLLMAdapter(spec, self.anyllm_clients, env=self._env)
+        elif spec.type is ProviderType.ANTHROPIC:
+            inner = AnthropicAdapter(spec, self.session, env=self._env)
         else:
             inner = OpenAIWireAdapter(spec, self.session, env=self._env)
         base_delay, max_delay, max_retry_after = self._retry

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -67,6 +67,19 @@ def usage_from_body(raw: bytes) -> Usage | None:
     except ValueError:
         return None
     return usage_from_mapping(doc.get("usage")) if isinstance(doc, dict) else None
+
+
+class EventFilter(Protocol):
+    """What a stream does with each network read: complete chat-completion SSE events
+    out, the usage and the terminator noted (:class:`SseFilter`, or a translation from
+    another wire such as :class:`~.anthropic_wire.MessagesSse`)."""
+
+    usage: Usage | None
+    done: bool
+
+    def push(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 class SseFilter:

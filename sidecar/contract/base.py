@@ -59,6 +59,7 @@ class ProviderType(StrEnum):
     DASHSCOPE = "dashscope"
     OLLAMA = "ollama"
     OPENAI_COMPATIBLE = "openai-compatible"
+    ANTHROPIC = "anthropic"
     ANY_LLM = "any-llm"
 
 
@@ -86,4 +87,5 @@ DEFAULT_BASE_URLS: dict[ProviderType, str] = {
     ProviderType.OPENAI: "https://api.openai.com/v1",
     ProviderType.DASHSCOPE: "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
     ProviderType.OLLAMA: "http://127.0.0.1:11434",
+    ProviderType.ANTHROPIC: "https://api.anthropic.com/v1",
 }

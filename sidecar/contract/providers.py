@@ -66,7 +66,8 @@ class ProviderSpec(Model):
         validation_alias=AliasChoices("baseURL", "baseUrl", "base_url"),
         max_length=2048,
         pattern=r"^https?://",
-        description="API base URL; defaults per type (DashScope: international endpoint).",
+        description="API base URL; defaults per type (DashScope: international endpoint; "
+        "Anthropic: https://api.anthropic.com/v1).",
     )
     locality: Locality | None = Field(
         default=None,
@@ -113,6 +114,10 @@ class ProviderSpec(Model):
             raise ValueError("sdkProvider is required when type is any-llm")
         if self.type is not ProviderType.ANY_LLM and self.sdk_provider:
             raise ValueError("sdkProvider is only allowed when type is any-llm")
+        if self.type is ProviderType.ANTHROPIC and self.models.embedding:
+            raise ValueError(
+                "provider type anthropic has no embeddings API; unset models.embedding"
+            )
         if self.base_url is None and self.type is ProviderType.OPENAI_COMPATIBLE:
             # any-llm providers know their own endpoints; a generic OpenAI-wire server does not.
             raise ValueError("baseURL is required for provider type openai-compatible")

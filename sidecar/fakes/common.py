@@ -32,9 +32,17 @@ def compact_json(doc: Any) -> bytes:
 STATE_KEY: web.AppKey[FakeState] = web.AppKey("aegis_fake_state", FakeState)
 
 _RECORDED_HEADERS = frozenset(
-    {"authorization", "content-type", "accept", "user-agent", "openai-organization"}
+    {
+        "authorization",
+        "content-type",
+        "accept",
+        "user-agent",
+        "openai-organization",
+        "anthropic-version",
+        "anthropic-beta",
+    }
 )
-_CONTENT_FIELDS = frozenset({"messages", "input", "prompt"})
+_CONTENT_FIELDS = frozenset({"messages", "input", "prompt", "system"})
 
 
 def state_of(request: web.Request) -> FakeState:
@@ -101,7 +109,10 @@ async def gate(
         entry["status"] = failure
         return injected_failure(flavour, failure, knobs.retry_after)
     if state.auth_required:
-        header = request.headers.get("Authorization", "")
+        if flavour == "anthropic":  # the key travels in x-api-key
+            header = "Bearer " + request.headers.get("x-api-key", "")
+        else:
+            header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             entry["status"] = 401
@@ -120,6 +131,8 @@ def check_model(
         entry["status"] = 400
         if flavour == "ollama":
             return "", provider_error(flavour, 400, "model is required")
+        if flavour == "anthropic":
+            return "", provider_error(flavour, 400, "model: Field required")
         return "", provider_error(flavour, 400, "you must provide a model parameter", param="model")
     if model in state.knobs.forbidden_models:
         entry["status"] = 403

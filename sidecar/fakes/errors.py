@@ -11,6 +11,10 @@
 * Ollama ``/v1``: ``openai.NewError``: ``type`` is ``invalid_request_error`` (400),
   ``not_found_error`` (404) or ``api_error``; ``param`` and ``code`` are null.
 * Ollama native: ``{"error": "text"}``.
+* Anthropic: ``{"type": "error", "error": {"type", "message"}, "request_id"}``, the
+  ``type`` by status (``invalid_request_error`` 400, ``authentication_error`` 401,
+  ``permission_error`` 403, ``not_found_error`` 404, ``rate_limit_error`` 429,
+  ``api_error`` 500, ``overloaded_error`` 529).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-Flavour = Literal["openai", "dashscope", "ollama_v1", "ollama"]
+Flavour = Literal["openai", "dashscope", "ollama_v1", "ollama", "anthropic"]
 
 # (message, type, code) of injected failures, per flavour and status.
 _OPENAI_FAILURES: dict[int, tuple[str, str, str | None]] = {
@@ -56,6 +60,20 @@ _DASHSCOPE_FAILURES: dict[int, tuple[str, str, str | None]] = {
         "ServiceUnavailable",
     ),
 }
+_ANTHROPIC_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_FAILURES: dict[int, str] = {
+    429: "Number of request tokens has exceeded your per-minute rate limit",
+    500: "Internal server error",
+    529: "Overloaded",
+}
 _OLLAMA_FAILURES: dict[int, str] = {
     429: "too many requests",
     500: "an error was encountered while running the model",
@@ -75,7 +93,16 @@ def provider_error(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     body: dict[str, Any]
-    if flavour == "ollama":
+    if flavour == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(
+            status, "api_error" if status >= 500 else "invalid_request_error"
+        )
+        body = {
+            "type": "error",
+            "error": {"type": type_ or kind, "message": message},
+            "request_id": f"req_fake{uuid.uuid4().hex[:20]}",
+        }
+    elif flavour == "ollama":
         body = {"error": message}
     elif flavour == "ollama_v1":
         kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
@@ -119,12 +146,19 @@ def injected_failure(flavour: Flavour, status: int, retry_after: float | None) -
     if flavour in ("ollama", "ollama_v1"):
         message = _OLLAMA_FAILURES.get(status, f"injected failure {status}")
         return provider_error(flavour, status, message, headers=headers)
+    if flavour == "anthropic":
+        message = _ANTHROPIC_FAILURES.get(status, f"injected failure {status}")
+        return provider_error(flavour, status, message, headers=headers)
     table = _DASHSCOPE_FAILURES if flavour == "dashscope" else _OPENAI_FAILURES
     message, type_, code = table.get(status, (f"injected failure {status}", "server_error", None))
     return provider_error(flavour, status, message, type_=type_, code=code, headers=headers)
 
 
 def unauthorized(flavour: Flavour, *, sent: bool) -> web.Response:
+    if flavour == "anthropic":
+        return provider_error(
+            flavour, 401, "invalid x-api-key" if sent else "x-api-key header is required"
+        )
     if flavour == "dashscope":
         return provider_error(flavour, 401, "Incorrect API key provided. ", code="invalid_api_key")
     if not sent:
@@ -137,6 +171,10 @@ def unauthorized(flavour: Flavour, *, sent: bool) -> web.Response:
 
 
 def model_forbidden(flavour: Flavour, model: str) -> web.Response:
+    if flavour == "anthropic":
+        return provider_error(
+            flavour, 403, f"Your API key does not have permission to use model: {model}"
+        )
     if flavour == "dashscope":
         return provider_error(
             flavour, 403, "Access denied.", type_="AccessDenied", code="AccessDenied"
@@ -152,6 +190,8 @@ def model_forbidden(flavour: Flavour, model: str) -> web.Response:
 
 
 def model_missing(flavour: Flavour, model: str) -> web.Response:
+    if flavour == "anthropic":
+        return provider_error(flavour, 404, f"model: {model}")
     if flavour in ("ollama", "ollama_v1"):
         return provider_error(flavour, 404, f'model "{model}" not found, try pulling it first')
     if flavour == "dashscope":

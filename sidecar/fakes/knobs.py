@@ -13,8 +13,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-FakeKind = Literal["openai", "dashscope", "ollama"]
-KINDS: tuple[FakeKind, ...] = ("openai", "dashscope", "ollama")
+FakeKind = Literal["openai", "dashscope", "ollama", "anthropic"]
+KINDS: tuple[FakeKind, ...] = ("openai", "dashscope", "ollama", "anthropic")
 
 DEFAULT_MODELS: dict[str, list[str]] = {
     "openai": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "text-embedding-3-large"],
@@ -29,6 +29,7 @@ DEFAULT_MODELS: dict[str, list[str]] = {
         "text-embedding-v4",
     ],
     "ollama": ["gemma3:4b", "qwen2.5vl:7b", "llama3.2:latest", "nomic-embed-text:latest"],
+    "anthropic": ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"],
 }
 
 

@@ -8,6 +8,9 @@ Routes per kind:
 * ``dashscope``: the same under ``/compatible-mode/v1``; ``base_url`` ends there.
 * ``ollama``: ``/api/chat``, ``/api/embed``, ``/api/tags`` and the OpenAI face under
   ``/v1``; ``base_url`` = ``http://127.0.0.1:<port>`` (Ollama's own convention).
+* ``anthropic``: ``/v1/messages`` and ``/v1/models`` (Anthropic's Messages API);
+  ``base_url`` = ``http://127.0.0.1:<port>/v1`` (an Anthropic client takes
+  :attr:`FakeUpstream.root_url`).
 
 Every kind also serves ``GET /_fake/requests``, ``GET|POST /_fake/knobs`` and
 ``POST /_fake/reset``.
@@ -21,13 +24,18 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from . import ollama_api
+from . import anthropic_api, ollama_api
 from .common import STATE_KEY, state_of
 from .errors import Flavour
 from .knobs import KINDS, FakeKind, FakeState, Knobs
 from .openai_api import chat_handler, embeddings_handler, models_handler
 
-_PREFIX: dict[str, str] = {"openai": "/v1", "dashscope": "/compatible-mode/v1", "ollama": ""}
+_PREFIX: dict[str, str] = {
+    "openai": "/v1",
+    "dashscope": "/compatible-mode/v1",
+    "ollama": "",
+    "anthropic": "/v1",
+}
 
 
 def _add_openai_face(app: web.Application, prefix: str, flavour: Flavour) -> None:
@@ -70,6 +78,9 @@ def build_app(state: FakeState) -> web.Application:
         app.router.add_post("/api/embed", ollama_api.embed)
         app.router.add_get("/api/tags", ollama_api.tags)
         _add_openai_face(app, "/v1", "ollama_v1")
+    elif state.kind == "anthropic":
+        app.router.add_post("/v1/messages", anthropic_api.messages)
+        app.router.add_get("/v1/models", anthropic_api.models)
     else:
         _add_openai_face(app, _PREFIX[state.kind], state.kind)
     app.router.add_get("/_fake/requests", _get_requests)

@@ -47,9 +47,9 @@ def _p(inp: str, out: str) -> ModelPrice:
 
 
 # Built-in list prices, USD per 1M tokens, standard (non-batch, uncached) tier, as
-# published by OpenAI and Alibaba Cloud Model Studio (international / Singapore)
-# around 2025-09. A provider's `pricing` in the config overrides any entry here;
-# check the providers' pricing pages before relying on these for real budgets.
+# published by OpenAI, Anthropic and Alibaba Cloud Model Studio (international /
+# Singapore) around 2025-11. A provider's `pricing` in the config overrides any entry
+# here; check the providers' pricing pages before relying on these for real budgets.
 # DashScope tiered models are listed at their lowest context tier; thinking-mode
 # output (qwen-plus: $4/1M) is dearer than listed: set `pricing` if you enable it.
 BUILTIN_PRICES: dict[str, ModelPrice] = {
@@ -79,6 +79,18 @@ BUILTIN_PRICES: dict[str, ModelPrice] = {
     "text-embedding-3-small": _p("0.02", "0"),
     "text-embedding-3-large": _p("0.13", "0"),
     "text-embedding-ada-002": _p("0.1", "0"),
+    # Anthropic (Claude API); prompt-cache reads and writes are billed as input here
+    "claude-opus-4-5": _p("5", "25"),
+    "claude-opus-4-1": _p("15", "75"),
+    "claude-opus-4-0": _p("15", "75"),
+    "claude-opus-4": _p("15", "75"),
+    "claude-sonnet-4-5": _p("3", "15"),
+    "claude-sonnet-4-0": _p("3", "15"),
+    "claude-sonnet-4": _p("3", "15"),
+    "claude-3-7-sonnet": _p("3", "15"),
+    "claude-haiku-4-5": _p("1", "5"),
+    "claude-3-5-haiku": _p("0.8", "4"),
+    "claude-3-haiku": _p("0.25", "1.25"),
     # DashScope (Alibaba Cloud Model Studio, international)
     "qwen-max": _p("1.6", "6.4"),
     "qwen3-max": _p("1.2", "6"),
