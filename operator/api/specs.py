@@ -138,9 +138,11 @@ class RouteProvider(ProviderSpec):
 _DEFAULT_PRIVACY = PrivacySpec()
 
 
+_CLASSES = f"(has(self.classes) ? self.classes : {cel_list(_DEFAULT_PRIVACY.classes)})"
+
+
 def _known(field: str, default: str) -> str:
-    classes = f"(has(self.classes) ? self.classes : {cel_list(_DEFAULT_PRIVACY.classes)})"
-    return f"(has(self.{field}) ? self.{field} : '{default}') in {classes}"
+    return f"(has(self.{field}) ? self.{field} : '{default}') in {_CLASSES}"
 
 
 class RoutePrivacy(PrivacySpec):
@@ -164,6 +166,16 @@ class RoutePrivacy(PrivacySpec):
                 _known("detectedClass", _DEFAULT_PRIVACY.detected_class),
                 "detectedClass must be one of classes",
                 ".detectedClass",
+            ),
+            cel(
+                f"!has(self.mask) || self.mask.all(c, c in {_CLASSES})",
+                "every mask class must be one of classes",
+                ".mask",
+            ),
+            cel(
+                f"!has(self.patterns) || self.patterns.all(p, p.dataClass in {_CLASSES})",
+                "every pattern's dataClass must be one of classes",
+                ".patterns",
             ),
         )
     )
@@ -262,7 +274,8 @@ class LLMBudgetSpec(BudgetSpec):
                 "'*' must be the only entry of namespaces",
                 ".namespaces",
             ),
-            drop=("name",),
+            # Who the budget is comes from its metadata (namespace, name) and its kind.
+            drop=("name", "scope", "namespace"),
         )
     )
 
