@@ -17,13 +17,14 @@ from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.fakes.content import TOOL_ARGUMENTS, TOOL_CALL_TOKENS
 
 ENV = {"ANT_KEY": "sk-ant-env"}
-TOOLS = [
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
             "name": "get_weather",
             "description": "Weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "parameters": SCHEMA,
         },
     }
 ]
@@ -138,8 +139,8 @@ async def test_tool_calls_and_the_client_cap(fake: FakeUpstream, session: Shared
         {
             "name": "get_weather",
             "description": "Weather",
-            "input_schema": TOOLS[0]["function"]["parameters"],
-        }  # type: ignore[index]
+            "input_schema": SCHEMA,
+        }
     ]
 
 
