@@ -41,6 +41,7 @@ class SidecarMetrics:
         self._tokens: dict[tuple[str, str], tuple[Counter, Counter]] = {}
         self._costs: dict[tuple[str, str], Counter] = {}
         self._ttfts: dict[str, Histogram] = {}
+        self._apis: dict[tuple[str, int], Counter] = {}
         r = self.registry
         self.requests = Counter(
             "aegis_requests",
@@ -96,6 +97,13 @@ class SidecarMetrics:
             "aegis_refusals",
             "Requests refused by the sidecar, by OpenAI error code.",
             ["code"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "aegis_api_requests",
+            "Requests per API (chat, embeddings, responses, messages) by the HTTP status "
+            "answered (a stream's is its head's: 200 once it started).",
+            ["api", "status"],
             registry=r,
         )
         self.upstream_attempts = Counter(
@@ -203,6 +211,13 @@ class SidecarMetrics:
         counter = self._costs.get(key)
         if counter is None:
             counter = self._costs[key] = self.cost.labels(provider, model)
+        return counter
+
+    def api_counter(self, api: str, status: int) -> Counter:
+        key = (api, status)
+        counter = self._apis.get(key)
+        if counter is None:
+            counter = self._apis[key] = self.api_requests.labels(api, str(status))
         return counter
 
     def ttft_histogram(self, provider: str) -> Histogram:

@@ -211,17 +211,28 @@ async def unrouted(request: web.Request) -> web.Response:
     return error_response(UnknownPath(f"unknown path {request.method} {request.path}"), shape)
 
 
-def guarded(handler: Handler, shape: ErrorShape = "openai") -> Handler:
-    """``handler`` with :func:`answer_errors` around it, in ``shape``.
+def guarded(handler: Handler, shape: ErrorShape = "openai", api: Api | None = None) -> Handler:
+    """``handler`` with :func:`answer_errors` around it, in ``shape``; a model route's
+    answers are counted by ``api`` and status.
 
     Applied per route rather than as an aiohttp middleware: a middleware costs every
     request two more coroutine layers and a cached-chain lookup. Every path is routed
     (the catch-all answers 404/405), so no request reaches a handler unguarded."""
+    if api is None:
 
-    async def guarded_handler(request: web.Request) -> web.StreamResponse:
-        return await answer_errors(request, handler, shape)
+        async def guarded_handler(request: web.Request) -> web.StreamResponse:
+            return await answer_errors(request, handler, shape)
 
-    return guarded_handler
+        return guarded_handler
+
+    name = api.value
+
+    async def counted_handler(request: web.Request) -> web.StreamResponse:
+        response = await answer_errors(request, handler, shape)
+        request.app[RUNTIME].metrics.api_counter(name, response.status).inc()
+        return response
+
+    return counted_handler
 
 
 MODEL_ROUTES: dict[str, Api] = {
@@ -246,7 +257,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app[MAX_BODY] = max_body
     for path, api in MODEL_ROUTES.items():
-        app.router.add_post(path, guarded(_HANDLERS[api], api.error_shape))
+        app.router.add_post(path, guarded(_HANDLERS[api], api.error_shape, api))
     app.router.add_get("/v1/models", guarded(list_models))
     app.router.add_get("/healthz", guarded(healthz))
     app.router.add_get("/readyz", guarded(readyz))

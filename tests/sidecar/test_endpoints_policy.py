@@ -58,6 +58,11 @@ def calls(fakes: Fakes) -> int:
     return sum(len(f.requests) for f in (fakes.openai, fakes.dashscope, fakes.ollama))
 
 
+async def scrape(sc: RunningSidecar, http: aiohttp.ClientSession) -> str:
+    async with http.get(f"http://127.0.0.1:{sc.metrics_port}/metrics") as resp:
+        return await resp.text()
+
+
 def routes_of(sc: RunningSidecar) -> set[tuple[str, str]]:
     app = build_app(sc.runtime)
     return {
@@ -88,6 +93,9 @@ async def test_every_route_is_known_and_only_model_routes_call_a_model(
             async with http.post(root + path, json=sample("hello", False)) as resp:
                 assert resp.status == 200, await resp.text()
             assert calls(fakes) == before + 1, f"POST {path} should call one model"
+        metrics = await scrape(sc, http)
+        for path, api in MODEL_ROUTES.items():
+            assert f'aegis_api_requests_total{{api="{api}",status="200"}} 1.0' in metrics, path
 
 
 @pytest.mark.parametrize(("path", "stream"), CASES)
@@ -135,4 +143,6 @@ async def test_a_reject_budget_refuses_on_every_endpoint(
         await sc.runtime.ledger.flush()
         rows = [r async for r in iter_entries(sc.runtime.ledger_url)]
         assert [(r["status"], r["http_status"]) for r in rows] == [("refused", 429)]
+        api = MODEL_ROUTES[path]
+        assert f'aegis_api_requests_total{{api="{api}",status="429"}} 1.0' in await scrape(sc, http)
     assert calls(fakes) == 0
