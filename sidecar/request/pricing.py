@@ -33,6 +33,9 @@ ZERO_PRICE = ModelPrice.model_validate({"inputPer1M": 0, "outputPer1M": 0})
 TOKENS_PER_MESSAGE = 8
 TOKENS_PER_REQUEST = 32
 TOKENS_PER_TOOL = 32  # the wrapper a provider renders around each tool schema
+# The tool-use instructions a provider adds once when tools are offered (Anthropic
+# documents 264-530 tokens by model and tool choice).
+TOKENS_FOR_TOOL_USE = 600
 TOKENS_PER_EMBEDDING_INPUT = 2
 # An image part: Qwen-VL with vl_high_resolution_images tops out at 16384 tokens;
 # gpt-4o high detail at 1445, the gpt-4.1 mini/nano patch models below 4000.
@@ -231,14 +234,15 @@ def prompt_token_bound(body: Mapping[str, Any], *, image_tokens: int = IMAGE_TOK
 
 
 def extras_bytes(body: Mapping[str, Any]) -> int:
-    """Prompt bytes outside the messages: tool schemas and a JSON response schema."""
+    """Prompt bytes outside the messages: tool schemas (and the provider's tool-use
+    instructions) and a JSON response schema."""
     total = 0
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        total += json_len(tools) + TOKENS_PER_TOOL * len(tools)
+        total += json_len(tools) + TOKENS_PER_TOOL * len(tools) + TOKENS_FOR_TOOL_USE
     functions = body.get("functions")  # the legacy form of tools
     if isinstance(functions, list) and functions:
-        total += json_len(functions) + TOKENS_PER_TOOL * len(functions)
+        total += json_len(functions) + TOKENS_PER_TOOL * len(functions) + TOKENS_FOR_TOOL_USE
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         total += json_len(response_format)
