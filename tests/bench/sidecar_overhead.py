@@ -4,7 +4,8 @@ Processes: a fake OpenAI upstream and this load generator share core 0; the prox
 under test (the minimal pass-through, and the sidecar with routing, PII
 detection, budget reservation, SQLite ledger and metrics on) runs on core 1.
 Figures are printed side by side; targets are checked at the end (exit 1 if one
-is missed, unless --no-check).
+is missed, unless --no-check). The same request is also sent through the sidecar's
+Responses and Messages endpoints, and their figures printed beside chat's.
 
 How it measures, and why:
 
@@ -46,15 +47,31 @@ import yaml
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
-BODY = {
+SYSTEM = "You are a helpful assistant for the support team."
+USER = "Summarise the ticket about the delayed delivery " * 20
+BODY: dict[str, object] = {
     "model": "auto",
-    "messages": [
-        {"role": "system", "content": "You are a helpful assistant for the support team."},
-        {"role": "user", "content": "Summarise the ticket about the delayed delivery " * 20},
-    ],
+    "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
     "max_tokens": 64,
 }
-STREAM_BODY = {**BODY, "stream": True}
+# The same request in the two translated APIs (measured through the same sidecar).
+RESPONSES_BODY: dict[str, object] = {
+    "model": "auto",
+    "instructions": SYSTEM,
+    "input": USER,
+    "max_output_tokens": 64,
+}
+MESSAGES_BODY: dict[str, object] = {
+    "model": "auto",
+    "system": SYSTEM,
+    "messages": [{"role": "user", "content": USER}],
+    "max_tokens": 64,
+}
+APIS = {
+    "chat": ("/v1/chat/completions", BODY),
+    "responses": ("/v1/responses", RESPONSES_BODY),
+    "messages": ("/v1/messages", MESSAGES_BODY),
+}
 AUTH = {"Authorization": "Bearer sk-bench"}  # the fake wants a key; proxies ignore it
 CONCURRENCY = 32
 # Bytecode for the spawned processes (see the module docstring); kept between runs.
@@ -128,6 +145,7 @@ class Target:
     name: str
     url: str
     proc: subprocess.Popen[bytes] | None = None
+    body: dict[str, object] = field(default_factory=lambda: BODY)
     figures: Figures = field(default_factory=Figures)
     latencies: list[float] = field(default_factory=list)
     ttfbs: list[float] = field(default_factory=list)
@@ -136,22 +154,26 @@ class Target:
     requests: int = 0
 
 
-async def latencies(http: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+async def latencies(
+    http: aiohttp.ClientSession, url: str, n: int, body: dict[str, object] = BODY
+) -> list[float]:
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        async with http.post(url, json=BODY, headers=AUTH) as resp:
+        async with http.post(url, json=body, headers=AUTH) as resp:
             await resp.read()
             assert resp.status == 200, await resp.text()
         out.append((time.perf_counter() - t) * 1000)
     return out
 
 
-async def ttfb(http: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+async def ttfb(
+    http: aiohttp.ClientSession, url: str, n: int, body: dict[str, object] = BODY
+) -> list[float]:
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        async with http.post(url, json=STREAM_BODY, headers=AUTH) as resp:
+        async with http.post(url, json={**body, "stream": True}, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
             await resp.content.readany()
             out.append((time.perf_counter() - t) * 1000)
@@ -159,14 +181,20 @@ async def ttfb(http: aiohttp.ClientSession, url: str, n: int) -> list[float]:
     return out
 
 
-async def throughput(http: aiohttp.ClientSession, url: str, total: int, concurrency: int) -> float:
+async def throughput(
+    http: aiohttp.ClientSession,
+    url: str,
+    total: int,
+    concurrency: int,
+    body: dict[str, object] = BODY,
+) -> float:
     remaining = total
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            async with http.post(url, json=BODY, headers=AUTH) as resp:
+            async with http.post(url, json=body, headers=AUTH) as resp:
                 await resp.read()
                 assert resp.status == 200, await resp.text()
 
@@ -234,7 +262,7 @@ async def start(command: Callable[[int, str], list[str]], name: str) -> tuple[Ta
 
 async def measure(targets: list[Target], upstream_pid: int, n: int, rounds: int) -> float:
     """Interleaved rounds over all targets; returns other load in cores (0..2)."""
-    own = [os.getpid(), upstream_pid] + [t.proc.pid for t in targets if t.proc is not None]
+    own = [os.getpid(), upstream_pid, *{t.proc.pid for t in targets if t.proc is not None}]
     sessions = {t.name: aiohttp.ClientSession() for t in targets}
     loaded = {
         t.name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY))
@@ -242,9 +270,9 @@ async def measure(targets: list[Target], upstream_pid: int, n: int, rounds: int)
     }
     try:
         for t in targets:  # warm-up: connections, caches, first-call costs
-            await latencies(sessions[t.name], t.url, 50)
-            await ttfb(sessions[t.name], t.url, 10)
-            await throughput(loaded[t.name], t.url, 2 * CONCURRENCY, CONCURRENCY)
+            await latencies(sessions[t.name], t.url, 50, t.body)
+            await ttfb(sessions[t.name], t.url, 10, t.body)
+            await throughput(loaded[t.name], t.url, 2 * CONCURRENCY, CONCURRENCY, t.body)
         await asyncio.sleep(0.5)
         for t in targets:
             if t.proc is not None:
@@ -254,12 +282,14 @@ async def measure(targets: list[Target], upstream_pid: int, n: int, rounds: int)
         per_round = max(1, n // rounds)
         for _ in range(rounds):
             for t in targets:
-                t.latencies += await latencies(sessions[t.name], t.url, per_round)
-                t.ttfbs += await ttfb(sessions[t.name], t.url, max(1, per_round // 2))
+                t.latencies += await latencies(sessions[t.name], t.url, per_round, t.body)
+                t.ttfbs += await ttfb(sessions[t.name], t.url, max(1, per_round // 2), t.body)
             for t in targets:
                 total = 4 * per_round
                 before = cpu_seconds(t.proc.pid) if t.proc is not None else 0.0
-                t.rounds_rps.append(await throughput(loaded[t.name], t.url, total, CONCURRENCY))
+                t.rounds_rps.append(
+                    await throughput(loaded[t.name], t.url, total, CONCURRENCY, t.body)
+                )
                 if t.proc is not None:
                     t.cpu_s += cpu_seconds(t.proc.pid) - before
                 t.requests += total
@@ -315,6 +345,12 @@ async def run(n: int, rounds: int) -> tuple[dict[str, Figures], float]:
             target, ready = await start(command, name)
             target.figures.ready_s = ready
             targets.append(target)
+        # The translated APIs through the same sidecar process.
+        side = targets[-1]
+        root = side.url.removesuffix(APIS["chat"][0])
+        for api in ("responses", "messages"):
+            path, body = APIS[api]
+            targets.append(Target(f"sidecar {api}", root + path, side.proc, body))
         background = await measure(targets, fake.pid, n, rounds)
     finally:
         for proc in [fake, *(t.proc for t in targets if t.proc is not None)]:
@@ -356,6 +392,18 @@ def report(results: dict[str, Figures], background: float, check: bool) -> int:
         "idle RSS": side.rss_mb <= 60,
         "ready time": side.ready_s <= 1.0,
     }
+    print("\nper API through the sidecar (same run; overheads over direct chat)")
+    print(f"{'figure':<30}{'chat':>12}{'responses':>12}{'messages':>12}")
+    apis = [side, results["sidecar responses"], results["sidecar messages"]]
+    per_api: list[tuple[str, list[float]]] = [
+        ("overhead p50 at c=1 (ms)", [f.p50_ms - direct.p50_ms for f in apis]),
+        ("overhead p99 at c=1 (ms)", [f.p99_ms - direct.p99_ms for f in apis]),
+        ("stream TTFB overhead (ms)", [f.ttfb_ms - direct.ttfb_ms for f in apis]),
+        (f"requests/s at c={CONCURRENCY}, 1 core", [f.rps for f in apis]),
+        ("CPU per request (ms)", [f.cpu_ms for f in apis]),
+    ]
+    for label, values in per_api:
+        print(f"{label:<30}" + "".join(f"{v:>12.3f}" for v in values))
     missed = [name for name, ok in checks.items() if not ok]
     if background > 0.25:
         print(f"\nwarning: other processes used {background:.2f} cores; rerun when quiet")
