@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ErrorKind, UpstreamError, Usage
+from .wire import complete_events
 
 ANTHROPIC_VERSION = "2023-06-01"
 _FINISH = {
@@ -292,16 +293,8 @@ class MessagesSse:
         }
 
     def push(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending = data
-            return b""
-        self._pending = data[end + 2 :]
-        out = [self._event(event) for event in data[:end].split(b"\n\n")]
-        return b"".join(out)
+        events, self._pending = complete_events(self._pending, chunk)
+        return b"".join(self._event(e) for e in events.split(b"\n\n") if e)
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""

@@ -69,6 +69,18 @@ def usage_from_body(raw: bytes) -> Usage | None:
     return usage_from_mapping(doc.get("usage")) if isinstance(doc, dict) else None
 
 
+def complete_events(pending: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """(the complete SSE events so far, the partial rest) after one network read;
+    CRLF line ends become LF."""
+    data = pending + chunk if pending else chunk
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return b"", data
+    return data[: end + 2], data[end + 2 :]
+
+
 class EventFilter(Protocol):
     """What a stream does with each network read: complete chat-completion SSE events
     out, the usage and the terminator noted (:class:`SseFilter`, or a translation from
@@ -101,15 +113,8 @@ class SseFilter:
         self._pending = b""
 
     def push(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending = data
-            return b""
-        self._pending = data[end + 2 :]
-        return self.feed(data[: end + 2])
+        events, self._pending = complete_events(self._pending, chunk)
+        return self.feed(events) if events else b""
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
