@@ -83,13 +83,16 @@ class SidecarMetrics:
         )
         self.privacy = Counter(
             "aegis_privacy_decisions",
-            "Requests of local-only classes rerouted to local or blocked.",
+            "Privacy decisions: declared_local, kept_local (raised by detection), masked "
+            "(a cloud call with the detected values masked), rerouted (target passed "
+            "over), blocked (no local provider left).",
             ["data_class", "action"],
             registry=r,
         )
         self.pii_detections = Counter(
             "aegis_pii_detections",
-            "Requests in which PII detection found a kind of identifier.",
+            "Requests in which a detector found something (built-in kind, or "
+            "custom:<pattern name>).",
             ["kind"],
             registry=r,
         )

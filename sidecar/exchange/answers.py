@@ -22,6 +22,7 @@ from ..request import Kind
 from ..routing import Candidate
 from .attempts import failure_reason, first_answer, upstream_call
 from .charges import actual_cost, partial_cost, period_of, settle
+from .masks import RestoringStream, masking_for
 from .record import Exchange
 
 
@@ -51,6 +52,12 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
             raise
 
     candidate, reservation, result = await first_answer(exchange, call)
+    payload = result.body
+    masking = masking_for(exchange, candidate)
+    if masking is not None:
+        exchange.masked = True
+        if kind == "chat":
+            payload = masking.restore_json(payload)
     charged = settle(exchange, reservation, actual_cost(candidate, result.model, result.usage))
     exchange.record(
         candidate=candidate,
@@ -64,7 +71,7 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
     headers = exchange.headers(candidate, result.model)
     headers["X-Aegis-Cost-USD"] = f"{charged:f}"
     headers["Content-Type"] = result.content_type
-    return result.body, headers, result.status
+    return payload, headers, result.status
 
 
 @dataclass(slots=True)
@@ -141,4 +148,8 @@ async def open_stream(exchange: Exchange) -> OpenStream:
         return handle
 
     candidate, reservation, handle = await first_answer(exchange, start)
+    masking = masking_for(exchange, candidate)
+    if masking is not None:
+        exchange.masked = True
+        handle = RestoringStream(handle, masking)
     return OpenStream(exchange, candidate, handle, reservation)

@@ -26,15 +26,17 @@ from ..errors import (
 from ..ledger import Status
 from ..routing import Candidate
 from .charges import CandidateSkipped, release, reserve
+from .masks import body_for
 from .record import Exchange
 
 T = TypeVar("T")
 
 
 def upstream_call(exchange: Exchange, candidate: Candidate) -> UpstreamCall:
-    """The request as ``candidate``'s adapter receives it."""
+    """The request as ``candidate``'s adapter receives it (masked for a cloud
+    provider when privacy masks what was detected)."""
     return UpstreamCall(
-        body=exchange.body,
+        body=body_for(exchange, candidate),
         models=candidate.models,
         max_tokens=candidate.max_tokens_to_send,
         vision=exchange.facts.has_images,

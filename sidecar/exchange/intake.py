@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import PrivacyNoLocalProvider
 from ..ledger import Status
-from ..request import HEADER_USER, Headers, Kind, build_facts
+from ..request import HEADER_USER, Headers, Kind, PrivacyAction, build_facts, local_action
 from ..routing import REASON_PRIVACY, REASON_TARGET, choose_arm, route
 from ..runtime import Runtime, Snapshot
 from .record import Exchange
@@ -43,10 +43,14 @@ def begin(
     m = runtime.metrics
     for detected in facts.detected:
         m.pii_detections.labels(detected).inc()
+    kept = local_action(facts.declared_class, facts.data_class, config.privacy)
+    if kept is not PrivacyAction.NONE:
+        m.privacy.labels(facts.data_class, kept).inc()
     if decision.refusal is not None:
         refusal = decision.refusal
         if isinstance(refusal, PrivacyNoLocalProvider):
-            m.privacy.labels(facts.data_class, "blocked").inc()
+            exchange.blocked = True
+            m.privacy.labels(facts.data_class, PrivacyAction.BLOCKED).inc()
         m.refusals.labels(refusal.code).inc()
         exchange.record(candidate=None, model="", status=Status.REFUSED, http_status=refusal.status)
         raise refusal.with_headers(exchange.headers(None, None))

@@ -18,7 +18,7 @@ from typing import Any
 from ..adapters import Usage
 from ..contract.money import ZERO
 from ..ledger import LedgerRecord, Status
-from ..request import RequestFacts
+from ..request import PrivacyAction, RequestFacts, local_action
 from ..routing import Candidate, RouteDecision
 from ..runtime import Runtime, Snapshot
 
@@ -45,6 +45,18 @@ class Exchange:
     fallbacks: list[str] = field(default_factory=list)
     attempts: int = 0
     local_only_after_budget: bool = False
+    masked_body: Mapping[str, Any] | None = None  # the body cloud candidates receive
+    masked: bool = False  # the answer came from a call with masked values
+    blocked: bool = False  # refused: local-only and no local provider left
+
+    def privacy_action(self) -> PrivacyAction:
+        """What privacy did to this request, as the ledger and metrics record it."""
+        if self.blocked:
+            return PrivacyAction.BLOCKED
+        if self.masked:
+            return PrivacyAction.MASKED
+        privacy = self.snapshot.config.privacy
+        return local_action(self.facts.declared_class, self.facts.data_class, privacy)
 
     def headers(self, candidate: Candidate | None, model: str | None) -> dict[str, str]:
         """The ``X-Aegis-*`` headers of the answer (or of the error instead of it)."""
@@ -116,6 +128,8 @@ class Exchange:
             tokens_out.inc(usage.completion_tokens)
         if cost_usd > ZERO:
             m.cost_counter(provider, model).inc(float(cost_usd))
+        if self.masked:
+            m.privacy.labels(self.facts.data_class, PrivacyAction.MASKED).inc()
 
     def failed(self, candidate: Candidate, reason: str) -> None:
         """``candidate`` was passed over or failed: say so in headers, row and metrics."""

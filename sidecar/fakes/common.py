@@ -195,6 +195,8 @@ async def admit(request: web.Request, flavour: Flavour) -> Admitted | web.Respon
         record(state, request, None)["status"] = parsed.status
         return parsed
     entry = record(state, request, parsed)
+    if state.knobs.record_bodies:
+        entry["raw"] = (await request.read()).decode("utf-8", "replace")
     blocked = await gate(state, request, flavour, entry)
     if blocked is not None:
         return blocked

@@ -66,6 +66,24 @@ def count_prompt(messages: Iterable[Any], *, high_res: bool = False) -> tuple[in
     return tokens + images * per_image, images
 
 
+def last_user_text(messages: Iterable[Any]) -> str:
+    """The text of the last user message (its string or its text parts, joined)."""
+    text = ""
+    for message in messages:
+        if not isinstance(message, Mapping) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            text = " ".join(
+                str(p["text"])
+                for p in content
+                if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+            )
+    return text
+
+
 def reply_words(kind: str, model: str, prompt_tokens: int, fixed: str | None) -> list[str]:
     text = fixed or (
         f"Hello from {model} on the fake {kind} upstream: {prompt_tokens} prompt tokens received."

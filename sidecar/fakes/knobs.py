@@ -67,6 +67,12 @@ class Knobs:
     ``required`` or a named function forces one regardless; ``none`` never)."""
     reply: str | None = None
     """Fixed completion text instead of the default sentence."""
+    echo: bool = False
+    """Reply with the text of the last user message (a model repeating what it was
+    given, placeholders included)."""
+    record_bodies: bool = False
+    """Keep each request's body as received (``raw`` in its log entry): what a
+    provider saw, for leak tests."""
     embedding_dims: int = 8
     models: list[str] | None = None
     """Models listed by ``/v1/models`` and ``/api/tags``; None = the kind's defaults.

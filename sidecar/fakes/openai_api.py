@@ -47,6 +47,7 @@ from .content import (
     count_prompt,
     embedding_inputs,
     embedding_vector,
+    last_user_text,
     reply_words,
     stream_pieces,
 )
@@ -152,7 +153,13 @@ def chat_handler(flavour: Flavour) -> Handler:
         entry["images"] = images
         tool = chosen_tool(body, knobs.tool_calls)
         words, finish = apply_cap(
-            reply_words(state.kind, model, prompt_tokens, knobs.reply), completion_cap(body)
+            reply_words(
+                state.kind,
+                model,
+                prompt_tokens,
+                last_user_text(messages) if knobs.echo else knobs.reply,
+            ),
+            completion_cap(body),
         )
         reasoning_tokens = len(REASONING_TEXT.split()) if thinking else 0
         if tool is not None:

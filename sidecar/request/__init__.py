@@ -43,7 +43,7 @@ from .privacy import (
     effective_class,
     find_in,
 )
-from .scan import Assessment, Hit, assess, scan_document
+from .scan import Assessment, Hit, PrivacyAction, assess, local_action, scan_document
 
 __all__ = [
     "HEADER_BATCH_SIZE",
@@ -61,6 +61,7 @@ __all__ = [
     "Kind",
     "Masking",
     "PiiKind",
+    "PrivacyAction",
     "RequestFacts",
     "StreamRestorer",
     "assess",
@@ -74,6 +75,7 @@ __all__ = [
     "find_in",
     "image_tokens_for",
     "listed_price",
+    "local_action",
     "normalise",
     "placeholder",
     "price_for",

@@ -61,9 +61,9 @@ _CONTEXT_CHARS = 40
 
 _IBAN_COMPACT = re.compile(r"[A-Z]{2}[0-9]{2}[A-Za-z0-9]{11,30}+")
 _IBAN_GROUPED = re.compile(
-    r"[A-Z]{2}[0-9]{2}(?:[ \-][A-Za-z0-9]{4})++(?:[ \-][A-Za-z0-9]{1,3}(?![A-Za-z0-9]))?"
+    r"[A-Z]{2}[0-9]{2}(?:[ \-.][A-Za-z0-9]{4})++(?:[ \-.][A-Za-z0-9]{1,3}(?![A-Za-z0-9]))?"
 )
-_IBAN_SEPARATORS = str.maketrans("", "", " -")
+_IBAN_SEPARATORS = str.maketrans("", "", " -.")
 _NINO = re.compile(r"([A-Z]{2}) ?(?:[0-9]{6}|[0-9]{2} [0-9]{2} [0-9]{2}) ?[A-D]?(?![A-Za-z0-9_])")
 _NINO_FIRST_BAD = frozenset("DFIQUV")
 _NINO_SECOND_BAD = frozenset("DFIOQUV")
@@ -257,12 +257,16 @@ def _phone(r: _Runs, plus: bool) -> bool:
     digs, seps = r.digs, r.seps
     # International: "+" or "00", country code 1-9, 8 to 15 digits in all (E.164).
     if plus or (r.left_ok and r.n > 1 and digs[0].startswith("00") and len(digs[0]) <= 5):
+        country = digs[0] if plus else (digs[0][2:] or digs[1])
+        if country[0] == "0":
+            return False
         total = 0 if plus else -2
         for j in range(r.n):
             total += len(digs[j])
-            if total >= 8:
-                country = digs[0] if plus else (digs[0][2:] or digs[1])
-                return total <= 15 and country[0] != "0" and r.ends(j)
+            if total > 15:
+                return False
+            if total >= 8 and r.ends(j):
+                return True
         return False
     if _nanp(r):
         return True
@@ -320,7 +324,7 @@ def scan_numbers(text: str) -> Iterator[Span]:
             # "DE89 3704 ...", "GB82 WEST 1234 ...": letters right before the digit run
             # (or before the space before it) and the country code a little further back.
             before = text[s - 1]
-            near = before.isupper() or (before in " -" and text[s - 2].isupper())
+            near = before.isupper() or (before in " -." and text[s - 2].isupper())
             if near:
                 iban = _iban_span(text, s, e)
                 if iban is not None:

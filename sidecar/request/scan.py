@@ -24,6 +24,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from itertools import pairwise
 from typing import Any
 
@@ -151,6 +152,25 @@ def _seams(texts: list[_Text], folded: list[str], custom: CustomPatterns | None)
                     tuple(p for p in pieces if len(p) >= _MIN_SEAM_PIECE),
                     True,
                 )
+
+
+class PrivacyAction(StrEnum):
+    """What privacy did to one request (a metric label and a ledger column)."""
+
+    NONE = "none"
+    DECLARED_LOCAL = "declared_local"  # its declared class keeps it on local providers
+    KEPT_LOCAL = "kept_local"  # detection raised it to a local-only class
+    MASKED = "masked"  # a cloud provider answered it with the detected values masked
+    BLOCKED = "blocked"  # local-only, and no local provider was left: refused
+
+
+def local_action(declared: str, data_class: str, privacy: PrivacySpec) -> PrivacyAction:
+    """Whether (and why) a request's class keeps it on local providers."""
+    if declared in privacy.local_only:
+        return PrivacyAction.DECLARED_LOCAL
+    if data_class in privacy.local_only:
+        return PrivacyAction.KEPT_LOCAL
+    return PrivacyAction.NONE
 
 
 @dataclass(frozen=True, slots=True)
