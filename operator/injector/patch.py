@@ -2,7 +2,8 @@
 
 Everything is *added*, nothing a user wrote is replaced: a user container, volume or
 env var that collides with ours is a conflict the caller refuses, and an app
-container that already sets ``OPENAI_BASE_URL`` / ``AEGIS_URL`` keeps its value.
+container that already sets ``OPENAI_BASE_URL`` / ``AEGIS_URL`` (or the Anthropic
+SDK's ``ANTHROPIC_BASE_URL``) keeps its value.
 
 Why each piece looks the way it does:
 
@@ -44,9 +45,16 @@ CONFIG_VOLUME = "aegis-config"
 DATA_VOLUME = "aegis-data"
 DATA_MOUNT_PATH = "/var/lib/aegis"
 METRICS_PORT_NAME = "aegis-metrics"  # what the chart's PodMonitor selects
-APP_ENV = ("OPENAI_BASE_URL", "AEGIS_URL", "OPENAI_API_KEY")
-# The sidecar holds the real provider keys; OpenAI SDKs refuse to start without a key,
-# so apps that set none get this placeholder (never forwarded upstream).
+APP_ENV = (
+    "OPENAI_BASE_URL",
+    "AEGIS_URL",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+)
+# The sidecar holds the real provider keys; the OpenAI and Anthropic SDKs refuse to
+# start without a key, so apps that set none get this placeholder (never forwarded
+# upstream).
 PLACEHOLDER_API_KEY = "aegis-sidecar-holds-the-keys"
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
@@ -187,12 +195,14 @@ def _append(spec: Mapping[str, Any], path: str, key: str, items: Sequence[Any]) 
 
 
 def app_env_ops(spec: Mapping[str, Any], settings: SidecarSettings) -> list[Op]:
-    """``OPENAI_BASE_URL``, ``AEGIS_URL`` and a placeholder ``OPENAI_API_KEY`` for every
-    app container that lacks them."""
+    """``OPENAI_BASE_URL``, ``AEGIS_URL``, ``ANTHROPIC_BASE_URL`` (the Anthropic SDK
+    adds ``/v1`` itself) and placeholder keys for every app container that lacks them."""
     values = {
         "OPENAI_BASE_URL": settings.openai_base_url,
         "AEGIS_URL": settings.aegis_url,
         "OPENAI_API_KEY": PLACEHOLDER_API_KEY,
+        "ANTHROPIC_BASE_URL": settings.aegis_url,
+        "ANTHROPIC_API_KEY": PLACEHOLDER_API_KEY,
     }
     ops: list[Op] = []
     for index, container in enumerate(spec.get("containers") or []):

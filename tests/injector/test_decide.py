@@ -98,6 +98,8 @@ def test_labelled_pod_gets_native_sidecar_volumes_env_and_annotations() -> None:
         "OPENAI_BASE_URL": "http://127.0.0.1:8787/v1",
         "AEGIS_URL": "http://127.0.0.1:8787",
         "OPENAI_API_KEY": PLACEHOLDER_API_KEY,  # SDKs need one; the sidecar holds the real keys
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:8787",  # the Anthropic SDK adds /v1 itself
+        "ANTHROPIC_API_KEY": PLACEHOLDER_API_KEY,
     }
 
 
@@ -138,8 +140,17 @@ def test_existing_user_values_are_kept_and_lists_appended() -> None:
         "OPENAI_BASE_URL": "https://mine.example/v1",  # the user's value wins
         "AEGIS_URL": "http://127.0.0.1:8787",
         "OPENAI_API_KEY": PLACEHOLDER_API_KEY,
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:8787",
+        "ANTHROPIC_API_KEY": PLACEHOLDER_API_KEY,
     }
-    assert list(env_of(worker)) == ["X", "OPENAI_BASE_URL", "AEGIS_URL", "OPENAI_API_KEY"]
+    assert list(env_of(worker)) == [
+        "X",
+        "OPENAI_BASE_URL",
+        "AEGIS_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+    ]
     assert result["metadata"]["annotations"]["team"] == "search"
     assert [v["name"] for v in result["spec"]["volumes"]] == ["scratch", CONFIG_VOLUME, DATA_VOLUME]
 

@@ -123,6 +123,7 @@ def test_labelled_pod_comes_back_injected(kube: Kube, team: str, injector: Injec
         port = injector.sidecar_port
         assert env_of(app)["OPENAI_BASE_URL"] == f"http://127.0.0.1:{port}/v1"
         assert env_of(app)["AEGIS_URL"] == f"http://127.0.0.1:{port}"
+        assert env_of(app)["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{port}"
 
 
 def test_unlabelled_pod_is_returned_unchanged(kube: Kube, team: str) -> None:
