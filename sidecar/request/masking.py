@@ -33,6 +33,7 @@ _CODE_ALPHABET = "bcdfghjkmnpqrstvwxz"
 _CODE_LENGTH = 10
 _LABEL_CHARS = re.compile(r"[^A-Z0-9]+")
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_TRIE_MAX = 256
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 # Delta fields that carry model text in a chat-completion chunk.
 _TEXT_FIELDS = ("content", "refusal", "reasoning_content")
@@ -48,6 +49,33 @@ def placeholder(detector: str, value: str) -> str:
         number, digit = divmod(number, len(_CODE_ALPHABET))
         code.append(_CODE_ALPHABET[digit])
     return f"{label}_{''.join(code)}"
+
+
+def _trie(words: Iterable[str]) -> str:
+    """One pattern matching any of ``words``, longest first, as a prefix tree: a
+    plain alternation of a thousand values tries each at every position. Very long
+    values (the tree is built recursively) make a plain alternation instead."""
+    words = list(words)
+    if max(map(len, words)) > _TRIE_MAX:
+        return "|".join(map(re.escape, sorted(words, key=len, reverse=True)))
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        ends = "" in node
+        branches = [re.escape(ch) + pattern(child) for ch, child in node.items() if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+        if ends:
+            return f"(?:{body})?" if len(branches) == 1 and len(body) > 1 else f"{body}?"
+        return body
+
+    return pattern(root)
 
 
 def _json_escaped(value: str) -> str:
@@ -76,9 +104,8 @@ class Masking:
             raise ValueError("nothing to mask")
         self._originals = {ph: value for value, ph in by_value.items()}
         self._escaped = {ph: _json_escaped(value) for ph, value in self._originals.items()}
-        longest_first = sorted(by_value, key=len, reverse=True)
-        self._find_values = re.compile("|".join(map(re.escape, longest_first)))
-        self._find_placeholders = re.compile("|".join(self._originals))
+        self._find_values = re.compile(_trie(by_value))
+        self._find_placeholders = re.compile(_trie(self._originals))
         self._placeholders = by_value
         self._prefixes = frozenset(ph[:n] for ph in self._originals for n in range(1, len(ph)))
         self._longest = max(len(ph) for ph in self._originals) - 1

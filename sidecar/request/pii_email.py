@@ -23,12 +23,16 @@ _LOCAL_MAX = 64
 _OPEN, _CLOSE = r"[(\[{<]", r"[)\]}>]"
 _DOT_WORDS = rf"(?:[ \t]*+{_OPEN}[ \t]?+dot[ \t]?+{_CLOSE}[ \t]*+|[ \t]++dot[ \t]++)"
 _DOT = rf"(?:{_DOT_WORDS}|\.)"
-# The markers written for "@": in brackets, the bare word, or "@" with spaces.
-_AT = re.compile(
-    rf"{_OPEN}[ \t]?+at[ \t]?+{_CLOSE}|(?<![A-Za-z0-9])at(?![A-Za-z0-9])|[ \t]@|@[ \t]",
+# A marker written for "@" (in brackets, the bare word, or "@" with a space beside
+# it) and the domain after it, in one pattern: every alternative starts with a
+# rare character, and a marker without a domain fails inside the regex engine.
+_AT_DOMAIN = re.compile(
+    rf"(?:{_OPEN}[ \t]?+at[ \t]?+{_CLOSE}|(?<![A-Za-z0-9])at(?![A-Za-z0-9])"
+    rf"|(?<=[ \t])@|@(?=[ \t]))"
+    rf"[ \t]*+([A-Za-z0-9-]++(?:{_DOT}[A-Za-z0-9-]++)++)",
     re.IGNORECASE,
 )
-_DOMAIN_WORDS = re.compile(rf"[ \t]*+([A-Za-z0-9-]++(?:{_DOT}[A-Za-z0-9-]++)++)", re.IGNORECASE)
+_CANDIDATE = re.compile(r"[ \t\n]at(?![a-z0-9])|[(\[{<][ \t]?at|@")
 _LOCAL_WORDS = re.compile(
     rf"([A-Za-z0-9_%+-]++(?:{_DOT}[A-Za-z0-9_%+-]++)*+)[ \t]*+\Z", re.IGNORECASE
 )
@@ -67,14 +71,32 @@ def _plain(text: str) -> Iterator[tuple[int, int]]:
         at = text.find("@", at + 1)
 
 
+def _markers(text: str) -> Iterator[re.Match[str]]:
+    """Each marker with a domain after it. Candidates are found in the lower-cased
+    text by a pattern that starts with a plain character class (fast in ``re``);
+    the full pattern then runs anchored at each of the few candidates."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters lower-case to two
+        yield from _AT_DOMAIN.finditer(text)
+        return
+    if lowered.startswith("at"):
+        m = _AT_DOMAIN.match(text, 0)
+        if m is not None:
+            yield m
+    for candidate in _CANDIDATE.finditer(lowered):
+        start = candidate.start()
+        if lowered[start] in " \t\n":
+            start += 1
+        m = _AT_DOMAIN.match(text, start)
+        if m is not None:
+            yield m
+
+
 def _in_words(text: str) -> Iterator[tuple[int, int]]:
-    for marker in _AT.finditer(text):
-        a, b = marker.span()
-        token = marker.group().strip(" \t").lower()
-        domain = _DOMAIN_WORDS.match(text, b)
-        if domain is None:
-            continue
-        labels = _DOT_SPLIT.split(domain.group(1))
+    for m in _markers(text):
+        a, domain = m.start(), m.group(1)
+        token = text[a : m.start(1)].strip(" \t").lower()
+        labels = _DOT_SPLIT.split(domain)
         tld = labels[-1].lower()
         if not (2 <= len(tld) <= 24 and tld.isalpha()) or labels[0].lower() in _STOP_WORDS:
             continue
@@ -82,13 +104,13 @@ def _in_words(text: str) -> Iterator[tuple[int, int]]:
         if local is None or local.end(1) == local.start(1):
             continue
         if token == "at":  # the bare word: only with more evidence
-            spelled = _SPELLED_DOT.search(domain.group(1)) is not None
+            spelled = _SPELLED_DOT.search(domain) is not None
             mailbox = _MAILBOX_SIGNS.search(local.group(1)) is not None
             if local.group(1).lower() in _STOP_WORDS:
                 continue
             if not ((spelled and tld in _TLDS) or (mailbox and not spelled)):
                 continue
-        yield local.start(1), domain.end(1)
+        yield local.start(1), m.end(1)
 
 
 def find_emails(text: str) -> Iterator[tuple[int, int]]:

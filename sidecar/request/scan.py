@@ -38,16 +38,18 @@ _STRUCTURAL = frozenset(
     {"type", "role", "id", "object", "status", "model", "tool_call_id", "call_id", "detail"}
 )
 _SEAM_CHARS = 64
-_SEAM_HINT = re.compile(r"[0-9@]|\b(?:at|dot)\b", re.IGNORECASE)
+_SEAM_WORDS = 24
+_SEAM_WORD = re.compile(r"\b(?:at|dot)\b", re.IGNORECASE)
 _MIN_SEAM_PIECE = 3
+_JSON_TEXT = re.compile(r"\s*+[\[{].")
 _MIN_NUMBER = 100_000  # smaller integers are counts and limits, never an identifier
 
 
-@dataclass(frozen=True, slots=True)
-class _Text:
-    text: str
-    maskable: bool  # a string value: masking may replace parts of it
-    seam: bool  # prose a value could be split across
+# One string of the body: its text, whether masking may replace parts of it (a
+# string value, not a key or a number), and whether it is prose a value could be
+# split across (not protocol vocabulary).
+_Text = tuple[str, bool, bool]
+_KEY = object()  # marks a dict key on the walk's stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +66,29 @@ def _texts(document: Any) -> list[_Text]:
     """Every string of a parsed JSON document in document order (iteratively: a
     deeply nested body must not exhaust the stack)."""
     out: list[_Text] = []
-    stack: list[tuple[Any, str | None]] = [(document, None)]
+    stack: list[tuple[Any, Any]] = [(document, None)]
     while stack:
         value, key = stack.pop()
         if isinstance(value, str):
-            out.append(_Text(value, True, key not in _STRUCTURAL))
-            stripped = value.lstrip()
-            if stripped[:1] in ("{", "[") and len(stripped) > 1:
+            if key is _KEY:
+                out.append((value, False, False))
+                continue
+            out.append((value, True, key not in _STRUCTURAL))
+            if _JSON_TEXT.match(value) is not None:
                 try:
                     nested = json.loads(value)
                 except ValueError:
                     continue
                 stack.append((nested, "arguments"))
         elif isinstance(value, dict):
-            items = list(value.items())
-            for k, v in reversed(items):
+            for k, v in reversed(value.items()):
                 stack.append((v, k))
-                stack.append((_Key(k), None))
+                stack.append((k, _KEY))
         elif isinstance(value, list):
             stack.extend((v, key) for v in reversed(value))
-        elif isinstance(value, _Key):
-            out.append(_Text(value.name, False, False))
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MIN_NUMBER:
-            out.append(_Text(str(value), False, False))
+            out.append((str(value), False, False))
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    name: str
 
 
 def _piece(original: str, folded: str, start: int, end: int) -> str:
@@ -106,7 +102,7 @@ def _piece(original: str, folded: str, start: int, end: int) -> str:
 def scan_document(document: Any, custom: CustomPatterns | None = None) -> Iterator[Hit]:
     """Every finding in ``document`` (see the module docstring)."""
     texts = _texts(document)
-    folded = [normalise(t.text) for t in texts]
+    folded = [normalise(t[0]) for t in texts]
     starts: list[int] = []
     position = 0
     for f in folded:
@@ -122,18 +118,32 @@ def scan_document(document: Any, custom: CustomPatterns | None = None) -> Iterat
             s = max(finding.start, starts[i]) - starts[i]
             e = min(finding.end, starts[i] + len(folded[i])) - starts[i]
             if e > s:
-                pieces.append(_piece(texts[i].text, folded[i], s, e))
-                maskable = maskable and texts[i].maskable
+                pieces.append(_piece(texts[i][0], folded[i], s, e))
+                maskable = maskable and texts[i][1]
             i += 1
         yield Hit(finding.detector, tuple(pieces), maskable)
     yield from _seams(texts, folded, custom)
 
 
+def _seam_may_hide(tail: str, head: str) -> bool:
+    """Whether a value may run across the end of ``tail`` into ``head``: digits on
+    both sides, an "@" in the word at the seam, or the words "at" / "dot" near it."""
+    if tail.rstrip(" -./")[-1:].isdigit() and head.lstrip(" -./(+")[:1].isdigit():
+        return True
+    last, first = tail.rsplit(None, 1), head.split(None, 1)
+    if (last and "@" in last[-1]) or (first and "@" in first[0]):
+        return True  # an address without spaces can only cross in its own word
+    return (
+        _SEAM_WORD.search(tail, len(tail) - _SEAM_WORDS) is not None
+        or _SEAM_WORD.search(head, 0, _SEAM_WORDS) is not None
+    )
+
+
 def _seams(texts: list[_Text], folded: list[str], custom: CustomPatterns | None) -> Iterator[Hit]:
-    prose = [i for i, t in enumerate(texts) if t.seam and folded[i]]
+    prose = [i for i, t in enumerate(texts) if t[2] and folded[i]]
     for a, b in pairwise(prose):
         tail, head = folded[a][-_SEAM_CHARS:], folded[b][:_SEAM_CHARS]
-        if _SEAM_HINT.search(tail) is None and _SEAM_HINT.search(head) is None:
+        if not _seam_may_hide(tail, head):
             continue
         for glue in ("", " "):
             window = tail + glue + head
@@ -144,8 +154,8 @@ def _seams(texts: list[_Text], folded: list[str], custom: CustomPatterns | None)
                 left_start = len(folded[a]) - cut + finding.start
                 right_end = finding.end - cut - len(glue)
                 pieces = (
-                    _piece(texts[a].text, folded[a], left_start, len(folded[a])),
-                    _piece(texts[b].text, folded[b], 0, right_end),
+                    _piece(texts[a][0], folded[a], left_start, len(folded[a])),
+                    _piece(texts[b][0], folded[b], 0, right_end),
                 )
                 yield Hit(
                     finding.detector,
