@@ -38,6 +38,10 @@ def _ledger(args: argparse.Namespace) -> int:
         fmt=getattr(args, "format", "csv"),
         month=getattr(args, "month", None),
         output=getattr(args, "output", None),
+        grant_control=getattr(args, "grant_control", None),
+        grant_reader=getattr(args, "grant_reader", None),
+        namespace=getattr(args, "namespace", None),
+        tenant_url=getattr(args, "tenant_url", None),
     )
 
 
@@ -74,6 +78,9 @@ def _operator(args: argparse.Namespace) -> int:
         platform_namespace=args.platform_namespace
         or os.environ.get("AEGIS_PLATFORM_NAMESPACE")
         or None,
+        check_secrets=args.check_secrets,
+        tenant_secret=args.tenant_secret,
+        tenant_url=os.environ.get(args.tenant_url_env) or None,
     )
     config = RunConfig(
         namespaces=[] if args.all_namespaces else args.namespace,
@@ -83,6 +90,7 @@ def _operator(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         ledger_dsn=os.environ.get(args.ledger_dsn_env) or None,
+        control_dsn=os.environ.get(args.ledger_control_dsn_env) or None,
     )
     _configure_logging(args.log_level)
     return main(config)
@@ -161,7 +169,35 @@ def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--ledger-dsn-env",
         default="AEGIS_LEDGER_DSN",
         metavar="VAR",
-        help="environment variable holding the ledger DSN (default AEGIS_LEDGER_DSN)",
+        help="environment variable holding the ledger DSN of the read-only role (budget "
+        "status, rollout analysis; default AEGIS_LEDGER_DSN)",
+    )
+    op.add_argument(
+        "--ledger-control-dsn-env",
+        default="AEGIS_LEDGER_CONTROL_DSN",
+        metavar="VAR",
+        help="environment variable holding the ledger DSN of the control role (budget "
+        "limits, tenant roles; default AEGIS_LEDGER_CONTROL_DSN)",
+    )
+    op.add_argument(
+        "--check-secrets",
+        action="store_true",
+        help="check that the Secrets and keys routes refer to exist (needs get on Secrets "
+        "in the served namespaces; Ready then tells route authors which exist)",
+    )
+    op.add_argument(
+        "--tenant-secret",
+        default=None,
+        metavar="NAME",
+        help="give every namespace with an LLMRoute a ledger role of its own and write its "
+        "DSN to Secret NAME there (needs the control DSN); default: off",
+    )
+    op.add_argument(
+        "--tenant-url-env",
+        default="AEGIS_LEDGER_TENANT_URL",
+        metavar="VAR",
+        help="environment variable holding the ledger URL sidecars reach (host, port, "
+        "database; no credentials); default: the control DSN's",
     )
     op.add_argument("--log-level", default=None, help="default $AEGIS_LOG_LEVEL or INFO")
     op.set_defaults(handler=_operator)
@@ -232,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("migrate", "create or upgrade the ledger schema (Alembic)"),
         ("export", "write ledger rows as CSV or JSON"),
-        ("report", "spend by month, provider and model, with budget utilisation"),
+        ("report", "spend by month, namespace, provider and model, with budget utilisation"),
+        ("tenant", "create a namespace's ledger role (or set a new password); print its DSN"),
     ):
         action = ledger_commands.add_parser(name, help=text)
         source = action.add_mutually_exclusive_group(required=True)
@@ -246,6 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             action.add_argument("--format", choices=("csv", "json"), default="csv")
             action.add_argument("--output", type=Path, help="file to write (default: stdout)")
+        if name == "migrate":
+            action.add_argument(
+                "--grant-control",
+                metavar="ROLE",
+                help="after migrating (as the owner), let ROLE write budget limits and "
+                "manage tenant roles (the operator's control role)",
+            )
+            action.add_argument(
+                "--grant-reader",
+                metavar="ROLE",
+                help="after migrating, let ROLE read the ledger (the operator's status and "
+                "rollout analysis, dashboards)",
+            )
+        if name == "tenant":
+            action.add_argument("--namespace", required=True, help="the tenant's namespace")
+            action.add_argument(
+                "--tenant-url",
+                metavar="URL",
+                help="host, port and database the sidecars use (default: --url's)",
+            )
     ledger.set_defaults(handler=_ledger)
 
     fake = commands.add_parser(

@@ -51,7 +51,8 @@ class RunConfig:
     health_port: int = 8080
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9090
-    ledger_dsn: str | None = None
+    ledger_dsn: str | None = None  # the read-only role
+    control_dsn: str | None = None  # the control role: limits, tenants
 
 
 def kopf_settings() -> kopf.OperatorSettings:
@@ -86,8 +87,20 @@ async def run(config: RunConfig) -> None:
     ledger = create_engine(config.ledger_dsn, create=False) if config.ledger_dsn else None
     if ledger is None:
         log.warning("%s is not set: LLMBudget status cannot be read", naming.LEDGER_DSN_ENV)
+    control = (
+        create_engine(config.control_dsn, create=False, isolation_level="AUTOCOMMIT")
+        if config.control_dsn
+        else None
+    )
+    if control is None and ledger is not None:
+        log.warning(
+            "%s is not set: budget limits are not written; sidecars cannot spend",
+            naming.LEDGER_CONTROL_DSN_ENV,
+        )
     kube = KubeClient(load_config(), agent=naming.MANAGED_BY)
-    ctx = Context(kube=kube, ledger=ledger, metrics=metrics, options=config.options)
+    ctx = Context(
+        kube=kube, ledger=ledger, metrics=metrics, options=config.options, control=control
+    )
     registry = kopf.OperatorRegistry()
     options = config.options
     register(registry, options.budget_interval, options.resync_interval, options.rollout_tick)
@@ -103,8 +116,9 @@ async def run(config: RunConfig) -> None:
         )
     finally:
         await kube.close()
-        if ledger is not None:
-            await ledger.dispose()
+        for engine in (ledger, control):
+            if engine is not None:
+                await engine.dispose()
         await runner.cleanup()
         log.info("operator stopped")
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from .contract import BudgetSpec, ConfigError, load_config
+from .ledger import control
 from .ledger import migrate as migrations
 from .ledger import report as reports
-from .ledger.db import LedgerUnavailableError, ledger_url
+from .ledger.db import LedgerUnavailableError, create_engine, is_sqlite, ledger_url
+from .ledger.roles import apply_grants
 from .logs import configure_logging
 
 
@@ -39,12 +41,36 @@ def run_sidecar(
     return 0
 
 
-def _ledger_source(config: Path | None, url: str | None) -> tuple[str, list[BudgetSpec]]:
+def _ledger_source(
+    config: Path | None, url: str | None
+) -> tuple[str, list[BudgetSpec], str | None]:
+    """The ledger URL, the config's budgets and the namespace they are of."""
     if url is not None:
-        return url, []
+        return url, [], None
     assert config is not None
     loaded = load_config(config).config
-    return ledger_url(loaded.ledger), list(loaded.budgets)
+    return ledger_url(loaded.ledger), list(loaded.budgets), loaded.identity.namespace
+
+
+async def _grant(url: str, control: str | None, reader: str | None) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await apply_grants(connection, control=control, reader=reader)
+    finally:
+        await engine.dispose()
+
+
+async def _tenant(url: str, namespace: str, base: str | None) -> str:
+    """Create (or re-password) the namespace's tenant role; its DSN."""
+    password = control.new_password()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            role = await control.ensure_tenant(connection, namespace, password)
+    finally:
+        await engine.dispose()
+    return control.tenant_url(base or url, role, password)
 
 
 def run_ledger(
@@ -55,9 +81,13 @@ def run_ledger(
     fmt: str = "csv",
     month: str | None = None,
     output: Path | None = None,
+    grant_control: str | None = None,
+    grant_reader: str | None = None,
+    namespace: str | None = None,
+    tenant_url: str | None = None,
 ) -> int:
     try:
-        source, budgets = _ledger_source(config, url)
+        source, budgets, own_namespace = _ledger_source(config, url)
     except ConfigError as exc:
         print(f"aegis ledger: invalid config: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +95,9 @@ def run_ledger(
         if action == "migrate":
             revision = migrations.migrate(source)
             print(f"ledger at revision {revision}")
+            if (grant_control or grant_reader) and not is_sqlite(source):
+                asyncio.run(_grant(source, grant_control, grant_reader))
+                print(f"granted: control {grant_control or '-'}, reader {grant_reader or '-'}")
         elif action == "export":
             if fmt not in ("csv", "json"):
                 raise ValueError(f"unknown format {fmt!r}")
@@ -77,7 +110,12 @@ def run_ledger(
                     )
                 print(f"wrote {count} rows to {output}", file=sys.stderr)
         elif action == "report":
-            print(asyncio.run(reports.report(source, budgets, month)))
+            print(asyncio.run(reports.report(source, budgets, month, namespace=own_namespace)))
+        elif action == "tenant":
+            if not namespace:
+                raise ValueError("--namespace is required")
+            # The DSN holds a password: it goes to stdout for a Secret, never to a log.
+            print(asyncio.run(_tenant(source, namespace, tenant_url)))
         else:
             raise ValueError(f"unknown ledger action {action!r}")
     except ValueError as exc:

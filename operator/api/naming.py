@@ -22,9 +22,12 @@ CONFIG_KEY = "config.yaml"
 """ConfigMap key holding the rendered sidecar config (the sidecar reads it by name)."""
 CONFIG_MOUNT_PATH = "/etc/aegis"
 LEDGER_DSN_ENV = "AEGIS_LEDGER_DSN"
+"""Env var holding the shared ledger DSN (from a Secret via secretKeyRef): a sidecar's
+namespace role; the operator's read-only role."""
+LEDGER_CONTROL_DSN_ENV = "AEGIS_LEDGER_CONTROL_DSN"
+"""Env var holding the operator's control DSN (budget limits, tenant roles)."""
 SPOOL_DIR_ENV = "AEGIS_SPOOL_DIR"
 """Where the sidecar spools ledger rows (``aegis.sidecar.runtime.wiring.SPOOL_ENV``)."""
-"""Env var holding the shared ledger DSN (from a Secret via secretKeyRef)."""
 
 INJECT_LABEL = "aegis.io/inject"
 """Pod label ``"true"``/``"false"``, or namespace label ``"enabled"``."""

@@ -1,24 +1,30 @@
-"""``LLMBudget``: its scope (for routes) and its status from the ledger.
+"""``LLMBudget``: its limit in the ledger, its scope (for routes) and its status.
 
-Each sync starts from the budget kopf handed over, reads the ledger (spend with
-:func:`aegis.sidecar.ledger.report.budget_usage`, the same query ``aegis ledger
-report`` uses: the provider's settled spend in the budget's current calendar
-month, in the budget's time zone; and the money sidecars hold in leases), plans
-in pure code (:mod:`.budget_plan`) and applies the plan: gauges, status, events.
+Each sync starts from the budget kopf handed over, writes its limit, provider and
+spending namespaces to the ledger (the control role's ``aegis.set_budget``: the only
+limit sidecars' leases are checked against), reads the budget's own figures
+(:func:`aegis.sidecar.ledger.budget_status.budget_status` for its key: what the
+sidecars' ledger rows settled against its leases in the budget's current calendar
+month, and what they hold; never the provider's spend of other budgets or
+namespaces), plans in pure code (:mod:`.budget_plan`) and applies the plan: gauges,
+status, events. A deleted (or invalid) budget is dropped from the ledger: no
+sidecar can spend it any more; its history stays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from aegis.sidecar.contract import BudgetKey, BudgetScope
 from aegis.sidecar.contract.money import ZERO
+from aegis.sidecar.ledger import control
 from aegis.sidecar.ledger.budget_status import budget_status
 from aegis.sidecar.ledger.db import LedgerUnavailableError
-from aegis.sidecar.ledger.report import budget_usage
 
 from ..api import naming
 from ..kube import Body, Conflict, LLMBudget
@@ -36,6 +42,7 @@ from .context import Context
 from .indices import BudgetIndex, RouteIndex
 
 _LEDGER_TIMEOUT = 15.0
+log = logging.getLogger(__name__)
 
 
 def scope_of(namespace: str, spec: Mapping[str, Any] | None, ctx: Context) -> set[str]:
@@ -44,9 +51,53 @@ def scope_of(namespace: str, spec: Mapping[str, Any] | None, ctx: Context) -> se
     return {namespace} if applied is None else set(applied.scope)
 
 
+_LEDGER_ERRORS = (SQLAlchemyError, OSError, TimeoutError, LedgerUnavailableError)
+
+
+def budget_key(namespace: str, name: str) -> BudgetKey:
+    """An ``LLMBudget``'s key in the ledger (namespaced: its own namespace and name)."""
+    return BudgetKey(BudgetScope.NAMESPACE, namespace, name)
+
+
+async def _write_limit(ctx: Context, prepared: PreparedBudget) -> LedgerProblem | None:
+    """The budget's limit, provider and spending namespaces, as sidecars' leases see
+    them; the problem when they could not be written."""
+    applied = prepared.applied
+    assert applied is not None
+    if ctx.control is None:
+        return LedgerProblem(
+            "LimitNotWritten",
+            f"the operator has no ledger control DSN ({naming.LEDGER_CONTROL_DSN_ENV}): "
+            "sidecars on the shared ledger cannot spend this budget",
+        )
+    try:
+        async with asyncio.timeout(_LEDGER_TIMEOUT), ctx.control.connect() as connection:
+            await control.set_budget(
+                connection,
+                budget_key(applied.namespace, applied.name),
+                provider=applied.spec.provider,
+                limit=applied.spec.limit_usd,
+                spenders=applied.scope,
+            )
+    except _LEDGER_ERRORS as error:
+        return LedgerProblem("LimitNotWritten", f"cannot write the limit to the ledger: {error}")
+    return None
+
+
+async def drop_limit(ctx: Context, namespace: str, name: str) -> None:
+    """No sidecar may spend the budget any more (deleted, or its spec became invalid)."""
+    if ctx.control is None:
+        return
+    try:
+        async with asyncio.timeout(_LEDGER_TIMEOUT), ctx.control.connect() as connection:
+            await control.drop_budget(connection, budget_key(namespace, name))
+    except _LEDGER_ERRORS:
+        log.exception("could not drop LLMBudget %s/%s from the ledger", namespace, name)
+
+
 async def _read_ledger(ctx: Context, prepared: PreparedBudget) -> Spend | LedgerProblem:
-    """The provider's settled spend in the period and the money sidecars hold in
-    leases of this budget but have not spent yet."""
+    """What the budget's own leases settled in the period, and the money sidecars
+    hold in them but have not spent yet."""
     applied = prepared.applied
     assert applied is not None
     if ctx.ledger is None:
@@ -54,23 +105,18 @@ async def _read_ledger(ctx: Context, prepared: PreparedBudget) -> Spend | Ledger
             "LedgerNotConfigured",
             f"the operator has no ledger DSN (environment variable {naming.LEDGER_DSN_ENV})",
         )
+    problem = await _write_limit(ctx, prepared)
+    key = budget_key(applied.namespace, applied.name)
     try:
         async with asyncio.timeout(_LEDGER_TIMEOUT):
-            rows = await budget_usage(ctx.ledger, [applied.spec], month=prepared.period)
-            shared = await budget_status(ctx.ledger, month=prepared.period)
-    except (SQLAlchemyError, OSError, TimeoutError, LedgerUnavailableError) as error:
+            rows = await budget_status(ctx.ledger, month=prepared.period, budget=key)
+    except _LEDGER_ERRORS as error:
         ctx.metrics.ledger_up.set(0)
         return LedgerProblem("LedgerUnavailable", f"cannot read the ledger: {error}")
     ctx.metrics.ledger_up.set(1)
-    reserved = next(
-        (
-            s.reserved_usd
-            for s in shared
-            if (s.budget, s.provider) == (applied.name, applied.spec.provider)
-        ),
-        ZERO,
-    )
-    return Spend(rows[0].spent_usd if rows else ZERO, reserved)
+    if problem is not None:
+        return problem
+    return Spend(rows[0].spent_usd, rows[0].reserved_usd) if rows else Spend(ZERO, ZERO)
 
 
 async def _apply(ctx: Context, budget: Body, plan: BudgetPlan) -> None:
@@ -99,6 +145,8 @@ async def sync_budget(ctx: Context, budget: Body, routes: RouteIndex, budgets: B
             return
         now = ctx.now()
         prepared = prepare_budget(budget, ctx.options.platform_namespace, now)
+        if prepared.invalid is not None:
+            await drop_limit(ctx, meta["namespace"], meta["name"])
         ledger = None if prepared.invalid is not None else await _read_ledger(ctx, prepared)
         plan = plan_budget(
             budget,

@@ -53,7 +53,9 @@ def applied_budget(
     return AppliedBudget(
         namespace=namespace,
         name=name,
-        spec=parsed.budget(),
+        # Its key in the ledger: the sidecars of other namespaces it applies to
+        # spend this namespace's budget, not one of their own.
+        spec=parsed.budget().model_copy(update={"namespace": namespace}),
         routes=frozenset(parsed.routes),
         scope=scope,
     )
@@ -142,13 +144,6 @@ def _routes_enforcing(applied: AppliedBudget, routes: RouteIndex) -> str | None:
     return ",".join(found) or None
 
 
-def _namesakes(namespace: str, name: str, budgets: BudgetIndex) -> list[str]:
-    """Budgets of the same name in other namespaces: sidecars share budget money by
-    name in the ledger, so two of them would share one limit."""
-    keys = {applied.key for found in budgets.values() for applied in found}
-    return sorted(k for k in keys if k.endswith(f"/{name}") and k != f"{namespace}/{name}")
-
-
 def _scope_problem(
     namespace: str, spec: LLMBudgetSpec, platform_namespace: str | None
 ) -> Wanted | None:
@@ -229,7 +224,7 @@ def plan_budget(
 ) -> BudgetPlan:
     """Everything one sync writes, from the budget, the indices and the ledger's figures."""
     meta, status = budget["metadata"], budget.get("status") or {}
-    namespace, name = meta["namespace"], meta["name"]
+    namespace = meta["namespace"]
     spec, applied, period = prepared.spec, prepared.applied, prepared.period
     if spec is None or applied is None:
         invalid = Wanted("Ready", "False", "InvalidSpec", prepared.invalid or "")
@@ -237,15 +232,6 @@ def plan_budget(
     assert ledger is not None  # read for every valid budget
     fields: Body = {"routes": _routes_enforcing(applied, routes)}
     problem = _scope_problem(namespace, spec, platform_namespace)
-    namesakes = _namesakes(namespace, name, budgets)
-    if namesakes:
-        problem = Wanted(
-            "Ready",
-            "False",
-            "NameConflict",
-            f"LLMBudget {', '.join(namesakes)} has the same name; sidecars share budget money "
-            "by name in the ledger, so these budgets would share one limit: rename one",
-        )
     if isinstance(ledger, LedgerProblem):
         ready = problem or Wanted("Ready", "False", ledger.reason, ledger.message)
         return _plan(budget, [ready], fields, [], now, heartbeat=heartbeat)

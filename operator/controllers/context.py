@@ -38,6 +38,16 @@ class Options:
     #: The only namespace whose LLMBudgets may apply to other namespaces
     #: (``spec.namespaces``); ``None``: budgets apply to their own namespace only.
     platform_namespace: str | None = None
+    #: Read the key names of the Secrets a route refers to (``Ready`` says which is
+    #: missing). Off by default: it needs ``get`` on Secrets, and tells a route author
+    #: which Secrets and keys exist; pods name a missing one in their own events.
+    check_secrets: bool = False
+    #: The Secret each served namespace gets with its own ledger DSN (its tenant
+    #: role, made through the control DSN); ``None``: tenants are managed elsewhere.
+    tenant_secret: str | None = None
+    #: Host, port, database and options of the ledger as sidecars reach it (its
+    #: credentials are ignored); ``None``: those of the control DSN.
+    tenant_url: str | None = None
 
 
 class KeyedLocks:
@@ -72,9 +82,12 @@ def _utcnow() -> datetime:
 @dataclass
 class Context:
     kube: KubeClient
+    #: The ledger's read-only role: budget status and rollout analysis.
     ledger: AsyncEngine | None
     metrics: OperatorMetrics
     options: Options = field(default_factory=Options)
+    #: The ledger's control role: budget limits and tenant roles (autocommit).
+    control: AsyncEngine | None = None
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     now: Callable[[], datetime] = _utcnow
 

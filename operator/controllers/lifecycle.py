@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..kube import Body
-from .budget import scope_of, sync_budget
+from .budget import drop_limit, scope_of, sync_budget
 from .context import Context
 from .indices import BudgetIndex, RouteIndex
 from .rollout import drive_rollout
 from .rollout_actions import apply_action
 from .route import deleting, reconcile_route, reconcile_routes, route_key
+from .tenants import ensure_namespace_ledger
 
 
 def _key(route: Body) -> tuple[str, str, str]:
@@ -32,7 +33,9 @@ def _key(route: Body) -> tuple[str, str, str]:
 
 
 async def route_changed(ctx: Context, route: Body, budgets: BudgetIndex) -> None:
-    """Created, updated or resumed: action, then config, then rollout."""
+    """Created, updated or resumed: the namespace's ledger role, then action, config
+    and rollout."""
+    await ensure_namespace_ledger(ctx, route["metadata"]["namespace"])
     async with ctx.locks.hold(_key(route)):
         if deleting(route):
             return
@@ -47,7 +50,9 @@ async def route_changed(ctx: Context, route: Body, budgets: BudgetIndex) -> None
 
 
 async def route_resync(ctx: Context, route: Body, budgets: BudgetIndex) -> None:
-    """The periodic safety net: Secrets appearing, ConfigMap drift."""
+    """The periodic safety net: Secrets appearing, ConfigMap drift, a ledger Secret
+    deleted (rotation)."""
+    await ensure_namespace_ledger(ctx, route["metadata"]["namespace"])
     async with ctx.locks.hold(_key(route)):
         await reconcile_route(ctx, route, budgets)
 
@@ -77,9 +82,11 @@ async def budget_changed(
 async def budget_deleted(
     ctx: Context, budget: Body, routes: RouteIndex, budgets: BudgetIndex
 ) -> None:
-    """Re-render the routes it applied to (the index no longer holds it)."""
+    """Drop it from the ledger and re-render the routes it applied to (the index no
+    longer holds it)."""
     meta = budget["metadata"]
     ctx.metrics.forget_budget(meta["namespace"], meta["name"])
+    await drop_limit(ctx, meta["namespace"], meta["name"])
     await reconcile_routes(
         ctx, scope_of(meta["namespace"], budget.get("spec"), ctx), routes, budgets
     )

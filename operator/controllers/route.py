@@ -67,14 +67,17 @@ async def _read_secrets(
 
 async def _gather(
     ctx: Context, route: Body, prepared: Prepared
-) -> tuple[Body | None, dict[str, SecretKeys]]:
-    """What the rendering refers to: the route's ConfigMap and its Secrets' key names."""
+) -> tuple[Body | None, dict[str, SecretKeys] | None]:
+    """What the rendering refers to: the route's ConfigMap and, when the operator
+    checks them, its Secrets' key names (``None``: not checked)."""
     if prepared.rendered is None:
         return None, {}
     meta = route["metadata"]
     namespace = meta["namespace"]
     cm_name = naming.configmap_name(meta["name"])
     configmap = await ctx.kube.get(ConfigMap, cm_name, namespace=namespace)
+    if not ctx.options.check_secrets:
+        return configmap, None
     return configmap, await _read_secrets(ctx, namespace, prepared.secrets)
 
 

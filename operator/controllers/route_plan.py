@@ -192,9 +192,12 @@ def _configmap_write(
 
 
 def _secret_problem(
-    namespace: str, rendered: Rendered, secrets: Mapping[str, SecretKeys]
+    namespace: str, rendered: Rendered, secrets: Mapping[str, SecretKeys] | None
 ) -> Wanted | None:
-    """``Ready=False`` naming every missing Secret or key, or ``None`` when all exist."""
+    """``Ready=False`` naming every missing Secret or key, or ``None`` when all exist
+    (or when they are not checked: ``secrets`` is ``None``)."""
+    if secrets is None:
+        return None
     problems: list[tuple[str, str]] = []
     for use in rendered.secrets:
         found = secrets.get(use.secret, SecretKeys())
@@ -252,7 +255,7 @@ def plan_route(
     route: Body,
     prepared: Prepared,
     configmap: Body | None,
-    secrets: Mapping[str, SecretKeys],
+    secrets: Mapping[str, SecretKeys] | None,
     now: datetime,
 ) -> RoutePlan:
     """Everything one reconcile writes, from the route, its rendering and what was read."""

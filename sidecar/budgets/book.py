@@ -70,7 +70,11 @@ class BudgetBook:
         *,
         clock: Callable[[], datetime] = _utcnow,
         wait_timeout: float = 2.0,
+        namespace: str = "",
     ) -> None:
+        """``namespace``: this sidecar's, the namespace of its budgets that do not
+        name one (it keys their ledger charges)."""
+        self.namespace = namespace
         self._source: BudgetSource = source if source is not None else LocalBudgetSource()
         self._clock = clock
         self._wait_timeout = wait_timeout
@@ -125,7 +129,10 @@ class BudgetBook:
             by_provider.setdefault(budget.provider, []).append(budget)
         self._budgets = by_provider
         self._zones = zones
-        self._charges = {p: ",".join(b.name for b in group) for p, group in by_provider.items()}
+        self._charges = {
+            p: ",".join(b.key(self.namespace).encoded for b in group)
+            for p, group in by_provider.items()
+        }
 
     def reconfigure(self, budgets: Sequence[BudgetSpec]) -> None:
         """Apply new budgets; a budget whose name, provider and time zone survive
@@ -323,7 +330,7 @@ class BudgetBook:
         return account.held, account.settled, account.reserved
 
     def charged_budgets(self, provider: str) -> str:
-        """The budgets a ledger row of ``provider`` is charged to, comma-separated."""
+        """The budget keys a ledger row of ``provider`` is charged to, comma-separated."""
         return self._charges.get(provider, "")
 
     # -- observation ---------------------------------------------------------

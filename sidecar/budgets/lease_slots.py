@@ -47,6 +47,7 @@ class Slot:
 
     __slots__ = (
         "budget",
+        "denied_at",
         "epoch",
         "held",
         "last_active",
@@ -74,6 +75,7 @@ class Slot:
         self.epoch: int | None = None
         self.shortfall = False  # the last take could not give what was wanted
         self.shrink = False  # return unused money at the next tick (limit lowered)
+        self.denied_at: float | None = None  # the database refused: not this namespace's
         self.last_take = self.last_renew = -1e9
         self.renewed = math.inf  # when the last successful take/renew was sent
         self.last_active = now

@@ -3,7 +3,7 @@ sidecars spending one budget through the shared PostgreSQL ledger.
 
 A sidecar never asks the database per request. Per (budget, month) it holds a
 *lease*: a slice of the remaining money taken in one atomic statement
-(``aegis_lease_take``), which the budget book spends locally with per-request
+(``aegis.lease_take``), which the budget book spends locally with per-request
 reservations. A background task here:
 
 - tops the slice up before it runs out (when less than ``refill_at`` of a target
@@ -14,12 +14,15 @@ reservations. A background task here:
 - renews the lease's TTL every ``ttl/3`` seconds, returns money that has been
   idle for ``idle_return`` seconds, and returns everything unused on shutdown;
 - after a restart, once the spool of the previous life has been replayed, closes
-  that life's leases at exactly what they settled (``aegis_lease_takeover``).
+  that life's leases at exactly what they settled (``aegis.lease_takeover``).
 
 Leases whose holder stopped renewing (crashed, cut off) are reclaimed by the next
 taker after their TTL, at what their ledger rows settled. If any statement (or a
 ledger write) fails, the book is *blocked*: no paid reservation is admitted until
-a statement succeeds again (fail closed; reason ``budget_unavailable``).
+a statement succeeds again (fail closed; reason ``budget_unavailable``). A budget
+the database does not grant to this namespace (not yet written by the operator,
+or not this namespace's) holds no money: its requests are refused or fall back
+as for an exhausted budget, and the others are unaffected.
 Guarantee and proof sketch: docs/ledger.md.
 """
 
@@ -36,7 +39,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..contract import BudgetSpec
+from ..contract import BudgetKey, BudgetSpec
 from ..contract.money import ZERO, quantize_usd
 from ..ledger import leases
 from ..routing.ports import BUDGET_UNAVAILABLE
@@ -51,7 +54,7 @@ T = TypeVar("T")
 
 
 class LeaseBudgetSource:
-    """Leases from ``aegis_lease_*`` for one holder (``namespace/pod``)."""
+    """Leases from ``aegis.lease_*`` for one holder (``namespace/pod``)."""
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class LeaseBudgetSource:
         (:attr:`LedgerStore.replayed`); the takeover waits for it."""
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.holder = holder
+        self.namespace = holder.partition("/")[0]  # of budgets that name none
         self.settings = settings or LeaseSettings.from_env()
         self._replayed = replayed
         self._book: BudgetBook | None = None
@@ -232,6 +236,10 @@ class LeaseBudgetSource:
             self._returns.append((slot.budget, slot.period, amount))
             await self._give_back_all(close=False)
             return
+        if slot.denied_at is not None and now - slot.denied_at < settings.idle_return:
+            slot.need = ZERO  # asked again only every idle_return seconds
+            self._release(slot)
+            return
         target = self._target(slot, reserved)
         need = max(slot.need - unused, ZERO)
         waiting = slot.refill is not None and not slot.refill.done()
@@ -268,23 +276,26 @@ class LeaseBudgetSource:
     async def _take(self, slot: Slot, want: Decimal, need: Decimal, now: float) -> None:
         budget = slot.budget
         sent = self._loop.time()
-        grant = await self._call(
-            "take" if want > 0 else "renew",
-            lambda c: leases.take(
-                c,
-                budget=budget.name,
-                period=slot.period,
-                provider=budget.provider,
-                holder=self.holder,
-                limit=budget.limit_usd,
-                want=want,
-                need=need,
-                ttl_seconds=self.settings.ttl_seconds,
-            ),
-        )
+        try:
+            grant = await self._call(
+                "take" if want > 0 else "renew",
+                lambda c: leases.take(
+                    c,
+                    budget=budget.key(self.namespace),
+                    period=slot.period,
+                    holder=self.holder,
+                    want=want,
+                    need=need,
+                    ttl_seconds=self.settings.ttl_seconds,
+                ),
+            )
+        except leases.NotGranted as refused:
+            self._not_granted(slot, now, str(refused))
+            return
         if grant is None:
             self._release(slot)
             return
+        slot.denied_at = None
         book = self._book
         if slot.epoch is not None and grant.epoch != slot.epoch and book is not None:
             # Someone closed this lease while we could not renew it: what we held
@@ -306,12 +317,26 @@ class LeaseBudgetSource:
         slot.need = ZERO
         self._release(slot)
 
+    def _not_granted(self, slot: Slot, now: float, reason: str) -> None:
+        """The budget holds nothing for this namespace: no money, no retry storm."""
+        if slot.remaining is None or slot.remaining > 0:
+            log.error("budget %s/%s: %s", *slot_key(slot), reason)
+        book = self._book
+        if book is not None:
+            slot.held -= book.surrender(slot.budget.name, slot.period)
+        slot.remaining = ZERO
+        slot.shortfall = True
+        slot.denied_at = slot.last_take = slot.last_renew = now
+        slot.need = ZERO
+        self._release(slot)
+
     async def _give_back_all(self, *, close: bool) -> None:
         pending, self._returns = self._returns, []
         for budget, period, amount in pending:
+            key = budget.key(self.namespace)
 
             def give_back(
-                c: AsyncConnection, b: str = budget.name, p: str = period, a: Decimal = amount
+                c: AsyncConnection, b: BudgetKey = key, p: str = period, a: Decimal = amount
             ) -> Awaitable[leases.Returned]:
                 return leases.give_back(
                     c, budget=b, period=p, holder=self.holder, amount=a, close=close
@@ -326,12 +351,17 @@ class LeaseBudgetSource:
     # -- plumbing --------------------------------------------------------------------
 
     async def _call(self, kind: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T | None:
-        """One statement, one round trip; ``None`` (and blocked) when it fails."""
+        """One statement, one round trip; ``None`` (and blocked) when it fails. The
+        database answering that a budget is not granted is an answer, not a failure:
+        :class:`~aegis.sidecar.ledger.leases.NotGranted` goes to the caller."""
         self.statements[kind] = self.statements.get(kind, 0) + 1
         try:
             async with asyncio.timeout(self.settings.statement_timeout):
                 async with self.engine.connect() as connection:
                     result = await work(connection)
+        except leases.NotGranted:
+            self._set_available(True)
+            raise
         except Exception as exc:
             self.failures += 1
             if self.available:

@@ -23,6 +23,7 @@ from .base import (
     ProviderType,
     Quality,
 )
+from .budget_key import BudgetKey, BudgetScope
 from .config import BudgetSpec, LedgerSpec, ListenSpec, RouteIdentity, SidecarConfig
 from .document import (
     ConfigError,
@@ -49,6 +50,8 @@ from .providers import CircuitBreakerSpec, ModelPrice, ProviderModels, ProviderS
 __all__ = [
     "DEFAULT_BASE_URLS",
     "Arm",
+    "BudgetKey",
+    "BudgetScope",
     "BudgetSpec",
     "CandidatePolicy",
     "CircuitBreakerSpec",

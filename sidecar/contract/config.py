@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from .base import Model, Money, Name, OnExceeded
+from .budget_key import BudgetKey, BudgetScope
 from .policy import Policy, PrivacySpec, RolloutSpec
 from .providers import ProviderSpec
 
@@ -31,6 +32,28 @@ class BudgetSpec(Model):
     alert_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [80, 90, 100], max_length=10
     )
+    scope: BudgetScope = Field(
+        default=BudgetScope.NAMESPACE,
+        description="Namespace: an LLMBudget of one namespace; Cluster: a cluster-wide budget.",
+    )
+    namespace: Name | None = Field(
+        default=None,
+        description="Namespace of a Namespace-scoped budget's object (default: "
+        "identity.namespace); empty for Cluster.",
+    )
+
+    @model_validator(mode="after")
+    def _scoped(self) -> Self:
+        if self.scope is BudgetScope.CLUSTER and self.namespace is not None:
+            raise ValueError("namespace is not allowed for a Cluster budget")
+        return self
+
+    def key(self, default_namespace: str = "") -> BudgetKey:
+        """The budget's ledger key; a Namespace budget without ``namespace`` is of
+        ``default_namespace`` (the config's own)."""
+        if self.scope is BudgetScope.CLUSTER:
+            return BudgetKey(self.scope, "", self.name)
+        return BudgetKey(self.scope, self.namespace or default_namespace, self.name)
 
     @field_validator("timezone")
     @classmethod

@@ -1,6 +1,8 @@
 """Shared budgets as the operator and ``aegis ledger report`` read them.
 
-Per budget and month (from ``budget_periods`` and ``budget_leases``):
+Per budget (its key: scope, namespace, name) and month (from ``budget_periods`` and
+``budget_leases``), so each budget's figures are its own, whoever else spends the
+same provider:
 ``spent`` is what ledger rows settled against leases; ``reserved`` is money
 leased to sidecars but not (yet) settled: in-flight reservations, unspent
 slices, rows still in a spool; ``remaining`` is what no sidecar holds;
@@ -19,6 +21,7 @@ from decimal import Decimal
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import DBAPIError
 
+from ..contract import BudgetKey, BudgetScope
 from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period
 from .models import BudgetLease, BudgetPeriod, LedgerEntry
@@ -28,7 +31,7 @@ from .tables import percent, text_table
 
 @dataclass(frozen=True, slots=True)
 class BudgetStatus:
-    budget: str
+    key: BudgetKey
     provider: str
     month: str
     limit_usd: Decimal
@@ -38,6 +41,10 @@ class BudgetStatus:
     utilisation: Decimal | None  # None for a zero limit
     overdraft_usd: Decimal  # spend that arrived beyond a lease (should stay 0)
     holders: int  # sidecars holding unspent money now
+
+    @property
+    def budget(self) -> str:
+        return self.key.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +58,27 @@ class SpendRow:
     cost_usd: Decimal
 
 
-async def budget_status(source: LedgerSource, month: str | None = None) -> list[BudgetStatus]:
-    """Every shared budget's months (or ``month``), oldest first. Empty when the
-    ledger has no budget tables yet (a ledger at revision 0001)."""
+async def budget_status(
+    source: LedgerSource,
+    month: str | None = None,
+    *,
+    budget: BudgetKey | None = None,
+    namespace: str | None = None,
+) -> list[BudgetStatus]:
+    """Every shared budget's months (or ``month``; of ``budget`` only, or of the
+    budgets of ``namespace`` only), oldest first. Empty when the ledger has no budget
+    tables yet (a ledger at revision 0001)."""
     p, lease = BudgetPeriod, BudgetLease
     holding = and_(lease.state == "open", lease.amount_usd > lease.settled_usd)
+    key = (p.budget_scope, p.budget_namespace, p.budget_name)
+    same = and_(
+        lease.budget_scope == p.budget_scope,
+        lease.budget_namespace == p.budget_namespace,
+        lease.budget_name == p.budget_name,
+    )
     query = (
         select(
-            p.budget,
+            *key,
             p.provider,
             p.period,
             p.limit_usd,
@@ -67,23 +87,42 @@ async def budget_status(source: LedgerSource, month: str | None = None) -> list[
             func.coalesce(func.sum(lease.settled_usd), 0),
             func.count(case((holding, 1))),
         )
-        .outerjoin(lease, and_(lease.budget == p.budget, lease.period == p.period))
-        .group_by(p.budget, p.provider, p.period, p.limit_usd, p.committed_usd, p.overdraft_usd)
-        .order_by(p.period, p.budget)
+        .outerjoin(lease, and_(same, lease.period == p.period))
+        .group_by(*key, p.provider, p.period, p.limit_usd, p.committed_usd, p.overdraft_usd)
+        .order_by(p.period, *key)
     )
     if month is not None:
         query = query.where(p.period == check_period(month))
+    if budget is not None:
+        query = query.where(
+            p.budget_scope == budget.scope.value,
+            p.budget_namespace == budget.namespace,
+            p.budget_name == budget.name,
+        )
+    if namespace is not None:
+        query = query.where(p.budget_namespace == namespace)
     async with open_engine(source) as engine, engine.connect() as connection:
         try:
             rows = list(await connection.execute(query))
         except DBAPIError:  # no such table: nothing shared yet
             return []
     result = []
-    for budget, provider, period, limit, committed, overdraft, settled, holders in rows:
+    for (
+        scope,
+        budget_ns,
+        name,
+        provider,
+        period,
+        limit,
+        committed,
+        overdraft,
+        settled,
+        holders,
+    ) in rows:
         spent = Decimal(settled).quantize(MICRO)
         result.append(
             BudgetStatus(
-                budget=budget,
+                key=BudgetKey(BudgetScope(scope), budget_ns, name),
                 provider=provider,
                 month=period,
                 limit_usd=limit,
@@ -120,6 +159,8 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
         return []
     headers = [
         "MONTH",
+        "SCOPE",
+        "NAMESPACE",
         "BUDGET",
         "PROVIDER",
         "LIMIT USD",
@@ -132,7 +173,9 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
     table = [
         [
             r.month,
-            r.budget,
+            r.key.scope.value,
+            r.key.namespace or "-",
+            r.key.name,
             r.provider,
             micros(r.limit_usd, grouped=True),
             micros(r.spent_usd, grouped=True),
@@ -144,7 +187,7 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
         for r in rows
     ]
     title = "Shared budgets (leases: reserved = leased to sidecars, not yet settled)"
-    return ["", title, "", *text_table(headers, table, right=set(range(3, 9)))]
+    return ["", title, "", *text_table(headers, table, right=set(range(5, 11)))]
 
 
 def render_breakdown(rows: Sequence[SpendRow]) -> list[str]:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..contract import LedgerSpec
+from .models import SCHEMA
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -71,7 +72,8 @@ def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Asyn
     against process crashes (rows still queued in memory are also in the spool
     file, :mod:`.spool`, when there is one, and replayed on restart).
     PostgreSQL: connections are pinged before use because sidecars outlive
-    database restarts.
+    database restarts, and the models' tables are those of schema ``aegis``
+    (:data:`~aegis.sidecar.ledger.models.SCHEMA`, mapped here: SQLite has no schemas).
     """
     parsed = async_url(url)
     path = sqlite_path(parsed)
@@ -85,7 +87,9 @@ def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Asyn
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(parsed, **kwargs)
+    options = dict(kwargs.pop("execution_options", None) or {})
+    options.setdefault("schema_translate_map", {None: SCHEMA})
+    return create_async_engine(parsed, execution_options=options, **kwargs)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,36 +1,45 @@
-"""Calls of the budget-lease functions (PostgreSQL, migration 0002), one round trip each.
+"""Calls of the tenants' budget-lease functions (PostgreSQL, migration 0003), one round
+trip each.
 
-Each call is a single ``SELECT`` of a SECURITY DEFINER function run in autocommit
-mode: the function's statements form one short transaction that locks the
-budget's period row for microseconds, never across an LLM call.
+Each call is a single ``SELECT`` of a SECURITY DEFINER function in schema ``aegis``,
+run in autocommit mode: the function's statements form one short transaction that
+locks the budget's period row for microseconds, never across an LLM call. The
+database knows the caller from its login role (one per namespace): a holder must be
+``<namespace>/<pod>`` of that namespace, a budget must be granted to it, and the
+limit is the operator's (``aegis.budget_limits``), never the caller's.
 See :mod:`aegis.sidecar.budgets.leases` for the policy that decides when to call them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..contract import BudgetKey, BudgetScope
 from ..contract.money import ZERO, quantize_usd, usd_or_zero
 
 _TAKE = text(
     "SELECT granted, lease_amount, lease_settled, lease_epoch, committed, limit_usd, active "
-    "FROM aegis_lease_take(:budget, :period, :provider, :holder, :limit, :want, :need, :ttl)"
+    "FROM aegis.lease_take(:scope, :namespace, :name, :period, :holder, :want, :need, :ttl)"
 )
 _RETURN = text(
     "SELECT returned, lease_amount, lease_settled, lease_epoch, committed "
-    "FROM aegis_lease_return(:budget, :period, :holder, :amount, :close)"
+    "FROM aegis.lease_return(:scope, :namespace, :name, :period, :holder, :amount, :close)"
 )
-_TAKEOVER = text("SELECT budget, period, freed FROM aegis_lease_takeover(:holder)")
-_SET_LIMIT = text(
-    "INSERT INTO budget_limits (budget, limit_usd, updated_at) VALUES (:budget, :limit, :now) "
-    "ON CONFLICT (budget) DO UPDATE SET limit_usd = EXCLUDED.limit_usd, "
-    "updated_at = EXCLUDED.updated_at"
+_TAKEOVER = text(
+    "SELECT budget_scope, budget_namespace, budget_name, period, freed "
+    "FROM aegis.lease_takeover(:holder)"
 )
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
+class NotGranted(Exception):
+    """The database refused the call: the budget is not granted to this namespace (or
+    does not exist: the two are not told apart), or the holder is not of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,7 @@ class Grant:
     lease_settled: Decimal  # what the holder's ledger rows charged so far
     epoch: int  # changes when someone else closed the lease
     committed: Decimal  # all holders' leases together
-    limit: Decimal  # the limit the take was checked against
+    limit: Decimal  # the operator's limit the take was checked against
     active: int  # open leases with money in them, this one included
 
     @property
@@ -60,35 +69,41 @@ class Returned:
     committed: Decimal
 
 
+def _key(budget: BudgetKey) -> dict[str, str]:
+    return {"scope": budget.scope.value, "namespace": budget.namespace, "name": budget.name}
+
+
+def _refused(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE
+
+
 async def take(
     connection: AsyncConnection,
     *,
-    budget: str,
+    budget: BudgetKey,
     period: str,
-    provider: str,
     holder: str,
-    limit: Decimal,
     want: Decimal,
     need: Decimal = ZERO,
     ttl_seconds: int = 60,
 ) -> Grant:
     """Add up to ``want`` (at least ``need``, else nothing) to the holder's lease
-    and extend its TTL; reclaims expired leases of other holders on the way."""
-    row = (
-        await connection.execute(
-            _TAKE,
-            {
-                "budget": budget,
-                "period": period,
-                "provider": provider,
-                "holder": holder,
-                "limit": quantize_usd(limit),
-                "want": quantize_usd(want),
-                "need": quantize_usd(need),
-                "ttl": ttl_seconds,
-            },
-        )
-    ).one()
+    and extend its TTL; reclaims expired leases of other holders on the way.
+    :class:`NotGranted` when the budget is not this namespace's to spend."""
+    params = {
+        **_key(budget),
+        "period": period,
+        "holder": holder,
+        "want": quantize_usd(want),
+        "need": quantize_usd(need),
+        "ttl": ttl_seconds,
+    }
+    try:
+        row = (await connection.execute(_TAKE, params)).one()
+    except DBAPIError as error:
+        if _refused(error):
+            raise NotGranted(str(error.orig)) from None
+        raise
     return Grant(
         granted=usd_or_zero(row.granted),
         lease_amount=usd_or_zero(row.lease_amount),
@@ -103,25 +118,21 @@ async def take(
 async def give_back(
     connection: AsyncConnection,
     *,
-    budget: str,
+    budget: BudgetKey,
     period: str,
     holder: str,
     amount: Decimal,
     close: bool = False,
 ) -> Returned:
     """Return up to ``amount`` of unspent lease money (never settled money)."""
-    row = (
-        await connection.execute(
-            _RETURN,
-            {
-                "budget": budget,
-                "period": period,
-                "holder": holder,
-                "amount": quantize_usd(amount),
-                "close": close,
-            },
-        )
-    ).one()
+    params = {
+        **_key(budget),
+        "period": period,
+        "holder": holder,
+        "amount": quantize_usd(amount),
+        "close": close,
+    }
+    row = (await connection.execute(_RETURN, params)).one()
     return Returned(
         returned=usd_or_zero(row.returned),
         lease_amount=usd_or_zero(row.lease_amount),
@@ -131,17 +142,12 @@ async def give_back(
     )
 
 
-async def takeover(connection: AsyncConnection, holder: str) -> list[tuple[str, str, Decimal]]:
+async def takeover(
+    connection: AsyncConnection, holder: str
+) -> list[tuple[BudgetKey, str, Decimal]]:
     """Close a previous life's leases at what they settled (after its spool replay)."""
     result = await connection.execute(_TAKEOVER, {"holder": holder})
-    return [(budget, period, usd_or_zero(freed)) for budget, period, freed in result]
-
-
-async def set_limit(
-    connection: AsyncConnection, budget: str, limit: Decimal, now: datetime | None = None
-) -> None:
-    """The operator's limit for ``budget`` (operator role; sidecars cannot write it)."""
-    await connection.execute(
-        _SET_LIMIT,
-        {"budget": budget, "limit": quantize_usd(limit), "now": now or datetime.now(UTC)},
-    )
+    return [
+        (BudgetKey(BudgetScope(scope), namespace, name), period, usd_or_zero(freed))
+        for scope, namespace, name, period, freed in result
+    ]

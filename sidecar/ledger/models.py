@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKeyConstraint,
     Index,
@@ -37,20 +38,31 @@ __all__ = [
     "BUDGET_LEASES",
     "BUDGET_LIMITS",
     "BUDGET_PERIODS",
+    "BUDGET_SPENDERS",
     "COLUMNS",
     "LEDGER",
     "NAMING_CONVENTION",
+    "SCHEMA",
     "STRING_LENGTHS",
+    "TENANTS",
     "Arm",  # the arm column's values (defined in the contract)
     "Base",
+    "BudgetKeyColumns",
     "BudgetLease",
     "BudgetLimit",
     "BudgetPeriod",
+    "BudgetSpender",
     "LeaseState",
     "LedgerEntry",
     "LedgerRecord",
     "Status",
+    "Tenant",
 ]
+
+#: PostgreSQL: the schema the ledger's tables live in (migration 0003), which no
+#: tenant may create objects in. The models carry no schema (SQLite has none); the
+#: PostgreSQL engines map it (:func:`aegis.sidecar.ledger.db.create_engine`).
+SCHEMA = "aegis"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -134,24 +146,75 @@ class LedgerEntry(Base):
 LEDGER = cast(Table, LedgerEntry.__table__)
 
 
-class BudgetLimit(Base):
-    """A budget's limit as the operator set it from the ``LLMBudget``.
+KEY = ("budget_scope", "budget_namespace", "budget_name")
+SCOPE_CHECK = (
+    "budget_scope IN ('Namespace', 'Cluster') "
+    "AND (budget_scope = 'Namespace' OR budget_namespace = '')"
+)
 
-    Optional: without a row, sidecars use the limit in their config. With one, a
-    lease is checked against the lower of the two, so a sidecar (whose database
-    role cannot write this table) may lower a limit for itself but never raise it.
+
+class BudgetKeyColumns:
+    """A budget's identity, ``(scope, namespace, name)``: see
+    :class:`~aegis.sidecar.contract.BudgetKey` (``''`` is a cluster budget's namespace,
+    and that of budgets keyed by name before migration 0003 until the operator adopts
+    them)."""
+
+    budget_scope: Mapped[str] = mapped_column(String(9), primary_key=True)
+    budget_namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    budget_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+
+
+class BudgetLimit(BudgetKeyColumns, Base):
+    """A budget's limit and provider as the operator set them from the ``LLMBudget``.
+
+    The only limit a lease is checked against: sidecars pass none. Written by the
+    operator's control role (``aegis.set_budget``) for every budget; sidecars can
+    read nothing of it but their own budgets' figures through the lease functions.
     """
 
     __tablename__ = "budget_limits"
 
-    budget: Mapped[str] = mapped_column(String(63), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(63))
     limit_usd: Mapped[Decimal] = mapped_column(Money())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (CheckConstraint("limit_usd >= 0", name="limit_nonnegative"),)
+    __table_args__ = (
+        CheckConstraint("limit_usd >= 0", name="limit_nonnegative"),
+        CheckConstraint(SCOPE_CHECK, name="budget_scope"),
+    )
 
 
-class BudgetPeriod(Base):
+class BudgetSpender(BudgetKeyColumns, Base):
+    """A namespace whose sidecars may spend the budget (``*``: every namespace)."""
+
+    __tablename__ = "budget_spenders"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            list(KEY),
+            [f"budget_limits.{c}" for c in KEY],
+            name="fk_budget_spenders_budget_limits",
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+    )
+
+
+class Tenant(Base):
+    """A tenant login role and the one namespace it acts for (written by the owner's
+    ``aegis.ensure_tenant``; read by every tenant function as ``session_user``)."""
+
+    __tablename__ = "tenants"
+
+    role_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BudgetPeriod(BudgetKeyColumns, Base):
     """One budget in one calendar month, shared by every sidecar that spends it.
 
     ``committed_usd`` is the sum of all holders' lease amounts: money spent or
@@ -161,7 +224,6 @@ class BudgetPeriod(Base):
 
     __tablename__ = "budget_periods"
 
-    budget: Mapped[str] = mapped_column(String(63), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     provider: Mapped[str] = mapped_column(String(63))
     limit_usd: Mapped[Decimal] = mapped_column(Money())
@@ -174,6 +236,7 @@ class BudgetPeriod(Base):
             "committed_usd >= 0 AND overdraft_usd >= 0 AND limit_usd >= 0",
             name="money_nonnegative",
         ),
+        CheckConstraint(SCOPE_CHECK, name="budget_scope"),
     )
 
 
@@ -182,7 +245,7 @@ class LeaseState(StrEnum):
     CLOSED = "closed"  # returned, taken over after a restart, or reclaimed
 
 
-class BudgetLease(Base):
+class BudgetLease(BudgetKeyColumns, Base):
     """The slice of one budget-month held by one sidecar (``holder``: namespace/pod).
 
     ``amount_usd``: money committed to the holder (spent or still held);
@@ -193,7 +256,6 @@ class BudgetLease(Base):
 
     __tablename__ = "budget_leases"
 
-    budget: Mapped[str] = mapped_column(String(63), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     holder: Mapped[str] = mapped_column(String(320), primary_key=True)
     amount_usd: Mapped[Decimal] = mapped_column(Money())
@@ -205,14 +267,17 @@ class BudgetLease(Base):
 
     __table_args__ = (
         ForeignKeyConstraint(
-            ["budget", "period"],
-            ["budget_periods.budget", "budget_periods.period"],
+            [*KEY, "period"],
+            [f"budget_periods.{c}" for c in (*KEY, "period")],
+            name="fk_budget_leases_budget_periods",
             ondelete="CASCADE",
+            onupdate="CASCADE",
         ),
         CheckConstraint(_in("state", LeaseState), name="state"),
         CheckConstraint(
             "settled_usd >= 0 AND settled_usd <= amount_usd", name="settled_within_amount"
         ),
+        CheckConstraint(SCOPE_CHECK, name="budget_scope"),
         Index(None, "holder"),
     )
 
@@ -220,6 +285,8 @@ class BudgetLease(Base):
 BUDGET_PERIODS = cast(Table, BudgetPeriod.__table__)
 BUDGET_LEASES = cast(Table, BudgetLease.__table__)
 BUDGET_LIMITS = cast(Table, BudgetLimit.__table__)
+BUDGET_SPENDERS = cast(Table, BudgetSpender.__table__)
+TENANTS = cast(Table, Tenant.__table__)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

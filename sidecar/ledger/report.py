@@ -33,9 +33,10 @@ ExportFormat = Literal["csv", "json"]
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Spend and traffic of one model of one provider in one month."""
+    """Spend and traffic of one model of one provider in one namespace and month."""
 
     month: str
+    namespace: str
     provider: str
     model: str
     requests: int
@@ -65,9 +66,10 @@ class BudgetUsage:
 
 
 async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow]:
-    """Requests, errors, tokens, cost and p95 latency per month, provider and model."""
+    """Requests, errors, tokens, cost and p95 latency per month, namespace, provider and
+    model (namespaces are never summed together: each is a tenant of its own)."""
     e = LedgerEntry
-    keys = (e.period, e.provider, e.model)
+    keys = (e.period, e.namespace, e.provider, e.model)
     in_month = [] if month is None else [e.period == check_period(month)]
     totals = (
         select(
@@ -96,16 +98,17 @@ async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow
     )
     r = ranked.c
     p95 = (
-        select(r.period, r.provider, r.model, func.min(r.latency_ms).cast(Integer))
+        select(r.period, r.namespace, r.provider, r.model, func.min(r.latency_ms).cast(Integer))
         .where(r.rn * 100 >= r.n * 95)
-        .group_by(r.period, r.provider, r.model)
+        .group_by(r.period, r.namespace, r.provider, r.model)
     )
     async with open_engine(source) as engine, engine.connect() as connection:
-        latency = {(m, p, mo): v for m, p, mo, v in await connection.execute(p95)}
+        latency = {(m, ns, p, mo): v for m, ns, p, mo, v in await connection.execute(p95)}
         result = await connection.execute(totals.order_by(*keys))
         return [
             UsageRow(
                 month=period,
+                namespace=namespace,
                 provider=provider,
                 model=model,
                 requests=requests,
@@ -114,11 +117,20 @@ async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow
                 tokens_in=int(tokens_in or 0),
                 tokens_out=int(tokens_out or 0),
                 cost_usd=cost if cost is not None else ZERO,
-                p95_latency_ms=latency.get((period, provider, model)),
+                p95_latency_ms=latency.get((period, namespace, provider, model)),
             )
-            for period, provider, model, requests, errors, refused, tokens_in, tokens_out, cost in (
-                result
-            )
+            for (
+                period,
+                namespace,
+                provider,
+                model,
+                requests,
+                errors,
+                refused,
+                tokens_in,
+                tokens_out,
+                cost,
+            ) in result
         ]
 
 
@@ -128,8 +140,11 @@ async def budget_usage(
     month: str | None = None,
     *,
     now: datetime | None = None,
+    namespace: str | None = None,
 ) -> list[BudgetUsage]:
-    """Utilisation of each budget in ``month``, or in every month with spend.
+    """Utilisation of each budget in ``month``, or in every month with spend: the
+    spend of its provider in ``namespace`` (a standalone sidecar's: its config's
+    identity) or, without one, in every namespace of the ledger.
 
     A budget whose provider has no rows is reported for its current period
     (in the budget's time zone, at ``now``) with zero spend.
@@ -142,6 +157,8 @@ async def budget_usage(
         .where(e.provider.in_(sorted({b.provider for b in budgets})))
         .group_by(e.provider, e.period)
     )
+    if namespace is not None:
+        query = query.where(e.namespace == namespace)
     if month is not None:
         query = query.where(e.period == check_period(month))
     async with open_engine(source) as engine, engine.connect() as connection:
@@ -235,10 +252,12 @@ async def report(
     month: str | None = None,
     *,
     now: datetime | None = None,
+    namespace: str | None = None,
 ) -> str:
-    """``aegis ledger report``: spend tables for a terminal (aligned, plain text)."""
+    """``aegis ledger report``: spend tables for a terminal (aligned, plain text);
+    ``namespace``: the one the config's budgets are of."""
     rows = await usage(url, month)
-    budget_rows = await budget_usage(url, budgets, month, now=now)
+    budget_rows = await budget_usage(url, budgets, month, now=now, namespace=namespace)
     text = render_report(rows, budget_rows, month)
     # The shared (leased) budgets and the spend per namespace and route.
     extra = render_budget_status(await budget_status(url, month))
@@ -251,13 +270,14 @@ def render_report(
 ) -> str:
     """Render :func:`usage` and :func:`budget_usage` results as two aligned tables."""
     scope = f"month {month}" if month else "all months"
-    lines = [f"Aegis ledger: spend by month, provider and model ({scope})", ""]
+    lines = [f"Aegis ledger: spend by month, namespace, provider and model ({scope})", ""]
     if not rows:
         lines.append("(no requests recorded)")
     else:
         table = [
             [
                 r.month,
+                r.namespace,
                 r.provider,
                 r.model,
                 f"{r.requests:,}",
@@ -275,6 +295,7 @@ def render_report(
                 "total",
                 "",
                 "",
+                "",
                 f"{sum(r.requests for r in rows):,}",
                 f"{sum(r.errors for r in rows):,}",
                 f"{sum(r.refused for r in rows):,}",
@@ -286,6 +307,7 @@ def render_report(
         )
         headers = [
             "MONTH",
+            "NAMESPACE",
             "PROVIDER",
             "MODEL",
             "REQUESTS",
@@ -296,7 +318,7 @@ def render_report(
             "COST USD",
             "P95 MS",
         ]
-        lines += text_table(headers, table, right=set(range(3, 10)))
+        lines += text_table(headers, table, right=set(range(4, 11)))
     if budget_rows:
         lines += ["", "Budgets (settled spend; in-flight reservations are not in the ledger)", ""]
         table = [

@@ -1,19 +1,23 @@
-"""Least-privilege grants for the shared ledger (PostgreSQL).
+"""Least-privilege roles of the shared ledger (PostgreSQL, migration 0003).
 
-Three roles (names are the caller's; see docs/ledger.md):
+- the **owner** (the migration job): owns schema ``aegis``, its tables and its
+  SECURITY DEFINER functions; runs ``aegis ledger migrate`` and retention. It needs
+  ``CREATE`` on the database (for the schema) and ``CREATEROLE`` (tenant roles are
+  created by ``aegis.ensure_tenant``, which runs as the owner).
+- one **tenant** role per namespace (``aegis_ns_<namespace>``), created by
+  ``aegis.ensure_tenant`` and delivered to that namespace as its ledger Secret:
+  ``EXECUTE`` on ``aegis.ledger_write``, ``aegis.lease_take``, ``aegis.lease_return``
+  and ``aegis.lease_takeover``, ``SELECT`` on the version table, nothing else. The
+  functions act only for the caller's namespace (``session_user`` in
+  ``aegis.tenants``).
+- the **control** role (the operator, :mod:`.control`): ``EXECUTE`` on
+  ``aegis.set_budget``, ``aegis.drop_budget``, ``aegis.ensure_tenant`` and
+  ``aegis.drop_tenant``; no table privilege.
+- the **reader** role (the operator's budget status and rollout analysis,
+  dashboards, finance): ``SELECT`` on the ledger and budget tables.
 
-- the **owner** (the operator's migration job): owns the tables and the
-  SECURITY DEFINER functions, runs ``aegis ledger migrate``, sets operator
-  limits, runs retention. It needs no grant: it owns everything.
-- the **sidecar** role: EXECUTE on four functions and SELECT on the version
-  table, nothing else. It cannot read, update or delete ledger rows, cannot
-  insert rows except through ``aegis_ledger_write`` (which charges them to the
-  caller's lease in the same transaction), cannot touch budget rows except
-  through the lease functions (which never exceed the limit and never return
-  settled money), and cannot raise a limit: the operator's ``budget_limits`` row
-  caps whatever limit a sidecar passes.
-- an optional **reader** role (dashboards, finance exports, a read-only
-  operator): SELECT on the ledger and budget tables.
+:func:`grant_statements` gives the control and reader roles their rights (the
+migration job runs them with ``aegis ledger migrate --control … --reader …``).
 """
 
 from __future__ import annotations
@@ -24,52 +28,64 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .migrate import VERSION_TABLE
+from .models import SCHEMA
 
-SIDECAR_FUNCTIONS = (
-    "aegis_ledger_write(text, json)",
-    "aegis_lease_take(text, text, text, text, numeric, numeric, numeric, integer)",
-    "aegis_lease_return(text, text, text, numeric, boolean)",
-    "aegis_lease_takeover(text)",
+TENANT_FUNCTIONS = (
+    "ledger_write(text, json)",
+    "lease_take(text, text, text, text, text, numeric, numeric, integer)",
+    "lease_return(text, text, text, text, text, numeric, boolean)",
+    "lease_takeover(text)",
 )
-READ_TABLES = ("ledger_entries", "budget_periods", "budget_leases", "budget_limits")
+CONTROL_FUNCTIONS = (
+    "set_budget(text, text, text, text, numeric, text[])",
+    "drop_budget(text, text, text)",
+    "ensure_tenant(text, text)",
+    "drop_tenant(text)",
+)
+READ_TABLES = (
+    "ledger_entries",
+    "budget_periods",
+    "budget_leases",
+    "budget_limits",
+    "budget_spenders",
+)
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def _quoted(name: str) -> str:
     if not _IDENTIFIER.match(name):
-        raise ValueError(f"not a plain role or schema name: {name!r}")
+        raise ValueError(f"not a plain role name: {name!r}")
     return f'"{name}"'
 
 
-def grant_statements(sidecar: str, reader: str | None = None, schema: str = "public") -> list[str]:
+def grant_statements(control: str | None = None, reader: str | None = None) -> list[str]:
     """The GRANT statements, to run as the owner after ``aegis ledger migrate``.
 
     Idempotent (grants can be repeated); the roles must exist.
     """
-    s, ns = _quoted(sidecar), _quoted(schema)
-    statements = [
-        f"REVOKE ALL ON ALL TABLES IN SCHEMA {ns} FROM {s}",
-        f"GRANT USAGE ON SCHEMA {ns} TO {s}",
-        f"GRANT SELECT ON {ns}.{VERSION_TABLE} TO {s}",  # the schema check at start
-    ]
-    statements += [f"GRANT EXECUTE ON FUNCTION {ns}.{fn} TO {s}" for fn in SIDECAR_FUNCTIONS]
+    statements: list[str] = []
+    if control is not None:
+        c = _quoted(control)
+        statements.append(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {c}")
+        statements += [f"GRANT EXECUTE ON FUNCTION {SCHEMA}.{f} TO {c}" for f in CONTROL_FUNCTIONS]
     if reader is not None:
         r = _quoted(reader)
-        statements.append(f"GRANT USAGE ON SCHEMA {ns} TO {r}")
-        statements += [f"GRANT SELECT ON {ns}.{table} TO {r}" for table in READ_TABLES]
+        statements.append(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {r}")
+        statements += [f"GRANT SELECT ON {SCHEMA}.{table} TO {r}" for table in READ_TABLES]
+        statements.append(f"GRANT SELECT ON {VERSION_TABLE} TO {r}")
     return statements
 
 
-def grant_sql(sidecar: str, reader: str | None = None, schema: str = "public") -> str:
+def grant_sql(control: str | None = None, reader: str | None = None) -> str:
     """:func:`grant_statements` as a script for ``psql``."""
     header = "-- Aegis ledger: least-privilege grants (run as the schema owner).\n"
-    return header + "".join(f"{s};\n" for s in grant_statements(sidecar, reader, schema))
+    return header + "".join(f"{s};\n" for s in grant_statements(control, reader))
 
 
 async def apply_grants(
-    connection: AsyncConnection, sidecar: str, reader: str | None = None, schema: str = "public"
+    connection: AsyncConnection, control: str | None = None, reader: str | None = None
 ) -> None:
     """Run :func:`grant_statements` on ``connection`` (as the owner)."""
-    for statement in grant_statements(sidecar, reader, schema):
+    for statement in grant_statements(control, reader):
         await connection.execute(text(statement))

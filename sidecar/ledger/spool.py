@@ -15,8 +15,9 @@ commit), so a power cut loses at most that window.
 
 Format: segment files ``seg-<first seq>.spool``; one line per row:
 ``<seq>\\t<crc32 of json, hex>\\t<json>\\n`` where the JSON array
-(:func:`encode_body`) holds the budgets the row is charged to, then the ledger
-columns in model order (money as decimal strings, instants in ISO 8601). A torn
+(:func:`encode_body`) holds the budget keys the row is charged to
+(``Scope/namespace/name``, comma-separated), then the ledger columns in model
+order (money as decimal strings, instants in ISO 8601). A torn
 or corrupt line (power cut in the middle of a write) fails its checksum and ends
 the replay of its segment.
 
@@ -72,7 +73,7 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circul
 def encode_body(record: LedgerRecord, budgets: str) -> bytes:
     """A row as a compact JSON array: the budgets it is charged to, then the ledger
     columns in model order. The same bytes go to the spool and, batched, to
-    ``aegis_ledger_write`` (one JSON parameter: no per-value encoding work).
+    ``aegis.ledger_write`` (one JSON parameter: no per-value encoding work).
     Enums are ``str`` subclasses and serialise as their values; only the instant
     and the money need converting."""
     values: list[Any] = [budgets, *_VALUES(record)]

@@ -2,10 +2,12 @@
 
 SQLite (standalone, one writer): a multi-row ``INSERT … ON CONFLICT (request_id)
 DO NOTHING RETURNING request_id``. PostgreSQL (shared, many writers): one call of
-``aegis_ledger_write`` (migration 0002), which inserts the batch the same way and,
+``aegis.ledger_write`` (migration 0003), which inserts the batch the same way and,
 in the same transaction, charges the newly inserted rows to the writing
 sidecar's budget leases. One statement, run in autocommit mode, is one round
-trip per batch; and the sidecar's database role needs only EXECUTE on it. The
+trip per batch; and the namespace's database role needs only EXECUTE on it (rows
+of another namespace are refused as a check violation: permanent, so the store
+isolates that row instead of retrying the batch for ever). The
 batch travels as one JSON array of the rows' spool encodings, so building it costs
 a string join instead of encoding twenty arrays value by value.
 """
@@ -27,7 +29,7 @@ from .models import COLUMNS, LEDGER, LedgerRecord
 # parameters into one statement; a batch must fit in one.
 MAX_ROWS_PER_STATEMENT = min(1000, 32_000 // len(COLUMNS))
 
-_WRITE_SQL = text("SELECT aegis_ledger_write(:holder, :rows)")
+_WRITE_SQL = text("SELECT aegis.ledger_write(:holder, :rows)")
 
 
 def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
@@ -57,7 +59,7 @@ def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
 
 
 def write_call() -> TextClause:
-    """``SELECT aegis_ledger_write(:holder, :rows)``: the batch as one JSON array."""
+    """``SELECT aegis.ledger_write(:holder, :rows)``: the batch as one JSON array."""
     return _WRITE_SQL
 
 

@@ -73,7 +73,7 @@ async def open_budgets(
         source = LeaseBudgetSource(
             ledger.engine, ledger.holder, settings=settings, replayed=ledger.replayed
         )
-        book = BudgetBook(budgets, source, clock=now)
+        book = BudgetBook(budgets, source, clock=now, namespace=source.namespace)
         ledger.charge_to = lambda record: book.charged_budgets(record.provider)
         ledger.on_health = source.ledger_health
         await source.start(book)

@@ -70,6 +70,7 @@ from aegis.sidecar.ledger.spool import Spool  # noqa: E402
 from aegis.sidecar.ledger.store import LedgerStore  # noqa: E402
 from aegis.sidecar.runtime.wiring import open_budgets  # noqa: E402
 from tests.controlplane.postgres import PostgresServer  # noqa: E402
+from tests.sidecar.tenancy import provision  # noqa: E402
 
 PERIOD = "2026-11"
 NAIVE_TABLE = (
@@ -223,6 +224,8 @@ async def server_xacts(url: str) -> int:
 
 
 async def prepare(url: str, budget: str, limit: Decimal) -> None:
+    # The budget as the operator writes it, spent by namespace bench (this session's role).
+    await provision(url, "bench", [(budget, "dashscope", str(limit))], migrate=False)
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:
         await conn.execute(text(NAIVE_TABLE))
@@ -239,14 +242,15 @@ async def settle_check(url: str, mode: str, budget: str) -> tuple[Decimal, Decim
     async with engine.connect() as conn:
         ledger = await conn.scalar(
             text(
-                "SELECT coalesce(sum(cost_usd), 0) FROM ledger_entries "
+                "SELECT coalesce(sum(cost_usd), 0) FROM aegis.ledger_entries "
                 "WHERE route = 'bench' AND pod LIKE :p"
             ),
             {"p": f"{budget}-w%"},
         )
         if mode == "lease":
             booked = await conn.scalar(
-                text("SELECT committed_usd FROM budget_periods WHERE budget = :b"), {"b": budget}
+                text("SELECT committed_usd FROM aegis.budget_periods WHERE budget_name = :b"),
+                {"b": budget},
             )
         else:
             booked = await conn.scalar(

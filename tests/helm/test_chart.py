@@ -56,8 +56,8 @@ def test_chart_packages_with_its_copies(helm: Helm, tmp_path: Path) -> None:
 def test_defaults_render_the_core_objects(helm: Helm) -> None:
     kinds = objects_by_kind(helm.template())
     assert {k: len(v) for k, v in kinds.items()} == {
-        "ClusterRole": 2,
-        "ClusterRoleBinding": 2,
+        "ClusterRole": 3,  # the operator's two (tenants on), the injector's
+        "ClusterRoleBinding": 1,  # the injector's; the operator's are namespaced
         "ConfigMap": 1,  # the Grafana dashboard
         "CustomResourceDefinition": 2,
         "Deployment": 2,
@@ -65,7 +65,7 @@ def test_defaults_render_the_core_objects(helm: Helm) -> None:
         "MutatingWebhookConfiguration": 1,
         "PodDisruptionBudget": 1,
         "Role": 1,  # the injector's TLS Secret
-        "RoleBinding": 1,
+        "RoleBinding": 3,  # the injector's; the operator's two in the release namespace
         "Service": 2,
         "ServiceAccount": 2,
     }
@@ -480,19 +480,27 @@ def test_injector_deployment_feeds_the_injectors_flags(
 
 # -- the operator ------------------------------------------------------------------------------
 def test_operator_runs_alone_with_the_documented_rules(helm: Helm) -> None:
-    docs = helm.template()
+    docs = helm.template(
+        "--set", "operator.clusterWide=true", "--set", "operator.checkSecrets=true"
+    )
     deployment = one(docs, "Deployment", "-operator")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    documented = [
-        d for d in yaml.safe_load_all(sync.OPERATOR_RBAC.read_text()) if d["kind"] == "ClusterRole"
-    ]
-    assert one(docs, "ClusterRole", "-operator")["rules"] == documented[0]["rules"]
-    binding = one(docs, "ClusterRoleBinding", "-operator")
-    assert binding["roleRef"]["name"] == "aegis-operator"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "aegis-operator", "namespace": "aegis-system"}
-    ]
+    documented = {
+        d["metadata"]["name"]: d["rules"]
+        for d in yaml.safe_load_all(sync.OPERATOR_RBAC.read_text())
+        if d["kind"] == "ClusterRole"
+    }
+    for suffix in ("", "-tenants", "-secret-keys"):
+        assert (
+            one(docs, "ClusterRole", f"-operator{suffix}")["rules"]
+            == documented[f"aegis-operator{suffix}"]
+        )
+        binding = one(docs, "ClusterRoleBinding", f"-operator{suffix}")
+        assert binding["roleRef"]["name"] == f"aegis-operator{suffix}"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "aegis-operator", "namespace": "aegis-system"}
+        ]
 
 
 def test_operator_deployment_feeds_the_operators_flags(helm: Helm) -> None:
@@ -502,18 +510,25 @@ def test_operator_deployment_feeds_the_operators_flags(helm: Helm) -> None:
     (container,) = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
     args = build_parser().parse_args(container["args"])
     assert args.command == "operator"
-    assert args.all_namespaces is False and args.namespace == []  # every namespace
+    assert args.all_namespaces is False and args.namespace == ["aegis-system"]  # only its own
     assert args.platform_namespace == "aegis-system"
+    assert (args.check_secrets, args.tenant_secret) == (False, "aegis-ledger")
     assert (args.health_port, args.metrics_port) == (8080, 9090)
     assert args.budget_interval == 10.0
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     env = {e["name"]: e for e in container["env"]}
+    # The read-only and control roles' DSNs, never the owner's (key dsn).
     assert env[args.ledger_dsn_env]["valueFrom"]["secretKeyRef"] == {
         "name": "aegis-ledger",
-        "key": "dsn",
+        "key": "readerDsn",
+        "optional": True,
     }
+    assert env[args.ledger_control_dsn_env]["valueFrom"]["secretKeyRef"]["key"] == "controlDsn"
+    assert "dsn" not in [
+        e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") for e in env.values()
+    ]
     assert env["AEGIS_LOG_LEVEL"]["value"] == "DEBUG"
 
 
@@ -529,3 +544,12 @@ def test_operator_watching_some_namespaces_is_bound_only_there(helm: Helm) -> No
     ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert {b["roleRef"]["kind"] for b in bindings} == {"ClusterRole"}
+    # The ledger Secret rule: only where served, only by its name (create aside).
+    tenants = [b for b in docs if b["kind"] == "RoleBinding" and "tenants" in b["metadata"]["name"]]
+    assert sorted(b["metadata"]["namespace"] for b in tenants) == ["team-a", "team-b"]
+    rules = one(docs, "ClusterRole", "-operator-tenants")["rules"]
+    assert rules[0] == {
+        "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["aegis-ledger"],
+        "verbs": ["get", "update"],
+    }  # fmt: skip
+    assert not [d for d in docs if "secret-keys" in d["metadata"]["name"]]  # checkSecrets off

@@ -38,6 +38,7 @@ from tests.helm.cluster import (
     listed_grants,
     token_kubeconfig,
 )
+from tests.operator.lifecycle import as_role, operator_roles
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
@@ -100,11 +101,14 @@ def http_status(url: str) -> int:
         return 0
 
 
-def install_values(release: str, dsn_secret: str) -> dict[str, Any]:
+def install_values(
+    release: str, dsn_secret: str, served: list[str], roles: tuple[str, str]
+) -> dict[str, Any]:
+    reader, control = roles
     return {
         "image": {"tag": "test"},
-        "ledger": {"existingSecret": dsn_secret},
-        "operator": {"budgetInterval": 5},
+        "ledger": {"existingSecret": dsn_secret, "roles": {"reader": reader, "control": control}},
+        "operator": {"budgetInterval": 5, "watchNamespaces": served},
         # Only namespaces labelled for this release ever reach its webhook.
         "injector": {
             "namespaceSelectorExpressions": [
@@ -119,8 +123,12 @@ def install_values(release: str, dsn_secret: str) -> dict[str, Any]:
 def ledger_url(postgres: PostgresServer) -> Iterator[str]:
     postgres.start()
     url = postgres.create_database("helm")
+    for role in operator_roles(url):
+        postgres.psql(f"CREATE ROLE {role} LOGIN")
     yield url
     postgres.drop_database(url.rsplit("/", 1)[1])
+    for role in operator_roles(url):
+        postgres.psql(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +139,17 @@ def release(
     namespace = kube.create_namespace("aegis-rel")
     app_namespace = kube.create_namespace("aegis-app")
     kube.kubectl("label", "namespace", app_namespace, f"{SCOPE_LABEL}={name}")
+    reader, control = operator_roles(ledger_url)
     kube.kubectl(
-        "create", "secret", "generic", "ledger", "-n", namespace, f"--from-literal=dsn={ledger_url}"
-    )
+        "create", "secret", "generic", "ledger", "-n", namespace,
+        f"--from-literal=dsn={ledger_url}",
+        f"--from-literal=readerDsn={as_role(ledger_url, reader)}",
+        f"--from-literal=controlDsn={as_role(ledger_url, control)}",
+    )  # fmt: skip
     workdir = tmp_path_factory.mktemp("release")
     values = workdir / "values.yaml"
-    values.write_text(yaml.safe_dump(install_values(name, "ledger")))
+    served = [namespace, app_namespace]
+    values.write_text(yaml.safe_dump(install_values(name, "ledger", served, (reader, control))))
     adopt_crds(kube, name, namespace, CRD_NAMES)
     handle = Release(kube, name, namespace, app_namespace, values, workdir)
     handle.helm("install", name, str(sync.CHART), "-f", str(values), "--no-hooks")
@@ -410,6 +423,12 @@ def test_rbac_allows_exactly_the_documented_rules(release: Release) -> None:
     documented_operator = next(
         d for d in yaml.safe_load_all(sync.OPERATOR_RBAC.read_text()) if d["kind"] == "ClusterRole"
     )["rules"]
+    assert [r["resources"] for r in TENANT_RULES] == [
+        r["resources"]
+        for d in yaml.safe_load_all(sync.OPERATOR_RBAC.read_text())
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "aegis-operator-tenants"
+        for r in d["rules"]
+    ]
     from aegis.operator.injector import manifests
 
     injector_objects = manifests.rbac(
@@ -422,19 +441,36 @@ def test_rbac_allows_exactly_the_documented_rules(release: Release) -> None:
     injector_ns = next(o for o in injector_objects if o["kind"] == "Role")["rules"]
     operator_cfg, injector_cfg = release.kubeconfig("operator"), release.kubeconfig("injector")
     for ns in (release.namespace, release.app_namespace, "kube-system"):
-        assert listed_grants(kube, operator_cfg, ns) == grants_of_rules(documented_operator), ns
+        # Served namespaces only (RoleBindings): the documented rules and the ledger Secret.
+        served = ns != "kube-system"
+        expected_operator = (documented_operator + TENANT_RULES) if served else []
+        assert listed_grants(kube, operator_cfg, ns) == grants_of_rules(expected_operator), ns
         expected = injector_cluster + (injector_ns if ns == release.namespace else [])
         assert listed_grants(kube, injector_cfg, ns) == grants_of_rules(expected), ns
 
 
-# (verb, resource[/name], subresource, namespace: REL, APP or None for cluster-wide, allowed)
+TENANT_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["aegis-ledger"],
+     "verbs": ["get", "update"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+]  # fmt: skip
+
+# (verb, resource[/name], subresource, namespace: REL, APP, SYS or None for cluster-wide,
+# allowed); the chart's default: the operator bound in the namespaces it serves only.
 Check = tuple[str, str, str, str | None, bool]
 OPERATOR_MATRIX: list[Check] = [
-    ("watch", "llmroutes.aegis.io", "", None, True),
+    ("watch", "llmroutes.aegis.io", "", "APP", True),
+    ("watch", "llmroutes.aegis.io", "", None, False),
+    ("watch", "llmroutes.aegis.io", "", "SYS", False),
     ("patch", "llmbudgets.aegis.io", "status", "APP", True),
     ("update", "llmroutes.aegis.io", "finalizers", "APP", True),
     ("create", "configmaps", "", "APP", True),
-    ("get", "secrets", "", "APP", True),
+    ("create", "configmaps", "", "SYS", False),
+    ("get", "secrets", "", "APP", False),
+    ("get", "secrets/aegis-ledger", "", "APP", True),
+    ("update", "secrets/aegis-ledger", "", "APP", True),
+    ("get", "secrets/aegis-ledger", "", "SYS", False),
+    ("delete", "secrets/aegis-ledger", "", "APP", False),
     ("create", "events.events.k8s.io", "", "APP", True),
     ("list", "secrets", "", "APP", False),
     ("watch", "secrets", "", None, False),
@@ -489,6 +525,7 @@ def test_can_i_matrix(release: Release, component: str) -> None:
         "TLS": f"{release.name}-injector-tls",
         "REL": release.namespace,
         "APP": release.app_namespace,
+        "SYS": "kube-system",
     }
 
     def sub(text: str) -> str:

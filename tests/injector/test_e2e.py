@@ -39,6 +39,7 @@ from tests.controlplane.kube import Kube
 from tests.controlplane.procs import ServerProcess, free_port, wait_until
 from tests.injector.conftest import AEGIS, Injector
 from tests.injector.helpers import env_of
+from tests.sidecar.tenancy import tenant_url
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
@@ -173,15 +174,17 @@ async def test_operator_route_injected_pod_sidecar_routes_and_records(
         kube.kubectl, "create", "secret", "generic", "openai", "-n", namespace,
         f"--from-literal=apiKey={OPENAI_KEY}",
     )  # fmt: skip
-    await run(
-        kube.kubectl, "create", "secret", "generic", "aegis-ledger", "-n", namespace,
-        f"--from-literal=dsn={pg_url}",
-    )  # fmt: skip
     migrate = await run(
         subprocess.run, [AEGIS, "ledger", "migrate", "--url", pg_url],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert migrate.returncode == 0, migrate.stderr
+    # The namespace's own ledger role, as the operator delivers it.
+    tenant_dsn = await tenant_url(pg_url, namespace)
+    await run(
+        kube.kubectl, "create", "secret", "generic", "aegis-ledger", "-n", namespace,
+        f"--from-literal=dsn={tenant_dsn}",
+    )  # fmt: skip
 
     # 1. The operator renders the route into its ConfigMap and reports the hash.
     await run(kube.apply, route(cloud, local), namespace)
@@ -231,7 +234,7 @@ async def test_operator_route_injected_pod_sidecar_routes_and_records(
     assert (config_dir / CONFIG_KEY).is_file()
     argv = local_argv(sidecar, {CONFIG_VOLUME: config_dir, DATA_VOLUME: data_dir})
     env = resolve_env(kube, pod, sidecar)
-    assert env["AEGIS_KEY_OPENAI"] == OPENAI_KEY and env["AEGIS_LEDGER_DSN"] == pg_url
+    assert env["AEGIS_KEY_OPENAI"] == OPENAI_KEY and env["AEGIS_LEDGER_DSN"] == tenant_dsn
     env = {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")},
         **{k: (str(data_dir) if v == "/var/lib/aegis" else v) for k, v in env.items()},
@@ -280,7 +283,7 @@ async def test_operator_route_injected_pod_sidecar_routes_and_records(
             try:
                 found: list[asyncpg.Record] = await conn.fetch(
                     "SELECT request_id, namespace, pod, route, rule, provider, model, status "
-                    "FROM ledger_entries WHERE request_id = ANY($1::text[])",
+                    "FROM aegis.ledger_entries WHERE request_id = ANY($1::text[])",
                     list(ids),
                 )
                 return found

@@ -52,7 +52,9 @@ def release(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     values = {
         "image": {"repository": image.repository, "tag": image.tag, "pullPolicy": "Never"},
         "migrations": {"enabled": False},
-        "operator": {"resyncInterval": 30},
+        # Test namespaces come and go: served cluster-wide, which the chart does only
+        # when asked.
+        "operator": {"resyncInterval": 30, "clusterWide": True},
     }
     values_file = tmp_path_factory.mktemp("chart") / "values.json"
     values_file.write_text(json.dumps(values))

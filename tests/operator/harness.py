@@ -77,11 +77,11 @@ def _service_account_kubeconfig(kube: Kube, namespace: str, workdir: Path) -> Pa
     holding a token of that ServiceAccount."""
     documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     kube.kubectl("create", "serviceaccount", "aegis-operator", "-n", namespace)
-    for original in documents:
+    for original in documents:  # every ClusterRole and its binding, named for this run
         document = copy.deepcopy(original)
-        document["metadata"]["name"] = f"aegis-operator-{namespace}"
+        document["metadata"]["name"] += f"-{namespace}"
         if document["kind"] == "ClusterRoleBinding":
-            document["roleRef"]["name"] = f"aegis-operator-{namespace}"
+            document["roleRef"]["name"] += f"-{namespace}"
             for subject in document["subjects"]:
                 subject["namespace"] = namespace
         kube.apply(document)
@@ -112,6 +112,9 @@ class OperatorProcess:
     workdir: Path
     ledger_dsn: str
     platform_namespace: str
+    control_dsn: str | None = None
+    check_secrets: bool = True
+    tenant_secret: str | None = "aegis-ledger"
     budget_interval: float = 1.0
     resync_interval: float = 3.0
     rollout_tick: float = 1.0
@@ -130,6 +133,7 @@ class OperatorProcess:
             **self.kube.env,
             "KUBECONFIG": str(self._kubeconfig),
             "AEGIS_LEDGER_DSN": self.ledger_dsn,
+            "AEGIS_LEDGER_CONTROL_DSN": self.control_dsn or "",
             "AEGIS_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
         }
@@ -142,6 +146,8 @@ class OperatorProcess:
             "--resync-interval", str(self.resync_interval),
             "--rollout-tick", str(self.rollout_tick),
             "--sync-heartbeat", "60",
+            *(["--check-secrets"] if self.check_secrets else []),
+            *(["--tenant-secret", self.tenant_secret] if self.tenant_secret else []),
         ]  # fmt: skip
         self._proc = ServerProcess("aegis-operator", argv, self.workdir / "operator.log", env=env)
         self._proc.start()

@@ -1,4 +1,5 @@
-"""Writing ledger rows into the operator's Postgres ledger, as sidecars would."""
+"""Writing ledger rows into the operator's Postgres ledger: as sidecars would (their
+namespace's tenant role, charged to a budget), or straight in as the owner."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from aegis.sidecar.contract import BudgetKey, BudgetScope
 from aegis.sidecar.contract.periods import period_of
 from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.leases import take
 from aegis.sidecar.ledger.models import LEDGER, Arm, LedgerRecord, Status
+from aegis.sidecar.ledger.spool import encode_body
+from aegis.sidecar.ledger.writes import write_postgres
+from tests.sidecar.tenancy import tenant_url
 
 
 def row(provider: str, cost: str, *, route: str = "rag-api", namespace: str = "t") -> LedgerRecord:
@@ -47,24 +53,35 @@ def insert(dsn: str, rows: list[LedgerRecord]) -> None:
     asyncio.run(insert_async(dsn, rows))
 
 
-def lease(dsn: str, *, budget: str, provider: str, limit: str, amount: str) -> None:
-    """A sidecar's budget lease of ``amount`` this month (money reserved, not spent)."""
-    from aegis.sidecar.ledger.leases import take
-
-    async def run() -> None:
-        engine = create_engine(dsn)
-        try:
-            async with engine.begin() as connection:
+async def _as_tenant(
+    dsn: str, namespace: str, budget: str, rows: list[LedgerRecord], want: Decimal
+) -> None:
+    """As the namespace's sidecar would: lease ``want`` of ``budget`` (which the operator
+    must have written to the ledger), then write ``rows`` charged to it."""
+    key = BudgetKey(BudgetScope.NAMESPACE, namespace, budget)
+    holder = f"{namespace}/rag-api-0"
+    engine = create_engine(await tenant_url(dsn, namespace), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            if want > 0:
                 await take(
-                    connection,
-                    budget=budget,
-                    period=period_of(datetime.now(UTC)),
-                    provider=provider,
-                    holder="t/rag-api-0",
-                    limit=Decimal(limit),
-                    want=Decimal(amount),
-                )
-        finally:
-            await engine.dispose()
+                    connection, budget=key, period=period_of(datetime.now(UTC)),
+                    holder=holder, want=want,
+                )  # fmt: skip
+            if rows:
+                bodies = [encode_body(r, key.encoded) for r in rows]
+                await write_postgres(connection, holder, rows, bodies)
+    finally:
+        await engine.dispose()
 
-    asyncio.run(run())
+
+def charge(dsn: str, budget: str, rows: list[LedgerRecord]) -> None:
+    """Rows of one namespace (their own) charged to its budget ``budget``, leased first."""
+    namespace = rows[0].namespace
+    total = sum((r.cost_usd for r in rows), Decimal(0))
+    asyncio.run(_as_tenant(dsn, namespace, budget, rows, total))
+
+
+def lease(dsn: str, *, namespace: str, budget: str, amount: str) -> None:
+    """A sidecar's budget lease of ``amount`` this month (money reserved, not spent)."""
+    asyncio.run(_as_tenant(dsn, namespace, budget, [], Decimal(amount)))

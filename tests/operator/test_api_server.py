@@ -11,7 +11,7 @@ import pytest
 
 from tests.controlplane.kube import Kube
 from tests.operator.harness import EXAMPLES, OperatorProcess, condition, get, poll
-from tests.operator.ledger import insert, row
+from tests.operator.ledger import charge, row
 
 pytestmark = pytest.mark.kube
 
@@ -19,12 +19,19 @@ pytestmark = pytest.mark.kube
 def test_examples_apply_and_kubectl_shows_real_values(
     kube: Kube, ns: str, operator: OperatorProcess, operator_ledger: str
 ) -> None:
-    insert(operator_ledger, [row("dashscope", "30.25"), row("dashscope", "66.00")])
     applied = kube.kubectl("apply", "-n", ns, "-f", str(EXAMPLES))
     for name in ("llmroute.aegis.io/rag-api", "llmroute.aegis.io/chat-api"):
         assert f"{name} created" in applied.stdout
     for name in ("llmbudget.aegis.io/dashscope-monthly", "llmbudget.aegis.io/openai-monthly"):
         assert f"{name} created" in applied.stdout
+
+    def synced() -> bool:
+        budget = get(kube, "llmbudget", "dashscope-monthly", ns) or {}
+        return (condition(budget, "Ready") or {}).get("reason") == "Synced"
+
+    poll(synced, timeout=30, what="the budget's limit in the ledger")
+    spend = [row("dashscope", "30.25", namespace=ns), row("dashscope", "66.00", namespace=ns)]
+    charge(operator_ledger, "dashscope-monthly", spend)
 
     def ready() -> bool:
         routes = [get(kube, "llmroute", n, ns) for n in ("rag-api", "chat-api")]

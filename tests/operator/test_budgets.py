@@ -21,7 +21,7 @@ from tests.operator.harness import (
     status_field,
     wait_condition,
 )
-from tests.operator.ledger import insert, lease, row
+from tests.operator.ledger import charge, lease, row
 
 pytestmark = pytest.mark.kube
 
@@ -52,7 +52,11 @@ def test_status_gauges_and_one_event_per_threshold(
     labels = {"budget": "monthly", "namespace": ns, "provider": provider}
     assert operator.metric("aegis_budget_limit_usd", **labels) == 100.0
 
-    insert(operator_ledger, [row(provider, "20.5"), row(provider, "29.5")])
+    charge(
+        operator_ledger,
+        "monthly",
+        [row(provider, "20.5", namespace=ns), row(provider, "29.5", namespace=ns)],
+    )
     started = time.monotonic()
     status = poll(status_is(kube, ns, "monthly", spentUSD="50.00"), timeout=10, what="50 USD")
     assert time.monotonic() - started < operator.budget_interval + 3  # one timer interval
@@ -66,7 +70,7 @@ def test_status_gauges_and_one_event_per_threshold(
     assert operator.metric("aegis_budget_remaining_usd", **labels) == 50.0
     assert not events(kube, ns, "monthly", "BudgetThresholdCrossed")
 
-    insert(operator_ledger, [row(provider, "35")])
+    charge(operator_ledger, "monthly", [row(provider, "35", namespace=ns)])
     status = poll(status_is(kube, ns, "monthly", spentUSD="85.00"), timeout=10, what="85 USD")
     assert status["thresholdsCrossed"] == [80]
     warning = condition({"status": status}, "Warning")
@@ -85,7 +89,7 @@ def test_status_gauges_and_one_event_per_threshold(
     poll(lambda: last_sync() > synced + 2 * operator.budget_interval, what="more ledger reads")
     assert len(events(kube, ns, "monthly", "BudgetThresholdCrossed")) == 1
 
-    insert(operator_ledger, [row(provider, "16")])
+    charge(operator_ledger, "monthly", [row(provider, "16", namespace=ns)])
     status = poll(status_is(kube, ns, "monthly", spentUSD="101.00"), timeout=10, what="101 USD")
     assert (status["remainingUSD"], status["thresholdsCrossed"]) == ("0.00", [80, 90, 100])
     exceeded = condition({"status": status}, "Exceeded")
@@ -167,26 +171,31 @@ def test_invalid_time_zone_and_ledger_outage(
     assert operator.metric("aegis_operator_ledger_up") == 1.0
 
 
-def test_leased_money_is_reserved_and_namesakes_conflict(
+def test_leased_money_is_reserved_and_namesakes_keep_their_own_money(
     kube: Kube, ns: str, operator: OperatorProcess, operator_ledger: str
 ) -> None:
     provider, name = f"p{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"
     kube.apply(budget(name, provider, 100), ns)
-    insert(operator_ledger, [row(provider, "30")])
-    lease(operator_ledger, budget=name, provider=provider, limit="100", amount="10")
+    poll(status_is(kube, ns, name, spentUSD="0.00"), what="the limit in the ledger")
+    charge(operator_ledger, name, [row(provider, "30", namespace=ns)])
+    lease(operator_ledger, namespace=ns, budget=name, amount="10")
     status = poll(status_is(kube, ns, name, reservedUSD="10.00", spentUSD="30.00"), what="lease")
     assert (status["remainingUSD"], status["utilisation"]) == ("60.00", "30.0%")
     labels = {"budget": name, "namespace": ns, "provider": provider}
     assert operator.metric("aegis_budget_reserved_usd", **labels) == 10.0
 
+    # A budget of the same name and provider in another namespace is another budget:
+    # each shows its own spend, and neither is in conflict.
     other = kube.create_namespace()
     try:
         kube.apply(budget(name, provider, 500), other)
-        mine = wait_condition(kube, "llmbudget", name, ns, reason="NameConflict")
-        assert f"LLMBudget {other}/{name} has the same name" in mine["message"]
-        wait_condition(kube, "llmbudget", name, other, reason="NameConflict")
+        poll(status_is(kube, other, name, spentUSD="0.00"), what="the namesake synced")
+        charge(operator_ledger, name, [row(provider, "7", namespace=other)])
+        poll(status_is(kube, other, name, spentUSD="7.00", reservedUSD="0.00"), what="its own")
+        wait_condition(kube, "llmbudget", name, other, reason="Synced")
+        mine = poll(status_is(kube, ns, name, spentUSD="30.00"), what="mine unchanged")
+        assert mine["reservedUSD"] == "10.00"
+        wait_condition(kube, "llmbudget", name, ns, reason="Synced")
     finally:
         delete_aegis_objects(kube, other)
         kube.delete_namespace(other)
-    # the namesake's finalizer is removed asynchronously; allow for a loaded machine
-    wait_condition(kube, "llmbudget", name, ns, reason="Synced", timeout=60)

@@ -25,6 +25,8 @@ OPERATOR_RENDERED = {
     "identity.namespace": "metadata.namespace",
     "providers[].apiKeyEnv": "AEGIS_KEY_<PROVIDER> for spec.providers[].apiKeySecretRef",
     "budgets[].name": "LLMBudget metadata.name",
+    "budgets[].namespace": "LLMBudget metadata.namespace",
+    "budgets[].scope": "the budget's kind (Namespace: LLMBudget)",
     "rollout.weight": "status.rollout.weight",
     "rollout.step": "status.rollout.step",
     "rollout.salt": "hash of spec.rollout.candidate",

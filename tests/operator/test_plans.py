@@ -90,6 +90,16 @@ def test_secret_problems_are_named_and_the_config_still_rendered() -> None:
     assert "cannot read Secret 'openai'" in message
 
 
+def test_unchecked_secrets_tell_nothing_about_them() -> None:
+    """Without --check-secrets the operator reads no Secret: Ready says nothing of
+    which Secrets or keys exist (the kubelet reports a missing one on the pod)."""
+    obj = route()
+    plan = plan_route(obj, prepare(obj, [], NOW), None, None, NOW)
+    assert plan.configmap is not None and plan.ready
+    ready = plan.status["status"]["conditions"][0] if plan.status else {}
+    assert ready["reason"] == "Reconciled" and "Secret" not in ready["message"]
+
+
 def test_an_invalid_spec_writes_only_the_status() -> None:
     obj = route({"providers": [], "default": {"provider": "nowhere"}})
     prepared = prepare(obj, [], NOW)

@@ -37,6 +37,7 @@ from aegis.operator.api import naming
 from aegis.operator.kube import Body, ConfigMap, KubeClient, LLMRoute, Secret, load_config
 from aegis.sidecar.ledger.db import create_engine
 from tests.sidecar.fleet import Fleet
+from tests.sidecar.tenancy import tenant_url
 
 T = TypeVar("T")
 API = f"{naming.GROUP}/{naming.VERSION}"
@@ -228,6 +229,7 @@ class RolloutBed:
     urls: dict[str, str] = field(default_factory=dict)
     sidecars: list[str] = field(default_factory=list)
     mirrors: list[ConfigMirror] = field(default_factory=list)
+    tenant_dsn: str | None = None
 
     async def start_fakes(self, canary_knobs: dict[str, Any] | None = None) -> None:
         """A local Ollama fake (stable) and an OpenAI fake ``canary`` (candidate)."""
@@ -283,6 +285,9 @@ class RolloutBed:
     async def start_sidecars(self, route: str, count: int) -> list[str]:
         """``count`` sidecars, each with its own mirrored copy of the route's ConfigMap."""
         await until(lambda: self.configmap(route), within=30, what="the rendered ConfigMap")
+        if self.tenant_dsn is None:  # the namespace's own ledger role, as in a cluster
+            self.tenant_dsn = await tenant_url(self.ledger_dsn, self.namespace)
+        dsn = self.tenant_dsn
 
         async def one(i: int) -> str:
             directory = self.workdir / f"{route}-sidecar-{i}"
@@ -291,7 +296,7 @@ class RolloutBed:
             mirror.start()
             self.mirrors.append(mirror)
             env = {
-                "AEGIS_LEDGER_DSN": self.ledger_dsn,
+                "AEGIS_LEDGER_DSN": dsn,
                 "AEGIS_KEY_CANARY": CANARY_KEY,
                 "POD_NAME": f"{route}-{i}",
                 "AEGIS_SPOOL_DIR": str(self.workdir / "spool"),
@@ -345,7 +350,7 @@ class RolloutBed:
         """Ledger rows of ``route`` by arm, or by pod, of requests that began at or after
         ``since`` (a row's ``created_at`` is when the request ended)."""
         assert by in ("arm", "pod")
-        sql = f"SELECT {by}, count(*) FROM ledger_entries WHERE route = :route"
+        sql = f"SELECT {by}, count(*) FROM aegis.ledger_entries WHERE route = :route"
         params: dict[str, Any] = {"route": route}
         if since is not None:
             sql += " AND created_at - latency_ms * interval '1 millisecond' >= :since"

@@ -24,7 +24,7 @@ def record(i: int, **overrides: Any) -> LedgerRecord:
         "request_id": f"req-{i:06d}",
         "created_at": BASE_TIME + timedelta(seconds=i),
         "period": "2026-11",
-        "namespace": "default",
+        "namespace": "ns",  # holders in the lease tests are ns/<pod>
         "pod": "rag-api-7d9f-abcde",
         "route": "rag-api",
         "rule": "batch",

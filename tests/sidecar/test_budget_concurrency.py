@@ -32,9 +32,9 @@ import aiohttp
 import pytest
 import yaml
 
-from aegis.sidecar.ledger.migrate import migrate_async
 from tests.sidecar.fleet import Fleet
 from tests.sidecar.shared_helpers import fetch
+from tests.sidecar.tenancy import provision
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -115,7 +115,7 @@ async def client(
 async def test_many_sidecars_killed_and_restarted_never_overspend(
     pg_url: str, tmp_path: Path
 ) -> None:
-    await migrate_async(pg_url)
+    await provision(pg_url, "load", [("dash", "dashscope", str(LIMIT))])
     env = {
         "DASHSCOPE_API_KEY": "sk-test",
         "AEGIS_SPOOL_DIR": str(tmp_path / "spool"),
@@ -150,7 +150,9 @@ async def test_many_sidecars_killed_and_restarted_never_overspend(
         await fleet.stop_all()  # graceful: leases returned, ledgers flushed
         logs = {p: fleet.log(p) for p in pods}
 
-    rows = await fetch(pg_url, "SELECT request_id, pod, provider, cost_usd FROM ledger_entries")
+    rows = await fetch(
+        pg_url, "SELECT request_id, pod, provider, cost_usd FROM aegis.ledger_entries"
+    )
     ledger = {rid: (pod, provider, cost) for rid, pod, provider, cost in rows}
     assert len(ledger) == len(rows)  # request ids are unique
     answered = sum(len(a) for a in tally.answered.values())
@@ -168,11 +170,11 @@ async def test_many_sidecars_killed_and_restarted_never_overspend(
 
     spent = sum((c for _, p, c in ledger.values() if p == "dashscope"), Decimal(0))
     [(committed, overdraft, limit)] = await fetch(
-        pg_url, "SELECT committed_usd, overdraft_usd, limit_usd FROM budget_periods"
+        pg_url, "SELECT committed_usd, overdraft_usd, limit_usd FROM aegis.budget_periods"
     )
     [(settled, open_leases)] = await fetch(
         pg_url,
-        "SELECT sum(settled_usd), count(*) FILTER (WHERE state = 'open') FROM budget_leases",
+        "SELECT sum(settled_usd), count(*) FILTER (WHERE state = 'open') FROM aegis.budget_leases",
     )
     assert limit == LIMIT
     assert spent <= LIMIT

@@ -20,7 +20,6 @@ from aegis.sidecar.budgets import (
     Reservation,
 )
 from aegis.sidecar.contract import BudgetSpec
-from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
 from aegis.sidecar.routing.ports import BUDGET_UNAVAILABLE
@@ -28,6 +27,7 @@ from aegis.sidecar.runtime.wiring import open_budgets
 from tests.controlplane.postgres import PostgresServer
 from tests.sidecar.ledger_helpers import budget, record
 from tests.sidecar.shared_helpers import fetch, money, poll_until
+from tests.sidecar.tenancy import provision, set_budgets
 
 pytestmark = pytest.mark.postgres
 
@@ -38,13 +38,15 @@ Member = tuple[BudgetBook, LeaseBudgetSource, LedgerStore]
 
 @pytest.fixture
 async def sidecar(pg_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Member]]]:
-    """``await sidecar(holder, limit, settings)``: a book + lease source + store."""
-    await migrate_async(pg_url)
+    """``await sidecar(holder, limit, settings)``: a book + lease source + store (the
+    limit is written as the operator writes it; every member shares it)."""
+    await provision(pg_url, "ns")
     opened: list[Member] = []
 
     async def make(
         holder: str, limit: str = "10", settings: LeaseSettings = FAST, spend_id: int = 0
     ) -> Member:
+        await set_budgets(pg_url, "ns", [("dash", "dashscope", limit)])
         store = LedgerStore(pg_url, spool=Spool(tmp_path / holder), holder=f"ns/{holder}")
         await store.start()
         book, source = await open_budgets(
@@ -87,9 +89,9 @@ async def test_several_books_share_one_limit_exactly(
     for _, source, store in members:
         await source.aclose()
         await store.flush()
-    spent = await money(pg_url, "SELECT sum(cost_usd) FROM ledger_entries")
+    spent = await money(pg_url, "SELECT sum(cost_usd) FROM aegis.ledger_entries")
     [(committed, overdraft)] = await fetch(
-        pg_url, "SELECT committed_usd, overdraft_usd FROM budget_periods"
+        pg_url, "SELECT committed_usd, overdraft_usd FROM aegis.budget_periods"
     )
     assert spent <= D(2)
     assert spent > D("1.9")  # little is stranded: slices shrink as the budget runs out
@@ -103,16 +105,22 @@ async def test_idle_money_goes_back_and_a_lower_limit_is_handed_back(
     member = await sidecar("pod-idle", "10", settings)
     book, source, _ = member
     assert await spend(member, D("0.5"), D("0.5"), "r1")
-    committed = await money(pg_url, "SELECT committed_usd FROM budget_periods")
+    committed = await money(pg_url, "SELECT committed_usd FROM aegis.budget_periods")
     assert committed >= D(2)  # a slice of 20 % of the limit
     await asyncio.sleep(0.8)
-    assert await money(pg_url, "SELECT committed_usd FROM budget_periods") == D("0.5")
+    assert await money(pg_url, "SELECT committed_usd FROM aegis.budget_periods") == D("0.5")
     assert await spend(member, D("1"), D("1"), "r2")  # takes a fresh slice
-    assert await money(pg_url, "SELECT committed_usd FROM budget_periods") >= D(3)
-    book.reconfigure([budget("dash", "dashscope", "1.6")])  # lowered: hand back the rest
+    assert await money(pg_url, "SELECT committed_usd FROM aegis.budget_periods") >= D(3)
+    # Lowered by the operator (the ledger's limit) and in the config: hand back the rest.
+    await set_budgets(pg_url, "ns", [("dash", "dashscope", "1.6")])
+    book.reconfigure([budget("dash", "dashscope", "1.6")])
     await asyncio.sleep(0.2)
     # What is spent stays; at most the 0.1 the lower limit still allows is held.
-    assert D("1.5") <= await money(pg_url, "SELECT committed_usd FROM budget_periods") <= D("1.6")
+    assert (
+        D("1.5")
+        <= await money(pg_url, "SELECT committed_usd FROM aegis.budget_periods")
+        <= D("1.6")
+    )
     assert isinstance(await book.acquire("dashscope", D("0.2")), Exceeded)
     assert source.statements["return"] >= 2
 
@@ -131,7 +139,8 @@ async def test_a_crashed_holders_lease_is_reclaimed_after_its_ttl(
     await asyncio.sleep(1.2)  # its TTL runs out
     assert await spend(survivor, D("3.2"), D("3.2"), "s1")
     lease = await fetch(
-        pg_url, "SELECT amount_usd, state, epoch FROM budget_leases WHERE holder = 'ns/pod-crash'"
+        pg_url,
+        "SELECT amount_usd, state, epoch FROM aegis.budget_leases WHERE holder = 'ns/pod-crash'",
     )
     assert lease == [(D("0.75"), "closed", 1)]  # what it settled stays spent
 
@@ -164,7 +173,7 @@ async def test_a_stalled_holder_notices_its_lease_was_reclaimed(
     # kept as spent), then topped up anew: local and database agree again.
     [(amount, settled)] = await fetch(
         pg_url,
-        "SELECT amount_usd, settled_usd FROM budget_leases WHERE holder = 'ns/pod-stall'",
+        "SELECT amount_usd, settled_usd FROM aegis.budget_leases WHERE holder = 'ns/pod-stall'",
     )
     assert (amount, settled) == (view[0], view[1]) == (amount, D("0.51"))
 

@@ -1,4 +1,5 @@
-"""The lease functions of migration 0002 on a real PostgreSQL, statement by statement."""
+"""The tenants' lease functions (migration 0003) on a real PostgreSQL, statement by
+statement; the session's role acts for namespace ``ns``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import alembic_config, migrate_async
 from tests.sidecar.ledger_helpers import record
 from tests.sidecar.shared_helpers import write_rows
+from tests.sidecar.tenancy import key, provision, set_budgets
 
 pytestmark = pytest.mark.postgres
 
@@ -24,9 +26,12 @@ D = Decimal
 P = "2026-11"
 
 
+DASH = key("dash")
+
+
 @pytest.fixture
 async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    await migrate_async(pg_url)
+    await provision(pg_url, "ns", [("dash", "dashscope", "10")])
     engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     yield engine
     await engine.dispose()
@@ -38,16 +43,13 @@ async def take(
     want: str,
     *,
     need: str = "0",
-    limit: str = "10",
     ttl: int = 60,
 ) -> leases.Grant:
     return await leases.take(
         conn,
-        budget="dash",
+        budget=DASH,
         period=P,
-        provider="dashscope",
         holder=holder,
-        limit=D(limit),
         want=D(want),
         need=D(need),
         ttl_seconds=ttl,
@@ -57,7 +59,7 @@ async def take(
 async def period_row(conn: AsyncConnection) -> tuple[Decimal, Decimal, Decimal]:
     row = (
         await conn.execute(
-            text("SELECT limit_usd, committed_usd, overdraft_usd FROM budget_periods")
+            text("SELECT limit_usd, committed_usd, overdraft_usd FROM aegis.budget_periods")
         )
     ).one()
     return row[0], row[1], row[2]
@@ -92,11 +94,14 @@ async def test_return_never_gives_back_settled_money(engine: AsyncEngine) -> Non
     async with engine.connect() as conn:
         await take(conn, "ns/a", "4")
         inserted = await write_rows(
-            conn, "ns/a", [record(1, cost_usd=D("1.25")), record(2, cost_usd=D(0))], ["dash", ""]
+            conn,
+            "ns/a",
+            [record(1, cost_usd=D("1.25")), record(2, cost_usd=D(0))],
+            [DASH.encoded, ""],
         )
         assert inserted == 2
         back = await leases.give_back(
-            conn, budget="dash", period=P, holder="ns/a", amount=D(10), close=True
+            conn, budget=DASH, period=P, holder="ns/a", amount=D(10), close=True
         )
         assert (back.returned, back.lease_amount, back.lease_settled) == (
             D("2.75"),
@@ -110,11 +115,11 @@ async def test_replayed_rows_are_charged_once(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await take(conn, "ns/a", "4")
         rows = [record(i, cost_usd=D("0.5")) for i in range(3)]
-        assert await write_rows(conn, "ns/a", rows, ["dash"] * 3) == 3
-        assert await write_rows(conn, "ns/a", rows, ["dash"] * 3) == 0  # replay
+        assert await write_rows(conn, "ns/a", rows, [DASH.encoded] * 3) == 3
+        assert await write_rows(conn, "ns/a", rows, [DASH.encoded] * 3) == 0  # replay
         # The same id twice in one batch is inserted and charged once.
         twice = [record(9, cost_usd=D("0.5")), record(9, cost_usd=D("0.5"))]
-        assert await write_rows(conn, "ns/a", twice, ["dash", "dash"]) == 1
+        assert await write_rows(conn, "ns/a", twice, [DASH.encoded] * 2) == 1
         grant = await take(conn, "ns/a", "0")
         assert grant.lease_settled == D(2)
 
@@ -122,25 +127,28 @@ async def test_replayed_rows_are_charged_once(engine: AsyncEngine) -> None:
 async def test_spend_beyond_a_lease_is_charged_as_overdraft(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await take(conn, "ns/a", "1")
-        await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], ["dash"])
+        await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], [DASH.encoded])
         _, committed, overdraft = await period_row(conn)
         assert (committed, overdraft) == (D("1.5"), D("0.5"))
         # A holder that never leased (e.g. a config that changed): all of it.
-        await write_rows(conn, "ns/x", [record(2, cost_usd=D("0.25"))], ["dash"])
+        await write_rows(conn, "ns/x", [record(2, cost_usd=D("0.25"))], [DASH.encoded])
         assert (await period_row(conn))[2] == D("0.75")
 
 
 async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await take(conn, "ns/dead", "4", ttl=1)
-        await write_rows(conn, "ns/dead", [record(1, cost_usd=D("1"))], ["dash"])
+        await write_rows(conn, "ns/dead", [record(1, cost_usd=D("1"))], [DASH.encoded])
         await asyncio.sleep(1.2)
         # The server started moments ago: within one TTL of a restart nothing is
         # reclaimed; the grace is the taker's TTL, here 1 s.
         grant = await take(conn, "ns/live", "0", ttl=1)
         lease = (
             await conn.execute(
-                text("SELECT amount_usd, state, epoch FROM budget_leases WHERE holder = 'ns/dead'")
+                text(
+                    "SELECT amount_usd, state, epoch FROM aegis.budget_leases "
+                    "WHERE holder = 'ns/dead'"
+                )
             )
         ).one()
         assert (lease.amount_usd, lease.state, lease.epoch) == (D(1), "closed", 1)
@@ -150,20 +158,21 @@ async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngin
 async def test_takeover_closes_a_previous_life_at_its_settled_spend(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await take(conn, "ns/a", "4")
-        await write_rows(conn, "ns/a", [record(1, cost_usd=D("0.75"))], ["dash"])
-        assert await leases.takeover(conn, "ns/a") == [("dash", P, D("3.25"))]
+        await write_rows(conn, "ns/a", [record(1, cost_usd=D("0.75"))], [DASH.encoded])
+        assert await leases.takeover(conn, "ns/a") == [(DASH, P, D("3.25"))]
         assert await leases.takeover(conn, "ns/a") == []
         assert (await period_row(conn))[1] == D("0.75")
 
 
-async def test_operator_limit_caps_the_sidecar_limit(engine: AsyncEngine) -> None:
+async def test_the_limit_is_the_operators_and_applies_at_once(
+    engine: AsyncEngine, pg_url: str
+) -> None:
     async with engine.connect() as conn:
-        await leases.set_limit(conn, "dash", D(2))
-        grant = await take(conn, "ns/a", "5", limit="1000")
+        await set_budgets(pg_url, "ns", [("dash", "dashscope", "2")])
+        grant = await take(conn, "ns/a", "5")
         assert (grant.granted, grant.limit) == (D(2), D(2))
-        # A sidecar may lower the limit for its own takes.
-        await leases.set_limit(conn, "dash", D(100))
-        assert (await take(conn, "ns/a", "5", limit="3")).granted == D(1)
+        await set_budgets(pg_url, "ns", [("dash", "dashscope", "3")])
+        assert (await take(conn, "ns/a", "5")).granted == D(1)
 
 
 async def test_bad_amounts_are_refused(engine: AsyncEngine) -> None:
@@ -192,6 +201,6 @@ async def test_migration_0002_downgrades_and_upgrades_again(pg_url: str) -> None
                 text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'aegis_%'")
             )
         assert (tables, functions) == (0, 0)
-        assert await migrate_async(pg_url) == "0002"
+        assert await migrate_async(pg_url) == "0003"
     finally:
         await engine.dispose()

@@ -25,10 +25,10 @@ import aiohttp
 import pytest
 
 from aegis.sidecar.http.server import RunningSidecar
-from aegis.sidecar.ledger.migrate import migrate_async
 from tests.controlplane.postgres import PostgresServer
 from tests.sidecar.conftest import Fakes
 from tests.sidecar.shared_helpers import chat, fetch, pg_document, pg_sidecar, poll_until
+from tests.sidecar.tenancy import provision_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -95,8 +95,8 @@ async def test_outage_loses_nothing_and_fails_closed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await migrate_async(pg_url)
     document = pg_document(fakes, pg_url, limit="50", openai_limit="50")
+    await provision_config(pg_url, document)
     load = Load()
     async with (
         pg_sidecar(document, tmp_path, monkeypatch, "pod-outage") as running,
@@ -145,7 +145,7 @@ async def test_outage_loses_nothing_and_fails_closed(
     assert {s.provider for s in tail if s.kind == "openai"} == {"openai"}
 
     # Nothing lost, nothing duplicated: one row per response that carried an id.
-    rows = await fetch(pg_url, "SELECT request_id, status, cost_usd FROM ledger_entries")
+    rows = await fetch(pg_url, "SELECT request_id, status, cost_usd FROM aegis.ledger_entries")
     ledger = {rid: (status, cost) for rid, status, cost in rows}
     assert len(ledger) == len(rows)
     ids = [s.request_id for s in load.seen]
@@ -156,7 +156,7 @@ async def test_outage_loses_nothing_and_fails_closed(
         assert status == ("ok" if s.status == 200 else "refused"), s
         assert cost == s.cost, s
     [(overdraft,)] = await fetch(
-        pg_url, "SELECT coalesce(sum(overdraft_usd), 0) FROM budget_periods"
+        pg_url, "SELECT coalesce(sum(overdraft_usd), 0) FROM aegis.budget_periods"
     )
     assert overdraft == 0
     print(f"responses {len(ids)}, during outage {dict(by_kind)}")

@@ -15,20 +15,23 @@ from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.report import export, report, usage
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import BASE_TIME, budget, record
+from tests.sidecar.tenancy import provision
 
 pytestmark = pytest.mark.postgres
 
 
 async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
-    assert await migrate_async(pg_url) == "0002"
-    assert await migrate_async(pg_url) == "0002"  # idempotent
+    assert await migrate_async(pg_url) == "0003"
+    assert await migrate_async(pg_url) == "0003"  # idempotent
+    await provision(pg_url, "ns", migrate=False)
     inserts: list[int] = []
 
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.startswith("SELECT aegis_ledger_write("):
+        if statement.startswith("SELECT aegis.ledger_write("):
             inserts.append(len(json.loads(parameters[1])))  # the batch: a JSON array
 
-    async with LedgerStore(pg_url, batch_size=100) as store:  # migrate=False on PostgreSQL
+    # migrate=False on PostgreSQL; the rows are of namespace ns, as the holder is
+    async with LedgerStore(pg_url, batch_size=100, holder="ns/pod") as store:
         event.listen(store.engine.sync_engine, "before_cursor_execute", count)
         costs = [Decimal("0.000001") * i + Decimal("0.3") for i in range(250)]
         for i, cost in enumerate(costs):
@@ -44,7 +47,7 @@ async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
             column_type = await conn.scalar(
                 text(
                     "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                    "WHERE attrelid = 'ledger_entries'::regclass AND attname = 'cost_usd'"
+                    "WHERE attrelid = 'aegis.ledger_entries'::regclass AND attname = 'cost_usd'"
                 )
             )
         assert column_type == "numeric(18,6)"
@@ -56,8 +59,8 @@ async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
         assert snap.spent == sum(costs)
 
     rows = await usage(pg_url)
-    assert [(r.month, r.provider, r.requests, r.cost_usd) for r in rows] == [
-        ("2026-11", "dashscope", 250, sum(costs))
+    assert [(r.month, r.namespace, r.provider, r.requests, r.cost_usd) for r in rows] == [
+        ("2026-11", "ns", "dashscope", 250, sum(costs))
     ]
     assert rows[0].p95_latency_ms == 100 + 237  # nearest rank 238 of 250
     out = io.StringIO()

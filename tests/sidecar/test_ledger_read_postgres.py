@@ -17,12 +17,14 @@ from aegis.operator.cli import main
 from aegis.sidecar.ledger import leases
 from aegis.sidecar.ledger.budget_status import budget_status, spend_breakdown
 from aegis.sidecar.ledger.db import create_engine
-from aegis.sidecar.ledger.migrate import migrate_async
-from aegis.sidecar.ledger.models import Arm, LedgerRecord, Status
+from aegis.sidecar.ledger.models import LEDGER, Arm, LedgerRecord, Status
 from aegis.sidecar.ledger.rollout_stats import arm_stats
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import BASE_TIME, record, sqlite_url
 from tests.sidecar.shared_helpers import write_rows
+from tests.sidecar.tenancy import key, provision
+
+DASH = key("dash")
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +33,7 @@ D = Decimal
 
 @pytest.fixture
 async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    await migrate_async(pg_url)
+    await provision(pg_url, "ns", [("dash", "dashscope", "10")])
     engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     yield engine
     await engine.dispose()
@@ -40,19 +42,11 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
 async def test_budget_status_splits_spent_reserved_and_remaining(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         for holder, want in (("ns/a", "3"), ("ns/b", "2")):
-            await leases.take(
-                conn,
-                budget="dash",
-                period="2026-11",
-                provider="dashscope",
-                holder=holder,
-                limit=D(10),
-                want=D(want),
-            )
-        await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], ["dash"])
-        await write_rows(conn, "ns/b", [record(2, cost_usd=D("2"))], ["dash"])
+            await leases.take(conn, budget=DASH, period="2026-11", holder=holder, want=D(want))
+        await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], [DASH.encoded])
+        await write_rows(conn, "ns/b", [record(2, cost_usd=D("2"))], [DASH.encoded])
     [status] = await budget_status(engine, "2026-11")
-    assert (status.budget, status.provider, status.month) == ("dash", "dashscope", "2026-11")
+    assert (status.key, status.provider, status.month) == (DASH, "dashscope", "2026-11")
     assert (status.spent_usd, status.reserved_usd, status.remaining_usd) == (
         D("3.5"),
         D("1.5"),
@@ -61,6 +55,10 @@ async def test_budget_status_splits_spent_reserved_and_remaining(engine: AsyncEn
     assert status.utilisation == D("0.5")
     assert status.holders == 1  # ns/b spent its whole slice
     assert await budget_status(engine, "2026-12") == []
+    # One budget's figures, or one namespace's budgets: never another namespace's.
+    assert await budget_status(engine, "2026-11", budget=DASH) == [status]
+    assert await budget_status(engine, "2026-11", budget=key("dash", "other")) == []
+    assert await budget_status(engine, "2026-11", namespace="other") == []
 
 
 async def test_spend_breakdown_per_namespace_route_provider_model(engine: AsyncEngine) -> None:
@@ -69,8 +67,8 @@ async def test_spend_breakdown_per_namespace_route_provider_model(engine: AsyncE
         record(2, namespace="a", route="r1", cost_usd=D("0.2")),
         record(3, namespace="b", route="r2", model="qwen-max", cost_usd=D("1")),
     ]
-    async with engine.connect() as conn:
-        await write_rows(conn, "ns/x", rows, [""] * 3)
+    async with engine.connect() as conn:  # as the owner: rows of two namespaces
+        await conn.execute(LEDGER.insert(), [row.as_params() for row in rows])
     breakdown = await spend_breakdown(engine, "2026-11")
     assert [(r.namespace, r.route, r.model, r.requests, r.cost_usd) for r in breakdown] == [
         ("a", "r1", "qwen-plus", 2, D("0.3")),
@@ -127,7 +125,7 @@ async def test_arm_stats_query_reads_only_the_index(engine: AsyncEngine) -> None
                 text(
                     "EXPLAIN SELECT count(*), sum(cost_usd), "
                     "percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms) "
-                    "FROM ledger_entries WHERE route = 'r' AND arm = 'stable' "
+                    "FROM aegis.ledger_entries WHERE route = 'r' AND arm = 'stable' "
                     "AND created_at >= now() - interval '1 day' AND status <> 'refused'"
                 )
             )
@@ -139,22 +137,15 @@ def test_cli_migrate_export_and_report_against_postgres(
     pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["ledger", "migrate", "--url", pg_url]) == 0
-    assert "ledger at revision 0002" in capsys.readouterr().out
+    assert "ledger at revision 0003" in capsys.readouterr().out
 
     async def seed() -> None:
+        await provision(pg_url, "ns", [("dash", "dashscope", "10")], migrate=False)
         engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
         async with engine.connect() as conn:
-            await leases.take(
-                conn,
-                budget="dash",
-                period="2026-11",
-                provider="dashscope",
-                holder="ns/a",
-                limit=D(10),
-                want=D(4),
-            )
+            await leases.take(conn, budget=DASH, period="2026-11", holder="ns/a", want=D(4))
             rows = [record(i, cost_usd=D("0.25")) for i in range(4)]
-            await write_rows(conn, "ns/a", rows, ["dash"] * 4)
+            await write_rows(conn, "ns/a", rows, [DASH.encoded] * 4)
         await engine.dispose()
 
     asyncio.run(seed())

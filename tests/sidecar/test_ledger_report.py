@@ -150,7 +150,7 @@ async def test_report_renders_aligned_tables(ledger: str) -> None:
     text = await report(ledger, budgets)
     lines = text.splitlines()
     assert lines[0].startswith("Aegis ledger")
-    header = next(line for line in lines if re.match(r"MONTH\s+PROVIDER", line))
+    header = next(line for line in lines if re.match(r"MONTH\s+NAMESPACE\s+PROVIDER", line))
     table = lines[lines.index(header) : lines.index(header) + 7]
     assert table[1].replace(" ", "").strip("-") == ""  # the rule under the header
     # right-aligned numeric columns end at the same offset on every line
@@ -192,3 +192,20 @@ async def test_reading_a_missing_sqlite_ledger_does_not_create_it(tmp_path: Path
     with pytest.raises(LedgerUnavailableError):
         await export(url, "csv", out=io.StringIO())
     assert not (tmp_path / "nope.db").exists()
+
+
+async def test_usage_and_budgets_never_mix_namespaces(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    async with LedgerStore(url) as store:
+        store.append(record(1, namespace="team-a", cost_usd=Decimal("1")))
+        store.append(record(2, namespace="team-b", cost_usd=Decimal("7")))
+    rows = await usage(url, "2026-11")
+    assert [(r.namespace, r.cost_usd) for r in rows] == [
+        ("team-a", Decimal(1)),
+        ("team-b", Decimal(7)),
+    ]
+    dash = [budget("dash", "dashscope", "5")]
+    [mine] = await budget_usage(url, dash, "2026-11", namespace="team-a")
+    assert (mine.spent_usd, mine.exceeded) == (Decimal(1), False)
+    text = await report(url, dash, "2026-11", namespace="team-a")
+    assert re.search(r"2026-11\s+dash\s+dashscope\s+5\.000000\s+1\.000000", text)

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from aegis.sidecar.budgets import BudgetBook, Exceeded, LeaseSettings, Reservation
-from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.models import LedgerRecord
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
 from aegis.sidecar.runtime.wiring import open_budgets
 from tests.sidecar.ledger_helpers import budget, record
 from tests.sidecar.shared_helpers import fetch, poll_until
+from tests.sidecar.tenancy import provision
 
 pytestmark = pytest.mark.postgres
 
@@ -42,7 +42,7 @@ class Clock:
 
 @pytest.fixture
 async def store(pg_url: str, tmp_path: Path) -> AsyncIterator[LedgerStore]:
-    await migrate_async(pg_url)
+    await provision(pg_url, "ns", [("dash", "dashscope", "1")])
     ledger = LedgerStore(pg_url, spool=Spool(tmp_path / "spool"), holder="ns/pod-m")
     await ledger.start()
     yield ledger
@@ -96,14 +96,16 @@ async def test_requests_straddling_midnight_land_in_their_month(
         leases: list[Any] = []
         async with asyncio.timeout(10):
             while leases != expected:
-                leases = await fetch(pg_url, "SELECT period, state FROM budget_leases ORDER BY 1")
+                leases = await fetch(
+                    pg_url, "SELECT period, state FROM aegis.budget_leases ORDER BY 1"
+                )
                 await asyncio.sleep(0.02)
         assert leases == expected
     finally:
         await source.aclose()
 
     rows = await fetch(
-        pg_url, "SELECT period, created_at, cost_usd FROM ledger_entries ORDER BY created_at"
+        pg_url, "SELECT period, created_at, cost_usd FROM aegis.ledger_entries ORDER BY created_at"
     )
     assert [(p, c) for p, _, c in rows] == [
         ("2026-10", D("0.3")),
@@ -116,7 +118,8 @@ async def test_requests_straddling_midnight_land_in_their_month(
     periods = await fetch(
         pg_url,
         "SELECT p.period, p.limit_usd, p.committed_usd, sum(l.settled_usd) "
-        "FROM budget_periods p JOIN budget_leases l USING (budget, period) "
+        "FROM aegis.budget_periods p JOIN aegis.budget_leases l "
+        "USING (budget_scope, budget_namespace, budget_name, period) "
         "GROUP BY p.period, p.limit_usd, p.committed_usd ORDER BY p.period",
     )
     assert periods == [

@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aegis.sidecar.ledger.migrate import migrate_async
 from tests.sidecar.conftest import Fakes
 from tests.sidecar.shared_helpers import chat, fetch, money, pg_document, pg_sidecar
+from tests.sidecar.tenancy import provision_config
 
 pytestmark = pytest.mark.postgres
 
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.postgres
 async def test_paid_requests_spend_a_lease_and_shutdown_returns_the_rest(
     fakes: Fakes, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await migrate_async(pg_url)
     document = pg_document(fakes, pg_url, limit="5")
+    await provision_config(pg_url, document)
     charged = Decimal(0)
     async with (
         pg_sidecar(document, tmp_path, monkeypatch, "pod-a") as running,
@@ -38,13 +38,13 @@ async def test_paid_requests_spend_a_lease_and_shutdown_returns_the_rest(
             metrics = await response.text()
         assert "aegis_budget_available 1.0" in metrics
         assert 'aegis_budget_lease_statements_total{kind="take"}' in metrics
-    ledger = await money(pg_url, "SELECT sum(cost_usd) FROM ledger_entries")
+    ledger = await money(pg_url, "SELECT sum(cost_usd) FROM aegis.ledger_entries")
     assert ledger == charged > 0
     [(committed, overdraft)] = await fetch(
-        pg_url, "SELECT committed_usd, overdraft_usd FROM budget_periods"
+        pg_url, "SELECT committed_usd, overdraft_usd FROM aegis.budget_periods"
     )
     [(amount, settled, state)] = await fetch(
-        pg_url, "SELECT amount_usd, settled_usd, state FROM budget_leases"
+        pg_url, "SELECT amount_usd, settled_usd, state FROM aegis.budget_leases"
     )
     # Returned on shutdown: what is committed is exactly what was spent.
     assert committed == amount == settled == charged

@@ -78,7 +78,7 @@ async def test_rows_left_behind_are_returned_in_order_and_a_torn_tail_is_skipped
 
 
 async def test_committed_segments_are_deleted(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, segment_bytes=2000)
+    spool = Spool(tmp_path, segment_bytes=1500)
     spool.open()
     spool.start()
     for i in range(30):

@@ -99,6 +99,45 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ .Values.ledger.secretKey }}
 {{- end -}}
 
+{{/* The operator's two ledger roles: read-only (status, analysis) and control (limits,
+tenant roles); a key the Secret lacks leaves that part off. Never the owner's DSN. */}}
+{{- define "aegis.ledger.operatorEnv" -}}
+- name: AEGIS_LEDGER_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "aegis.ledger.secretName" . }}
+      key: {{ .Values.ledger.readerSecretKey }}
+      optional: true
+- name: AEGIS_LEDGER_CONTROL_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "aegis.ledger.secretName" . }}
+      key: {{ .Values.ledger.controlSecretKey }}
+      optional: true
+{{- with .Values.ledger.tenants.url }}
+- name: AEGIS_LEDGER_TENANT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The roles the migration job grants: the chart's own with postgresql.enabled. */}}
+{{- define "aegis.ledger.grantArgs" -}}
+{{- $roles := .Values.ledger.roles }}
+{{- $reader := $roles.reader }}
+{{- $control := $roles.control }}
+{{- if .Values.postgresql.enabled }}
+{{- $reader = default "aegis_reader" $reader }}
+{{- $control = default "aegis_control" $control }}
+{{- end }}
+{{- with $control }}, --grant-control, {{ . }}{{ end }}
+{{- with $reader }}, --grant-reader, {{ . }}{{ end }}
+{{- end -}}
+
+{{/* The namespaces the operator serves when not cluster-wide (JSON list). */}}
+{{- define "aegis.operator.namespaces" -}}
+{{- toJson (.Values.operator.watchNamespaces | default (list .Release.Namespace)) -}}
+{{- end -}}
+
 {{- define "aegis.webhookName" -}}
 {{- include "aegis.injector.fullname" . -}}
 {{- end -}}

@@ -45,6 +45,17 @@ def run_offline() -> None:
 
 
 def run_on(connection: Connection) -> None:
+    # Migrations name their schemas themselves: an engine's mapping of the models'
+    # tables to schema aegis must not move Alembic's own table or older revisions'.
+    mapped = connection.get_execution_options().get("schema_translate_map")
+    connection.execution_options(schema_translate_map=None)
+    try:
+        _run_on(connection)
+    finally:
+        connection.execution_options(schema_translate_map=mapped)
+
+
+def _run_on(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
