@@ -18,9 +18,10 @@ point every output character comes from exactly one input character, so a findin
 in the folded text maps back to the exact original characters (:func:`origins`),
 which masking must replace.
 
-Cost: ASCII text (the common case) is returned as it is; other text is checked
-for a foldable character with one RE2 pass (a DFA: speed independent of the
-size of the class, unlike ``re``) and translated only when it has one.
+Cost: ASCII text (the common case) is returned as it is; in other text the
+foldable characters are found by one RE2 pass (a DFA: speed independent of the
+size of the class, unlike ``re``), and the text is rebuilt around the few there
+are, or translated whole when there are many.
 """
 
 from __future__ import annotations
@@ -79,13 +80,28 @@ def _build() -> tuple[dict[int, str], re2._Regexp]:
 
 
 FOLD, _FOLDABLE = _build()
+_SPARSE = 64  # pieces (two per foldable character) before translating the whole text
 
 
 def normalise(text: str) -> str:
     """``text`` with look-alikes folded and invisible characters removed."""
-    if text.isascii() or _FOLDABLE.search(text) is None:
+    if text.isascii():
         return text
-    return text.translate(FOLD)
+    # Few foldable characters (accents and CJK punctuation in ordinary text): copy the
+    # runs between them; many (a fullwidth or zero-width-laced text): translate all.
+    parts: list[str] = []
+    last = 0
+    for m in _FOLDABLE.finditer(text):
+        if len(parts) > _SPARSE:
+            return text.translate(FOLD)
+        start = m.start()
+        parts.append(text[last:start])
+        parts.append(FOLD[ord(text[start])])
+        last = start + 1
+    if not parts:
+        return text
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 def origins(text: str) -> list[int]:

@@ -32,7 +32,8 @@ _AT_DOMAIN = re.compile(
     rf"[ \t]*+([A-Za-z0-9-]++(?:{_DOT}[A-Za-z0-9-]++)++)",
     re.IGNORECASE,
 )
-_CANDIDATE = re.compile(r"[ \t\n]at(?![a-z0-9])|[(\[{<][ \t]?at|@")
+_SPACES = frozenset(" \t\n")
+_OPENERS = frozenset("([{<")
 _LOCAL_WORDS = re.compile(
     rf"([A-Za-z0-9_%+-]++(?:{_DOT}[A-Za-z0-9_%+-]++)*+)[ \t]*+\Z", re.IGNORECASE
 )
@@ -72,21 +73,32 @@ def _plain(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _markers(text: str) -> Iterator[re.Match[str]]:
-    """Each marker with a domain after it. Candidates are found in the lower-cased
-    text by a pattern that starts with a plain character class (fast in ``re``);
-    the full pattern then runs anchored at each of the few candidates."""
+    """Each marker with a domain after it. Candidates come from ``str.find`` over the
+    lower-cased text (every "at" and "@"); the full pattern then runs anchored at
+    the few that stand as a word or in brackets."""
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters lower-case to two
         yield from _AT_DOMAIN.finditer(text)
         return
-    if lowered.startswith("at"):
-        m = _AT_DOMAIN.match(text, 0)
-        if m is not None:
-            yield m
-    for candidate in _CANDIDATE.finditer(lowered):
-        start = candidate.start()
-        if lowered[start] in " \t\n":
-            start += 1
+    starts: list[int] = []
+    at = lowered.find("at")
+    while at != -1:
+        before = lowered[at - 1] if at else " "
+        after = lowered[at + 2 : at + 3]
+        if not (after.isalnum() and after.isascii()):
+            if before in _SPACES:
+                opener = lowered[at - 2] if at >= 2 else ""
+                starts.append(at - 2 if opener in _OPENERS else at)
+            elif before in _OPENERS:
+                starts.append(at - 1)
+        at = lowered.find("at", at + 2)
+    at = lowered.find("@")
+    while at != -1:
+        starts.append(at)
+        at = lowered.find("@", at + 1)
+    if len(starts) > 1:
+        starts.sort()
+    for start in starts:
         m = _AT_DOMAIN.match(text, start)
         if m is not None:
             yield m

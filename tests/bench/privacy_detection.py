@@ -1,7 +1,9 @@
 """Privacy detection cost per request, beside the detector before the whole-body scan.
 
 For chat bodies of about 1 KB, 32 KB and 512 KB (prose, code, numbers, a tool
-schema; ASCII, and the same with accented and CJK text mixed in), it times
+schema; ASCII, and the same with accented and CJK text mixed in; the ordinary
+prompt corpus is dense in numbers, a worst case), and the overhead benchmark's
+plain 1 KB request, it times
 ``build_facts`` (validation + detection, as every request pays it) with detection
 on and off, here and in the baseline revision (the commit before the whole-body
 scan, by default), in the same run on the same bodies. The baseline is imported
@@ -122,7 +124,17 @@ def main() -> None:
     args = parser.parse_args()
     repeat = 2 if args.quick else 5
     revision = args.baseline or baseline_revision()
-    bodies: dict[str, Any] = {}
+    # The overhead benchmark's request: plain prose, no numbers.
+    prose = "Summarise the ticket about the delayed delivery " * 20
+    bodies: dict[str, Any] = {
+        "1 KB prose": {
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant for the support team."},
+                {"role": "user", "content": prose},
+            ],
+        }
+    }
     for label, size in SIZES.items():
         bodies[f"{label} ascii"] = body_of(size, False, size)
         bodies[f"{label} mixed"] = body_of(size, True, size)
