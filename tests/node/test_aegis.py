@@ -55,6 +55,12 @@ def release(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         # Test namespaces come and go: served cluster-wide, which the chart does only
         # when asked.
         "operator": {"resyncInterval": 30, "clusterWide": True},
+        # The fake OpenAI upstream is an in-cluster Service standing in for a self-hosted
+        # model: the platform's route policy allows it as a local openai provider.
+        "routePolicy": {
+            "baseURLs": {"openai": [r"^http://fake-openai\.[-a-z0-9]+\.svc\.cluster\.local/v1$"]},
+            "localTypes": ["ollama", "openai-compatible", "openai"],
+        },
     }
     values_file = tmp_path_factory.mktemp("chart") / "values.json"
     values_file.write_text(json.dumps(values))
