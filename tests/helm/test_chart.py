@@ -68,8 +68,8 @@ def test_defaults_render_the_core_objects(helm: Helm) -> None:
         "RoleBinding": 3,  # the injector's; the operator's two in the release namespace
         "Service": 2,
         "ServiceAccount": 2,
-        "ValidatingAdmissionPolicy": 1,  # the route guardrails
-        "ValidatingAdmissionPolicyBinding": 1,
+        "ValidatingAdmissionPolicy": 2,  # the operator's writes; the route guardrails
+        "ValidatingAdmissionPolicyBinding": 2,
     }
 
 

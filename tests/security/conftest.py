@@ -41,14 +41,17 @@ def release_namespace(kube: Kube) -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-def policies(kube: Kube, crds: None, release_namespace: str) -> Iterator[str]:
-    """Every ValidatingAdmissionPolicy of the chart (default values), bound for
-    namespaces labelled with this run's scope only, so the other packages of the session
-    are not affected. Yields the label value."""
-    scope = uuid.uuid4().hex[:8]
-    objects = [
-        d for d in render(kube, f"sec-{scope}", release_namespace) if d["kind"] in POLICY_KINDS
-    ]
+def scope() -> str:
+    """This run's label value, and the suffix of its release names."""
+    return uuid.uuid4().hex[:8]
+
+
+def apply_policies(
+    kube: Kube, release: str, namespace: str, scope: str, *values: str
+) -> list[dict[str, object]]:
+    """Apply the chart's admission policies (of ``release``), bound for namespaces
+    labelled with ``scope`` only; wait until they are enforced; return them."""
+    objects = [d for d in render(kube, release, namespace, *values) if d["kind"] in POLICY_KINDS]
     for obj in objects:
         if obj["kind"] == "ValidatingAdmissionPolicyBinding":
             spec = obj["spec"]
@@ -56,11 +59,25 @@ def policies(kube: Kube, crds: None, release_namespace: str) -> Iterator[str]:
             spec["matchResources"] = {"namespaceSelector": {"matchLabels": {SCOPE_LABEL: scope}}}
         kube.apply(obj)
     _wait_enforced(kube, scope, bool(objects))
+    return objects
+
+
+def delete_objects(kube: Kube, objects: list[dict[str, object]]) -> None:
+    for obj in reversed(objects):
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        ns = ["-n", str(meta["namespace"])] if "namespace" in meta else []
+        kube.kubectl("delete", str(obj["kind"]), str(meta["name"]), *ns, "--ignore-not-found")
+
+
+@pytest.fixture(scope="package")
+def policies(kube: Kube, crds: None, release_namespace: str, scope: str) -> Iterator[str]:
+    """Every ValidatingAdmissionPolicy of the chart (default values, release
+    ``sec-<scope>``), bound for namespaces labelled with this run's scope only, so the
+    other packages of the session are not affected. Yields the label value."""
+    objects = apply_policies(kube, f"sec-{scope}", release_namespace, scope)
     yield scope
-    for obj in objects:
-        metadata = obj["metadata"]
-        assert isinstance(metadata, dict)
-        kube.kubectl("delete", str(obj["kind"]), str(metadata["name"]), "--ignore-not-found")
+    delete_objects(kube, objects)
 
 
 def _wait_enforced(kube: Kube, scope: str, any_policy: bool) -> None:
