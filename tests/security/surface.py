@@ -192,3 +192,12 @@ async def entries(owner_url: str) -> int:
 
 #: The ledger table a hijacking function empties (in the schema its functions use).
 LEDGER_TABLE = "aegis.ledger_entries"
+
+
+def spend(url: str, namespace: str, budget: str, cost: str) -> None:
+    """``namespace``'s sidecar spends ``cost`` USD of ``PROVIDER`` on its budget ``budget``
+    (leased, then written and charged, with the namespace's own role)."""
+    from tests.operator.ledger import charge
+    from tests.operator.ledger import row as spend_row
+
+    charge(url, budget, [spend_row(PROVIDER, cost, namespace=namespace)])
