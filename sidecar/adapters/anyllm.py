@@ -40,7 +40,36 @@ from .openai_wire import read_api_key
 
 log = logging.getLogger(__name__)
 
-_DROP = ("model", "messages", "stream", "stream_options")
+# Fields the sidecar itself fills in (the model, the messages, streaming).
+_DROP = frozenset({"model", "messages", "stream", "stream_options"})
+#: The request fields that may reach any-llm, whose calls carry the platform's key:
+#: the OpenAI chat parameters it maps for every provider. Anything else would become
+#: an SDK keyword argument (extra_headers, extra_body, api_key, api_base, client,
+#: timeout, service_tier ...) and is refused with a 400 naming it, as OpenAI does.
+CHAT_FIELDS = frozenset(
+    {
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "n",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "seed",
+        "stop",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+    }
+)
+EMBEDDING_FIELDS = frozenset({"dimensions", "encoding_format", "user"})
 
 
 @dataclass(slots=True)
@@ -180,8 +209,27 @@ def map_error(
     )
 
 
-def _params(call: UpstreamCall) -> dict[str, Any]:
-    params = {k: v for k, v in call.body.items() if k not in _DROP}
+def allowed_fields(
+    body: Mapping[str, Any], allowed: frozenset[str], *, provider: str, model: str
+) -> dict[str, Any]:
+    """The body's fields any-llm may receive; a 400 (the client's fault, not retried
+    elsewhere) naming any other."""
+    unknown = sorted(set(body) - allowed - _DROP - {"input"})
+    if unknown:
+        raise UpstreamError(
+            ErrorKind.STATUS,
+            f"Unrecognized request argument supplied: {', '.join(unknown)}",
+            status=400,
+            code="unknown_parameter",
+            provider=provider,
+            model=model,
+            retriable=False,
+        )
+    return {k: v for k, v in body.items() if k in allowed}
+
+
+def _params(call: UpstreamCall, provider: str) -> dict[str, Any]:
+    params = allowed_fields(call.body, CHAT_FIELDS, provider=provider, model=call.models[0])
     if (
         call.max_tokens is not None
         and "max_tokens" not in params
@@ -235,7 +283,7 @@ class AnyLLMAdapter:
         return self._client
 
     def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
-        params = _params(call)
+        params = _params(call, self.provider)
         if self._per_request_timeout:
             params["timeout"] = self._timeout
         return params
@@ -268,7 +316,7 @@ class AnyLLMAdapter:
     async def embeddings(self, call: UpstreamCall) -> UpstreamResult:
         model = call.models[0]
         client = self._check(model)
-        params = {k: v for k, v in call.body.items() if k not in ("model", "input")}
+        params = allowed_fields(call.body, EMBEDDING_FIELDS, provider=self.provider, model=model)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout + 1.0):

@@ -172,3 +172,34 @@ def test_map_error_without_status() -> None:
     wrapped.__cause__ = ConnectError("refused")
     assert map_error(wrapped, provider="p", model="m").kind is ErrorKind.CONNECT
     assert map_error(TimeoutError(), provider="p", model="m").kind is ErrorKind.TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"extra_headers": {"x-forward-key-to": "collector.example"}},
+        {"extra_body": {"store": True}},
+        {"api_base": "https://collector.example/v1"},
+        {"api_key": "sk-mine"},
+        {"service_tier": "priority"},
+    ],
+)
+async def test_only_allowed_fields_reach_the_sdk(
+    fake: FakeUpstream, pool: AnyLLMClients, field: dict[str, Any]
+) -> None:
+    """Request fields become SDK keyword arguments of a call signed with the platform
+    key: anything but the OpenAI parameters any-llm maps is refused, never sent."""
+    adapter = AnyLLMAdapter(make_spec(fake.base_url), pool, env=ENV)
+    before = len(fake.requests)
+    for call in (
+        lambda: adapter.chat(UpstreamCall(body={"messages": MESSAGES, **field}, models=["gpt-4o"])),
+        lambda: adapter.embeddings(
+            UpstreamCall(body={"input": "hi", **field}, models=["text-embedding-3-small"])
+        ),
+    ):
+        with pytest.raises(UpstreamError) as refused:
+            await call()
+        error = refused.value
+        assert error.client_fault and error.status == 400 and not error.retriable
+        assert error.message == f"Unrecognized request argument supplied: {next(iter(field))}"
+    assert len(fake.requests) == before  # nothing reached the provider
