@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -191,14 +191,15 @@ async def test_only_allowed_fields_reach_the_sdk(
     key: anything but the OpenAI parameters any-llm maps is refused, never sent."""
     adapter = AnyLLMAdapter(make_spec(fake.base_url), pool, env=ENV)
     before = len(fake.requests)
-    for call in (
-        lambda: adapter.chat(UpstreamCall(body={"messages": MESSAGES, **field}, models=["gpt-4o"])),
-        lambda: adapter.embeddings(
+    calls: list[Awaitable[Any]] = [
+        adapter.chat(UpstreamCall(body={"messages": MESSAGES, **field}, models=["gpt-4o"])),
+        adapter.embeddings(
             UpstreamCall(body={"input": "hi", **field}, models=["text-embedding-3-small"])
         ),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(UpstreamError) as refused:
-            await call()
+            await call
         error = refused.value
         assert error.client_fault and error.status == 400 and not error.retriable
         assert error.message == f"Unrecognized request argument supplied: {next(iter(field))}"
