@@ -115,6 +115,9 @@ class Exchange:
                 http_status=http_status,
                 fallback_reason=",".join(self.fallbacks)[:64] or None,
                 attempts=self.attempts,
+                declared_class=self.facts.declared_class,
+                pii_detectors=",".join(sorted(self.facts.detected)) or None,
+                privacy_action=self.privacy_action().value,
             )
         )
         m = self.runtime.metrics

@@ -123,6 +123,11 @@ class LedgerEntry(Base):
     http_status: Mapped[int] = mapped_column(SmallInteger)
     fallback_reason: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(SmallInteger)
+    # Privacy audit (migration 0004): the declared class, the detectors that found
+    # something (names, never values) and what privacy did.
+    declared_class: Mapped[str | None] = mapped_column(String(32))
+    pii_detectors: Mapped[str | None] = mapped_column(String(255))
+    privacy_action: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         CheckConstraint(_in("arm", Arm), name="arm"),
@@ -319,6 +324,9 @@ class LedgerRecord:
     http_status: int = 200
     fallback_reason: str | None = None
     attempts: int = 1
+    declared_class: str | None = None
+    pii_detectors: str | None = None
+    privacy_action: str | None = None
 
     def as_params(self) -> dict[str, Any]:
         """Column values for an INSERT: enums as plain strings, and strings cut to

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 _PREFIX = "seg-"
 _SUFFIX = ".spool"
+# Nullable columns appended by later migrations (0004: the privacy audit): a row
+# spooled by the previous version lacks them and replays with NULLs.
+ADDED_LATER = 3
 _CREATED = COLUMNS.index("created_at")
 _COST = COLUMNS.index("cost_usd")
 
@@ -95,8 +98,9 @@ def decode(line: bytes) -> Spooled | None:
             return None
         values = json.loads(body)
         budgets, columns = values[0], values[1:]
-        if len(columns) != len(COLUMNS):
+        if not len(COLUMNS) - ADDED_LATER <= len(columns) <= len(COLUMNS):
             return None
+        columns += [None] * (len(COLUMNS) - len(columns))  # spooled before an upgrade
         columns[_CREATED] = datetime.fromisoformat(columns[_CREATED])
         columns[_COST] = Decimal(columns[_COST])
         record = LedgerRecord(**dict(zip(COLUMNS, columns, strict=True)))

@@ -16,7 +16,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aegis.sidecar.contract.money import quantize_usd
-from aegis.sidecar.ledger.models import LedgerEntry
+from aegis.sidecar.ledger.models import COLUMNS, LedgerEntry
 from aegis.sidecar.ledger.store import LedgerStore, insert_statement
 from tests.sidecar.ledger_helpers import record, sqlite_url
 
@@ -70,7 +70,7 @@ async def test_many_appends_become_few_multi_row_inserts(store: LedgerStore) -> 
     assert await count_rows(store) == 500
     assert len(statements.inserts) == 10  # 500 rows / batch_size 50
     for sql, params in statements.inserts:
-        assert params == 50 * 20  # 50 rows x 20 columns
+        assert params == 50 * len(COLUMNS)  # 50 rows x every column
         assert sql.count("), (") == 49
         assert "ON CONFLICT (request_id) DO NOTHING" in sql
 
