@@ -36,13 +36,16 @@ def config_index(config: SidecarConfig) -> ConfigIndex:
     if hit is not None and hit[0] is config:
         return hit[1]
     owners: dict[str, list[str]] = {}
-    for spec in config.providers:
-        models = spec.models
-        names = [models.default, *models.vision, *spec.pricing]
+    declared = [(spec.name, spec.models, list(spec.pricing)) for spec in config.providers]
+    if config.rollout is not None:  # the candidate arm's replacement models are declared too
+        declared += [(p, m, []) for p, m in config.rollout.candidate.provider_models.items()]
+    for provider, models, priced in declared:
+        names = [models.default, *models.vision, *priced]
         if models.embedding:
             names.append(models.embedding)
         for name in dict.fromkeys(names):
-            owners.setdefault(name, []).append(spec.name)
+            if provider not in owners.setdefault(name, []):
+                owners[name].append(provider)
     index = ConfigIndex(
         providers={p.name: p for p in config.providers},
         locals=tuple(p.name for p in config.providers if p.is_local),
@@ -67,13 +70,23 @@ def model_catalog(config: SidecarConfig) -> list[str]:
 
 
 def resolve_model(model: str, config: SidecarConfig) -> tuple[str, str] | AegisError | None:
-    """``None`` for automatic routing, ``(provider, model)`` when pinned, else a refusal."""
+    """``None`` for automatic routing, ``(provider, model)`` when pinned, else a refusal.
+
+    A pinned ``provider/model`` must be one the route declares for that provider (its
+    models, vision and embedding models, priced models, the rollout candidate's): any
+    other is a 404, so a client cannot reach models the platform did not choose (nor
+    grow the metrics' model labels without bound)."""
     if model.lower() in AUTO_MODELS:
         return None
     index = config_index(config)
     provider, slash, rest = model.partition("/")
     if slash and rest and provider in index.providers:
-        return provider, rest
+        if provider in index.owners.get(rest, ()):
+            return provider, rest
+        return ModelNotFound(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+        )
     owners = index.owners.get(model, ())
     if len(owners) == 1:
         return owners[0], model

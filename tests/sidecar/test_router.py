@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from aegis.sidecar.contract import Arm, Complexity, Quality, RuleMatch, SidecarConfig
+from aegis.sidecar.errors import ModelNotFound
 from aegis.sidecar.http.error_bodies import error_body
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
@@ -159,10 +160,14 @@ def test_auto_model_names_route(example: SidecarConfig, model: str) -> None:
     assert decide(example, make_facts(example, model=model)).rule == "default"
 
 
-def test_provider_slash_model_pins_any_model(example: SidecarConfig) -> None:
-    d = decide(example, make_facts(example, model="openai/gpt-4.1"))
+def test_provider_slash_model_pins_only_a_declared_model(example: SidecarConfig) -> None:
+    d = decide(example, make_facts(example, model="openai/gpt-4o"))
     assert d.rule == "pinned" and names(d) == ["openai", "dashscope", "local"]
-    assert d.candidates[0].models == ("gpt-4.1",)
+    assert d.candidates[0].models == ("gpt-4o",)
+    # A model the route does not declare for that provider: 404, never called.
+    for model in ("openai/gpt-4.1", "openai/qwen-plus", "local/gpt-4o-mini"):
+        refused = decide(example, make_facts(example, model=model)).refusal
+        assert isinstance(refused, ModelNotFound) and refused.status == 404, model
 
 
 def test_bare_configured_name_pins_its_provider(example: SidecarConfig) -> None:
@@ -173,8 +178,8 @@ def test_bare_configured_name_pins_its_provider(example: SidecarConfig) -> None:
 
 
 def test_pinned_model_wins_over_vision_list(example: SidecarConfig) -> None:
-    d = decide(example, make_facts(example, IMAGE, model="openai/gpt-4.1-mini"))
-    assert d.candidates[0].models == ("gpt-4.1-mini",)
+    d = decide(example, make_facts(example, IMAGE, model="openai/gpt-4o-mini"))
+    assert d.candidates[0].models == ("gpt-4o-mini",)
     assert d.candidates[1].models == ("qwen3-vl-30b-a3b-instruct", "qwen3-vl-30b-a3b-thinking")
 
 
