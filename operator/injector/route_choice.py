@@ -2,8 +2,10 @@
 
 The injector keeps, per route, only what admission needs (selector, the Secret
 references of provider keys, the config hash); :func:`route_info` extracts that from
-an ``LLMRoute`` object, and :func:`select_route` is the pure choice, whose refusals
-name every route involved so that the person reading ``kubectl`` output can fix it.
+an ``LLMRoute`` object, and :func:`select_route` is the pure choice. Its refusals say
+what is wrong with the pod and how to fix it, but name no route and no selector: whoever
+may create a pod need not be able to read the namespace's LLMRoutes (``kubectl get
+llmroutes`` shows them to those who may).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.naming import ROUTE_ANNOTATION, key_env_var
-from .selectors import SelectorError, describe, matches
+from .selectors import SelectorError, matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,6 @@ def route_info(obj: Mapping[str, Any]) -> RouteInfo | None:
     )
 
 
-def _listing(routes: Sequence[RouteInfo]) -> str:
-    if not routes:
-        return "none"
-    return ", ".join(f"{r.name} (podSelector {describe(r.pod_selector)})" for r in routes)
-
-
 def select_route(
     pod_name: str,
     namespace: str,
@@ -88,8 +84,7 @@ def select_route(
         return NoRoute(
             "unknown-route",
             f"pod {pod_name} names LLMRoute {named!r} in annotation {ROUTE_ANNOTATION}, "
-            f"but namespace {namespace} has no such LLMRoute "
-            f"(LLMRoutes here: {', '.join(r.name for r in ordered) or 'none'})",
+            f"but namespace {namespace} has no such LLMRoute",
         )
     selected: list[RouteInfo] = []
     for route in ordered:
@@ -105,13 +100,11 @@ def select_route(
         return NoRoute(
             "no-route",
             f"pod {pod_name} opted in to Aegis but no LLMRoute in namespace {namespace} "
-            f"selects it (pod labels: {shown}; LLMRoutes here: {_listing(ordered)}); "
-            f"create an LLMRoute whose podSelector matches, or set annotation "
-            f"{ROUTE_ANNOTATION}",
+            f"selects it (pod labels: {shown}); create an LLMRoute whose podSelector "
+            f"matches, or set annotation {ROUTE_ANNOTATION}",
         )
     return NoRoute(
         "multiple-routes",
-        f"pod {pod_name} is selected by {len(selected)} LLMRoutes in namespace {namespace}: "
-        f"{_listing(selected)}; narrow their podSelectors or choose one with annotation "
-        f"{ROUTE_ANNOTATION}",
+        f"pod {pod_name} is selected by {len(selected)} LLMRoutes in namespace {namespace}; "
+        f"narrow their podSelectors or choose one with annotation {ROUTE_ANNOTATION}",
     )

@@ -49,20 +49,3 @@ def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
         _requirement_holds(requirement, labels)
         for requirement in selector.get("matchExpressions") or []
     )
-
-
-def describe(selector: Mapping[str, Any] | None) -> str:
-    """A selector in ``kubectl -l`` syntax, for messages (``<none>`` / ``<all pods>``)."""
-    if selector is None:
-        return "<none>"
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for requirement in selector.get("matchExpressions") or []:
-        key, operator = requirement.get("key"), requirement.get("operator")
-        values = ",".join(requirement.get("values") or [])
-        if operator == "Exists":
-            parts.append(str(key))
-        elif operator == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            parts.append(f"{key} {str(operator).lower()} ({values})")
-    return ",".join(parts) or "<all pods>"

@@ -193,22 +193,23 @@ def test_only_pod_create_is_mutated() -> None:
     assert run(opted_in(), operation="UPDATE").reason == "not-pod-create"
 
 
-def test_no_matching_route_is_refused_naming_the_routes() -> None:
+def test_no_matching_route_is_refused_naming_no_route() -> None:
     other = route("chat", selector={"matchLabels": {"app": "chat"}})
     decision = run(opted_in(), [other])
     assert (decision.outcome, decision.reason) == ("refused", "no-route")
     assert "no LLMRoute in namespace team selects it" in decision.message
-    assert "chat (podSelector app=chat)" in decision.message
+    assert "chat" not in decision.message and "app=chat" not in decision.message
     assert "aegis.io/inject=true" in decision.message  # the pod's labels are shown
     assert run(opted_in(), []).message.endswith("or set annotation aegis.io/route")
 
 
-def test_several_matching_routes_are_refused_naming_them() -> None:
+def test_several_matching_routes_are_refused_naming_none() -> None:
     wide = route("all-pods", selector={})
     decision = run(opted_in(), [RAG, wide])
     assert (decision.outcome, decision.reason) == ("refused", "multiple-routes")
     assert "selected by 2 LLMRoutes" in decision.message
-    assert "all-pods (podSelector <all pods>), rag (podSelector app=rag-api)" in decision.message
+    assert "all-pods" not in decision.message and "rag" not in decision.message.split(":")[0]
+    assert "podSelector app=" not in decision.message
 
 
 def test_annotation_picks_the_route_and_wins_over_selectors() -> None:
@@ -218,7 +219,7 @@ def test_annotation_picks_the_route_and_wins_over_selectors() -> None:
     assert (decision.outcome, decision.route) == ("injected", "all-pods")
     unknown = run(opted_in(annotations={ROUTE_ANNOTATION: "nope"}), [RAG])
     assert (unknown.outcome, unknown.reason) == ("refused", "unknown-route")
-    assert "'nope'" in unknown.message and "LLMRoutes here: rag" in unknown.message
+    assert "'nope'" in unknown.message and "rag" not in unknown.message
 
 
 def test_route_without_selector_is_only_used_by_annotation() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aegis.operator.injector.selectors import SelectorError, describe, matches
+from aegis.operator.injector.selectors import SelectorError, matches
 
 LABELS = {"app": "rag-api", "tier": "web"}
 
@@ -43,16 +43,3 @@ def test_invalid_selector_raises() -> None:
         matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, LABELS)
     with pytest.raises(SelectorError, match="needs values"):
         matches({"matchExpressions": [{"key": "a", "operator": "In"}]}, LABELS)
-
-
-def test_describe_reads_like_kubectl() -> None:
-    selector = {
-        "matchLabels": {"app": "rag-api"},
-        "matchExpressions": [
-            {"key": "tier", "operator": "In", "values": ["web", "api"]},
-            {"key": "canary", "operator": "DoesNotExist"},
-        ],
-    }
-    assert describe(selector) == "app=rag-api,tier in (web,api),!canary"
-    assert describe({}) == "<all pods>"
-    assert describe(None) == "<none>"
