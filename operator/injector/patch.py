@@ -116,9 +116,9 @@ def sidecar_container(route: RouteInfo, settings: SidecarSettings, native: bool)
             str(settings.port),
             "--metrics-port",
             str(settings.metrics_port),
-            # Prometheus scrapes from outside the pod; the API stays on 127.0.0.1.
+            # The API stays on 127.0.0.1; the metrics too unless Prometheus scrapes them.
             "--metrics-host",
-            "0.0.0.0",
+            settings.metrics_host,
         ],
         "workingDir": DATA_MOUNT_PATH,
         "env": sidecar_env(route, settings),

@@ -72,6 +72,9 @@ class SidecarSettings:
     resources: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     port: int = 8787
     metrics_port: int = 9787
+    metrics_host: str = "127.0.0.1"
+    """Where the sidecar's metrics listen: the pod's loopback unless Prometheus must
+    scrape them (the chart then sets 0.0.0.0 and ships a NetworkPolicy)."""
     container_name: str = "aegis-sidecar"
     ledger_secret_name: str | None = "aegis-ledger"
     """Secret (in the pod's namespace: secretKeyRef cannot cross namespaces) holding the
@@ -290,6 +293,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sidecar metrics port (0: any free port)",
     )
     side.add_argument(
+        "--sidecar-metrics-host",
+        default=_env("sidecar-metrics-host", c.metrics_host),
+        help="sidecar metrics address: 127.0.0.1 (default: only the pod itself), or "
+        "0.0.0.0 for Prometheus (fence it with a NetworkPolicy)",
+    )
+    side.add_argument(
         "--ledger-secret",
         default=_env("ledger-secret", c.ledger_secret_name),
         help="Secret in each app namespace holding the ledger DSN ('' = none)",
@@ -350,6 +359,7 @@ def from_args(args: argparse.Namespace) -> InjectorSettings:
         resources=resources,
         port=args.sidecar_port,
         metrics_port=args.sidecar_metrics_port,
+        metrics_host=args.sidecar_metrics_host,
         ledger_secret_name=args.ledger_secret or None,
         ledger_secret_key=args.ledger_secret_key,
         native=args.native_sidecar,

@@ -86,7 +86,8 @@ class ListenSpec(Model):
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address of the metrics listener (read-only, no request data); in a "
-        "pod the injector sets 0.0.0.0 so Prometheus can scrape it.",
+        "pod the injector keeps it on loopback unless Prometheus scrapes the sidecars "
+        "(the chart then sets 0.0.0.0 behind a NetworkPolicy).",
     )
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 

@@ -470,6 +470,7 @@ def test_injector_deployment_feeds_the_injectors_flags(
         assert server.tls_secret == "aegis-injector-tls"
         assert server.webhook_config == "aegis-injector"
     assert sidecar.image == "registry.example/aegis:sidecar"
+    assert sidecar.metrics_host == "127.0.0.1"  # no PodMonitor: the pod's loopback only
     assert sidecar.ledger_secret_name == "ledger-dsn"
     assert sidecar.native == "never"
     assert dict(sidecar.resources) == {
@@ -555,3 +556,23 @@ def test_operator_watching_some_namespaces_is_bound_only_there(helm: Helm) -> No
         "verbs": ["get", "update"],
     }  # fmt: skip
     assert not [d for d in docs if "secret-keys" in d["metadata"]["name"]]  # checkSecrets off
+
+
+def test_sidecar_metrics_are_fenced_when_prometheus_scrapes_them(helm: Helm) -> None:
+    assert not [d for d in helm.template() if d["kind"] == "NetworkPolicy"]
+    docs = helm.template(
+        "--set", "monitoring.podMonitor.enabled=true",
+        "--set-json", 'operator.watchNamespaces=["team-a","team-b"]',
+    )  # fmt: skip
+    (container,) = one(docs, "Deployment", "-injector")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AEGIS_INJECTOR_SIDECAR_METRICS_HOST"] == "0.0.0.0"
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
+    open_ports, metrics = policies[0]["spec"]["ingress"]
+    tcp = [(p["port"], p["endPort"]) for p in open_ports["ports"] if p["protocol"] == "TCP"]
+    assert tcp == [(1, 9786), (9788, 65535)]  # everything but the metrics port, from anywhere
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9787}]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]

@@ -66,8 +66,8 @@ def test_labelled_pod_gets_native_sidecar_volumes_env_and_annotations() -> None:
     assert sidecar["image"] == "registry.invalid/aegis:test"
     assert sidecar["command"] == ["aegis"]
     assert sidecar["args"][:3] == ["sidecar", "--config", CONFIG_MOUNT_PATH]
-    # metrics reachable by Prometheus through a named port; the API stays on loopback
-    assert sidecar["args"][-2:] == ["--metrics-host", "0.0.0.0"]
+    # a named metrics port for a PodMonitor; by default it listens on loopback as the API does
+    assert sidecar["args"][-2:] == ["--metrics-host", "127.0.0.1"]  # the pod only, by default
     assert sidecar["ports"] == [{"name": "aegis-metrics", "containerPort": 9787, "protocol": "TCP"}]
     env = env_of(sidecar)
     assert env["AEGIS_KEY_OPENAI"] == {"secretKeyRef": {"name": "openai", "key": "apiKey"}}
