@@ -15,13 +15,21 @@ ARG PIP_INDEX_URL
 ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md uv.lock ./
 COPY operator ./operator
 COPY sidecar ./sidecar
 # A virtual environment under /opt: the same path on both kinds of base, and Debian's
 # own python3 refuses `pip install` outside one (PEP 668). Runtime dependencies only
-# (no test extras); pip precompiles the bytecode, so a read-only root never needs it.
-RUN python3 -m venv /opt/aegis && /opt/aegis/bin/pip install --no-warn-script-location . \
+# (no test extras), exactly as uv.lock pins them, hashes checked; uv runs from a
+# throwaway venv of the build stage. pip precompiles the bytecode, so a read-only root
+# never needs it.
+RUN python3 -m venv /tmp/uv && /tmp/uv/bin/pip install --no-warn-script-location "uv>=0.4,<1" \
+    && python3 -m venv /opt/aegis \
+    && /tmp/uv/bin/uv export --frozen --no-dev --no-emit-project --format requirements-txt \
+       --output-file /tmp/requirements.txt \
+    && /opt/aegis/bin/pip install --no-warn-script-location --require-hashes \
+       -r /tmp/requirements.txt \
+    && /opt/aegis/bin/pip install --no-warn-script-location --no-deps . \
     && /opt/aegis/bin/aegis --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

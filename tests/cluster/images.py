@@ -48,7 +48,15 @@ BASE_SOURCES = (
 _BASE_RECIPE = 1  # bump when the mmdebstrap command below changes
 PAUSE_VERSION = "3.10.1"  # build/pause/Makefile's TAG in Kubernetes 1.34
 #: Inputs of the Aegis image: what the Dockerfile copies, and the Dockerfile itself.
-AEGIS_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "operator", "sidecar")
+AEGIS_INPUTS = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "uv.lock",
+    "README.md",
+    "operator",
+    "sidecar",
+)
 _HEARTBEAT = 30.0
 
 
