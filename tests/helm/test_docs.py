@@ -124,6 +124,7 @@ def test_install_walkthrough(kube: Kube, tmp_path: Path) -> None:
     replace = {
         r"\baegis-system\b": namespace,
         r"namespace rag\b": f"namespace {app}",
+        r",rag\}": f",{app}}}",
         r"-n rag\b": f"-n {app}",
         r"\bhelm (install|upgrade|uninstall) aegis\b": rf"helm \1 {release}",
         r"instance=aegis\b": f"instance={release}",
