@@ -1,12 +1,11 @@
 """The functions tenants (sidecars) call, as migration 0003 creates them (history: a
 later change of behaviour is a new migration with new text, never an edit here).
 
-Every function is ``SECURITY DEFINER`` in schema ``aegis`` with
-``search_path = pg_catalog, pg_temp``: names of tables and of our own functions are
-written ``aegis.``-qualified, and nothing a caller may create can be resolved
-(``pg_temp`` is never searched for functions or operators, and is last for
-relations). Calls whose argument types would allow a better-matching overload
-elsewhere are exact-typed and ``pg_catalog``-qualified (``make_interval``).
+Every function is ``SECURITY DEFINER`` in schema ``aegis`` with ``search_path =
+pg_catalog, pg_temp``: our tables and functions are named ``aegis.``-qualified, nothing
+a caller may create can be resolved (``pg_temp`` is never searched for functions or
+operators, and is last for relations), and calls a better-typed overload could capture
+are exact-typed and ``pg_catalog``-qualified (``make_interval``).
 
 Who is calling is ``session_user`` (the login role; a function's ``current_user``
 is the owner): :func:`aegis.tenant_namespace` maps it to its namespace through
@@ -18,9 +17,7 @@ namespace. Limits come from ``aegis.budget_limits`` only.
 
 from __future__ import annotations
 
-# Ledger columns in model order with the SQL type each JSON value is cast to (as in
-# 0002); element 0 of each row array is the budget keys it is charged to.
-LEDGER_COLUMNS = (
+LEDGER_COLUMNS = (  # model order; each JSON value's SQL type (element 0 is the charges)
     ("request_id", "varchar(128)"),
     ("created_at", "timestamptz"),
     ("period", "varchar(7)"),
@@ -278,10 +275,8 @@ END
 $fn$
 """
 
-# Internal (no tenant may execute it): called by aegis.ledger_write for the rows it
-# inserted. A charge to a budget the tenant may neither spend nor holds a lease of
-# is not made: the row stays (in the tenant's own namespace), the foreign budget is
-# untouched.
+# Internal: aegis.ledger_write's charges. A charge to a budget the tenant may neither
+# spend nor holds a lease of is not made (the row stays, in the tenant's namespace).
 SETTLE = f"""
 CREATE FUNCTION aegis.lease_settle(
     p_scope text, p_namespace text, p_name text, p_period text, p_holder text,
@@ -370,8 +365,7 @@ $fn$
 
 def write_function() -> str:
     """``aegis.ledger_write``: one statement per batch, rows of the caller's namespace
-    only (a foreign one fails the batch with a check violation, so the writer
-    isolates and rejects that row), charged to the holder's leases."""
+    only (else a check violation: the writer isolates and rejects that row)."""
     fields = ",\n               ".join(
         f"(r->>{i + 1})::{kind} AS {name}" for i, (name, kind) in enumerate(LEDGER_COLUMNS)
     )
@@ -384,19 +378,17 @@ RETURNS integer
 DECLARE
     v_tenant text := aegis.tenant_holder(p_holder);
     v_inserted integer;
+    v_foreign integer;
     v_scope text[];
     v_namespace text[];
     v_name text[];
     v_period text[];
     v_amount numeric[];
 BEGIN
-    IF EXISTS (SELECT 1 FROM json_array_elements(p_rows) AS r
-               WHERE (r->>{NAMESPACE_ELEMENT}) IS DISTINCT FROM v_tenant) THEN
-        RAISE EXCEPTION 'ledger rows may only be written for namespace %', v_tenant
-            USING ERRCODE = '23514';
-    END IF;
+    -- One pass: a row of another namespace fails the statement (undoing the insert);
+    -- charges are summed per budget string before it is resolved to keys.
     WITH src AS (
-        SELECT r->>0 AS budgets,
+        SELECT r->>0 AS budgets, (r->>{NAMESPACE_ELEMENT}) AS claimed,
                {fields}
         FROM json_array_elements(p_rows) AS r
     ), ins AS (
@@ -407,24 +399,32 @@ BEGIN
     ), charges AS (
         SELECT DISTINCT ON (src.request_id) src.request_id, src.budgets
         FROM src WHERE src.budgets <> ''
-    ), charged AS (
-        SELECT k.budget_scope AS s, k.budget_namespace AS n, k.budget_name AS m, i.period,
-               sum(i.cost_usd) AS amount
-        FROM ins i
-        JOIN charges c ON c.request_id = i.request_id
-        CROSS JOIN LATERAL unnest(string_to_array(c.budgets, ',')) AS b(budget)
-        CROSS JOIN LATERAL aegis.budget_key(b.budget, v_tenant) AS k
+    ), summed AS (
+        SELECT c.budgets, i.period, sum(i.cost_usd) AS amount
+        FROM ins i JOIN charges c ON c.request_id = i.request_id
         WHERE i.cost_usd > 0
+        GROUP BY 1, 2
+    ), charged AS (
+        SELECT k.budget_scope AS s, k.budget_namespace AS n, k.budget_name AS m, x.period,
+               sum(x.amount) AS amount
+        FROM summed x
+        CROSS JOIN LATERAL unnest(string_to_array(x.budgets, ',')) AS b(budget)
+        CROSS JOIN LATERAL aegis.budget_key(b.budget, v_tenant) AS k
         GROUP BY 1, 2, 3, 4
     )
-    SELECT (SELECT count(*) FROM ins),
+    SELECT (SELECT count(*) FROM src WHERE src.claimed IS DISTINCT FROM v_tenant),
+           (SELECT count(*) FROM ins),
            array_agg(charged.s ORDER BY charged.s, charged.n, charged.m, charged.period),
            array_agg(charged.n ORDER BY charged.s, charged.n, charged.m, charged.period),
            array_agg(charged.m ORDER BY charged.s, charged.n, charged.m, charged.period),
            array_agg(charged.period ORDER BY charged.s, charged.n, charged.m, charged.period),
            array_agg(charged.amount ORDER BY charged.s, charged.n, charged.m, charged.period)
-    INTO v_inserted, v_scope, v_namespace, v_name, v_period, v_amount
+    INTO v_foreign, v_inserted, v_scope, v_namespace, v_name, v_period, v_amount
     FROM charged;
+    IF v_foreign > 0 THEN
+        RAISE EXCEPTION 'ledger rows may only be written for namespace %', v_tenant
+            USING ERRCODE = '23514';
+    END IF;
     FOR i IN 1 .. COALESCE(array_length(v_scope, 1), 0) LOOP
         PERFORM aegis.lease_settle(v_scope[i], v_namespace[i], v_name[i], v_period[i], p_holder,
                                    v_amount[i], v_tenant);
