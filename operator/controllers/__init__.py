@@ -4,7 +4,8 @@
 :mod:`.route_plan`); ``LLMBudget`` -> its status from the ledger (:mod:`.budget`,
 planned by :mod:`.budget_plan`); the rollout controller -> the next step from
 per-arm ledger figures (:mod:`.rollout`), and manual actions by annotation
-(:mod:`.rollout_actions`). :mod:`.lifecycle` runs them for each kopf event.
+(:mod:`.rollout_actions`); each served namespace's ledger role and Secret
+(:mod:`.tenants`). :mod:`.lifecycle` runs them for each kopf event.
 """
 
 from . import lifecycle
