@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Sequence
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -98,11 +99,19 @@ async def write_rows(
     return await write_postgres(connection, holder, rows, bodies)
 
 
-async def poll_until(done: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Wait until ``done()`` is true (polled every 20 ms), at most ``within`` seconds."""
+async def poll_until(
+    done: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, every: float = 0.02
+) -> None:
+    """Wait until ``done()`` (a plain or an async check, e.g. a query) is true, at most
+    ``within`` seconds: tests wait on outcomes, never for a fixed time."""
     async with asyncio.timeout(within):
-        for _ in iter(done, True):
-            await asyncio.sleep(0.02)
+        while True:
+            result = done()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(every)  # poll interval; the deadline is the timeout above
 
 
 async def fetch(url: str, sql: str) -> list[Any]:
