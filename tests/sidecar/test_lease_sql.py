@@ -3,7 +3,6 @@ statement; the session's role acts for namespace ``ns``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -17,7 +16,7 @@ from aegis.sidecar.ledger import leases
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import alembic_config, migrate_async
 from tests.sidecar.ledger_helpers import record
-from tests.sidecar.shared_helpers import write_rows
+from tests.sidecar.shared_helpers import poll_until, write_rows
 from tests.sidecar.tenancy import key, provision, set_budgets
 
 pytestmark = pytest.mark.postgres
@@ -139,20 +138,30 @@ async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngin
     async with engine.connect() as conn:
         await take(conn, "ns/dead", "4", ttl=1)
         await write_rows(conn, "ns/dead", [record(1, cost_usd=D("1"))], [DASH.encoded])
-        await asyncio.sleep(1.2)
-        # The server started moments ago: within one TTL of a restart nothing is
-        # reclaimed; the grace is the taker's TTL, here 1 s.
-        grant = await take(conn, "ns/live", "0", ttl=1)
-        lease = (
-            await conn.execute(
-                text(
-                    "SELECT amount_usd, state, epoch FROM aegis.budget_leases "
-                    "WHERE holder = 'ns/dead'"
-                )
+        # Within one TTL of the server's start nothing is reclaimed (the grace is the
+        # taker's TTL, here 1 s), nor before the lease expires: take until it is.
+        grants: list[leases.Grant] = []
+
+        async def reclaimed() -> bool:
+            grants.append(await take(conn, "ns/live", "0", ttl=1))
+            return (await dead_lease(conn))[1] == "closed"
+
+        await poll_until(reclaimed, within=20, every=0.1)
+        assert await dead_lease(conn) == (D(1), "closed", 1)
+        assert grants[-1].committed == D(1)
+        # Every take before that one saw the dead lease's 4 still committed.
+        assert all(grant.committed == D(4) for grant in grants[:-1])
+
+
+async def dead_lease(conn: AsyncConnection) -> tuple[Decimal, str, int]:
+    lease = (
+        await conn.execute(
+            text(
+                "SELECT amount_usd, state, epoch FROM aegis.budget_leases WHERE holder = 'ns/dead'"
             )
-        ).one()
-        assert (lease.amount_usd, lease.state, lease.epoch) == (D(1), "closed", 1)
-        assert grant.committed == D(1)
+        )
+    ).one()
+    return lease.amount_usd, lease.state, lease.epoch
 
 
 async def test_takeover_closes_a_previous_life_at_its_settled_spend(engine: AsyncEngine) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -19,6 +18,7 @@ from aegis.sidecar.contract.money import quantize_usd
 from aegis.sidecar.ledger.models import COLUMNS, LedgerEntry
 from aegis.sidecar.ledger.store import LedgerStore, insert_statement
 from tests.sidecar.ledger_helpers import record, sqlite_url
+from tests.sidecar.shared_helpers import poll_until
 
 
 class Statements:
@@ -54,7 +54,7 @@ async def until_written(store: LedgerStore) -> None:
     """Poll the queue gauge, as the metrics endpoint would (the writer is internal)."""
     async with asyncio.timeout(10):
         for _ in iter(lambda: store.pending, 0):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll; the deadline is the timeout above
 
 
 async def count_rows(store: LedgerStore) -> int:
@@ -82,10 +82,8 @@ async def test_background_writer_flushes_on_interval_and_on_full_batch(
     for i in range(7):
         store.append(record(i))
     assert store.pending == 7
-    await asyncio.sleep(0.03)  # flush_interval is 0.05 s: the batch is still filling
-    assert store.pending == 7
-    await until_written(store)
-    assert len(statements.inserts) == 1
+    await until_written(store)  # after flush_interval, with no flush() asked for
+    assert statements.inserts == [(statements.inserts[0][0], 7 * len(COLUMNS))]  # one batch
     for i in range(7, 57):  # exactly one full batch wakes the writer at once
         store.append(record(i))
     await until_written(store)
@@ -93,18 +91,31 @@ async def test_background_writer_flushes_on_interval_and_on_full_batch(
     assert len(statements.inserts) == 2
 
 
+async def test_a_batch_below_the_size_waits_for_the_interval(tmp_path: Path) -> None:
+    # An interval no test outlives: only a full batch (or a flush) writes.
+    async with LedgerStore(sqlite_url(tmp_path), batch_size=50, flush_interval=3600) as store:
+        statements = watch(store)
+        for i in range(49):
+            store.append(record(i))
+        for _ in range(20):
+            await asyncio.sleep(0)  # deliberate: give the writer every chance to run
+        assert (store.pending, statements.inserts) == (49, [])
+        store.append(record(49))  # the 50th fills the batch: written without a flush()
+        await until_written(store)
+        assert [params for _, params in statements.inserts] == [50 * len(COLUMNS)]
+
+
 async def test_append_never_waits_for_a_locked_database(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     async with LedgerStore(url, batch_size=10, flush_interval=0.02) as store:
+        statements = watch(store)
         locker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
-        started = time.perf_counter()
         for i in range(100):
-            store.append(record(i))
-        elapsed = time.perf_counter() - started
-        assert elapsed < 0.05  # no I/O on the request path
-        await asyncio.sleep(0.3)
-        assert store.pending > 0  # the writer is stuck behind the lock
+            store.append(record(i))  # synchronous: returns although the database is locked
+        assert store.pending == 100  # no I/O on the request path: nothing written yet
+        await poll_until(lambda: bool(statements.inserts))  # the writer tried ...
+        assert store.pending == 100  # ... and is stuck behind the lock
         locker.execute("COMMIT")
         locker.close()
         await until_written(store)

@@ -88,8 +88,8 @@ async def test_committed_segments_are_deleted(tmp_path: Path) -> None:
     assert min(r.seq for r in spool.rows_from(0)) <= 16  # the segment holding 16 stays
     assert [r.seq for r in spool.rows_from(25)] == [25, 26, 27, 28, 29, 30]
     spool.committed(30, compact=True)
-    await asyncio.sleep(0.1)  # the sync loop closes rotated files
-    assert segments(tmp_path) == [tmp_path / "seg-000000000031.spool"]
+    # The sync loop closes and deletes the rotated files.
+    await poll_until(lambda: segments(tmp_path) == [tmp_path / "seg-000000000031.spool"])
     assert spool.size_bytes == 0
     await spool.aclose()
 
@@ -161,7 +161,8 @@ async def test_a_long_outage_spills_to_the_spool_and_keeps_order(tmp_path: Path)
             store.append(record(i, created_at=datetime(2026, 11, 3, tzinfo=UTC) + timedelta(i)))
         assert len(store._queue) <= 10  # memory stays bounded ...
         assert store.pending == 100  # ... and nothing is forgotten
-        await asyncio.sleep(0.2)
+        await poll_until(lambda: store.write_errors > 0, within=30)  # the writer was refused
+        assert store.pending == 100 and store.rows_dropped == 0
         locker.execute("COMMIT")
         locker.close()
         await poll_until(lambda: not store.pending, within=20)
