@@ -24,7 +24,14 @@ from .base import (
     Quality,
 )
 from .budget_key import BudgetKey, BudgetScope
-from .config import BudgetSpec, LedgerSpec, ListenSpec, RouteIdentity, SidecarConfig
+from .config import (
+    BudgetSpec,
+    LedgerSpec,
+    LimitsSpec,
+    ListenSpec,
+    RouteIdentity,
+    SidecarConfig,
+)
 from .document import (
     ConfigError,
     LoadedConfig,
@@ -60,6 +67,7 @@ __all__ = [
     "CustomPattern",
     "DataClass",
     "LedgerSpec",
+    "LimitsSpec",
     "ListenSpec",
     "LoadedConfig",
     "Locality",

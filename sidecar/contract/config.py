@@ -79,6 +79,73 @@ class LedgerSpec(Model):
     )
 
 
+class LimitsSpec(Model):
+    """Resource bounds of one sidecar: what a request may hold, how long it may take,
+    how many may run at once. A request over a bound gets a 4xx naming it, in the
+    endpoint's own error shape; an upstream over one ends the call as a failure."""
+
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Request headers, names and values together: over it, 431. One header "
+        "line longer than twice this is cut off by the HTTP parser itself (plain 400).",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=512,
+        description="Nesting of objects and arrays in a request body: deeper, 400.",
+    )
+    max_messages: int = Field(
+        default=2048,
+        ge=1,
+        le=100_000,
+        description="Items of messages (chat, Messages), input (Responses, embeddings): more, 400.",
+    )
+    max_tools: int = Field(default=256, ge=1, le=10_000, description="Entries of tools: more, 400.")
+    max_content_parts: int = Field(
+        default=512,
+        ge=1,
+        le=100_000,
+        description="Content parts (blocks) of one message, or of a Messages system: more, 400.",
+    )
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="Model requests served at once (chat, embeddings, Responses, Messages); "
+        "one more is answered 429 with Retry-After instead of queueing. 0: no cap.",
+    )
+    request_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Per-request deadline: no attempt or retry starts after it, a call in "
+        "flight is cut at it (504, or an error event once a stream has started).",
+    )
+    client_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Reading the request body, and each write of the answer to a client that "
+        "does not read it: past it the client is dropped (408 while reading).",
+    )
+    max_upstream_event_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="One SSE event (line) of an upstream stream: longer, the call fails "
+        "(falls back before the first byte reached the client, else an error event).",
+    )
+    max_upstream_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="A whole (non-stream) upstream answer: larger, the call fails (502).",
+    )
+
+
 class ListenSpec(Model):
     host: str = Field(default="127.0.0.1", description="Loopback address only.")
     port: int = Field(default=8787, ge=1, le=65535)
@@ -89,7 +156,13 @@ class ListenSpec(Model):
         "pod the injector keeps it on loopback unless Prometheus scrapes the sidecars "
         "(the chart then sets 0.0.0.0 behind a NetworkPolicy).",
     )
-    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_body_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Request body: larger, 413 (from Content-Length before reading).",
+    )
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @field_validator("metrics_host")
     @classmethod

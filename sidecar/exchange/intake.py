@@ -6,10 +6,11 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import PrivacyNoLocalProvider
+from ..errors import AegisError, BadRequest, NoProviderAvailable, PrivacyNoLocalProvider
 from ..ledger import Status
 from ..request import HEADER_USER, Headers, Kind, PrivacyAction, build_facts, local_action
-from ..routing import REASON_PRIVACY, REASON_TARGET, choose_arm, route
+from ..routing import REASON_PRIVACY, REASON_TARGET, RouteDecision, choose_arm, route
+from ..routing.router import SKIP_NO_MODEL
 from ..runtime import Runtime, Snapshot
 from .record import Exchange
 
@@ -37,6 +38,8 @@ def begin(
     facts = build_facts(
         kind, body, headers, config.privacy, sticky_header=sticky, original=original
     )
+    if facts.has_images and kind == "chat":
+        _images_in_system(body)
     arm = choose_arm(config.rollout, facts.user_key, random.random(), route=config.identity.route)
     decision = route(facts, config, runtime.budgets, runtime.adapters, arm)
     exchange = Exchange(runtime, snapshot, facts, decision, body)
@@ -47,7 +50,7 @@ def begin(
     if kept is not PrivacyAction.NONE:
         m.privacy.labels(facts.data_class, kept).inc()
     if decision.refusal is not None:
-        refusal = decision.refusal
+        refusal = _no_vision(decision, body) if facts.has_images else decision.refusal
         if isinstance(refusal, PrivacyNoLocalProvider):
             exchange.blocked = True
             m.privacy.labels(facts.data_class, PrivacyAction.BLOCKED).inc()
@@ -62,3 +65,48 @@ def begin(
         if reason == REASON_PRIVACY:
             m.privacy.labels(facts.data_class, "rerouted").inc()
     return exchange
+
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def _image_parts(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field path, role) of every image part of a chat body (already validated)."""
+    found: list[tuple[str, str]] = []
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if part.get("type") == "image_url":
+                found.append((f"messages[{i}].content[{j}]", str(message.get("role"))))
+    return found
+
+
+def _images_in_system(body: Mapping[str, Any]) -> None:
+    """System (and developer) messages hold text only, as in OpenAI's API."""
+    for where, role in _image_parts(body):
+        if role in _SYSTEM_ROLES:
+            raise BadRequest(
+                f"Invalid '{where}.type': a {role} message takes text parts only; "
+                "send images in a user message.",
+                param=f"{where}.type",
+                code="invalid_value",
+            )
+
+
+def _no_vision(decision: RouteDecision, body: Mapping[str, Any]) -> AegisError:
+    """Image input on a route none of whose providers has a vision model is the
+    client's to change (400 naming the image part), not a provider outage (503)."""
+    refusal = decision.refusal
+    assert refusal is not None
+    if not isinstance(refusal, NoProviderAvailable) or any(
+        reason != SKIP_NO_MODEL for _, reason in decision.skipped
+    ):
+        return refusal
+    parts = _image_parts(body)
+    where = parts[0][0] if parts else "messages"
+    return BadRequest(
+        f"Invalid '{where}': this route has no model that takes image input (no provider "
+        "lists vision models); send text only, or ask for a vision model on the route.",
+        param=where,
+        code="image_input_unsupported",
+    )

@@ -11,20 +11,19 @@ body over the limit, 415 for a body that is not JSON.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..contract import LimitsSpec
 from ..errors import (
     AegisError,
     BadRequest,
     ClientError,
     InternalError,
-    RequestTooLarge,
     UnknownPath,
     UpstreamBadGateway,
 )
@@ -32,6 +31,7 @@ from ..exchange import begin, complete
 from ..frontends import Api, ErrorShape, answer, translate
 from ..routing import model_catalog
 from ..runtime import Runtime
+from .bounds import Gate, check_headers, read_json
 from .error_bodies import error_response, from_http_exception
 from .relay import relay
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+LIMITS: web.AppKey[LimitsSpec] = web.AppKey("limits", LimitsSpec)
+GATE: web.AppKey[Gate] = web.AppKey("gate", Gate)
 
 ANTHROPIC_VERSIONS = ("2023-06-01", "2023-01-01")
 """``anthropic-version`` values the Messages endpoint accepts (absent = the first)."""
@@ -51,6 +53,7 @@ async def answer_errors(
 ) -> web.StreamResponse:
     """Turn every failure into the endpoint's error JSON; unexpected ones into a bare 500."""
     try:
+        check_headers(request, request.app[LIMITS])
         return await handler(request)
     except AegisError as exc:
         return error_response(exc, shape)
@@ -61,39 +64,6 @@ async def answer_errors(
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(InternalError("internal error in the Aegis sidecar"), shape)
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    )
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The JSON object of the body: 413 over the limit (from ``Content-Length``
-    before reading), 415 for a declared type that is not JSON (no ``Content-Type``
-    at all is read as JSON), 400 for anything that is not one JSON object."""
-    limit = request.app[MAX_BODY]
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestTooLarge(f"request body exceeds the sidecar limit of {limit} bytes")
-    if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
-        raise ClientError(
-            f"Content-Type {request.content_type!r} is not supported; send the body as JSON "
-            "with Content-Type: application/json",
-            status=415,
-            code="unsupported_media_type",
-            param="Content-Type",
-        )
-    raw = await request.read()
-    if not raw:
-        raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object", code="invalid_json")
-    return body
 
 
 def check_anthropic_version(request: web.Request) -> None:
@@ -109,7 +79,16 @@ def check_anthropic_version(request: web.Request) -> None:
 
 async def _serve(request: web.Request, api: Api) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    body = await read_json(request)
+    gate = request.app[GATE]
+    gate.enter()
+    try:
+        return await _served(request, api, runtime)
+    finally:
+        gate.leave()
+
+
+async def _served(request: web.Request, api: Api, runtime: Runtime) -> web.StreamResponse:
+    body = await read_json(request, request.app[MAX_BODY], request.app[LIMITS], api)
     if api is Api.MESSAGES:
         check_anthropic_version(request)
     translated = translate(api, body)
@@ -252,10 +231,13 @@ _HANDLERS: dict[Api, Handler] = {
 
 def build_app(runtime: Runtime) -> web.Application:
     """The API application (served on the loopback address only)."""
-    max_body = runtime.current.config.listen.max_body_bytes
+    listen = runtime.current.config.listen
+    max_body = listen.max_body_bytes
     app = web.Application(client_max_size=max_body)
     app[RUNTIME] = runtime
     app[MAX_BODY] = max_body
+    app[LIMITS] = listen.limits
+    app[GATE] = Gate(listen.limits.max_concurrent_requests)
     for path, api in MODEL_ROUTES.items():
         app.router.add_post(path, guarded(_HANDLERS[api], api.error_shape, api))
     app.router.add_get("/v1/models", guarded(list_models))

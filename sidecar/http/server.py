@@ -63,6 +63,9 @@ async def serve(
         handler_cancellation=True,
         shutdown_timeout=shutdown_timeout,
         access_log=None,
+        # One header line may take up to twice the sidecar's own bound, so that a
+        # request over it mostly gets the JSON 431 rather than the parser's plain 400.
+        max_field_size=2 * listen.limits.max_header_bytes,
     )
     await runner.setup()
     metrics_runner: web.AppRunner | None = None

@@ -37,6 +37,7 @@ OPERATOR_RENDERED = {
     "listen.metricsPort": "sidecar default; the injector passes --metrics-port",
     "listen.metricsHost": "sidecar default; the injector passes --metrics-host",
     "listen.maxBodyBytes": "sidecar default",
+    "listen.limits": "sidecar defaults (resource bounds)",
 }
 #: CRD fields with no counterpart in the sidecar config, and who uses them.
 CRD_ONLY = {
