@@ -67,7 +67,10 @@ class AnthropicAdapter(OpenAIWireAdapter):
 
     def chat_stream(self, call: UpstreamCall) -> StreamHandle:
         events = MessagesSse(
-            keep_usage_chunk=call.client_wants_usage, model=call.models[0], provider=self.provider
+            keep_usage_chunk=call.client_wants_usage,
+            model=call.models[0],
+            provider=self.provider,
+            max_event_bytes=self.max_event_bytes,
         )
         return WireStream(self, call, events)
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ErrorKind, UpstreamError, Usage
-from .wire import complete_events
+from .wire import MAX_EVENT_BYTES, complete_events
 
 ANTHROPIC_VERSION = "2023-06-01"
 _FINISH = {
@@ -203,10 +203,12 @@ def usage_of(usage: Any) -> Usage | None:
         usage.get(k)
         for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     ]
-    output = usage.get("output_tokens")
-    if not isinstance(counts[0], int) or not isinstance(output, int):
+    if Usage.checked(counts[0], 0) is None:
         return None
-    return Usage(sum(c for c in counts if isinstance(c, int)), output)
+    extra = [c for c in counts[1:] if c is not None]
+    if any(Usage.checked(c, 0) is None for c in extra):
+        return None
+    return Usage.checked(counts[0] + sum(extra), usage.get("output_tokens"))
 
 
 def _usage_json(usage: Usage) -> dict[str, int]:
@@ -269,6 +271,7 @@ class MessagesSse:
     __slots__ = (
         "_base",
         "_finish",
+        "_max",
         "_pending",
         "_provider",
         "_tools",
@@ -277,7 +280,15 @@ class MessagesSse:
         "usage",
     )
 
-    def __init__(self, *, keep_usage_chunk: bool, model: str, provider: str) -> None:
+    def __init__(
+        self,
+        *,
+        keep_usage_chunk: bool,
+        model: str,
+        provider: str,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        self._max = max_event_bytes
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: Usage | None = None
         self.done = False
@@ -293,7 +304,7 @@ class MessagesSse:
         }
 
     def push(self, chunk: bytes) -> bytes:
-        events, self._pending = complete_events(self._pending, chunk)
+        events, self._pending = complete_events(self._pending, chunk, self._max)
         return b"".join(self._event(e) for e in events.split(b"\n\n") if e)
 
     def flush(self) -> bytes:
@@ -310,7 +321,17 @@ class MessagesSse:
             return b""
         if not isinstance(doc, dict):
             return b""
-        return self._translate(doc)
+        try:
+            return self._translate(doc)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            raise UpstreamError(
+                ErrorKind.PROTOCOL,
+                f"malformed Messages stream event {str(doc.get('type'))[:40]!r}",
+                provider=self._provider,
+                model=str(self._base["model"]),
+                partial=True,
+                retriable=False,
+            ) from None
 
     def _translate(self, doc: dict[str, Any]) -> bytes:
         kind = doc.get("type")
@@ -376,11 +397,9 @@ class MessagesSse:
             "input_tokens": before.prompt_tokens if before else 0,
             "output_tokens": usage.get("output_tokens", before.completion_tokens if before else 0),
         }
-        if isinstance(usage.get("input_tokens"), int):
-            merged["input_tokens"] = sum(
-                usage.get(k) or 0
-                for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-            )
+        if usage.get("input_tokens") is not None:
+            counted = usage_of({**usage, "output_tokens": 0})
+            merged["input_tokens"] = counted.prompt_tokens if counted else None
         self.usage = usage_of(merged)
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:

@@ -244,9 +244,7 @@ def _usage(value: Any) -> Usage | None:
         return None
     prompt = getattr(value, "prompt_tokens", None)
     completion = getattr(value, "completion_tokens", None)
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return Usage(prompt, completion)
-    return None
+    return Usage.checked(prompt, completion)
 
 
 class AnyLLMAdapter:
@@ -329,7 +327,7 @@ class AnyLLMAdapter:
             status=200,
             body=result.model_dump_json(exclude_none=True).encode(),
             model=model,
-            usage=Usage(prompt, 0) if isinstance(prompt, int) else None,
+            usage=Usage.checked(prompt, 0),
             latency_s=time.monotonic() - started,
         )
 

@@ -45,12 +45,29 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _BEARER = re.compile(r"(?i)(bearer\s+|sk-|api[_-]?key[=: ]+)[A-Za-z0-9._\-]{4,}")
 
 
+MAX_TOKEN_COUNT = 2**31 - 1
+"""A token count above this is not believed (nor would it fit the ledger's column)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts as the provider reported them (the basis of the real cost)."""
 
     prompt_tokens: int
     completion_tokens: int
+
+    @classmethod
+    def checked(cls, prompt: Any, completion: Any) -> Usage | None:
+        """Usage from a provider's counts, or None (unknown: the charge then errs high)
+        when either is not a whole number from 0 to :data:`MAX_TOKEN_COUNT` (a string,
+        a float, a bool, a negative number: a provider's answer is not trusted to be
+        well formed)."""
+        for value in (prompt, completion):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return None
+            if not 0 <= value <= MAX_TOKEN_COUNT:
+                return None
+        return cls(prompt, completion)
 
     @property
     def total_tokens(self) -> int:

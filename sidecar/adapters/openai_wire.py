@@ -40,7 +40,16 @@ from .base import (
     UpstreamResult,
     Usage,
 )
-from .wire import EventFilter, SseFilter, map_exception, status_error, usage_from_body
+from .wire import (
+    MAX_BODY_BYTES,
+    MAX_EVENT_BYTES,
+    EventFilter,
+    SseFilter,
+    answer_problem,
+    map_exception,
+    status_error,
+    usage_from_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +121,14 @@ class OpenAIWireAdapter:
         session: SharedSession,
         *,
         env: Mapping[str, str] | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.provider = spec.name
         self.spec = spec
         self._session = session
+        self.max_event_bytes = max_event_bytes
+        self.max_body_bytes = max_body_bytes
         root = api_root(spec)
         self._chat_url = URL(root + self.chat_path)
         self._embed_url = URL(root + "/embeddings")
@@ -238,14 +251,24 @@ class OpenAIWireAdapter:
                 async with session.post(
                     url, data=data, headers=headers, timeout=self.timeout_for(call, stream=False)
                 ) as resp:
-                    raw = await resp.read()
+                    raw = await self._read_bounded(resp, model)
                     status = resp.status
                     if 200 <= status < 300:
+                        usage = usage_from_body(raw)
+                        problem = answer_problem(raw, usage)
+                        if problem is not None:
+                            raise UpstreamError(
+                                ErrorKind.PROTOCOL,
+                                problem,
+                                provider=self.provider,
+                                model=model,
+                                retriable=False,
+                            )
                         return UpstreamResult(
                             status=status,
                             body=raw,
                             model=model,
-                            usage=usage_from_body(raw),
+                            usage=usage,
                             content_type=resp.content_type or "application/json",
                             latency_s=time.monotonic() - started,
                         )
@@ -266,6 +289,27 @@ class OpenAIWireAdapter:
             raise error
         raise AssertionError("unreachable: UpstreamCall.models is never empty")
 
+    async def _read_bounded(self, resp: aiohttp.ClientResponse, model: str) -> bytes:
+        """The whole answer, failing (502) past ``max_body_bytes``."""
+        limit = self.max_body_bytes
+        if resp.content_length is None or resp.content_length <= limit:
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    break
+                parts.append(chunk)
+            else:
+                return b"".join(parts)
+        raise UpstreamError(
+            ErrorKind.PROTOCOL,
+            f"the answer is larger than {limit} bytes",
+            provider=self.provider,
+            model=model,
+            retriable=False,
+        )
+
 
 def _thinking_only(model: str) -> bool:
     lowered = model.lower()
@@ -282,7 +326,9 @@ class WireStream:
         self._call = call
         self._resp: aiohttp.ClientResponse | None = None
         self._model = call.models[0]
-        self._filter = events or SseFilter(keep_usage_chunk=call.client_wants_usage)
+        self._filter = events or SseFilter(
+            keep_usage_chunk=call.client_wants_usage, max_event_bytes=adapter.max_event_bytes
+        )
         self._started = 0.0
         self._ttfb: float | None = None
         self._closed = False
@@ -357,6 +403,11 @@ class WireStream:
             raise map_exception(
                 exc, provider=self._adapter.provider, model=self._model, partial=True
             ) from None
+        except UpstreamError as error:  # from the event filter: say whose stream it was
+            error.provider = error.provider or self._adapter.provider
+            error.model = error.model or self._model
+            error.partial = sent
+            raise
         finally:
             await self.aclose()
         if not self._filter.done:

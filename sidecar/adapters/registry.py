@@ -64,6 +64,7 @@ class AdapterRegistry:
         self._adapters: dict[str, ResilientAdapter] = {}
         self._fingerprints: dict[str, tuple[ProviderSpec, str | None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._limits = config.listen.limits  # apply at start (listen changes need a restart)
         self._apply(config)
 
     # -- lookups ----------------------------------------------------------------------
@@ -140,10 +141,15 @@ class AdapterRegistry:
         inner: Adapter
         if spec.type is ProviderType.ANY_LLM:
             inner = AnyLLMAdapter(spec, self.anyllm_clients, env=self._env)
-        elif spec.type is ProviderType.ANTHROPIC:
-            inner = AnthropicAdapter(spec, self.session, env=self._env)
         else:
-            inner = OpenAIWireAdapter(spec, self.session, env=self._env)
+            wire = AnthropicAdapter if spec.type is ProviderType.ANTHROPIC else OpenAIWireAdapter
+            inner = wire(
+                spec,
+                self.session,
+                env=self._env,
+                max_event_bytes=self._limits.max_upstream_event_bytes,
+                max_body_bytes=self._limits.max_upstream_body_bytes,
+            )
         base_delay, max_delay, max_retry_after = self._retry
         policy = RetryPolicy(
             max_retries=spec.max_retries,

@@ -262,7 +262,8 @@ class ResilientAdapter:
             try:
                 result = await op()
             except UpstreamError as error:
-                if error.retriable:
+                # A garbled answer proves no more about the provider's health than none.
+                if error.retriable or error.kind is ErrorKind.PROTOCOL:
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()

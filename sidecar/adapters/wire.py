@@ -21,6 +21,10 @@ from .base import ErrorKind, UpstreamError, Usage, parse_retry_after
 _DECODER = json.JSONDecoder()
 _USAGE_KEY = b'"usage"'
 _MAX_ERROR_BODY = 64 * 1024
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""Default bound on one SSE event of an upstream (``listen.limits.maxUpstreamEventBytes``)."""
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Default bound on a whole upstream answer (``listen.limits.maxUpstreamBodyBytes``)."""
 
 
 def usage_from_mapping(value: Any) -> Usage | None:
@@ -29,9 +33,7 @@ def usage_from_mapping(value: Any) -> Usage | None:
         return None
     prompt = value.get("prompt_tokens", value.get("input_tokens"))
     completion = value.get("completion_tokens", value.get("output_tokens", 0))
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+    return Usage.checked(prompt, completion)
 
 
 def usage_from_body(raw: bytes) -> Usage | None:
@@ -69,16 +71,73 @@ def usage_from_body(raw: bytes) -> Usage | None:
     return usage_from_mapping(doc.get("usage")) if isinstance(doc, dict) else None
 
 
-def complete_events(pending: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+def complete_events(
+    pending: bytes, chunk: bytes, max_event_bytes: int = MAX_EVENT_BYTES
+) -> tuple[bytes, bytes]:
     """(the complete SSE events so far, the partial rest) after one network read;
-    CRLF line ends become LF."""
+    CRLF line ends become LF. A partial event longer than ``max_event_bytes`` fails
+    the stream (an upstream must not make the sidecar buffer without bound)."""
     data = pending + chunk if pending else chunk
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
     end = data.rfind(b"\n\n")
     if end < 0:
-        return b"", data
-    return data[: end + 2], data[end + 2 :]
+        rest, events = data, b""
+    else:
+        events, rest = data[: end + 2], data[end + 2 :]
+    if len(rest) > max_event_bytes:
+        raise UpstreamError(
+            ErrorKind.PROTOCOL,
+            f"an upstream stream event is longer than {max_event_bytes} bytes",
+            retriable=False,
+        )
+    return events, rest
+
+
+def error_event(events: bytes) -> UpstreamError | None:
+    """The error a provider sent as a stream event (``data: {"error": ...}``, as
+    OpenAI does mid-stream), if ``events`` hold one."""
+    if b'"error"' not in events:
+        return None
+    for event in events.split(b"\n\n"):
+        payload = b"\n".join(
+            line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")
+        )
+        if b'"error"' not in payload:
+            continue
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("error") and not doc.get("choices"):
+            message, code = error_fields(payload)
+            return UpstreamError(
+                ErrorKind.PROTOCOL,
+                f"the provider sent an error event: {message}",
+                code=code,
+                retriable=False,
+            )
+    return None
+
+
+def answer_problem(raw: bytes, usage: Usage | None) -> str | None:
+    """Why a 2xx answer body is not an answer, or None. With usage found (the usual
+    case) only the ends are looked at; without, the body is parsed once."""
+    body = raw.strip()
+    if not (body.startswith(b"{") and body.endswith(b"}")):
+        return "the answer is not a JSON object"
+    if usage is not None and not body[1:].lstrip().startswith(b'"error"'):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "the answer is not valid JSON"
+    if not isinstance(doc, dict):
+        return "the answer is not a JSON object"
+    if doc.get("error") and not doc.get("choices") and not doc.get("data"):
+        message, _ = error_fields(body)
+        return f"the provider answered 2xx with an error: {message}"
+    return None
 
 
 class EventFilter(Protocol):
@@ -104,16 +163,17 @@ class SseFilter:
     lacked its blank line.
     """
 
-    __slots__ = ("_pending", "done", "keep_usage_chunk", "usage")
+    __slots__ = ("_max", "_pending", "done", "keep_usage_chunk", "usage")
 
-    def __init__(self, *, keep_usage_chunk: bool) -> None:
+    def __init__(self, *, keep_usage_chunk: bool, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: Usage | None = None
         self.done = False
         self._pending = b""
+        self._max = max_event_bytes
 
     def push(self, chunk: bytes) -> bytes:
-        events, self._pending = complete_events(self._pending, chunk)
+        events, self._pending = complete_events(self._pending, chunk, self._max)
         return self.feed(events) if events else b""
 
     def flush(self) -> bytes:
@@ -121,6 +181,9 @@ class SseFilter:
         return self.feed(rest + b"\n\n") if rest.strip() else b""
 
     def feed(self, events: bytes) -> bytes:
+        error = error_event(events)
+        if error is not None:
+            raise error
         if not self.done and _has_done(events):
             self.done = True
         first = _usage_object_at(events)
