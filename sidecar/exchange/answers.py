@@ -11,11 +11,13 @@ have billed).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ..adapters import StreamHandle, UpstreamError, UpstreamResult
+from ..adapters import ErrorKind, StreamHandle, UpstreamError, UpstreamResult, Usage
 from ..budgets import Reservation
+from ..contract.money import ZERO
 from ..errors import UpstreamStreamInterrupted
 from ..ledger import Status
 from ..request import Kind
@@ -86,6 +88,7 @@ class OpenStream:
     ttft_ms: int | None = None
     status: Status = Status.OK
     http_status: int = 200
+    charged: Decimal | None = None  # set once finished (settled and recorded)
 
     def headers(self) -> dict[str, str]:
         return self.exchange.headers(self.candidate, self.handle.model)
@@ -101,7 +104,8 @@ class OpenStream:
     def broke(self, error: UpstreamError) -> UpstreamStreamInterrupted:
         """The upstream stream failed after the first byte: no fallback is possible
         any more; returns the error to end the client's stream with."""
-        self.status, self.http_status = Status.ERROR, 502
+        timed_out = error.kind is ErrorKind.TIMEOUT
+        self.status, self.http_status = Status.ERROR, 504 if timed_out else 502
         self.exchange.failed(self.candidate, failure_reason(error))
         return UpstreamStreamInterrupted(f"upstream stream ended early: {error.message}")
 
@@ -110,7 +114,11 @@ class OpenStream:
         self.status, self.http_status = Status.CANCELLED, 499
 
     async def finish(self) -> Decimal:
-        """Close the upstream stream, settle, record; returns the amount charged."""
+        """Close the upstream stream, settle, record; returns the amount charged.
+        Only the first call does so; later ones return the same amount."""
+        if self.charged is not None:
+            return self.charged
+        self.charged = ZERO  # settling below does not suspend: no second entry meanwhile
         await self.handle.aclose()
         candidate, model, usage = self.candidate, self.handle.model, self.handle.usage
         if usage is None and self.status is not Status.OK:
@@ -129,7 +137,50 @@ class OpenStream:
             ttft_ms=self.ttft_ms,
             period=period_of(self.exchange, self.reservation, candidate.provider.name),
         )
+        self.charged = charged
         return charged
+
+
+class Prefetched:
+    """A stream whose first events have arrived before ``start()`` returns: until
+    then nothing has reached the client, so a stream that breaks, stalls or sends
+    garbage before its first event still falls back to the next candidate."""
+
+    def __init__(self, inner: StreamHandle) -> None:
+        self._inner = inner
+        self._events: AsyncIterator[bytes] | None = None
+        self._first = b""
+
+    @property
+    def model(self) -> str:
+        return self._inner.model
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._inner.usage
+
+    @property
+    def ttfb_s(self) -> float | None:
+        return self._inner.ttfb_s
+
+    async def start(self) -> None:
+        await self._inner.start()
+        self._events = self._inner.__aiter__()
+        self._first = await anext(self._events, b"")
+
+    async def _all(self) -> AsyncIterator[bytes]:
+        if self._events is None:
+            raise RuntimeError("start() must succeed before iteration")
+        if self._first:
+            yield self._first
+        async for events in self._events:
+            yield events
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._all()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def open_stream(exchange: Exchange) -> OpenStream:
@@ -139,7 +190,7 @@ async def open_stream(exchange: Exchange) -> OpenStream:
 
     async def start(candidate: Candidate, reservation: Reservation | None) -> StreamHandle:
         adapter = exchange.runtime.adapters.get(candidate.provider.name)
-        handle = adapter.chat_stream(upstream_call(exchange, candidate))
+        handle = Prefetched(adapter.chat_stream(upstream_call(exchange, candidate)))
         try:
             await handle.start()
         except BaseException:

@@ -9,6 +9,7 @@ happened to each.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -34,12 +35,31 @@ T = TypeVar("T")
 
 def upstream_call(exchange: Exchange, candidate: Candidate) -> UpstreamCall:
     """The request as ``candidate``'s adapter receives it (masked for a cloud
-    provider when privacy masks what was detected)."""
+    provider when privacy masks what was detected), within the request's deadline."""
     return UpstreamCall(
         body=body_for(exchange, candidate),
         models=candidate.models,
         max_tokens=candidate.max_tokens_to_send,
         vision=exchange.facts.has_images,
+        deadline=deadline(exchange),
+    )
+
+
+def deadline(exchange: Exchange) -> float:
+    """The request's deadline on ``time.monotonic()``'s clock (``requestTimeoutSeconds``
+    from when it came in)."""
+    limit = exchange.snapshot.config.listen.limits.request_timeout_seconds
+    return time.monotonic() + limit - (time.perf_counter() - exchange.started)
+
+
+def _past_deadline(exchange: Exchange, candidate: Candidate) -> UpstreamError | None:
+    if deadline(exchange) > time.monotonic():
+        return None
+    return UpstreamError(
+        ErrorKind.TIMEOUT,
+        "the request's deadline passed",
+        provider=candidate.provider.name,
+        model=candidate.models[0],
     )
 
 
@@ -88,6 +108,11 @@ async def first_answer(
     last: UpstreamError | None = None
     for candidate in exchange.decision.candidates:
         if not usable(exchange, candidate):
+            continue
+        expired = _past_deadline(exchange, candidate)
+        if expired is not None:
+            last = expired
+            exchange.failed(candidate, "deadline")
             continue
         try:
             reservation = await reserve(exchange, candidate)

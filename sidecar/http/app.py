@@ -11,6 +11,7 @@ body over the limit, 415 for a body that is not JSON.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -104,7 +105,17 @@ async def _served(request: web.Request, api: Api, runtime: Runtime) -> web.Strea
             original=body if api.translated else None,
         )
         if api.kind == "chat" and exchange.facts.stream:
-            return await relay(request, exchange, translated)
+            limits = request.app[LIMITS]
+            loop = asyncio.get_running_loop()
+            return await relay(
+                request,
+                exchange,
+                translated,
+                client_timeout=limits.client_timeout_seconds,
+                deadline=loop.time()
+                + limits.request_timeout_seconds
+                - exchange.elapsed_ms() / 1000,
+            )
         payload, headers, status = await complete(exchange, api.kind)
         if api.translated:
             try:

@@ -16,7 +16,7 @@ import asyncio
 
 from aiohttp import web
 
-from ..adapters import UpstreamError
+from ..adapters import ErrorKind, UpstreamError
 from ..exchange import Exchange, open_stream
 from ..frontends import Translated, stream_translator
 from .error_bodies import stream_error
@@ -28,39 +28,76 @@ SSE_HEADERS = {
 }
 
 
+class ClientStalled(ConnectionError):
+    """The client did not take a write within ``clientTimeoutSeconds``."""
+
+
 async def relay(
-    request: web.Request, exchange: Exchange, translated: Translated
+    request: web.Request,
+    exchange: Exchange,
+    translated: Translated,
+    *,
+    client_timeout: float,
+    deadline: float,
 ) -> web.StreamResponse:
+    """Relay the stream; ``deadline`` (``loop.time()``) ends it with an error event,
+    a client that takes no write for ``client_timeout`` seconds is dropped."""
     stream = await open_stream(exchange)
     handle = stream.handle
     translator = stream_translator(translated, exchange.request_id, handle.model)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **stream.headers()})
+
+    async def send(data: bytes) -> None:
+        try:
+            async with asyncio.timeout(client_timeout):
+                await response.write(data)
+        except TimeoutError:
+            raise ClientStalled("the client stopped reading") from None
+
     try:
         await response.prepare(request)
         opening = translator.start()
         if opening:
-            await response.write(opening)
+            await send(opening)
         try:
-            async for events in handle:
-                stream.forwarded(events)
-                out = translator.feed(events)
-                if out:
-                    await response.write(out)
+            async with asyncio.timeout_at(deadline):
+                async for events in handle:
+                    stream.forwarded(events)
+                    out = translator.feed(events)
+                    if out:
+                        await send(out)
             usage = handle.usage
             closing = translator.finish(
                 (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
             )
             if closing:
-                await response.write(closing)
-        except UpstreamError as error:
+                await send(closing)
+        except (UpstreamError, TimeoutError) as error:
+            if isinstance(error, TimeoutError):
+                error = UpstreamError(
+                    ErrorKind.TIMEOUT,
+                    "the request's deadline passed",
+                    provider=stream.candidate.provider.name,
+                    model=handle.model,
+                )
             failure = stream.broke(error)
-            await response.write(translator.failed(stream_error(failure, translated.api)))
+            await send(translator.failed(stream_error(failure, translated.api)))
+    except ClientStalled:
+        stream.cancelled()
+        await stream.finish()
+        if request.transport is not None:
+            request.transport.abort()  # drop what it never read
+        return response
     except (asyncio.CancelledError, ConnectionError):
         stream.cancelled()
         raise
     finally:
-        charged = await stream.finish()
-    # An SSE comment: ignored by clients, visible to people and tests with curl.
-    await response.write(f": aegis-cost-usd {charged:f}\n\n".encode())
-    await response.write_eof()
+        charged = await stream.finish()  # once: a no-op after the stalled client's
+    try:
+        # An SSE comment: ignored by clients, visible to people and tests with curl.
+        await send(f": aegis-cost-usd {charged:f}\n\n".encode())
+        await response.write_eof()
+    except ClientStalled:
+        if request.transport is not None:
+            request.transport.abort()
     return response
