@@ -25,7 +25,17 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import Admitted, PacedWriter, admit, compact_json, gate, record, state_of
+from .common import (
+    Admitted,
+    PacedWriter,
+    admit,
+    answer_json,
+    compact_json,
+    gate,
+    record,
+    state_of,
+    with_usage_override,
+)
 from .content import (
     TOOL_ARGUMENTS,
     TOOL_CALL_TOKENS,
@@ -37,6 +47,9 @@ from .content import (
 from .errors import provider_error
 
 VERSIONS = frozenset({"2023-06-01", "2023-01-01"})
+ERROR_200 = compact_json(
+    {"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}
+)
 
 
 def _invalid(message: str) -> web.Response:
@@ -144,7 +157,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         completion_tokens = len(words)
     mid = f"msg_fake{state.next_id():020d}"
     entry["status"] = 200
-    usage = None if knobs.omit_usage else _usage(prompt_tokens, completion_tokens)
+    usage = None
+    if not knobs.omit_usage:
+        usage = with_usage_override(state, _usage(prompt_tokens, completion_tokens))
     if body.get("stream") is True:
         return await _stream(
             request,
@@ -174,7 +189,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     }
     if usage is not None:
         doc["usage"] = usage
-    return web.Response(body=compact_json(doc), content_type="application/json")
+    return await answer_json(request, state, doc, ERROR_200)
 
 
 def _event(kind: str, doc: dict[str, Any]) -> bytes:

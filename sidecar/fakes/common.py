@@ -143,37 +143,108 @@ def check_model(
     return model, None
 
 
+STREAM_ERROR_EVENT = (
+    b'data: {"error":{"message":"The server had an error while processing your request.",'
+    b'"type":"server_error","param":null,"code":null}}\n\n'
+)
+
+
 class PacedWriter:
     """Writes stream chunks with the configured delay; cuts the connection after
-    ``cut_after_chunks`` chunks (no terminator), as a dropped upstream would."""
+    ``cut_after_chunks`` chunks (no terminator), as a dropped upstream would, and
+    plays the other hostile-stream knobs (a garbled or huge first event, an error
+    event, a cut in the middle of an event, a stall, a drip)."""
 
     def __init__(self, state: FakeState, request: web.Request, response: web.StreamResponse):
         self._request = request
         self._response = response
+        self._knobs = state.knobs
         self._delay = state.knobs.chunk_delay_ms / 1000.0
         self._cut = state.knobs.cut_after_chunks
         self._written = 0
         self.cut = False
 
+    def _abort(self) -> bool:
+        self.cut = True
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+        return False
+
     async def write(self, data: bytes) -> bool:
         """Write one chunk; False once the stream has been cut (stop writing)."""
         if self.cut:
             return False
+        knobs = self._knobs
         if self._cut is not None and self._written >= self._cut:
-            self.cut = True
-            transport = self._request.transport
-            if transport is not None:
-                transport.abort()
-            return False
+            return self._abort()
         if self._delay > 0 and self._written > 0:
             await asyncio.sleep(self._delay)
-        try:
-            await self._response.write(data)
-        except ConnectionResetError:  # the client went away: stop quietly
-            self.cut = True
+        if knobs.stall_after_chunks is not None and self._written == knobs.stall_after_chunks:
+            await asyncio.sleep(knobs.stall_ms / 1000.0)
+        if self._written == 0:
+            if knobs.error_body_200:
+                await self._send(STREAM_ERROR_EVENT)
+                return self._abort()
+            if knobs.invalid_json:
+                data = b"data: {not json at all\n\n" + data
+            if knobs.huge_event_bytes:
+                data = b'data: {"pad":"' + b"x" * knobs.huge_event_bytes + b'"}\n\n' + data
+        if knobs.cut_mid_event is not None and self._written >= knobs.cut_mid_event:
+            await self._send(data[: max(1, len(data) // 2)])
+            return self._abort()
+        if not await self._send(data):
             return False
         self._written += 1
         return True
+
+    async def _send(self, data: bytes) -> bool:
+        try:
+            if self._knobs.drip_bytes_per_second > 0:
+                await drip(self._response, data, self._knobs.drip_bytes_per_second)
+            else:
+                await self._response.write(data)
+        except ConnectionResetError:  # the client went away: stop quietly
+            self.cut = True
+            return False
+        return True
+
+
+async def drip(response: web.StreamResponse, data: bytes, rate: float) -> None:
+    """``data`` one byte at a time, ``rate`` bytes per second."""
+    for i in range(len(data)):
+        await response.write(data[i : i + 1])
+        await asyncio.sleep(1.0 / rate)
+
+
+def with_usage_override(state: FakeState, usage: dict[str, Any]) -> dict[str, Any]:
+    """``usage`` with the ``usage_override`` knob's fields merged in."""
+    override = state.knobs.usage_override
+    return {**usage, **override} if override else usage
+
+
+async def answer_json(
+    request: web.Request, state: FakeState, doc: Any, error: bytes
+) -> web.StreamResponse:
+    """A 200 JSON answer as the knobs want it: whole, cut in the middle of its JSON
+    (``invalid_json``), replaced by ``error`` (``error_body_200``) or dripped."""
+    knobs = state.knobs
+    body = compact_json(doc)
+    if knobs.error_body_200:
+        body = error
+    elif knobs.invalid_json:
+        body = body[: len(body) // 2]
+    if knobs.drip_bytes_per_second <= 0:
+        return web.Response(body=body, content_type="application/json")
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    try:
+        await response.prepare(request)
+        await drip(response, body, knobs.drip_bytes_per_second)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response
 
 
 @dataclass(frozen=True, slots=True)

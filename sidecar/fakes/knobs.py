@@ -54,6 +54,23 @@ class Knobs:
     """Streams: close the connection after this many chunks, without ``[DONE]``."""
     omit_usage: bool = False
     """Leave usage out (non-stream ``usage``, the usage chunk, Ollama's counts)."""
+    usage_override: dict[str, Any] | None = None
+    """Fields merged into every usage object (``{"prompt_tokens": "12"}``, negatives…)."""
+    invalid_json: bool = False
+    """Answer 200 with a body cut in the middle of its JSON; a stream's first event
+    is not JSON either."""
+    error_body_200: bool = False
+    """Answer 200 with an error body (a stream: one ``data: {"error": …}`` event, then
+    the connection closes)."""
+    cut_mid_event: int | None = None
+    """Streams: after this many chunks, send half of the next one and drop the connection."""
+    huge_event_bytes: int = 0
+    """Streams: the first chunk is preceded by an event of one line this many bytes long."""
+    drip_bytes_per_second: float = 0.0
+    """Write every answer (stream or not) one byte at a time at this rate."""
+    stall_after_chunks: int | None = None
+    """Streams: after this many chunks, send nothing more for ``stall_ms``."""
+    stall_ms: float = 3_600_000.0
     forbidden_models: list[str] = field(default_factory=list)
     """Models that answer 403 (e.g. an instruct VLM the account may not use)."""
     missing_models: list[str] = field(default_factory=list)
@@ -121,6 +138,10 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"knob {name} takes a number")
         return float(value)
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ValueError(f"knob {name} takes an object")
+        return dict(value)
     if text.startswith("str"):
         if not isinstance(value, str):
             raise ValueError(f"knob {name} takes a string")

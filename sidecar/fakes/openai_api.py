@@ -32,10 +32,12 @@ from .common import (
     Admitted,
     PacedWriter,
     admit,
+    answer_json,
     compact_json,
     gate,
     record,
     state_of,
+    with_usage_override,
 )
 from .content import (
     REASONING_TEXT,
@@ -54,6 +56,16 @@ from .content import (
 from .errors import Flavour, provider_error
 from .knobs import Knobs
 
+ERROR_200 = compact_json(
+    {
+        "error": {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+)
 _FINGERPRINT = {"openai": "fp_fake", "dashscope": None, "ollama_v1": "fp_ollama"}
 _OWNER = {"openai": "system", "dashscope": "system", "ollama_v1": "library"}
 
@@ -168,8 +180,11 @@ def chat_handler(flavour: Flavour) -> Handler:
             completion_tokens = len(words)
         usage = None
         if not knobs.omit_usage:
-            usage = _usage(
-                flavour, prompt_tokens, completion_tokens + reasoning_tokens, reasoning_tokens
+            usage = with_usage_override(
+                state,
+                _usage(
+                    flavour, prompt_tokens, completion_tokens + reasoning_tokens, reasoning_tokens
+                ),
             )
         cid = f"chatcmpl-fake{state.next_id()}"
         entry["status"] = 200
@@ -217,7 +232,7 @@ def chat_handler(flavour: Flavour) -> Handler:
         if flavour == "openai":
             doc["service_tier"] = "default"
         doc["system_fingerprint"] = _FINGERPRINT[flavour]
-        return web.Response(body=compact_json(doc), content_type="application/json")
+        return await answer_json(request, state, doc, ERROR_200)
 
     return handle
 
@@ -328,9 +343,10 @@ def embeddings_handler(flavour: Flavour) -> Handler:
         tokens = sum(t for _, t in inputs)
         doc: dict[str, Any] = {"object": "list", "data": data, "model": model}
         if not state.knobs.omit_usage:
-            doc["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+            usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+            doc["usage"] = with_usage_override(state, usage)
         entry["status"] = 200
-        return web.Response(body=compact_json(doc), content_type="application/json")
+        return await answer_json(request, state, doc, ERROR_200)
 
     return handle
 
