@@ -7,6 +7,7 @@ import datetime
 import ssl
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from aegis.operator.injector import certs
@@ -153,18 +154,25 @@ async def test_files_mode_reloads_changed_certificates(tmp_path: Path) -> None:
     (tmp_path / "tls.crt").write_bytes(first.tls_cert)
     (tmp_path / "tls.key").write_bytes(first.tls_key)
     loaded: list[int] = []
-    serving = ServingTls(on_load=lambda pem: loaded.append(certs.serial(pem)))
+    renewed = asyncio.Event()
+
+    def on_load(pem: bytes) -> None:
+        loaded.append(certs.serial(pem))
+        if len(loaded) == 2:
+            renewed.set()
+
+    serving = ServingTls(on_load=on_load)
     files = FileTls(serving, tmp_path, interval=0.05)
     task = asyncio.create_task(files.run())
     try:
         await asyncio.wait_for(serving.loaded.wait(), 5)
+        fingerprint = serving.fingerprint
         (tmp_path / "tls.key").write_bytes(second.tls_key)  # half-written renewal: ignored
-        await asyncio.sleep(0.2)
+        with pytest.raises(ssl.SSLError):  # one pass over the files, as the loop makes
+            await asyncio.to_thread(files.sync_once)
+        assert serving.fingerprint == fingerprint  # still serving the first pair
         (tmp_path / "tls.crt").write_bytes(second.tls_cert)
-        for _ in range(100):
-            if len(loaded) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(renewed.wait(), 10)
     finally:
         task.cancel()
     assert loaded == [certs.serial(first.tls_cert), certs.serial(second.tls_cert)]
