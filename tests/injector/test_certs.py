@@ -154,12 +154,12 @@ async def test_files_mode_reloads_changed_certificates(tmp_path: Path) -> None:
     (tmp_path / "tls.crt").write_bytes(first.tls_cert)
     (tmp_path / "tls.key").write_bytes(first.tls_key)
     loaded: list[int] = []
-    renewed = asyncio.Event()
+    renewed, loop = asyncio.Event(), asyncio.get_running_loop()
 
-    def on_load(pem: bytes) -> None:
+    def on_load(pem: bytes) -> None:  # called in the loader's worker thread
         loaded.append(certs.serial(pem))
         if len(loaded) == 2:
-            renewed.set()
+            loop.call_soon_threadsafe(renewed.set)
 
     serving = ServingTls(on_load=on_load)
     files = FileTls(serving, tmp_path, interval=0.05)
