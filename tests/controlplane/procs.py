@@ -56,7 +56,7 @@ def wait_until(
             return result
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval; the deadline is checked above
 
 
 def _die_with_parent() -> None:

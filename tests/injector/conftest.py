@@ -183,7 +183,7 @@ class Injector:
             assert time.monotonic() < deadline, (
                 f"webhook never took effect: {done.stderr}\n{self.process.log_tail()}"
             )
-            time.sleep(0.3)
+            time.sleep(0.3)  # poll interval; the deadline is asserted above
 
 
 @contextmanager

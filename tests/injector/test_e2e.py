@@ -294,7 +294,7 @@ async def test_operator_route_injected_pod_sidecar_routes_and_records(
             found = await rows()
             if len(found) == 2:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # poll, at most 100 times (about 10 s)
         by_provider = {r["provider"]: r for r in found}
         assert set(by_provider) == {"openai", "local"}, found
         for row in found:

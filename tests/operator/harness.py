@@ -46,7 +46,7 @@ def poll(check: Callable[[], T | None], *, timeout: float = 20.0, what: str) -> 
             return result
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval; the deadline is checked above
 
 
 def install_crds(kube: Kube) -> None:

@@ -60,7 +60,7 @@ async def until(
             return result
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}; last: {last}")
-        await asyncio.sleep(every)
+        await asyncio.sleep(every)  # poll interval; the deadline is checked above
 
 
 async def metric_reaches(
@@ -109,7 +109,7 @@ class ConfigMirror:
         while True:
             with contextlib.suppress(Exception):  # a kubelet keeps trying, too
                 await self.sync_once()
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # deliberate pacing: a kubelet's sync period
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -156,7 +156,7 @@ class Traffic:
             due = start + i / self.rate
             delay = due - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # deliberate pacing: a fixed request rate
             sidecar = i % len(self.urls)
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 reply = await chat(session, self.urls[sidecar], f"user-{i % self.users}", sidecar)

@@ -31,7 +31,7 @@ async def _watch_weights(bed: RolloutBed, seen: list[int]) -> None:
             weight = (await bed.rollout(ROUTE)).get("weight")
             if isinstance(weight, int) and (not seen or seen[-1] != weight):
                 seen.append(weight)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # deliberate pacing: a watcher sampling the weight
 
 
 async def test_a_healthy_candidate_is_promoted_step_by_step(

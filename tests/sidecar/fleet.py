@@ -105,7 +105,7 @@ class Fleet:
                     async with session.get(url, headers=headers) as response:
                         if response.status < 500:
                             return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll; the deadline is the timeout above
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -142,4 +142,4 @@ def alive(pid: int) -> bool:
 async def wait_gone(pid: int, *, within: float) -> None:
     async with asyncio.timeout(within):
         for _ in iter(lambda: alive(pid), False):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll; the deadline is the timeout above

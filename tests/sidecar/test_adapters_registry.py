@@ -126,7 +126,7 @@ async def test_reload_keeps_in_flight_calls(fakes: dict[str, FakeUpstream]) -> N
         registry.reload(config_for(fakes, timeoutSeconds=30))
         assert registry.get("local") is unchanged
         assert registry.get("openai") is not old_openai
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # deliberate: time for a wrong early close to strike
         chunks = [data async for data in handle]  # the old adapter still serves its stream
         assert chunks[-1].endswith(b"data: [DONE]\n\n")
         await asyncio.wait_for(old_openai.wait_idle(), 2)
@@ -165,7 +165,7 @@ async def test_any_llm_providers_share_clients(fakes: dict[str, FakeUpstream]) -
         assert len(registry.anyllm_clients) == 1
         base["providers"][-1]["timeoutSeconds"] = 10
         registry.reload(SidecarConfig.model_validate(base))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # deliberate: one loop turn for a wrong background close
         assert len(registry.anyllm_clients) == 1
     finally:
         await registry.aclose()

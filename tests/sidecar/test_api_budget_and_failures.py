@@ -13,6 +13,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from aegis.sidecar.ledger.report import iter_entries
 from tests.sidecar.conftest import Fakes, SidecarFactory, client_for
+from tests.sidecar.shared_helpers import poll_until
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 BATCH = {"X-Aegis-Batch-Size": "20"}
@@ -143,11 +144,12 @@ async def test_client_disconnect_cancels_upstream_and_settles(
             return [r for r in await rows_of(sc.runtime.ledger_url) if r["status"] == "cancelled"]
 
         rows: list[dict[str, Any]] = []
-        for _ in range(100):  # the server notices the hang-up asynchronously
-            rows = await cancelled_row()
-            if rows:
-                break
-            await asyncio.sleep(0.02)
+
+        async def noticed() -> bool:  # the server notices the hang-up asynchronously
+            rows[:] = await cancelled_row()
+            return bool(rows)
+
+        await poll_until(noticed)
         assert len(rows) == 1 and rows[0]["provider"] == "dashscope"
         assert sc.runtime.budgets.outstanding == 0
         (snapshot,) = sc.runtime.budgets.snapshot()
@@ -171,12 +173,15 @@ async def test_stream_client_disconnect_settles_partial_and_records_cancelled(
             resp.close()  # hang up mid-stream
 
         rows: list[dict[str, Any]] = []
-        for _ in range(200):  # the server notices the hang-up at its next write
+
+        async def noticed() -> bool:  # the server notices the hang-up at its next write
             await sc.runtime.ledger.flush()
-            rows = [r for r in await rows_of(sc.runtime.ledger_url) if r["status"] == "cancelled"]
-            if rows:
-                break
-            await asyncio.sleep(0.02)
+            rows[:] = [
+                r for r in await rows_of(sc.runtime.ledger_url) if r["status"] == "cancelled"
+            ]
+            return bool(rows)
+
+        await poll_until(noticed)
         assert len(rows) == 1
         assert rows[0]["provider"] == "dashscope" and rows[0]["ttft_ms"] is not None
         assert sc.runtime.budgets.outstanding == 0

@@ -159,7 +159,7 @@ async def test_concurrent_calls_never_overspend_and_the_ledger_agrees(tmp_path: 
             assert snap.spent + snap.reserved <= limit
 
         async def call(i: int) -> None:
-            await asyncio.sleep(rng.random() / 5)  # arrivals spread over 200 ms
+            await asyncio.sleep(rng.random() / 5)  # deliberate pacing: arrivals spread over 200 ms
             worst = Decimal(rng.randint(10_000, 200_000)) * MICRO
             result = book.reserve("openai", worst)
             check()
@@ -167,7 +167,7 @@ async def test_concurrent_calls_never_overspend_and_the_ledger_agrees(tmp_path: 
                 refused.append(i)
                 store.append(record(i, provider="openai", status=Status.REFUSED, cost_usd=0))
                 return
-            await asyncio.sleep(rng.random() / 50)  # the upstream call
+            await asyncio.sleep(rng.random() / 50)  # deliberate pacing: the upstream call
             if rng.random() < 0.1:
                 book.release(result)  # failed or cancelled
                 cost = Decimal(0)

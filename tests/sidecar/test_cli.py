@@ -54,7 +54,7 @@ def _wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 30.0) -
                 if resp.status == 200:
                     return
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval; the deadline is the loop's condition
     raise AssertionError("sidecar not ready")
 
 

@@ -99,7 +99,7 @@ async def test_requests_straddling_midnight_land_in_their_month(
                 leases = await fetch(
                     pg_url, "SELECT period, state FROM aegis.budget_leases ORDER BY 1"
                 )
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # poll; the deadline is the timeout above
         assert leases == expected
     finally:
         await source.aclose()

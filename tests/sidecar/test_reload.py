@@ -25,7 +25,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
     deadline = asyncio.get_running_loop().time() + within
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll interval; the deadline is asserted above
 
 
 def swap_configmap(directory: Path, document: dict[str, Any] | str) -> None:
