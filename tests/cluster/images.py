@@ -8,6 +8,9 @@
   lent to pip for machines behind a TLS-inspecting proxy).
 * **pause**: ``pause.c`` from the ``k8s.io/kubernetes`` module, compiled static.
 * **coredns**: the binary from :mod:`tests.controlplane.build`.
+* **postgres**: Debian's PostgreSQL made with ``mmdebstrap`` like the base, with an
+  entrypoint that keeps the official ``postgres`` image's contract
+  (:mod:`.postgres_image`): the chart's evaluation ledger database.
 
 Each image ends up as an OCI archive ``<cache>/<name>-<key>.tar`` whose reference is
 fully qualified (``docker.io/local/<name>:<key>``, what the kubelet asks containerd for
@@ -34,6 +37,7 @@ from pathlib import Path
 from tests.controlplane import build, versions
 from tests.controlplane.build import Testbin
 
+from . import postgres_image
 from .shell import ClusterError, run
 
 Log = Callable[[str], None]
@@ -86,9 +90,10 @@ class Images:
     aegis: Image
     pause: Image
     coredns: Image
+    postgres: Image
 
     def all(self) -> list[Image]:
-        return [self.pause, self.coredns, self.aegis]
+        return [self.pause, self.coredns, self.aegis, self.postgres]
 
 
 def cache_dir() -> Path:
@@ -196,24 +201,7 @@ class Builder:
             started = time.monotonic()
             self.log(f"base: mmdebstrap {BASE_SUITE} {' '.join(BASE_PACKAGES)}")
             partial = rootfs.with_suffix(".partial")
-            self._run_logged(
-                [
-                    "mmdebstrap",
-                    "--variant=minbase",
-                    "--mode=root",
-                    "--format=tar",
-                    f"--include={','.join(BASE_PACKAGES)}",
-                    '--aptopt=Acquire::Check-Valid-Until "false"',
-                    *(
-                        f"--dpkgopt=path-exclude=/usr/share/{d}/*"
-                        for d in ("doc", "man", "locale", "info")
-                    ),
-                    BASE_SUITE,
-                    str(partial),
-                    *BASE_SOURCES,
-                ],
-                "mmdebstrap base",
-            )
+            self._mmdebstrap(partial, BASE_PACKAGES, "mmdebstrap base")
             os.replace(partial, rootfs)
             self._prune("base", rootfs)
             self._timed("base: rootfs made", started)
@@ -228,6 +216,28 @@ class Builder:
             raise
         self._timed(f"base: image {name} imported", started)
         return name
+
+    def _mmdebstrap(self, target: Path, packages: Iterable[str], label: str, *hooks: str) -> None:
+        """A Debian rootfs tar of `packages` (minbase, no documentation)."""
+        self._run_logged(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--mode=root",
+                "--format=tar",
+                f"--include={','.join(packages)}",
+                '--aptopt=Acquire::Check-Valid-Until "false"',
+                *(
+                    f"--dpkgopt=path-exclude=/usr/share/{d}/*"
+                    for d in ("doc", "man", "locale", "info")
+                ),
+                *hooks,
+                BASE_SUITE,
+                str(target),
+                *BASE_SOURCES,
+            ],
+            label,
+        )
 
     # -- images -------------------------------------------------------------------------
     def aegis(self, repo: Path = REPO) -> Image:
@@ -263,6 +273,55 @@ class Builder:
 
     def base_key(self) -> str:
         return _key([str(_BASE_RECIPE), BASE_SUITE, *BASE_PACKAGES, *BASE_SOURCES])
+
+    def postgres(self) -> Image:
+        """Debian's PostgreSQL with the official image's entrypoint contract."""
+        pg = postgres_image
+        hooks = [f"--essential-hook={h}" for h in pg.ESSENTIAL_HOOKS]
+        hooks += [f"--customize-hook={h}" for h in pg.CUSTOMIZE_HOOKS]
+        key = _key([str(pg.RECIPE), BASE_SUITE, *BASE_SOURCES, *pg.PACKAGES, *hooks, pg.ENTRYPOINT])
+        image = Image(
+            f"docker.io/local/postgres:{pg.PG_MAJOR}-{key}", self.cache / f"postgres-{key}.tar"
+        )
+        if image.archive.exists():
+            return image
+        started = time.monotonic()
+        self.log(f"postgres: mmdebstrap {BASE_SUITE} {' '.join(pg.PACKAGES)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            rootfs, entrypoint = Path(tmp) / "rootfs.tar", Path(tmp) / "entrypoint.sh"
+            self._mmdebstrap(rootfs, pg.PACKAGES, "mmdebstrap postgres", *hooks)
+            entrypoint.write_text(pg.ENTRYPOINT)
+            local = f"localhost/{image.short.split('/', 1)[1]}"
+            container = run(self.buildah("from", "scratch")).stdout.strip()
+            try:
+                run(self.buildah("add", container, str(rootfs), "/"), timeout=600)
+                run(
+                    self.buildah(
+                        "copy", "--chmod=0755", container, str(entrypoint), pg.ENTRYPOINT_PATH
+                    )
+                )
+                run(
+                    self.buildah(
+                        "config",
+                        f"--env=PATH={pg.PATH}",
+                        "--env=LANG=C.UTF-8",
+                        "--env=PGDATA=/var/lib/postgresql/data",
+                        f"--entrypoint={json.dumps([pg.ENTRYPOINT_PATH])}",
+                        '--cmd=["postgres"]',
+                        "--user=999:999",
+                        "--port=5432",
+                        "--stop-signal=SIGINT",
+                        container,
+                    )
+                )
+                run(self.buildah("commit", "--rm", container, local), timeout=600)
+            except BaseException:
+                run(self.buildah("rm", container), check=False)
+                raise
+        self._export(local, image)
+        self._prune("postgres", image.archive)
+        self._timed(f"postgres: image {image.short}", started)
+        return image
 
     def _scratch(
         self, image: Image, files: dict[str, Path], entrypoint: list[str], user: str
@@ -371,5 +430,8 @@ def ensure(testbin: Testbin, log: Log, repo: Path = REPO) -> Images:
     with _locked(builder.cache):
         builder.logs.mkdir(parents=True, exist_ok=True)
         return Images(
-            aegis=builder.aegis(repo), pause=builder.pause(), coredns=builder.coredns(testbin)
+            aegis=builder.aegis(repo),
+            pause=builder.pause(),
+            coredns=builder.coredns(testbin),
+            postgres=builder.postgres(),
         )
