@@ -8,6 +8,7 @@ a sidecar's database role should not be allowed to change the schema.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -21,11 +22,13 @@ from .db import async_url, create_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
+log = logging.getLogger(__name__)
+
 # Alembic (with Mako: ~8 MB and ~0.1 s) is imported only when a migration runs or
 # its scripts are read; a sidecar whose ledger is already at HEAD_REVISION checks
 # that with one query and never loads it. A test keeps HEAD_REVISION equal to the
 # head of the scripts in migrations/versions.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Not Alembic's default name: in a shared PostgreSQL database the ledger must not
@@ -100,6 +103,23 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at (``None`` for an empty database)."""
     async with engine.connect() as connection:
         return await connection.run_sync(_current_on)
+
+
+async def warn_if_behind(engine: AsyncEngine) -> None:
+    """Log when the ledger is not at this version's head (a sidecar never migrates
+    PostgreSQL: ``aegis ledger migrate`` does); silent when unreachable (the writer
+    retries, the spool holds the rows)."""
+    try:
+        revision = await current_revision(engine)
+    except Exception:
+        log.exception("ledger database unreachable at start")
+        return
+    if revision != HEAD_REVISION:
+        log.warning(
+            "ledger schema is at revision %s, this sidecar expects %s: run `aegis ledger migrate`",
+            revision,
+            HEAD_REVISION,
+        )
 
 
 async def migrate_async(url: str | URL, revision: str = "head") -> str | None:

@@ -219,6 +219,16 @@ class Tenant(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class LedgerIdentity(Base):
+    """The ledger's own id (one row, written by migration 0005): the spool of a
+    sidecar is bound to it, so rows replay only into the ledger they were written for."""
+
+    __tablename__ = "ledger_identity"
+
+    ledger_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class BudgetPeriod(BudgetKeyColumns, Base):
     """One budget in one calendar month, shared by every sidecar that spends it.
 

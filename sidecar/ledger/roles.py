@@ -6,8 +6,9 @@
   created by ``aegis.ensure_tenant``, which runs as the owner).
 - one **tenant** role per namespace (``aegis_ns_<namespace>``), created by
   ``aegis.ensure_tenant`` and delivered to that namespace as its ledger Secret:
-  ``EXECUTE`` on ``aegis.ledger_write``, ``aegis.lease_take``, ``aegis.lease_return``
-  and ``aegis.lease_takeover``, ``SELECT`` on the version table, nothing else. The
+  ``EXECUTE`` on ``aegis.ledger_write``, ``aegis.lease_take``, ``aegis.lease_return``,
+  ``aegis.lease_takeover`` and ``aegis.ledger_identity`` (0005: the id a spool is
+  bound to), ``SELECT`` on the version table, nothing else. The
   functions act only for the caller's namespace (``session_user`` in
   ``aegis.tenants``).
 - the **control** role (the operator, :mod:`.control`): ``EXECUTE`` on
@@ -32,6 +33,8 @@ from .models import SCHEMA
 
 TENANT_FUNCTIONS = (
     "ledger_write(text, json)",
+    "ledger_write(text, json, text)",
+    "ledger_identity()",
     "lease_take(text, text, text, text, text, numeric, numeric, integer)",
     "lease_return(text, text, text, text, text, numeric, boolean)",
     "lease_takeover(text)",
@@ -48,6 +51,7 @@ READ_TABLES = (
     "budget_leases",
     "budget_limits",
     "budget_spenders",
+    "ledger_identity",
 )
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

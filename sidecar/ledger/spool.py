@@ -23,6 +23,10 @@ the replay of its segment.
 
 One process per spool directory: an exclusive ``flock`` on ``lock`` refuses a
 second sidecar with the same identity (it would also share its leases).
+
+Which ledger each process's rows belong to is recorded beside the segments
+(``runs.json``), and rows of another ledger are kept aside: see
+:mod:`.spool_binding`.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from . import spool_binding as binding
 from .models import COLUMNS, LedgerRecord
+from .spool_binding import HeldSet, Run
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +150,15 @@ class Spool:
         self.bytes_appended = 0
         self.syncs = 0
         self.corrupt_lines = 0
+        self.runs: list[Run] = []  # recorded runs, this process's last (open(target=...))
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def open(self) -> list[Spooled]:
-        """Lock the directory and return the rows left by a previous process."""
+    def open(self, target: str | None = None) -> list[Spooled]:
+        """Lock the directory and return the rows left by a previous process.
+
+        With ``target`` (where this process writes: the DSN without password) the
+        process's rows start a new run, recorded before any is appended."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -157,6 +167,7 @@ class Spool:
             os.close(lock_fd)
             raise SpoolBusyError(f"spool {self.directory} is used by another process") from None
         self._lock_fd = lock_fd
+        binding.restore_partial(self.directory)
         rows: list[Spooled] = []
         for path in sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}")):
             segment = _Segment(path, int(path.name[len(_PREFIX) : -len(_SUFFIX)]))
@@ -169,8 +180,61 @@ class Spool:
                 continue
             self._closed_segments.append(segment)
             self._next_seq = max(self._next_seq, segment.last + 1, segment.first)
+        if target is not None:
+            self._start_run(target, rows)
         self._open_segment()
         return rows
+
+    def _start_run(self, target: str, rows: list[Spooled]) -> None:
+        recorded = binding.read_runs(self.directory)
+        if recorded is None:  # a spool of before runs were recorded
+            recorded = [Run(0, None, None)] if rows else []
+        # Keep the runs that still have rows on disk.
+        firsts = [s.first for s in self._closed_segments]
+        kept = [
+            run
+            for index, run in enumerate(recorded)
+            if any(
+                run.first <= first
+                and (index + 1 == len(recorded) or first < recorded[index + 1].first)
+                for first in firsts
+            )
+        ]
+        self.runs = [*kept, Run(self._next_seq, target, None, binding.now_text())]
+        binding.write_runs(self.directory, self.runs)
+
+    # -- which ledger the rows belong to -------------------------------------------
+
+    def bind(self, ledger: str) -> None:
+        """This process's run writes to ``ledger`` (an ``Identity.key``)."""
+        if not self.runs or self.runs[-1].ledger == ledger:
+            return
+        current = self.runs[-1]
+        self.runs[-1] = Run(current.first, current.target, ledger, current.started)
+        binding.write_runs(self.directory, self.runs)
+
+    def run_of(self, seq: int) -> Run:
+        return binding.run_of(self.runs, seq)
+
+    def hold_run(self, run: Run, reason: str) -> Path | None:
+        """Move the segments of an earlier ``run`` to a held set (see
+        :mod:`.spool_binding`); returns its directory (``None``: nothing on disk)."""
+        index = self.runs.index(run)
+        if index == len(self.runs) - 1:
+            raise ValueError("the current run cannot be held")
+        end = self.runs[index + 1].first
+        moving = [s for s in self._closed_segments if run.first <= s.first < end]
+        held = None
+        if moving:
+            for segment in moving:
+                if segment.fd is not None:
+                    self._to_close.append(segment.fd)
+                    segment.fd = None
+            held = binding.hold(self.directory, run, [s.path for s in moving], reason)
+            self._closed_segments = [s for s in self._closed_segments if s not in moving]
+        self.runs.pop(index)
+        binding.write_runs(self.directory, self.runs)
+        return held
 
     def start(self) -> None:
         """Start the background ``fdatasync`` loop (needs a running event loop)."""
@@ -322,6 +386,36 @@ class Spool:
                 continue
             self.syncs += 1
             self._after_sync(rotated)
+
+
+def held_rows(path: Path) -> Iterator[Spooled]:
+    """The rows of a held set, in order (a torn line ends its segment, as at open)."""
+    reader = Spool(path)
+    for segment in binding.held_segments(path):
+        yield from reader._read(segment)
+
+
+def describe_held(path: Path) -> HeldSet:
+    """What a held set holds: its binding and its rows' count, cost and time span."""
+    data = binding.read_binding(path)
+    count, cost, first, last = 0, Decimal(0), "", ""
+    for row in held_rows(path):
+        count += 1
+        cost += row.record.cost_usd
+        at = row.record.created_at.isoformat()
+        first = min(first, at) if first else at
+        last = max(last, at)
+    return HeldSet(
+        path,
+        path.name,
+        data.get("ledger"),
+        data.get("target"),
+        str(data.get("held_at", "")),
+        count,
+        cost,
+        first,
+        last,
+    )
 
 
 def _sync_fds(fds: list[int], directory: Path) -> None:

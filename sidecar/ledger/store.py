@@ -10,6 +10,13 @@ row carries its request id as the primary key, a batch that is retried after an
 ambiguous failure (commit sent, answer lost) or replayed from the spool after a
 restart cannot create duplicates; spool segments are deleted once committed.
 
+Before its first write the store reads which ledger the database is
+(:mod:`.identity`) and binds its spool to it (:mod:`.binder`): rows a previous
+process spooled for another ledger are held aside, never written here; the
+database refuses a batch bound to another ledger too (``aegis.ledger_write``'s
+third argument). :attr:`LedgerStore.replayed` is set once the rows of earlier runs
+that belong here are committed.
+
 When the database is unreachable for long, the queue stops growing at
 ``max_pending`` rows: with a spool, later rows stay on disk only and are read
 back in order once the queue has drained ("spill"); without one, the oldest
@@ -28,19 +35,22 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..contract.periods import check_period
+from .binder import SpoolBinder
 from .db import async_url, create_engine
-from .migrate import current_revision, head_revision, upgrade
-from .models import LedgerEntry, LedgerRecord
-from .spool import Spool, SpoolBusyError, encode_body
+from .identity import read_identity, target_of
+from .migrate import upgrade, warn_if_behind
+from .models import LedgerRecord
+from .spend import spend_by_period
+from .spool import Spool, SpoolBusyError, Spooled, encode_body
 from .writes import (
+    LEDGER_MISMATCH,
     MAX_ROWS_PER_STATEMENT,
     insert_statement,
     is_permanent,
+    sqlstate,
     write_postgres,
     write_sqlite,
 )
@@ -116,6 +126,7 @@ class LedgerStore:
         self._recovered_until = 0  # last seq found in the spool at start
         self._committed_seq = 0
         self.replayed = asyncio.Event()  # the spool found at start is committed
+        self.binder = SpoolBinder(None, target_of(self.url))
         # Counters for metrics and tests.
         self.rows_written = 0
         self.duplicates_skipped = 0
@@ -148,12 +159,13 @@ class LedgerStore:
             return
         if self.spool is not None:
             try:
-                recovered = self.spool.open()
+                recovered = self.spool.open(target=self.binder.target)
             except SpoolBusyError:
                 if not self._is_sqlite:
                     raise  # two live sidecars with one identity would share leases
                 log.error("ledger spool %s is in use: running without one", self.spool.directory)
                 self.spool, recovered = None, []
+        self.binder.spool = self.spool
         if self.spool is not None:
             self.rows_recovered = len(recovered)
             if recovered:
@@ -164,8 +176,6 @@ class LedgerStore:
             if len(recovered) > self._max_pending:
                 self._spilled_from = recovered[self._max_pending].seq
             self.spool.start()
-        if not self._recovered_until:
-            self.replayed.set()
         if self._engine is None:
             # No pre-ping: it would cost a round trip per batch; a connection
             # broken by a database restart fails one attempt, which is retried.
@@ -174,21 +184,9 @@ class LedgerStore:
         if self._migrate:
             await upgrade(self._engine)
         else:
-            try:
-                revision = await current_revision(self._engine)
-            except Exception:  # unreachable now: the writer retries, the spool holds
-                log.exception("ledger database unreachable at start")
-                revision = head_revision()
-            if revision != head_revision():
-                log.warning(
-                    "ledger schema is at revision %s, this sidecar expects %s: "
-                    "run `aegis ledger migrate`",
-                    revision,
-                    head_revision(),
-                )
+            await warn_if_behind(self._engine)
         self._task = asyncio.create_task(self._run(), name="aegis-ledger-writer")
-        if self._queue:
-            self._wake.set()
+        self._wake.set()  # bind (and replay) at once, rows or not
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Write every queued row (retrying for up to ``grace`` seconds), then close.
@@ -281,6 +279,33 @@ class LedgerStore:
         """Write everything queued now; raises if the database refuses the batch."""
         await self._drain()
 
+    async def _bind_once(self) -> None:
+        """Before the first write (write lock held; raises while unreachable): read
+        the ledger's identity, bind the spool, drop rows of earlier runs held aside
+        from the queue, replay held sets that belong here."""
+        if self.binder.identity is not None:
+            return
+        identity = await read_identity(self.engine)
+        if identity.ledger_id is None:
+            log.warning("ledger has no id (schema before 0005): run `aegis ledger migrate`")
+        if held := self.binder.adopt(identity):
+            kept = [r for r in self._queue if not any(a <= r.seq < b for a, b in held)]
+            self.rows_recovered -= len(self._queue) - len(kept)
+            self._queue.clear()
+            self._queue.extend(kept)
+            until, spilled = self._recovered_until, self._spilled_from
+            if spilled is None or spilled > until:  # else: the spill is read back later
+                self._recovered_until = max((r.seq for r in kept if r.seq <= until), default=0)
+        self.rows_recovered += await self.binder.replay_held(self._write_held)
+        self.binder.refresh(force=True)
+        if not self._recovered_until:
+            self.replayed.set()
+
+    async def _write_held(self, records: list[Spooled]) -> None:
+        rows = [_Row(0, r.record, r.body) for r in records]
+        for start in range(0, len(rows), self._batch_size):
+            await self._write_batch(rows[start : start + self._batch_size])
+
     async def _run(self) -> None:
         backoff = 0.0
         while True:
@@ -325,6 +350,7 @@ class LedgerStore:
 
     async def _drain(self) -> None:
         async with self._write_lock:
+            await self._bind_once()
             queue = self._queue
             while True:
                 if not queue:
@@ -333,16 +359,23 @@ class LedgerStore:
                         return
                 batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
                 try:
-                    await self._write(batch)
-                except Exception as exc:
-                    if not is_permanent(exc):
-                        queue.extendleft(reversed(batch))  # keep order; retried later
-                        raise
-                    await self._write_one_by_one(batch)
+                    await self._write_batch(batch)
                 except BaseException:
-                    queue.extendleft(reversed(batch))
+                    queue.extendleft(reversed(batch))  # keep order; retried later
                     raise
                 self._committed(batch[-1].seq)
+
+    async def _write_batch(self, batch: list[_Row]) -> None:
+        """Write ``batch``; rows the database can never accept are isolated and
+        rejected, any other failure raises with nothing of the batch lost."""
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            if sqlstate(exc) == LEDGER_MISMATCH:
+                log.error("the ledger database changed under this sidecar: writes stop")
+            if not is_permanent(exc):
+                raise
+            await self._write_one_by_one(batch)
 
     def _committed(self, seq: int) -> None:
         self._set_health(True)
@@ -354,19 +387,18 @@ class LedgerStore:
 
     async def _write_one_by_one(self, batch: list[_Row]) -> None:
         """Isolate the rows the database can never accept, so that one bad row
-        (a programming error upstream) does not hold every later row hostage."""
+        (a programming error upstream) does not hold every later row hostage.
+        On any other failure the whole batch is retried (rows already written
+        are skipped as duplicates)."""
         for index, entry in enumerate(batch):
             try:
                 await self._write([entry])
             except Exception as exc:
                 if not is_permanent(exc):
-                    self._queue.extendleft(reversed(batch[index:]))
+                    del batch[:index]  # the caller keeps the rest for the retry
                     raise
                 self.rows_rejected += 1
                 log.error("ledger row %s rejected: %s", entry.record.request_id, exc)
-            except BaseException:
-                self._queue.extendleft(reversed(batch[index:]))
-                raise
 
     async def _write(self, batch: list[_Row]) -> None:
         self._in_flight = len(batch)
@@ -380,7 +412,9 @@ class LedgerStore:
                 async with self.engine.connect() as plain:
                     connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
                     bodies = [row.body for row in batch]
-                    inserted = await write_postgres(connection, self.holder, records, bodies)
+                    inserted = await write_postgres(
+                        connection, self.holder, records, bodies, ledger=self.binder.ledger_id
+                    )
         finally:
             self._in_flight = 0
         self.rows_written += inserted
@@ -401,20 +435,7 @@ class LedgerStore:
         since_period: str | None = None,
         until_period: str | None = None,
     ) -> dict[tuple[str, str], Decimal]:
-        """Settled spend per (provider, period), for periods in the inclusive range.
-
-        Queued rows are flushed first so the answer includes them. Filtering by
-        provider keeps this on ``ix_ledger_entries_provider_period_cost_usd``.
-        """
+        """Settled spend per (provider, period), for periods in the inclusive range;
+        queued rows are flushed first so the answer includes them."""
         await self.flush()
-        e = LedgerEntry
-        query = select(e.provider, e.period, func.sum(e.cost_usd)).group_by(e.provider, e.period)
-        if providers is not None:
-            query = query.where(e.provider.in_(sorted(set(providers))))
-        if since_period is not None:
-            query = query.where(e.period >= check_period(since_period))
-        if until_period is not None:
-            query = query.where(e.period <= check_period(until_period))
-        async with self.engine.connect() as connection:
-            result = await connection.execute(query)
-            return {(provider, period): total for provider, period, total in result}
+        return await spend_by_period(self.engine, providers, since_period, until_period)

@@ -30,6 +30,9 @@ from .models import COLUMNS, LEDGER, LedgerRecord
 MAX_ROWS_PER_STATEMENT = min(1000, 32_000 // len(COLUMNS))
 
 _WRITE_SQL = text("SELECT aegis.ledger_write(:holder, :rows)")
+_BOUND_WRITE_SQL = text("SELECT aegis.ledger_write(:holder, :rows, :ledger)")
+# aegis.ledger_write(holder, rows, ledger) refuses rows bound to another ledger (0005).
+LEDGER_MISMATCH = "55000"
 
 
 def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
@@ -78,13 +81,28 @@ async def write_postgres(
     holder: str,
     rows: Sequence[LedgerRecord],
     bodies: Sequence[bytes],
+    *,
+    ledger: str | None = None,
 ) -> int:
     """Insert and charge one batch (``bodies``: :func:`~aegis.sidecar.ledger.spool.encode_body`
-    of each row); returns how many rows were new."""
+    of each row); returns how many rows were new. With ``ledger`` (the ledger id the
+    rows are bound to, migration 0005) the database refuses the batch unless it is
+    that ledger (SQLSTATE :data:`LEDGER_MISMATCH`), before inserting or charging."""
     check_rows(rows)
     batch = b"[" + b",".join(bodies) + b"]"
-    result = await connection.execute(write_call(), {"holder": holder, "rows": batch.decode()})
+    params = {"holder": holder, "rows": batch.decode()}
+    if ledger is None:
+        result = await connection.execute(write_call(), params)
+    else:
+        result = await connection.execute(_BOUND_WRITE_SQL, {**params, "ledger": ledger})
     return int(result.scalar_one())
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error raised through SQLAlchemy, if any."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return str(code) if code else None
 
 
 async def write_sqlite(connection: AsyncConnection, rows: Sequence[LedgerRecord]) -> int:
@@ -96,6 +114,8 @@ def is_permanent(exc: BaseException) -> bool:
     """True when retrying the same rows cannot succeed: constraint or data errors,
     or values our column types refuse. Connection, lock and schema problems
     (``OperationalError``, ``ProgrammingError``, …) are retried: they get fixed."""
+    if sqlstate(exc) == LEDGER_MISMATCH:
+        return False  # not the rows' fault: the database is another ledger
     if isinstance(exc, IntegrityError | DataError):
         return True
     if isinstance(exc, DBAPIError):

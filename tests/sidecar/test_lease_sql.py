@@ -210,6 +210,6 @@ async def test_migration_0002_downgrades_and_upgrades_again(pg_url: str) -> None
                 text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'aegis_%'")
             )
         assert (tables, functions) == (0, 0)
-        assert await migrate_async(pg_url) == "0004"
+        assert await migrate_async(pg_url) == "0005"
     finally:
         await engine.dispose()

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.postgres
 
 
 async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
-    assert await migrate_async(pg_url) == "0004"
-    assert await migrate_async(pg_url) == "0004"  # idempotent
+    assert await migrate_async(pg_url) == "0005"
+    assert await migrate_async(pg_url) == "0005"  # idempotent
     await provision(pg_url, "ns", migrate=False)
     inserts: list[int] = []
 
