@@ -51,6 +51,10 @@ async def test_a_healthy_candidate_is_promoted_step_by_step(
             await until(lambda: _advances(bed, 2), within=10, what="two RolloutAdvanced events")
             # The operator restarts mid-rollout: the state is in the status, nothing is lost.
             await asyncio.to_thread(operator.stop)
+            # Steps the old process still advanced after the check above (a timer may
+            # tick after SIGTERM): their status is written, their queued events may die
+            # with the process. Read once it is gone, so nothing else can move it.
+            at_exit = int((await bed.rollout(ROUTE))["step"])
             await asyncio.to_thread(operator.start)
             state = await bed.wait_rollout(ROUTE, phase="Promoted", within=60)
     finally:
@@ -86,9 +90,12 @@ async def test_a_healthy_candidate_is_promoted_step_by_step(
     reasons = [reason for reason, _ in moves]
     assert reasons[0] == "RolloutStarted" and reasons[-1] == "RolloutPromoted", moves
     advanced = [message for reason, message in moves if reason == "RolloutAdvanced"]
-    assert [m.rsplit("now ", 1)[1] for m in advanced] == [
-        "step 1 at 30 %", "step 2 at 50 %", "step 3 at 75 %", "step 4 at 100 %",
-    ]  # fmt: skip
+    every = ["step 1 at 30 %", "step 2 at 50 %", "step 3 at 75 %", "step 4 at 100 %"]
+    announced = [m.rsplit("now ", 1)[1] for m in advanced]
+    # In order and once each; only the steps the stopping process took may lack theirs.
+    may_be_lost = {every[n - 1] for n in range(3, at_exit + 1)}
+    assert announced == [step for step in every if step in announced], moves
+    assert set(every) - may_be_lost <= set(announced), (moves, at_exit)
 
     columns = await asyncio.to_thread(kube.kubectl, "get", "llmroute", ROUTE, "-n", bed.namespace)
     header, row = columns.stdout.splitlines()
