@@ -29,8 +29,16 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from aegis.sidecar.commands import run_ledger
+    from aegis.sidecar.commands import run_ledger, run_spool
 
+    if args.ledger_command == "spool":
+        return run_spool(
+            config=args.config,
+            url=args.url,
+            directory=args.dir,
+            discard=args.discard,
+            as_json=args.json,
+        )
     return run_ledger(
         args.ledger_command,
         config=args.config,
@@ -270,9 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", "write ledger rows as CSV or JSON"),
         ("report", "spend by month, namespace, provider and model, with budget utilisation"),
         ("tenant", "create a namespace's ledger role (or set a new password); print its DSN"),
+        ("spool", "show the sidecar's spool and rows held for another ledger; discard them"),
     ):
         action = ledger_commands.add_parser(name, help=text)
-        source = action.add_mutually_exclusive_group(required=True)
+        source = action.add_mutually_exclusive_group(required=name != "spool")
         source.add_argument("--config", type=Path, help="sidecar config (ledger URL, budgets)")
         source.add_argument("--url", help="SQLAlchemy URL of the ledger database")
         if name in ("export", "report"):
@@ -296,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help="after migrating, let ROLE read the ledger (the operator's status and "
                 "rollout analysis, dashboards)",
             )
+        if name == "spool":
+            action.add_argument("--dir", type=Path, help="spool directory (default: the sidecar's)")
+            action.add_argument("--discard", metavar="NAME", help="delete this held set")
+            action.add_argument("--json", action="store_true", help="print JSON")
         if name == "tenant":
             action.add_argument("--namespace", required=True, help="the tenant's namespace")
             action.add_argument(

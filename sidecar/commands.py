@@ -7,13 +7,15 @@ tests and from the CLI alike.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .contract import BudgetSpec, ConfigError, load_config
-from .ledger import control
+from .ledger import binder, control
 from .ledger import migrate as migrations
 from .ledger import report as reports
 from .ledger.db import LedgerUnavailableError, create_engine, is_sqlite, ledger_url
@@ -71,6 +73,63 @@ async def _tenant(url: str, namespace: str, base: str | None) -> str:
     finally:
         await engine.dispose()
     return control.tenant_url(base or url, role, password)
+
+
+def _spool_dir(config: Path | None, url: str | None, directory: Path | None) -> Path:
+    """``--dir``, else the spool this sidecar uses (config, ``POD_NAME`` and
+    ``AEGIS_SPOOL_DIR`` as the sidecar reads them)."""
+    if directory is not None:
+        return directory
+    if config is None:
+        raise ValueError("give --config (the sidecar's) or --dir (a spool directory)")
+    from .runtime.wiring import holder_name, spool_dir
+
+    loaded = load_config(config).config
+    pod = os.environ.get("POD_NAME") or os.uname().nodename
+    found = spool_dir(url or ledger_url(loaded.ledger), holder_name(loaded, pod))
+    if found is None:
+        raise ValueError("this ledger (in-memory SQLite) has no spool")
+    return found
+
+
+def run_spool(
+    *,
+    config: Path | None,
+    url: str | None,
+    directory: Path | None = None,
+    discard: str | None = None,
+    as_json: bool = False,
+) -> int:
+    """``aegis ledger spool``: the spool's runs and the rows held aside for another
+    ledger; ``--discard NAME`` deletes one held set (its rows are never written)."""
+    try:
+        where = _spool_dir(config, url, directory)
+        if discard is not None:
+            rows = binder.discard(where, discard)
+            print(f"discarded held set {discard} ({rows} rows)")
+            return 0
+        found = binder.inventory(where)
+    except ConfigError as exc:
+        print(f"aegis ledger spool: invalid config: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"aegis ledger spool: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"spool {found['directory']}")
+    for run in found["runs"]:
+        print(f"  run from #{run['first']}: {run['target']} ledger {run['ledger'] or '?'}")
+    if not found["held"]:
+        print("no rows held for another ledger")
+    for held in found["held"]:
+        print(
+            f"  held {held['name']}: {held['rows']} rows, {held['cost_usd']} USD, "
+            f"{held['first_at']} .. {held['last_at']}, ledger {held['ledger'] or '?'} "
+            f"at {held['target']} (held {held['held_at']})"
+        )
+    return 0
 
 
 def run_ledger(

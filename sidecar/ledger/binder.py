@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from . import spool_binding as binding
 from .identity import Identity
@@ -104,3 +105,27 @@ class SpoolBinder:
                 held.path,
                 self.identity.key if self.identity else "?",
             )
+
+
+def inventory(directory: Path) -> dict[str, Any]:
+    """What ``aegis ledger spool`` shows: the runs with rows still on disk (rows not
+    yet confirmed by their ledger) and the held sets (rows of another ledger)."""
+    runs = binding.read_runs(directory) or []
+    return {
+        "directory": str(directory),
+        "runs": [run.as_json() for run in runs],
+        "held": [describe_held(path).as_json() for path in binding.held_dirs(directory)],
+    }
+
+
+def discard(directory: Path, name: str) -> int:
+    """Delete held set ``name`` (its rows are never written anywhere); returns how
+    many rows it held. Refused while its sidecar is replaying it."""
+    path = directory / binding.HELD / name
+    if name.startswith(".") or "/" in name or not path.is_dir():
+        raise ValueError(f"no held set {name!r} in {directory}")
+    with binding.locked(path):
+        rows = describe_held(path).rows
+        binding.remove_held(path)
+    log.warning("ledger spool: held set %s discarded (%d rows)", path, rows)
+    return rows

@@ -7,13 +7,20 @@ and every row the store writes is charged to this sidecar's leases.
 
 The spool lives in ``$AEGIS_SPOOL_DIR/<holder>`` (the injector mounts an
 ``emptyDir`` there, which survives container restarts, so a restarted sidecar
-replays it), else next to a SQLite ledger file, else in the temp directory.
+replays it), else next to a SQLite ledger file, else in a directory of the user's
+own under the temp directory, one per ledger target (two sidecars of one user
+writing to different databases never share a spool; other users cannot read it).
+Wherever it is, the spool is bound to the ledger it was written for
+(:mod:`aegis.sidecar.ledger.spool_binding`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -26,6 +33,7 @@ from ..budgets import BudgetBook, LeaseBudgetSource, LeaseSettings
 from ..contract import BudgetSpec, SidecarConfig
 from ..ledger import LedgerStore
 from ..ledger.db import async_url, is_sqlite, sqlite_path
+from ..ledger.identity import target_of
 from ..ledger.spool import Spool
 
 SPOOL_ENV = "AEGIS_SPOOL_DIR"
@@ -45,7 +53,27 @@ def spool_dir(url: str, holder: str, environ: dict[str, str] | None = None) -> P
     if is_sqlite(url):
         path = sqlite_path(async_url(url))
         return None if path is None else path.expanduser().with_name(path.name + ".spool") / safe
-    return Path(tempfile.gettempdir()) / "aegis-spool" / safe
+    target = hashlib.sha256(target_of(url).encode()).hexdigest()[:16]
+    return private_temp_dir() / target / safe
+
+
+def private_temp_dir() -> Path:
+    """``<tmp>/aegis-spool-<uid>``: created ``0700`` and refused unless this user
+    owns it and nobody else may write to it (the temp directory is shared)."""
+    root = Path(tempfile.gettempdir()) / f"aegis-spool-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    info = root.lstat()
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise RuntimeError(
+            f"spool directory {root} is not a private directory of this user: "
+            f"set {SPOOL_ENV} to one that is"
+        )
+    return root
 
 
 def build_ledger(url: str, config: SidecarConfig, pod: str) -> LedgerStore:
@@ -125,6 +153,13 @@ class LedgerCollector(Collector):
                 "aegis_ledger_spool_bytes",
                 "Size of the spool (rows not yet confirmed by the database).",
                 value=spool.size_bytes,
+            )
+            ledger.binder.refresh()
+            yield GaugeMetricFamily(
+                "aegis_ledger_spool_held_rows",
+                "Spooled rows kept aside because they belong to another ledger (never "
+                "written to this one; inspect or discard: aegis ledger spool).",
+                value=ledger.binder.held_rows,
             )
         if source is None:
             return
