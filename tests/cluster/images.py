@@ -8,6 +8,8 @@
   lent to pip for machines behind a TLS-inspecting proxy).
 * **pause**: ``pause.c`` from the ``k8s.io/kubernetes`` module, compiled static.
 * **coredns**: the binary from :mod:`tests.controlplane.build`.
+* **client**: the base with a venv holding the official ``openai`` SDK (the version
+  ``uv.lock`` pins): the application container of the end-to-end tests.
 * **postgres**: Debian's PostgreSQL made with ``mmdebstrap`` like the base, with an
   entrypoint that keeps the official ``postgres`` image's contract
   (:mod:`.postgres_image`): the chart's evaluation ledger database.
@@ -91,9 +93,10 @@ class Images:
     pause: Image
     coredns: Image
     postgres: Image
+    client: Image
 
     def all(self) -> list[Image]:
-        return [self.pause, self.coredns, self.aegis, self.postgres]
+        return [self.pause, self.coredns, self.aegis, self.postgres, self.client]
 
 
 def cache_dir() -> Path:
@@ -274,6 +277,52 @@ class Builder:
     def base_key(self) -> str:
         return _key([str(_BASE_RECIPE), BASE_SUITE, *BASE_PACKAGES, *BASE_SOURCES])
 
+    def client(self, repo: Path = REPO) -> Image:
+        """An application image: the base, and the openai SDK in /opt/app (on PATH)."""
+        version = locked_version(repo / "uv.lock", "openai")
+        key = _key([self.base_key(), f"openai=={version}", *_CLIENT_RUN])
+        image = Image(f"docker.io/local/aegis-client:{key}", self.cache / f"client-{key}.tar")
+        if image.archive.exists():
+            return image
+        base = self.base()
+        started = time.monotonic()
+        self.log(f"client: openai=={version} on {base}")
+        local = f"localhost/aegis-client:{key}"
+        container = run(self.buildah("from", "--pull=never", base)).stdout.strip()
+        try:
+            script = " && ".join(_CLIENT_RUN).format(requirement=f"openai=={version}")
+            self._run_logged(
+                self.buildah(
+                    "run",
+                    "--isolation=chroot",
+                    "--network=host",
+                    *_pip_passthrough(for_run=True),
+                    container,
+                    "--",
+                    "sh",
+                    "-c",
+                    script,
+                ),
+                "pip client",
+            )
+            run(
+                self.buildah(
+                    "config",
+                    f"--env=PATH=/opt/app/bin:{_PATH}",
+                    "--env=PYTHONDONTWRITEBYTECODE=1",
+                    "--user=65532:65532",
+                    container,
+                )
+            )
+            run(self.buildah("commit", "--rm", container, local), timeout=600)
+        except BaseException:
+            run(self.buildah("rm", container), check=False)
+            raise
+        self._export(local, image)
+        self._prune("client", image.archive)
+        self._timed(f"client: image {image.short}", started)
+        return image
+
     def postgres(self) -> Image:
         """Debian's PostgreSQL with the official image's entrypoint contract."""
         pg = postgres_image
@@ -387,14 +436,30 @@ class Builder:
 
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_CLIENT_RUN = (
+    "python3 -m venv /opt/app",
+    "/opt/app/bin/pip install --no-cache-dir --no-warn-script-location {requirement}",
+    "/opt/app/bin/python -c 'import openai'",
+)
 
 
-def _pip_passthrough() -> list[str]:
-    """Lend the host's pip index and CA bundle to the build (not kept in the image)."""
+def locked_version(lock: Path, package: str) -> str:
+    """The version `uv.lock` pins for `package`."""
+    lines = lock.read_text().splitlines()
+    for at, line in enumerate(lines):
+        if line == f'name = "{package}"' and lines[at + 1].startswith("version = "):
+            return lines[at + 1].split('"')[1]
+    raise ClusterError(f"{lock} pins no {package}")
+
+
+def _pip_passthrough(for_run: bool = False) -> list[str]:
+    """Lend the host's pip index and CA bundle to the build (not kept in the image):
+    as build arguments of `buildah bud`, or as the environment of `buildah run`."""
     args = []
+    kind = "--env" if for_run else "--build-arg"
     index = os.environ.get("PIP_INDEX_URL")
     if index:
-        args.append(f"--build-arg=PIP_INDEX_URL={index}")
+        args.append(f"{kind}=PIP_INDEX_URL={index}")
     for candidate in (
         os.environ.get("PIP_CERT"),
         os.environ.get("SSL_CERT_FILE"),
@@ -402,7 +467,7 @@ def _pip_passthrough() -> list[str]:
     ):
         if candidate and Path(candidate).is_file():
             target = "/run/aegis-build/ca.crt"
-            args += [f"--volume={candidate}:{target}:ro", f"--build-arg=PIP_CERT={target}"]
+            args += [f"--volume={candidate}:{target}:ro", f"{kind}=PIP_CERT={target}"]
             break
     return args
 
@@ -434,4 +499,5 @@ def ensure(testbin: Testbin, log: Log, repo: Path = REPO) -> Images:
             pause=builder.pause(),
             coredns=builder.coredns(testbin),
             postgres=builder.postgres(),
+            client=builder.client(repo),
         )
