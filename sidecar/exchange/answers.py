@@ -146,8 +146,9 @@ class Prefetched:
     then nothing has reached the client, so a stream that breaks, stalls or sends
     garbage before its first event still falls back to the next candidate."""
 
-    def __init__(self, inner: StreamHandle) -> None:
+    def __init__(self, inner: StreamHandle, within: float | None) -> None:
         self._inner = inner
+        self._within = within  # seconds left of the request's deadline
         self._events: AsyncIterator[bytes] | None = None
         self._first = b""
 
@@ -164,9 +165,15 @@ class Prefetched:
         return self._inner.ttfb_s
 
     async def start(self) -> None:
-        await self._inner.start()
-        self._events = self._inner.__aiter__()
-        self._first = await anext(self._events, b"")
+        try:
+            async with asyncio.timeout(self._within):
+                await self._inner.start()
+                self._events = self._inner.__aiter__()
+                self._first = await anext(self._events, b"")
+        except TimeoutError:  # the adapters' own timeouts arrive as UpstreamError
+            raise UpstreamError(
+                ErrorKind.TIMEOUT, "the request's deadline passed", model=self.model
+            ) from None
 
     async def _all(self) -> AsyncIterator[bytes]:
         if self._events is None:
@@ -190,7 +197,11 @@ async def open_stream(exchange: Exchange) -> OpenStream:
 
     async def start(candidate: Candidate, reservation: Reservation | None) -> StreamHandle:
         adapter = exchange.runtime.adapters.get(candidate.provider.name)
-        handle = Prefetched(adapter.chat_stream(upstream_call(exchange, candidate)))
+        call = upstream_call(exchange, candidate)
+        # The provider's timeout bounds the wait for the first event, as for the first
+        # byte: a stream dripping its first event slowly leaves time to fall back.
+        within = min(candidate.provider.timeout_seconds, call.remaining() or 0.0)
+        handle = Prefetched(adapter.chat_stream(call), within)
         try:
             await handle.start()
         except BaseException:

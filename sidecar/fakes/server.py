@@ -126,8 +126,14 @@ class FakeUpstream:
         return cls(kind, host=host, port=port, knobs=values)
 
     async def serve(self) -> None:
+        # A caller hanging up cancels the handler, as on a real server: a stalled
+        # answer must not outlive the connection it was for.
         runner = web.AppRunner(
-            build_app(self.state), access_log=None, handle_signals=False, shutdown_timeout=0.5
+            build_app(self.state),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            handler_cancellation=True,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port, reuse_address=True)
