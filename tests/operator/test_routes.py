@@ -12,7 +12,12 @@ import openai
 import pytest
 import yaml
 
-from aegis.operator.api.naming import CONFIG_HASH_ANNOTATION, CONFIG_KEY, key_env_var
+from aegis.operator.api.naming import (
+    CONFIG_HASH_ANNOTATION,
+    CONFIG_KEY,
+    KOPF_PREFIX,
+    key_env_var,
+)
 from aegis.sidecar.contract import content_hash
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.http.server import serve
@@ -56,6 +61,17 @@ def ready_route(kube: Kube, ns: str, name: str = "rag-api") -> Callable[[], dict
         generation = (route or {}).get("metadata", {}).get("generation")
         current = route and route.get("status", {}).get("observedGeneration") == generation
         return route if ready and ready["status"] == "True" and current else None
+
+    return check
+
+
+def handled_route(
+    kube: Kube, ns: str, name: str = "rag-api"
+) -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        route = get(kube, "llmroute", name, ns)
+        annotations = (route or {}).get("metadata", {}).get("annotations") or {}
+        return route if f"{KOPF_PREFIX}/last-handled-configuration" in annotations else None
 
     return check
 
@@ -186,12 +202,17 @@ def test_reconcile_is_idempotent(kube: Kube, ns: str, operator: OperatorProcess)
     for provider in KEYS:
         kube.apply(secret(provider, apiKey="k"), ns)
     kube.apply(origin_route(), ns)
-    route = poll(ready_route(kube, ns), what="route Ready")
+    poll(ready_route(kube, ns), what="route Ready")
+    # Ready is written by the handler; kopf then records what it handled (an
+    # annotation, one more write). The baseline is the route once that is there.
+    route = poll(handled_route(kube, ns), what="kopf's last-handled annotation")
     cm = configmap(kube, ns)
     assert cm is not None
     before = reconciles(operator, "unchanged")
-    # Several resync passes (every 3 s here) find nothing to do and write nothing.
-    poll(lambda: reconciles(operator, "unchanged") >= before + 2, timeout=30, what="resyncs")
+    # Two resync passes (every 3 s here) over every route this operator serves (the
+    # counter is theirs together) find nothing to do and write nothing.
+    passes = 2 * len(kube.kubectl_json("get", "llmroutes", "--all-namespaces")["items"])
+    poll(lambda: reconciles(operator, "unchanged") >= before + passes, timeout=90, what="resyncs")
     again = get(kube, "llmroute", "rag-api", ns)
     cm_again = configmap(kube, ns)
     assert again is not None and cm_again is not None
