@@ -50,7 +50,6 @@ class SpoolBinder:
                 end = spool.runs[spool.runs.index(run) + 1].first
                 spool.hold_run(run, f"spooled for {run.ledger or run.target}, not {key}")
                 held.append((run.first, end))
-        self.refresh(force=True)
         return held
 
     def replayable(self) -> list[Path]:

@@ -170,7 +170,7 @@ class LedgerStore:
             self.rows_recovered = len(recovered)
             if recovered:
                 self._recovered_until = recovered[-1].seq
-                log.warning("ledger spool: replaying %d rows of a previous run", len(recovered))
+                log.warning("ledger spool: %d rows of a previous run found", len(recovered))
             for row in recovered[: self._max_pending]:
                 self._queue.append(_Row(row.seq, row.record, row.body))
             if len(recovered) > self._max_pending:
