@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 AEGIS_TESTBIN_ROOT ?= $(HOME)/.cache/aegis/testbin
 export AEGIS_TESTBIN_ROOT
 
-.PHONY: help venv source-tree postgres promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test demo bench bench-injector clean
+.PHONY: help venv source-tree postgres pgbouncer promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test demo bench bench-injector clean
 
 help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
@@ -34,6 +34,15 @@ postgres:
 	else \
 	  echo "postgres: installing from Debian packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+# PgBouncer (Debian's package) for the ledger tests through a connection pooler.
+pgbouncer:
+	@if command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer; then \
+	  echo "pgbouncer: found $$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"; \
+	else \
+	  echo "pgbouncer: installing from Debian packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; \
 	fi
 
 # promtool (Debian's prometheus package) for the alert-rule tests.
@@ -97,7 +106,7 @@ typecheck: venv source-tree
 chart-sync: venv
 	$(PY) -m tests.helm.sync
 
-pytest: venv postgres promtool testbin cluster-deps
+pytest: venv postgres pgbouncer promtool testbin cluster-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
