@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,12 +25,95 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
+# -- ports -------------------------------------------------------------------------------
+# Two ways to a port without a race, used by every test:
+# - a server in this process is handed a socket already bound to a port the kernel
+#   chose (:func:`bound_socket`): nothing can take it in between;
+# - a server in another process is started on :func:`free_port` ports by
+#   :func:`start_on_free_ports`, which starts it again on other ports when it died
+#   because one was taken meanwhile (:func:`address_in_use` in its log).
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (the caller retries on a lost race)."""
+    """A TCP port that is free on 127.0.0.1 right now; start a child server on it only
+    through :func:`start_on_free_ports` (or a loop like it), which retries a lost race."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (see :func:`free_port`)."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def bound_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A listening TCP socket on a port the kernel chose, for a server in this process
+    (``aiohttp.web.SockSite``): the port is never free for anyone else to take."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs: bound by us, never
+    listening, so no other process can listen on it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def address_in_use(log: str) -> bool:
+    """True when a server's log says it could not bind its port (EADDRINUSE)."""
+    text = log.lower()
+    return "address already in use" in text or "errno 98" in text
+
+
+class PortTaken(RuntimeError):
+    """A server could not bind a port another process took after it was chosen."""
+
+
+def start_on_free_ports(
+    start: Callable[[list[int]], ServerProcess],
+    count: int,
+    ready: Callable[[list[int]], bool],
+    *,
+    timeout: float,
+    what: str,
+    attempts: int = 5,
+) -> tuple[ServerProcess, list[int]]:
+    """``start(ports)`` a server on ``count`` free ports and wait until ``ready(ports)``;
+    when it exits because a port was taken meanwhile, again on other ports."""
+    for attempt in range(attempts):
+        ports = free_ports(count)
+        process = start(ports)
+
+        def up(process: ServerProcess = process, ports: list[int] = ports) -> bool:
+            if ready(ports):
+                return True
+            if process.running:
+                return False
+            if address_in_use(process.log_tail(200)):
+                raise PortTaken(process.describe_exit())
+            raise AssertionError(process.describe_exit())
+
+        try:
+            wait_until(up, timeout=timeout, what=what)
+        except PortTaken:
+            process.stop()
+            if attempt == attempts - 1:
+                raise
+            continue
+        return process, ports
+    raise AssertionError("unreachable")
 
 
 def port_is_free(port: int) -> bool:

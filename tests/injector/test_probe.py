@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from aegis.operator.injector.probe import probe
-from tests.controlplane.procs import free_port
+from tests.controlplane.procs import bound_socket, closed_port
 
 AEGIS = str(Path(sys.executable).parent / "aegis")
 
@@ -27,8 +27,9 @@ async def test_probe_exit_codes() -> None:
     app.router.add_get("/starting", not_ready)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
     try:
         base = f"http://127.0.0.1:{port}"
         assert await asyncio.to_thread(probe, f"{base}/readyz") == 0
@@ -39,5 +40,6 @@ async def test_probe_exit_codes() -> None:
         assert done.returncode == 0
     finally:
         await runner.cleanup()
-    assert probe(f"http://127.0.0.1:{free_port()}/readyz") == 1  # nothing listening
+    with closed_port() as closed:
+        assert probe(f"http://127.0.0.1:{closed}/readyz") == 1  # nothing listening
     assert probe("file:///etc/passwd") == 2

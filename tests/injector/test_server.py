@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,11 +12,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from aegis.operator.injector import certs
 from aegis.operator.injector.cache import StaticRoutes
+from aegis.operator.injector.tls import ServingTls
 from aegis.operator.injector.webhook import Injector, build_app, build_metrics_app
 from tests.bench.injector_admission import review_body
-from tests.controlplane.procs import free_port
+from tests.controlplane.procs import bound_socket
 from tests.injector.helpers import SIDECAR, apply, route
+from tests.injector.test_certs import POLICY
 
 ROUTES = StaticRoutes([route("rag-api", "shop", {"matchLabels": {"app": "rag-api"}})])
 
@@ -75,30 +79,37 @@ def test_internal_errors_refuse_and_are_counted() -> None:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[str, str, Injector]]:
-    injector = make_injector(ready=False)
+async def served() -> AsyncIterator[tuple[str, str, ServingTls]]:
+    """The admission and metrics apps; ready, as in production, once a serving
+    certificate is loaded (the route source here is static, so always synced)."""
+    serving = ServingTls()
+    injector = Injector(
+        ROUTES, SIDECAR, native=True, never_injected=frozenset({"kube-system"}),
+        ready=serving.loaded.is_set, version="1.2.3",
+    )  # fmt: skip
     runners = []
     urls = []
     for app in (build_app(injector), build_metrics_app(injector)):
         runner = web.AppRunner(app)
         await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        sock = bound_socket()
+        await web.SockSite(runner, sock).start()
         runners.append(runner)
-        urls.append(f"http://127.0.0.1:{port}")
+        urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}")
     try:
-        yield urls[0], urls[1], injector
+        yield urls[0], urls[1], serving
     finally:
         for runner in runners:
             await runner.cleanup()
 
 
-async def test_endpoints_readiness_and_metrics(served: tuple[str, str, Injector]) -> None:
-    api, metrics, injector = served
+async def test_endpoints_readiness_and_metrics(served: tuple[str, str, ServingTls]) -> None:
+    api, metrics, serving = served
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{metrics}/readyz") as response:
             assert response.status == 503
-        injector.ready = lambda: True
+        pair, _ = certs.plan(None, POLICY, datetime.datetime.now(datetime.UTC))
+        serving.load(pair.tls_cert, pair.tls_key)  # the certificate arrives: ready
         async with http.get(f"{metrics}/readyz") as response:
             assert response.status == 200
         async with http.get(f"{api}/healthz") as response:

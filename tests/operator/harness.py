@@ -17,14 +17,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from tests.controlplane.kube import Kube
-from tests.controlplane.procs import ServerProcess, free_port
+from tests.controlplane.procs import ServerProcess, start_on_free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
@@ -118,8 +118,8 @@ class OperatorProcess:
     budget_interval: float = 1.0
     resync_interval: float = 3.0
     rollout_tick: float = 1.0
-    health_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
+    health_port: int = 0  # chosen (free, retried on a clash) by start()
+    metrics_port: int = 0
     last_exit: int | None = None
     _proc: ServerProcess | None = None
     _kubeconfig: Path | None = None
@@ -137,6 +137,22 @@ class OperatorProcess:
             "AEGIS_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
         }
+
+        def launch(ports: list[int]) -> ServerProcess:
+            self.health_port, self.metrics_port = ports
+            self._proc = self._process(env)
+            self._proc.start()
+            return self._proc
+
+        start_on_free_ports(
+            launch,
+            2,
+            lambda _: self._healthy(),
+            timeout=60,
+            what="the operator's liveness endpoint",
+        )
+
+    def _process(self, env: dict[str, str]) -> ServerProcess:
         argv = [
             sys.executable, "-m", "aegis.operator.cli", "operator", "--all-namespaces",
             "--platform-namespace", self.platform_namespace,
@@ -149,12 +165,9 @@ class OperatorProcess:
             *(["--check-secrets"] if self.check_secrets else []),
             *(["--tenant-secret", self.tenant_secret] if self.tenant_secret else []),
         ]  # fmt: skip
-        self._proc = ServerProcess("aegis-operator", argv, self.workdir / "operator.log", env=env)
-        self._proc.start()
-        poll(self._healthy, timeout=60, what="the operator's liveness endpoint")
+        return ServerProcess("aegis-operator", argv, self.workdir / "operator.log", env=env)
 
     def _healthy(self) -> bool:
-        assert self._proc is not None and self._proc.running, self.log_tail()
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.health_port}/healthz", timeout=2

@@ -13,9 +13,13 @@ from typing import Any
 
 import aiohttp
 
-from tests.controlplane.procs import free_port
+from tests.controlplane.procs import address_in_use, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class ChildDied(RuntimeError):
+    """A forked process exited before it was ready."""
 
 
 class Fleet:
@@ -73,34 +77,49 @@ class Fleet:
         config: Path | None = None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        attempts: int = 5,
     ) -> int:
-        """Fork ``name`` (a sidecar or a fake) and wait until its port accepts."""
+        """Fork ``name`` (a sidecar or a fake) and wait until its port accepts. A restart
+        reuses the port unless it is taken meanwhile; a child that dies because its port
+        was taken is forked again on another (clients ask :meth:`url` each time)."""
         assert self._zygote is not None and self._zygote.stdin is not None
         port = port or self.ports.get(name) or free_port()
-        self.ports[name] = port
-        command = {
-            "kind": kind,
-            "port": port,
-            "config": str(config) if config else None,
-            "env": {**self.env, **(env or {})},
-            "log": str(self.workdir / f"{name}.log"),
-        }
-        async with self._lock:
-            self._zygote.stdin.write((json.dumps(command) + "\n").encode())
-            await self._zygote.stdin.drain()
-            pid = int((await self._answer())["pid"])
-        self.pids[name] = pid
-        await self.wait_ready(name, kind)
-        return pid
+        log = self.workdir / f"{name}.log"
+        for attempt in range(attempts):
+            self.ports[name] = port
+            command = {
+                "kind": kind,
+                "port": port,
+                "config": str(config) if config else None,
+                "env": {**self.env, **(env or {})},
+                "log": str(log),
+            }
+            logged = log.stat().st_size if log.exists() else 0
+            async with self._lock:
+                self._zygote.stdin.write((json.dumps(command) + "\n").encode())
+                await self._zygote.stdin.drain()
+                pid = int((await self._answer())["pid"])
+            self.pids[name] = pid
+            try:
+                await self.wait_ready(name, kind)
+            except ChildDied:
+                taken = address_in_use(self.log(name)[logged:])
+                if not taken or attempt == attempts - 1:
+                    raise
+                port = free_port()  # lost the race for this port: another one
+                continue
+            return pid
+        raise AssertionError("unreachable")
 
     async def wait_ready(self, name: str, kind: str, *, within: float = 30.0) -> None:
         path = "/readyz" if kind == "sidecar" else "/v1/models"
         url = f"http://127.0.0.1:{self.ports[name]}{path}"
-        async with asyncio.timeout(within), aiohttp.ClientSession() as session:
+        probe = aiohttp.ClientTimeout(total=2)  # a port held by someone else may not answer
+        async with asyncio.timeout(within), aiohttp.ClientSession(timeout=probe) as session:
             while True:
                 if not alive(self.pids[name]):
-                    raise RuntimeError(f"{name} died: {self.log(name)[-2000:]}")
-                with contextlib.suppress(aiohttp.ClientError):
+                    raise ChildDied(f"{name} died: {self.log(name)[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     headers = {"Authorization": "Bearer test"}
                     async with session.get(url, headers=headers) as response:
                         if response.status < 500:

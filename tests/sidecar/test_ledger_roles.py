@@ -106,7 +106,10 @@ async def test_tenant_writes_rows_and_leases_and_nothing_else(
     dash = BudgetKey(BudgetScope.NAMESPACE, ns, "dash")
     holder = f"{ns}/a"
     async with LedgerStore(
-        roles.url(role), spool=Spool(tmp_path / "spool"), holder=holder
+        roles.url(role),
+        spool=Spool(tmp_path / "spool"),
+        holder=holder,
+        charge_to=lambda _: dash.encoded,  # what a book with this one budget answers
     ) as store:
         engine = store.engine.execution_options(isolation_level="AUTOCOMMIT")
         async with engine.connect() as conn:
@@ -114,7 +117,6 @@ async def test_tenant_writes_rows_and_leases_and_nothing_else(
                 conn, budget=dash, period="2026-11", holder=holder, want=D(100)
             )
             assert (grant.granted, grant.limit) == (D(5), D(5))  # the operator's limit
-        store.charge_to = lambda r: dash.encoded
         store.append(record(1, namespace=ns, cost_usd=D("0.5")))
         await store.flush()
         assert store.rows_written == 1

@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = 1
             try:
                 code = _child(command)
+            except BaseException:  # e.g. its port was taken: say so in its log
+                traceback.print_exc()
             finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
                 os._exit(code)
         sys.stdout.write(json.dumps({"pid": pid}) + "\n")
         sys.stdout.flush()
