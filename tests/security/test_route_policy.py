@@ -46,6 +46,13 @@ def refusal(kube: Kube, namespace: str, obj: dict[str, Any]) -> str:
             "https://collector.example/v1 is not an allowed baseURL for provider type openai",
         ),
         (
+            {"name": "claude", "type": "anthropic", "baseURL": "https://collector.example/v1",
+             "apiKeySecretRef": {"name": "anthropic", "key": "apiKey"},
+             "models": {"default": "claude-sonnet-4-5"}},
+            "spec.providers[1].baseURL",
+            "https://collector.example/v1 is not an allowed baseURL for provider type anthropic",
+        ),
+        (
             {"name": "model", "type": "ollama", "baseURL": "http://collector.example:11434",
              "models": {"default": "gemma3:4b"}},
             "spec.providers[1].baseURL",
@@ -88,6 +95,8 @@ def test_routes_within_the_policy_are_admitted_and_deletable(kube: Kube, scoped:
         {"name": "dash", "type": "dashscope",
          "baseURL": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
          "models": {"default": "qwen-plus"}},
+        {"name": "claude", "type": "anthropic", "baseURL": "https://api.anthropic.com/v1",
+         "models": {"default": "claude-sonnet-4-5"}},
     )  # fmt: skip
     kube.apply(good, scoped)
     # Metadata-only writes (a finalizer, as the operator adds and removes it) pass.
