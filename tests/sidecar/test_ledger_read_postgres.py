@@ -137,7 +137,7 @@ def test_cli_migrate_export_and_report_against_postgres(
     pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["ledger", "migrate", "--url", pg_url]) == 0
-    assert "ledger at revision 0004" in capsys.readouterr().out
+    assert "ledger at revision 0005" in capsys.readouterr().out
 
     async def seed() -> None:
         await provision(pg_url, "ns", [("dash", "dashscope", "10")], migrate=False)
