@@ -1,8 +1,11 @@
 """The one-node cluster for the tests marked ``node``: one cluster per session.
 
 ``cluster`` (session) -> :class:`NodeCluster`: ``.kube`` (the usual :class:`Kube`
-handle: kubectl, helm, namespaces), ``.images`` (the Aegis, pause and CoreDNS images,
-imported), ``.layout``. A healthy cluster that is already running (``make cluster``)
+handle: kubectl, helm, namespaces), ``.images`` (the Aegis, pause, CoreDNS, PostgreSQL
+and client images, imported), ``.layout``.
+``release`` (session) -> :class:`tests.node.release.Release`: the one ``helm install``
+of ``helm/aegis`` the end-to-end tests share (uninstalled at the end unless a test
+did it). A healthy cluster that is already running (``make cluster``)
 is reused and left running; otherwise the session starts one and removes it at the end,
 then checks that nothing of it is left on the machine.
 
@@ -27,6 +30,7 @@ from tests.cluster.layout import Layout
 from tests.cluster.shell import ClusterError
 from tests.controlplane import build
 from tests.controlplane.kube import Kube, for_existing_cluster
+from tests.node import release as chart
 
 _PREPARED = pytest.StashKey[tuple[build.Testbin, image_builder.Images]]()
 _PREPARE_ERROR = pytest.StashKey[str]()
@@ -118,6 +122,23 @@ def cluster(
         if (adopted or not reused) and not os.environ.get("AEGIS_CLUSTER_KEEP"):
             left = handle.down()
             assert not left, f"the cluster left things behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def release(
+    cluster: NodeCluster, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[chart.Release]:
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def log(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n[helm] {text}", flush=True)
+
+    installed = chart.install(
+        cluster.kube, cluster.images, cluster.layout, tmp_path_factory.mktemp("chart"), log
+    )
+    yield installed
+    chart.uninstall(installed)
 
 
 @pytest.fixture

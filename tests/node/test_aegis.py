@@ -1,34 +1,32 @@
 """Aegis in pods: the chart's operator and injector, a route, an injected app, a request.
 
-`helm install` of ``helm/aegis`` with the image imported into the node (pull policy
-Never) runs ``aegis operator`` (one replica) and ``aegis injector`` (two replicas and
-its MutatingWebhookConfiguration). A test namespace then gets a fake OpenAI upstream as
-a Deployment behind a Service, an `LLMRoute` pointing at that Service by its DNS name,
-and an app pod opted in for injection; from inside the app container a request to the
-sidecar on 127.0.0.1:8787 is answered by the fake, through CoreDNS and kube-proxy.
+The session's `helm install` of ``helm/aegis`` (:mod:`tests.node.release`, the image
+imported into the node, pull policy Never) runs ``aegis operator`` (one replica) and
+``aegis injector`` (two replicas and its MutatingWebhookConfiguration). A test
+namespace then gets a fake OpenAI upstream as a Deployment behind a Service, an
+`LLMRoute` pointing at that Service by its DNS name, and an app pod opted in for
+injection; from inside the app container a request to the sidecar on 127.0.0.1:8787 is
+answered by the fake, through CoreDNS and kube-proxy.
 
-The sidecars' ledger DSN is a SQLite file on each pod's emptyDir, the operator has none
-and the chart's migration job is off: these tests are about pods, not the shared
-Postgres ledger.
+These namespaces bring their own ledger Secret (a SQLite file on each pod's emptyDir),
+which the operator leaves alone: these tests are about pods; the shared Postgres ledger
+is :mod:`tests.node.test_product`'s.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.controlplane.procs import wait_until
 from tests.node.conftest import NodeCluster, Say
+from tests.node.release import RELEASE_NS, Release
 from tests.node.workloads import fake_upstream, http_client_code, python_pod
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "aegis"
-RELEASE, RELEASE_NS = "aegis", "aegis-system"
 SIDECAR_URL = "http://127.0.0.1:8787/v1/chat/completions"
 
 
@@ -39,45 +37,6 @@ def _ledger_secret(dsn: str) -> dict[str, Any]:
         "metadata": {"name": "aegis-ledger"},
         "stringData": {"dsn": dsn},
     }
-
-
-@pytest.fixture(scope="module")
-def release(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The chart installed in aegis-system; uninstalled afterwards (the CRDs stay)."""
-    kube, image = cluster.kube, cluster.images.aegis
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NS}})
-    # An empty DSN: the operator runs without a ledger (budget status says so). A SQLite
-    # file would have to exist and be migrated already; Postgres is the next step.
-    kube.apply(_ledger_secret(""), RELEASE_NS)
-    values = {
-        "image": {"repository": image.repository, "tag": image.tag, "pullPolicy": "Never"},
-        "migrations": {"enabled": False},
-        # Test namespaces come and go: served cluster-wide, which the chart does only
-        # when asked.
-        "operator": {"resyncInterval": 30, "clusterWide": True},
-        # The fake OpenAI upstream is an in-cluster Service standing in for a self-hosted
-        # model: the platform's route policy allows it as a local openai provider.
-        "routePolicy": {
-            "baseURLs": {"openai": [r"^http://fake-openai\.[-a-z0-9]+\.svc\.cluster\.local/v1$"]},
-            "localTypes": ["ollama", "openai-compatible", "openai"],
-        },
-    }
-    values_file = tmp_path_factory.mktemp("chart") / "values.json"
-    values_file.write_text(json.dumps(values))
-    kube.helm(
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        RELEASE_NS,
-        f"--values={values_file}",
-        "--wait",
-        "--timeout=5m",
-        timeout=360,
-    )
-    yield RELEASE_NS
-    kube.helm("uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", check=False)
 
 
 def _route(namespace: str) -> dict[str, Any]:
@@ -141,24 +100,26 @@ def _routed_namespace(cluster: NodeCluster, ns: str) -> dict[str, Any]:
 
 
 def test_chart_runs_the_operator_and_the_injector(
-    cluster: NodeCluster, release: str, say: Say
+    cluster: NodeCluster, release: Release, say: Say
 ) -> None:
-    pods = cluster.kube.kubectl_json("-n", release, "get", "pods")["items"]
+    pods = cluster.kube.kubectl_json("-n", release.namespace, "get", "pods")["items"]
     ready = {
         pod["metadata"]["name"]: all(s["ready"] for s in pod["status"]["containerStatuses"])
         for pod in pods
+        if pod["status"].get("phase") != "Succeeded"  # the migration Job's
     }
     operators = [name for name in ready if "-operator-" in name]
     injectors = [name for name in ready if "-injector-" in name]
-    assert len(operators) == 1 and len(injectors) == 2, ready
+    databases = [name for name in ready if "-postgresql-" in name]
+    assert len(operators) == 1 and len(injectors) == 2 and len(databases) == 1, ready
     assert all(ready.values()), ready
     webhooks = cluster.kube.kubectl("get", "mutatingwebhookconfigurations", "-o", "name").stdout
     assert "aegis" in webhooks
-    say(cluster.kube.kubectl("-n", release, "get", "pods", "-o", "wide").stdout)
+    say(release.kubectl("get", "pods", "-o", "wide"))
 
 
 def test_operator_renders_a_route_into_its_configmap(
-    cluster: NodeCluster, release: str, ns: str, say: Say
+    cluster: NodeCluster, release: Release, ns: str, say: Say
 ) -> None:
     route = _routed_namespace(cluster, ns)
     configmap = cluster.kube.kubectl_json("-n", ns, "get", "configmap", "aegis-route-proof")
@@ -169,7 +130,7 @@ def test_operator_renders_a_route_into_its_configmap(
 
 
 def test_injected_app_calls_the_fake_upstream_through_its_sidecar(
-    cluster: NodeCluster, release: str, ns: str, say: Say
+    cluster: NodeCluster, release: Release, ns: str, say: Say
 ) -> None:
     kube, image = cluster.kube, cluster.images.aegis.short
     _routed_namespace(cluster, ns)

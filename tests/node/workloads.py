@@ -89,8 +89,17 @@ def run_to_completion(
     return logs
 
 
-def fake_upstream(kube: Kube, namespace: str, image: str, name: str = "fake-openai") -> str:
-    """A fake OpenAI upstream as a Deployment behind a Service; returns the ClusterIP.
+def fake_upstream(
+    kube: Kube,
+    namespace: str,
+    image: str,
+    name: str = "fake-openai",
+    *,
+    kind: str = "openai",
+    wait: bool = True,
+) -> str:
+    """A fake upstream (OpenAI, DashScope, Ollama or Anthropic wire) as a Deployment
+    behind a Service on port 80; returns the ClusterIP.
 
     Started as ``python3 -m aegis.sidecar.fakes --host 0.0.0.0``: ``aegis fake-upstream``
     has no --host and binds 127.0.0.1 only, which a Service cannot reach.
@@ -104,7 +113,7 @@ def fake_upstream(kube: Kube, namespace: str, image: str, name: str = "fake-open
             "-m",
             "aegis.sidecar.fakes",
             "--kind",
-            "openai",
+            kind,
             "--host",
             "0.0.0.0",
             "--port",
@@ -133,9 +142,16 @@ def fake_upstream(kube: Kube, namespace: str, image: str, name: str = "fake-open
         "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
     }
     kube.apply({"apiVersion": "v1", "kind": "List", "items": [deployment, service]}, namespace)
-    kube.kubectl(
-        "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=120s", timeout=150
-    )
+    if wait:
+        kube.kubectl(
+            "-n",
+            namespace,
+            "rollout",
+            "status",
+            f"deployment/{name}",
+            "--timeout=120s",
+            timeout=150,
+        )
     ip: str = kube.kubectl_json("-n", namespace, "get", "service", name)["spec"]["clusterIP"]
     return ip
 
