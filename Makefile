@@ -16,6 +16,8 @@ help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
 	@echo "make bench  - sidecar overhead benchmark against a minimal proxy"
+	@echo "make fuzz   - long random API fuzzing (FUZZ_EXAMPLES per endpoint; report in build/)"
+	@echo "make soak   - mixed good and hostile traffic for SOAK_SECONDS, figures printed"
 	@echo "make cluster      - a one-node Kubernetes cluster with Aegis's image (root)"
 	@echo "make cluster-down - remove it, and check that nothing of it is left"
 
@@ -116,6 +118,18 @@ demo: venv
 
 bench: venv
 	$(PY) tests/bench/sidecar_overhead.py
+
+# The API fuzz tests with random seeds and many more examples than `make test` runs;
+# what was tried (answers by endpoint, status and code) goes to build/fuzz-report.json.
+FUZZ_EXAMPLES ?= 5000
+fuzz: venv
+	AEGIS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/sidecar/test_fuzz_api.py \
+	  -p no:logging -q --hypothesis-show-statistics -o timeout=0
+	@cat build/fuzz-report.json
+
+SOAK_SECONDS ?= 600
+soak: venv
+	$(PY) tests/bench/soak.py --seconds $(SOAK_SECONDS)
 
 bench-injector: venv
 	$(PY) tests/bench/injector_admission.py

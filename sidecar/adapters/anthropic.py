@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import json
 
-from .anthropic_wire import ANTHROPIC_VERSION, MessagesSse, chat_to_messages, message_to_chat
+from .anthropic_wire import (
+    ANTHROPIC_VERSION,
+    MessagesSse,
+    chat_to_messages,
+    message_to_chat,
+    refused,
+)
 from .base import ErrorKind, StreamHandle, UpstreamCall, UpstreamError, UpstreamResult
 from .openai_wire import OpenAIWireAdapter, WireStream
 
@@ -43,7 +49,17 @@ class AnthropicAdapter(OpenAIWireAdapter):
             ),
             self.spec.default_max_tokens,
         )
-        request = chat_to_messages(body, model, cap, stream=stream, provider=self.provider)
+        try:
+            request = chat_to_messages(body, model, cap, stream=stream, provider=self.provider)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            # A field of a shape the translation does not expect: the client's to fix.
+            raise refused(
+                "the request cannot be written as an Anthropic Messages request "
+                f"({exc.__class__.__name__}); check the types of its fields",
+                model,
+                self.provider,
+                code="invalid_request",
+            ) from None
         return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()
 
     async def chat(self, call: UpstreamCall) -> UpstreamResult:

@@ -43,10 +43,12 @@ _FINISH = {
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
-def refused(message: str, model: str, provider: str) -> UpstreamError:
+def refused(
+    message: str, model: str, provider: str, *, code: str = "invalid_value"
+) -> UpstreamError:
     """A request the Messages API cannot take: the client's fault, not the provider's."""
     return UpstreamError(
-        ErrorKind.STATUS, message, status=400, code="invalid_value", provider=provider, model=model
+        ErrorKind.STATUS, message, status=400, code=code, provider=provider, model=model
     )
 
 
@@ -167,7 +169,15 @@ def chat_to_messages(
         request["stream"] = True
     stop = body.get("stop")
     if stop:
-        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        if isinstance(stop, str):
+            request["stop_sequences"] = [stop]
+        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+            request["stop_sequences"] = list(stop)
+        else:
+            message = "Invalid 'stop': expected a string or an array of strings"
+            raise refused(message, model, provider)
+    if body.get("tools") is not None and not isinstance(body.get("tools"), list):
+        raise refused("Invalid 'tools': expected an array", model, provider)
     temperature = body.get("temperature")
     if isinstance(temperature, (int, float)):
         request["temperature"] = min(float(temperature), 1.0)
@@ -189,7 +199,8 @@ def chat_to_messages(
             request["tool_choice"] = choice
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
         if isinstance(schema, dict):
             request["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return request

@@ -53,6 +53,8 @@ async def answer_errors(
     request: web.Request, handler: Handler, shape: ErrorShape
 ) -> web.StreamResponse:
     """Turn every failure into the endpoint's error JSON; unexpected ones into a bare 500."""
+    if request.path.startswith(_ANTHROPIC_PREFIX):  # the catch-all's too
+        shape = "anthropic"
     try:
         check_headers(request, request.app[LIMITS])
         return await handler(request)

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.ledger.report import iter_entries
 from tests.sidecar.conftest import Fakes, SidecarFactory
 
@@ -261,3 +262,37 @@ async def test_requests_over_the_concurrency_cap_get_429_with_retry_after(
         # The cap is of requests in flight: once they are done, it admits again.
         status, _, _ = await post(sc.base_url, CHAT, body)
         assert status == 200
+
+
+async def test_a_field_anthropic_cannot_take_is_a_400_not_a_500(
+    make_sidecar: SidecarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the fuzz tests: ``"stop": true`` crashed the Messages translation."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    async with FakeUpstream.start("anthropic") as claude:
+
+        def to_claude(doc: dict[str, Any]) -> None:
+            doc["providers"].append(
+                {
+                    "name": "claude",
+                    "type": "anthropic",
+                    "baseURL": claude.base_url,
+                    "apiKeyEnv": "ANTHROPIC_API_KEY",
+                    "models": {"default": "claude-haiku-4-5"},
+                }
+            )
+            doc["default"] = {"provider": "claude"}
+            doc["rules"] = []
+
+        async with make_sidecar(to_claude) as sc:
+            for field, value in (
+                ("stop", True),
+                ("tools", {"a": 1}),
+                ("response_format", {"type": "json_schema", "json_schema": "x"}),
+            ):
+                body = {"model": "auto", "messages": USER, field: value}
+                status, _, payload = await post(sc.base_url, CHAT, json.dumps(body))
+                assert status in (200, 400), (field, payload)
+                if status == 400:
+                    assert f"'{field}'" in openai_error(payload)["message"]
+    assert all(r["status"] == 200 for r in claude.requests)
