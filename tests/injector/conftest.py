@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,8 @@ import yaml
 from aegis.operator.api.naming import INJECT_LABEL, INJECTED_ANNOTATION
 from aegis.operator.injector import manifests
 from tests.controlplane.kube import Kube
-from tests.controlplane.procs import ServerProcess, free_port, wait_until
+from tests.controlplane.procs import ServerProcess, free_ports, start_on_free_ports
+from tests.operator.harness import remove_aegis_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 AEGIS = str(Path(sys.executable).parent / "aegis")
@@ -38,30 +39,11 @@ SCOPE_LABEL = "test.aegis.io/injector"
 CRDS = [ROOT / "crds" / "llmroutes.aegis.io.yaml", ROOT / "crds" / "llmbudgets.aegis.io.yaml"]
 
 
-def install_crds(kube: Kube) -> bool:
-    """Apply the real CRDs from ``crds/``; True when they were not there before."""
+def install_crds(kube: Kube) -> None:
+    """Apply the real CRDs from ``crds/`` (idempotent: whichever package comes first)."""
     names = ["crd/llmroutes.aegis.io", "crd/llmbudgets.aegis.io"]
-    present = kube.kubectl("get", *names, check=False).returncode == 0
     kube.kubectl("apply", *(arg for path in CRDS for arg in ("-f", str(path))))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
-    return not present
-
-
-def remove_crds(kube: Kube) -> None:
-    """Delete the CRDs (and so every LLMRoute), dropping finalizers no operator will
-    handle any more, so later tests (a Helm install) start from a clean API."""
-    for kind in ("llmroutes", "llmbudgets"):
-        for item in kube.kubectl_json("get", kind, "--all-namespaces")["items"]:
-            meta = item["metadata"]
-            if meta.get("finalizers"):
-                kube.kubectl(
-                    "patch", kind, meta["name"], "-n", meta["namespace"], "--type=merge",
-                    "-p", '{"metadata": {"finalizers": null}}', check=False,
-                )  # fmt: skip
-    kube.kubectl(
-        "delete", *(arg for path in CRDS for arg in ("-f", str(path))),
-        "--ignore-not-found", "--timeout=60s",
-    )  # fmt: skip
 
 
 def token_kubeconfig(kube: Kube, namespace: str, service_account: str, path: Path) -> Path:
@@ -114,6 +96,7 @@ class Injector:
     sidecar_port: int
     process: ServerProcess
     extra_args: list[str] = field(default_factory=list)
+    configure: Callable[[int], None] | None = None  # points the webhook at a new port
 
     @property
     def url(self) -> str:
@@ -135,22 +118,40 @@ class Injector:
         return http_get(f"http://127.0.0.1:{self.metrics_port}/readyz")[0] == 200
 
     def start(self) -> None:
-        self.process.start()
-        wait_until(
-            lambda: self.ready() or (not self.process.running and self._died()),
+        """Start and wait until ready; when a port was taken since it was chosen, again
+        on other ports (and the webhook configuration follows the new one)."""
+        first = True
+
+        def launch(ports: list[int]) -> ServerProcess:
+            nonlocal first
+            if not first:  # the ports chosen first are already in argv and the config
+                self._move(*ports)
+            first = False
+            self.process.start()
+            return self.process
+
+        start_on_free_ports(
+            launch,
+            2,
+            lambda _: self.ready(),
             timeout=60,
             what=f"injector {self.name} ready",
         )
 
-    def _died(self) -> bool:
-        raise AssertionError(self.process.describe_exit())
+    def _move(self, port: int, metrics_port: int) -> None:
+        argv = self.process.argv
+        argv[argv.index("--port") + 1] = str(port)
+        argv[argv.index("--metrics-port") + 1] = str(metrics_port)
+        self.port, self.metrics_port = port, metrics_port
+        if self.configure is not None:
+            self.configure(port)
 
     def stop(self) -> None:
         self.process.stop()
 
     def replica(self, workdir: Path) -> Injector:
         """Another process with the same settings (namespace, Secret, webhook), new ports."""
-        port, metrics_port = free_port(), free_port()
+        port, metrics_port = free_ports(2)
         argv = list(self.process.argv)
         argv[argv.index("--port") + 1] = str(port)
         argv[argv.index("--metrics-port") + 1] = str(metrics_port)
@@ -202,14 +203,18 @@ def start_injector(
     )
     for obj in objects:
         kube.apply(obj)
-    port, metrics_port, sidecar_port = free_port(), free_port(), free_port()
-    config = manifests.webhook_configuration(
-        name=name,
-        namespace=namespace,
-        url=f"https://{kube.webhook_host}:{port}",
-        extra_namespace_expressions=[{"key": SCOPE_LABEL, "operator": "In", "values": [name]}],
-    )
-    kube.apply(config)
+    port, metrics_port, sidecar_port = free_ports(3)
+
+    def configure(port: int) -> None:
+        config = manifests.webhook_configuration(
+            name=name,
+            namespace=namespace,
+            url=f"https://{kube.webhook_host}:{port}",
+            extra_namespace_expressions=[{"key": SCOPE_LABEL, "operator": "In", "values": [name]}],
+        )
+        kube.apply(config)
+
+    configure(port)
     kubeconfig = token_kubeconfig(kube, namespace, service_account, workdir / f"{name}.kubeconfig")
     listen = "127.0.0.1" if kube.webhook_host == "127.0.0.1" else "0.0.0.0"
     argv = [
@@ -233,7 +238,7 @@ def start_injector(
     )
     injector = Injector(
         kube, name, namespace, service_account, port, metrics_port, sidecar_port, process,
-        list(extra_args),
+        list(extra_args), configure,
     )  # fmt: skip
     try:
         if start:
@@ -249,11 +254,11 @@ def start_injector(
 
 @pytest.fixture(scope="package")
 def crds(kube: Kube) -> Iterator[None]:
-    """The real CRDs for this package; removed afterwards if this package installed them."""
-    installed = install_crds(kube)
+    """The real CRDs for this package; the LLMRoutes it left are removed afterwards
+    (the CRDs stay: no later package relies on this one's cleanup)."""
+    install_crds(kube)
     yield
-    if installed:
-        remove_crds(kube)
+    remove_aegis_objects(kube)
 
 
 @pytest.fixture(scope="module")

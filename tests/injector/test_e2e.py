@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from aegis.operator.api.naming import (
 from aegis.operator.injector.patch import CONFIG_VOLUME, DATA_VOLUME
 from aegis.sidecar.fakes import FakeUpstream
 from tests.controlplane.kube import Kube
-from tests.controlplane.procs import ServerProcess, free_port, wait_until
+from tests.controlplane.procs import ServerProcess, start_on_free_ports, wait_until
 from tests.injector.conftest import AEGIS, Injector
 from tests.injector.helpers import env_of
 from tests.sidecar.tenancy import tenant_url
@@ -49,18 +50,30 @@ OPENAI_KEY = "sk-e2e-from-secret"
 @pytest.fixture
 def operator(kube: Kube, crds: None, namespace: str, tmp_path: Path) -> Iterator[ServerProcess]:
     """``aegis operator`` watching the test namespace (the real process, admin credentials)."""
-    health = free_port()
-    process = ServerProcess(
-        "aegis-operator",
-        [
-            AEGIS, "operator", "--namespace", namespace,
-            "--health-host", "127.0.0.1", "--health-port", str(health),
-            "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()),
-        ],
-        tmp_path / "operator.log",
-        env={**kube.env, "AEGIS_LOG_FORMAT": "text"},
-    )  # fmt: skip
-    process.start()
+
+    def launch(ports: list[int]) -> ServerProcess:
+        health, metrics = ports
+        process = ServerProcess(
+            "aegis-operator",
+            [
+                AEGIS, "operator", "--namespace", namespace,
+                "--health-host", "127.0.0.1", "--health-port", str(health),
+                "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics),
+            ],
+            tmp_path / "operator.log",
+            env={**kube.env, "AEGIS_LOG_FORMAT": "text"},
+        )  # fmt: skip
+        process.start()
+        return process
+
+    def healthy(ports: list[int]) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    process, _ = start_on_free_ports(launch, 2, healthy, timeout=60, what="the operator's health")
     try:
         yield process
         # Through the running operator, so its finalizer is handled and nothing is left.

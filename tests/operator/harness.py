@@ -57,9 +57,11 @@ def install_crds(kube: Kube) -> None:
         kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
 
 
-def remove_crds(kube: Kube) -> None:
-    """Delete every LLMRoute/LLMBudget (dropping finalizers: the operator is gone) and
-    then the CRDs, so later tests (e.g. a Helm install) start from a clean API."""
+def remove_aegis_objects(kube: Kube) -> None:
+    """Delete every LLMRoute/LLMBudget left (dropping finalizers: the operator is gone).
+
+    The CRDs stay: installing them is idempotent and every package that needs them
+    applies them itself, so no package depends on another's cleanup or setup."""
     for kind in ("llmroutes", "llmbudgets"):
         listed = kube.kubectl_json("get", kind, "--all-namespaces")
         for item in listed["items"]:
@@ -68,8 +70,7 @@ def remove_crds(kube: Kube) -> None:
                 "patch", kind, meta["name"], "-n", meta["namespace"], "--type=merge",
                 "-p", '{"metadata": {"finalizers": null}}', check=False,
             )  # fmt: skip
-    for path in sorted(CRDS.glob("*.yaml")):
-        kube.kubectl("delete", "-f", str(path), "--ignore-not-found", "--timeout=60s")
+        kube.kubectl("delete", kind, "--all", "--all-namespaces", "--ignore-not-found")
 
 
 def _service_account_kubeconfig(kube: Kube, namespace: str, workdir: Path) -> Path:

@@ -13,13 +13,14 @@ from typing import Any
 from aegis.sidecar.commands import run_ledger
 from tests.controlplane.kube import Kube
 from tests.controlplane.postgres import PostgresServer
-from tests.operator.harness import OperatorProcess, install_crds, remove_crds
+from tests.operator.harness import OperatorProcess, install_crds, remove_aegis_objects
 
 
 def installed_crds(kube: Kube) -> Iterator[None]:
+    """The CRDs for a package; the Aegis objects it left are removed afterwards."""
     install_crds(kube)
     yield
-    remove_crds(kube)
+    remove_aegis_objects(kube)
 
 
 def migrated_ledger(postgres: PostgresServer) -> Iterator[str]:
