@@ -10,12 +10,14 @@ tokens, and must do their job with exactly the RBAC the chart installed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import yaml
 
 from tests.controlplane.kube import Kube
 from tests.controlplane.postgres import PostgresServer
-from tests.controlplane.procs import ServerProcess, free_port, wait_until
+from tests.controlplane.procs import ServerProcess, start_on_free_ports, wait_until
 from tests.helm import sync
 from tests.helm.chart import ALL_FEATURES
 from tests.helm.cluster import (
@@ -135,6 +137,14 @@ def ledger_url(postgres: PostgresServer) -> Iterator[str]:
 def release(
     kube: Kube, ledger_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
+    """The module's release (upgraded by one test, never uninstalled by any)."""
+    with installed_release(kube, ledger_url, tmp_path_factory.mktemp("release")) as handle:
+        yield handle
+
+
+@contextmanager
+def installed_release(kube: Kube, ledger_url: str, workdir: Path) -> Iterator[Release]:
+    """A release of the chart in namespaces of its own; uninstalled afterwards."""
     name = f"aegis-{uuid.uuid4().hex[:6]}"
     namespace = kube.create_namespace("aegis-rel")
     app_namespace = kube.create_namespace("aegis-app")
@@ -146,7 +156,6 @@ def release(
         f"--from-literal=readerDsn={as_role(ledger_url, reader)}",
         f"--from-literal=controlDsn={as_role(ledger_url, control)}",
     )  # fmt: skip
-    workdir = tmp_path_factory.mktemp("release")
     values = workdir / "values.yaml"
     served = [namespace, app_namespace]
     values.write_text(yaml.safe_dump(install_values(name, "ledger", served, (reader, control))))
@@ -187,26 +196,32 @@ def operator(release: Release, migrated: str) -> Iterator[Operator]:
     """``aegis operator`` with the Deployment's args and env and the operator's token."""
     container = release.deployment_container("operator")
     env = container_env(release.kube, container, release.namespace, "operator-local")
-    health, metrics = free_port(), free_port()
-    argv = [
-        *AEGIS, *container["args"],
-        f"--health-port={health}", f"--metrics-port={metrics}",  # free ports here
-    ]  # fmt: skip
-    process = ServerProcess(
-        "operator",
-        argv,
-        release.workdir / "operator.log",
-        env={
-            **release.kube.env,
-            **env,
-            "KUBECONFIG": str(release.kubeconfig("operator")),
-            "AEGIS_LOG_FORMAT": "text",
-        },
-    )
-    release.processes.append(process)
-    process.start()
-    wait_until(
-        lambda: http_status(f"http://127.0.0.1:{health}/healthz") == 200 or _dead(process),
+
+    def launch(ports: list[int]) -> ServerProcess:
+        health, metrics = ports
+        argv = [
+            *AEGIS, *container["args"],
+            f"--health-port={health}", f"--metrics-port={metrics}",  # free ports here
+        ]  # fmt: skip
+        process = ServerProcess(
+            "operator",
+            argv,
+            release.workdir / "operator.log",
+            env={
+                **release.kube.env,
+                **env,
+                "KUBECONFIG": str(release.kubeconfig("operator")),
+                "AEGIS_LOG_FORMAT": "text",
+            },
+        )
+        release.processes.append(process)
+        process.start()
+        return process
+
+    process, (_, metrics) = start_on_free_ports(
+        launch,
+        2,
+        lambda ports: http_status(f"http://127.0.0.1:{ports[0]}/healthz") == 200,
         timeout=60,
         what="operator liveness",
     )
@@ -219,12 +234,6 @@ def assert_no_rbac_denial(process: ServerProcess) -> None:
     that other tests left terminating, are not RBAC's)."""
     log = process.log_tail(2000)
     assert 'forbidden: User "system:serviceaccount:' not in log, log
-
-
-def _dead(process: ServerProcess) -> bool:
-    if not process.running:
-        raise AssertionError(process.describe_exit())
-    return False
 
 
 # -- the release -------------------------------------------------------------------------
@@ -315,28 +324,34 @@ def test_injector_keeps_the_ca_bundle_and_serves_admission(
     kube = release.kube
     container = release.deployment_container("injector")
     env = container_env(kube, container, release.namespace, "injector-local")
-    port, metrics = free_port(), free_port()
-    argv = [
-        *AEGIS, *container["args"],
-        # Here, not behind the Service: a local port, and the address the API server dials.
-        "--listen-host=127.0.0.1", f"--port={port}", f"--metrics-port={metrics}",
-        f"--extra-san={kube.webhook_host}", "--tls-check-interval=1", "--shutdown-delay=0",
-    ]  # fmt: skip
-    process = ServerProcess(
-        "injector",
-        argv,
-        release.workdir / "injector.log",
-        env={
-            **kube.env,
-            **env,
-            "KUBECONFIG": str(release.kubeconfig("injector")),
-            "AEGIS_LOG_FORMAT": "text",
-        },
-    )
-    release.processes.append(process)
-    process.start()
-    wait_until(
-        lambda: http_status(f"http://127.0.0.1:{metrics}/readyz") == 200 or _dead(process),
+
+    def launch(ports: list[int]) -> ServerProcess:
+        port, metrics = ports
+        argv = [
+            *AEGIS, *container["args"],
+            # Here, not behind the Service: a local port, and the address the API server dials.
+            "--listen-host=127.0.0.1", f"--port={port}", f"--metrics-port={metrics}",
+            f"--extra-san={kube.webhook_host}", "--tls-check-interval=1", "--shutdown-delay=0",
+        ]  # fmt: skip
+        process = ServerProcess(
+            "injector",
+            argv,
+            release.workdir / "injector.log",
+            env={
+                **kube.env,
+                **env,
+                "KUBECONFIG": str(release.kubeconfig("injector")),
+                "AEGIS_LOG_FORMAT": "text",
+            },
+        )
+        release.processes.append(process)
+        process.start()
+        return process
+
+    process, (port, _) = start_on_free_ports(
+        launch,
+        2,
+        lambda ports: http_status(f"http://127.0.0.1:{ports[1]}/readyz") == 200,
         timeout=60,
         what="injector ready",
     )
@@ -550,6 +565,7 @@ def test_upgrade_applies_changes_and_keeps_the_injectors_ca_bundle(release: Rele
         w["clientConfig"].get("caBundle")
         for w in release.get("mutatingwebhookconfiguration", webhook)["webhooks"]
     ]
+    earlier = json.loads(release.helm("history", release.name, "-o", "json"))
     release.helm(
         "upgrade", release.name, str(sync.CHART), "-f", str(release.values), "--no-hooks",
         "--set", "injector.replicas=3", "--set", "commonLabels.upgraded=yes",
@@ -565,24 +581,37 @@ def test_upgrade_applies_changes_and_keeps_the_injectors_ca_bundle(release: Rele
     ]
     assert after == before  # helm never rendered caBundle, so it never resets it
     history = json.loads(release.helm("history", release.name, "-o", "json"))
-    assert [h["status"] for h in history] == ["superseded", "deployed"]
+    # This upgrade is the one deployed revision, whatever came before it.
+    statuses = [h["status"] for h in sorted(history, key=lambda h: h["revision"])]
+    assert len(history) == len(earlier) + 1
+    assert statuses[-1] == "deployed" and set(statuses[:-1]) == {"superseded"}
 
 
-def test_uninstall_leaves_crds_and_custom_resources(release: Release) -> None:
-    kube = release.kube
-    release.stop_processes()
-    owned = [d for d in release.manifest() if d["kind"] != "CustomResourceDefinition"]
-    release.helm("uninstall", release.name)
-    for obj in owned:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        ns = [] if kind in CLUSTER_SCOPED else ["-n", release.namespace]
-        gone = kube.kubectl("get", kind, name, *ns, check=False)
-        assert gone.returncode != 0 and "NotFound" in gone.stderr, (kind, name)
-    for name in CRD_NAMES:
-        kube.kubectl("get", "crd", name)
-    # The custom resources and what the operator made from them are untouched.
-    kube.kubectl("get", "llmroute", "rag-api", "-n", release.app_namespace)
-    kube.kubectl("get", "llmbudgets", "-n", release.app_namespace)
+def test_uninstall_leaves_crds_and_custom_resources(
+    kube: Kube, ledger_url: str, tmp_path: Path, release: Release
+) -> None:
+    # A release of its own (the module's stays installed for every other test), which
+    # takes the CRDs over and, once uninstalled, hands them back the documented way.
+    with (
+        contextlib.ExitStack() as cleanup,
+        installed_release(kube, ledger_url, tmp_path) as own,
+    ):
+        cleanup.callback(adopt_crds, kube, release.name, release.namespace, CRD_NAMES)
+        ns = own.app_namespace
+        for example in ("secrets.yaml", "budgets.yaml", "rag-api-route.yaml"):
+            kube.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / example))
+        owned = [d for d in own.manifest() if d["kind"] != "CustomResourceDefinition"]
+        own.helm("uninstall", own.name)
+        for obj in owned:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            scope = [] if kind in CLUSTER_SCOPED else ["-n", own.namespace]
+            gone = kube.kubectl("get", kind, name, *scope, check=False)
+            assert gone.returncode != 0 and "NotFound" in gone.stderr, (kind, name)
+        for name in CRD_NAMES:
+            kube.kubectl("get", "crd", name)
+        # The custom resources are untouched.
+        kube.kubectl("get", "llmroute", "rag-api", "-n", ns)
+        assert kube.kubectl_json("get", "llmbudgets", "-n", ns)["items"]
 
 
 # -- every optional feature, accepted by the API server ---------------------------------------
