@@ -106,6 +106,7 @@ async def first_answer(
     :class:`~aegis.sidecar.errors.UpstreamFailure`. On success the reservation is
     still open: the caller settles."""
     last: UpstreamError | None = None
+    held: AegisError | None = None  # a FallbackLocal budget's answer, if nothing else serves
     for candidate in exchange.decision.candidates:
         if not usable(exchange, candidate):
             continue
@@ -118,6 +119,7 @@ async def first_answer(
             reservation = await reserve(exchange, candidate)
         except CandidateSkipped as skip:
             exchange.failed(candidate, str(skip))
+            held = held or skip.refusal
             continue
         exchange.attempts += 1
         try:
@@ -142,6 +144,10 @@ async def first_answer(
         except BaseException:
             release(exchange, reservation)  # a no-op when the attempt settled it already
             raise
+    if last is None and held is not None:  # nothing was called: the budget's answer
+        exchange.runtime.metrics.refusals.labels(held.code).inc()
+        exchange.record(candidate=None, model="", status=Status.REFUSED, http_status=held.status)
+        raise held.with_headers(exchange.headers(None, None))
     refusal = exhausted(exchange, last)
     exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
     raise refusal

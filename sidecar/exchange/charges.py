@@ -14,13 +14,19 @@ from ..adapters import Usage
 from ..budgets import Exceeded, Reservation
 from ..contract import OnExceeded
 from ..contract.money import ZERO
+from ..errors import AegisError
 from ..request import cost, price_for
 from ..routing import Candidate, budget_refusal
 from .record import Exchange
 
 
 class CandidateSkipped(Exception):
-    """A candidate is passed over before any call (the reason in ``args[0]``)."""
+    """A candidate is passed over before any call (the reason in ``args[0]``);
+    ``refusal`` is the answer if no candidate after it serves the request."""
+
+    def __init__(self, reason: str, refusal: AegisError | None = None) -> None:
+        super().__init__(reason)
+        self.refusal = refusal
 
 
 async def reserve(exchange: Exchange, candidate: Candidate) -> Reservation | None:
@@ -38,16 +44,17 @@ async def reserve(exchange: Exchange, candidate: Candidate) -> Reservation | Non
     )
     if isinstance(outcome, Exceeded):
         budget = outcome.budget
+        refusal = budget_refusal(
+            budget,
+            outcome.reason,
+            needed=outcome.needed,
+            period=outcome.period,
+            available=outcome.available,
+        )
         if budget.on_exceeded is OnExceeded.REJECT:
-            raise budget_refusal(
-                budget,
-                outcome.reason,
-                needed=outcome.needed,
-                period=outcome.period,
-                available=outcome.available,
-            )
+            raise refusal
         exchange.local_only_after_budget = True
-        raise CandidateSkipped(outcome.reason)
+        raise CandidateSkipped(outcome.reason, refusal)
     return outcome
 
 

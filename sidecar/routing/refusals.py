@@ -29,7 +29,10 @@ def budget_refusal(
     ``reason`` :data:`~.ports.BUDGET_UNAVAILABLE` (the shared ledger is unreachable)
     fails closed with 503; otherwise 429. With ``skipped`` the budget is a
     ``FallbackLocal`` one that left only local providers, and none of them can
-    serve the request (``skipped`` lists why): always 429, the budget's answer.
+    serve the request (``skipped`` lists why): the same two answers. An unreachable
+    ledger is not an exhausted budget: the client cannot fix it by spending less
+    or waiting for the next period, and alerts on ``budget_exceeded`` must not
+    fire for an outage, so it is 503 ``budget_unavailable`` whatever the policy.
     """
     who = f"Budget {budget.name!r} for provider {budget.provider!r}"
     if reason == BUDGET_UNAVAILABLE:
@@ -42,9 +45,7 @@ def budget_refusal(
             f"limit {budget.limit_usd} USD {when}{left})"
         )
     if skipped is not None:
-        return BudgetExceeded(
-            f"{who} {why}, and no local provider can serve it instead (skipped: {skipped})."
-        )
+        why += f", and no local provider can serve it instead (skipped: {skipped})"
     if reason == BUDGET_UNAVAILABLE:
         return BudgetUnavailable(f"{who} {why}.")
     return BudgetExceeded(f"{who} {why}.")
