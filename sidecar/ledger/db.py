@@ -26,6 +26,26 @@ _ASYNC_DRIVERS = {
 }
 
 
+def _unnamed() -> str:
+    return ""
+
+
+# Behind a transaction-mode pooler (PgBouncer before 1.21, or with
+# max_prepared_statements = 0) consecutive transactions of one client run on
+# different server connections, so a statement prepared by name in one is missing
+# (or, numbered per client, already taken) in the next. asyncpg's own cache and
+# SQLAlchemy's are therefore off, and SQLAlchemy's prepare uses the unnamed
+# statement: asyncpg sends Parse/Describe/Flush and Bind/Execute/Sync as one
+# exchange, which the pooler keeps on one server connection. Directly on
+# PostgreSQL this costs one extra round trip per statement; every statement of the
+# sidecar is off the request path (batched rows, lease calls).
+POOLER_SAFE: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unnamed,
+}
+
+
 class LedgerUnavailableError(RuntimeError):
     """The ledger database does not exist (reading never creates an empty one)."""
 
@@ -74,6 +94,8 @@ def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Asyn
     PostgreSQL: connections are pinged before use because sidecars outlive
     database restarts, and the models' tables are those of schema ``aegis``
     (:data:`~aegis.sidecar.ledger.models.SCHEMA`, mapped here: SQLite has no schemas).
+    Statements are never prepared by name (:data:`POOLER_SAFE`), so the same engine
+    works directly and through PgBouncer in transaction mode.
     """
     parsed = async_url(url)
     path = sqlite_path(parsed)
@@ -87,6 +109,7 @@ def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Asyn
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs["connect_args"] = {**POOLER_SAFE, **(kwargs.get("connect_args") or {})}
     options = dict(kwargs.pop("execution_options", None) or {})
     options.setdefault("schema_translate_map", {None: SCHEMA})
     return create_async_engine(parsed, execution_options=options, **kwargs)

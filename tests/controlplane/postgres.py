@@ -57,7 +57,7 @@ def sqlalchemy_url(url: str, driver: str = "asyncpg") -> str:
     return f"postgresql+{driver}://{rest}"
 
 
-def _os_user() -> tuple[int | None, int | None]:
+def server_user() -> tuple[int | None, int | None]:
     """(uid, gid) to run the server as; (None, None) means the current user."""
     if os.geteuid() != 0:
         return None, None
@@ -82,7 +82,7 @@ class PostgresServer:
         self.data_dir = self.run_dir / "data"
         # The log may live outside run_dir (e.g. in pytest's tmp dir) to outlive the data.
         self.log_path = (log_dir or self.run_dir) / "postgres.log"
-        self._uid, self._gid = _os_user()
+        self._uid, self._gid = server_user()
         if self._uid is not None:
             os.chown(self.run_dir, self._uid, self._gid or -1)
         self._process = ServerProcess(

@@ -16,6 +16,30 @@ from aegis.sidecar.contract import load_config, parse_config
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.http.server import RunningSidecar, serve
 
+# Suites that run twice, directly on PostgreSQL and through PgBouncer in transaction
+# pooling mode (how a thousand sidecars share a few server connections): leases,
+# reservations, the spool and its binding, batched writes.
+THROUGH_PGBOUNCER = frozenset(
+    {
+        "test_lease_sql",
+        "test_budget_lease",
+        "test_shared_budget",
+        "test_budget_concurrency",
+        "test_month_boundary",
+        "test_ledger_postgres",
+        "test_ledger_outage",
+        "test_spool_identity",
+        "test_spool_identity_units",
+        "test_ledger_batch_kill",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "pg_url" in metafunc.fixturenames and module in THROUGH_PGBOUNCER:
+        metafunc.parametrize("pg_url", ["direct", "pgbouncer"], indirect=True)
+
 
 class Fakes:
     def __init__(self, openai_fake: FakeUpstream, dashscope: FakeUpstream, ollama: FakeUpstream):
