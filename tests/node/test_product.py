@@ -1,0 +1,524 @@
+"""The whole product end to end on the real node, through `helm install`, with faults.
+
+One `helm install` (the session's ``release``: operator, injector and its webhook,
+CRDs, RBAC, route policy, the in-chart PostgreSQL ledger migrated by the chart's Job)
+and one shop (:mod:`tests.node.product`: fake upstream pods behind Services, an
+``LLMRoute``, two ``LLMBudget``s, an opted-in app Deployment) serve every scenario, in
+file order; the faults come last and the last one uninstalls the release. Each test
+prints what it shows (and what it cost) to the log, outside pytest's capture.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.controlplane.procs import wait_until
+from tests.node.conftest import NodeCluster, Say
+from tests.node.product import APP, NS, ROUTE, Shop, app, setup_namespace
+from tests.node.release import CHART, POSTGRES_POD, Release
+from tests.node.workloads import pod
+
+pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(600)]
+
+PII = "Please update the record of jane.doe@example.com before Friday."
+
+
+@pytest.fixture(scope="module")
+def shop(cluster: NodeCluster, release: Release) -> Iterator[Shop]:
+    """The shop's namespace, route, budgets and fakes; then the app, once its ledger
+    Secret (the operator's, holding the namespace's own database role) exists."""
+    shop = Shop(cluster.kube, cluster.images.client.short, cluster.images.aegis.short)
+    setup_namespace(shop)
+
+    def tenant_secret() -> bool:
+        found = shop.kubectl("get", "secret", "aegis-ledger", "--ignore-not-found", "-o", "name")
+        return bool(found.strip())
+
+    try:
+        wait_until(tenant_secret, timeout=120, what="the operator's ledger Secret", interval=1)
+    except TimeoutError:
+        logs = release.kubectl("logs", "deployment/aegis-operator", "--tail=60", check=False)
+        raise AssertionError(f"no ledger Secret in {NS}; operator log:\n{logs}") from None
+    cluster.kube.apply(app(shop.client_image), NS)
+    shop.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
+    shop.wait_sidecar_config()
+    yield shop
+    cluster.kube.kubectl("delete", "namespace", NS, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def answered() -> list[str]:
+    """Request ids of every answer the app got (X-Aegis-Request-Id): all must reach the
+    ledger."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def timed(say: Say) -> Iterator[None]:
+    """Each scenario's cost, in the log."""
+    started = time.monotonic()
+    yield
+    say(f"scenario took {time.monotonic() - started:.1f}s")
+
+
+def _platform_view(cluster: NodeCluster) -> str:
+    return cluster.kube.kubectl("-n", NS, "get", "llmroutes,llmbudgets").stdout
+
+
+def _ids(results: list[dict[str, Any]]) -> list[str]:
+    return [r["headers"]["x-aegis-request-id"] for r in results if r["status"] == 200]
+
+
+def _ledger_has(release: Release, ids: list[str]) -> int:
+    quoted = ",".join(f"'{i}'" for i in ids)
+    return int(
+        release.psql(f"SELECT count(*) FROM aegis.ledger_entries WHERE request_id IN ({quoted})")
+    )
+
+
+def _wait_in_ledger(release: Release, ids: list[str], timeout: float = 60) -> None:
+    wait_until(
+        lambda: _ledger_has(release, ids) == len(ids),
+        timeout=timeout,
+        what=f"{len(ids)} rows in the Postgres ledger",
+        interval=1,
+    )
+
+
+def test_install_runs_every_part(
+    cluster: NodeCluster, release: Release, shop: Shop, say: Say
+) -> None:
+    for component in ("operator", "injector", "postgresql"):
+        pods = release.pods(component)
+        assert pods and all(
+            all(s["ready"] for s in p["status"]["containerStatuses"]) for p in pods
+        ), (component, pods)
+    # The chart's migration Job ran (post-install hook): the schema is at its head.
+    version = release.psql("SELECT version_num FROM public.aegis_ledger_version")
+    roles = release.psql("SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles")
+    assert version, version
+    assert f"aegis_ns_{NS}" in roles.split(","), roles
+    say(f"ledger schema {version}; roles {roles}")
+    say(f"$ kubectl -n {NS} get llmroutes,llmbudgets\n{_platform_view(cluster)}")
+
+
+def test_app_pod_runs_the_injected_native_sidecar(shop: Shop, say: Say) -> None:
+    pod = shop.app_pod()
+    (sidecar,) = [c for c in pod["spec"].get("initContainers", []) if c["name"] == "aegis-sidecar"]
+    assert sidecar.get("restartPolicy") == "Always", sidecar
+    statuses = pod["status"]["initContainerStatuses"] + pod["status"]["containerStatuses"]
+    running = {s["name"]: ("running" in s["state"], s["ready"]) for s in statuses}
+    assert running == {"aegis-sidecar": (True, True), "app": (True, True)}, running
+    say(shop.kubectl("get", "pods", "-o", "wide"))
+    say(f"app pod {pod['metadata']['name']}: {running}")
+
+
+def test_app_calls_through_the_sidecar(
+    cluster: NodeCluster, release: Release, shop: Shop, answered: list[str], say: Say
+) -> None:
+    results = shop.calls(
+        {"text": "hello from the shop"},
+        {"text": "write a haiku", "stream": True},
+        {"text": PII},
+        {
+            "text": "draft the incident report",
+            "headers": {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"},
+        },
+        {"text": "summarise these", "headers": {"X-Aegis-Batch-Size": "40"}},
+    )
+    chat, stream, pii, critical, batch = results
+    assert all(r["status"] == 200 for r in results), results
+    assert chat["headers"]["x-aegis-provider"] == "local" and chat["text"], chat
+    assert stream["headers"]["x-aegis-provider"] == "local", stream
+    assert stream["chunks"] > 1 and stream["text"], stream
+    assert pii["headers"]["x-aegis-provider"] == "local", pii
+    assert pii["headers"]["x-aegis-data-class"] == "pii", pii
+    assert critical["headers"]["x-aegis-provider"] == "openai", critical
+    assert critical["headers"]["x-aegis-model"] == "gpt-4o", critical
+    assert critical["headers"]["x-aegis-rule"] == "critical", critical
+    assert batch["headers"]["x-aegis-provider"] == "dashscope", batch
+    for name, r in zip(("chat", "stream", "pii", "critical", "batch"), results, strict=True):
+        h = r["headers"]
+        say(
+            f"{name:8} -> {r['status']} provider={h['x-aegis-provider']} "
+            f"model={h['x-aegis-model']} rule={h.get('x-aegis-rule')} "
+            f"class={h.get('x-aegis-data-class')} cost={h.get('x-aegis-cost-usd', 'stream')}"
+        )
+    # What each fake saw: the OpenAI fake only the critical request, nobody the e-mail.
+    seen = {kind: shop.fake_requests(kind) for kind in ("openai", "dashscope", "ollama")}
+    chats = [r for r in seen["openai"] if r["path"].endswith("/chat/completions")]
+    assert [r["model"] for r in chats] == ["gpt-4o"], chats
+    assert PII not in json.dumps(seen["openai"] + seen["dashscope"])
+
+    ids = _ids(results)
+    answered.extend(ids)
+    _wait_in_ledger(release, ids)
+    rows = release.psql(
+        "SELECT provider, count(*) FROM aegis.ledger_entries "
+        f"WHERE namespace = '{NS}' GROUP BY provider ORDER BY provider"
+    )
+    say(f"ledger rows counted in {POSTGRES_POD} (psql):\n{rows}")
+
+    def spent() -> str | None:
+        budget = cluster.kube.kubectl_json("-n", NS, "get", "llmbudget", "openai-monthly")
+        value = budget.get("status", {}).get("spentUSD")
+        return str(value) if value is not None and Decimal(str(value)) > 0 else None
+
+    spend = wait_until(spent, timeout=60, what="openai-monthly's spend in its status", interval=1)
+    say(f"openai-monthly spent {spend}\n$ kubectl get llmroutes,llmbudgets")
+    say(_platform_view(cluster))
+
+
+def test_hot_reload_through_the_kubelet_configmap_update(
+    shop: Shop, answered: list[str], say: Say
+) -> None:
+    before = shop.app_pod()
+    sidecar_id = before["status"]["initContainerStatuses"][0]["containerID"]
+    old_hash = shop.readyz()["config"]["hash"]
+    shop.kubectl(
+        "patch",
+        "llmroute",
+        ROUTE,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/rules/1/to/model", "value": "gpt-4o-mini"}]),
+    )
+    started = time.monotonic()
+    new_hash = shop.wait_sidecar_config()
+    took = time.monotonic() - started
+    assert new_hash != old_hash
+    (critical,) = shop.calls(
+        {"text": "again", "headers": {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"}}
+    )
+    assert critical["status"] == 200 and critical["headers"]["x-aegis-model"] == "gpt-4o-mini"
+    answered.extend(_ids([critical]))
+    after = shop.app_pod()
+    status = after["status"]["initContainerStatuses"][0]
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert status["containerID"] == sidecar_id and status["restartCount"] == 0, status
+    say(
+        f"LLMRoute patched: config {old_hash[:12]} -> {new_hash[:12]} in the running sidecar "
+        f"after {took:.1f}s (kubelet ConfigMap volume update), same container, 0 restarts"
+    )
+
+
+def _arm_of(results: list[dict[str, Any]]) -> dict[str, int]:
+    arms: dict[str, int] = {}
+    for r in results:
+        arm = f"{r['headers'].get('x-aegis-arm')}:{r['headers'].get('x-aegis-provider')}"
+        arms[arm] = arms.get(arm, 0) + 1
+    return arms
+
+
+def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
+    cluster: NodeCluster, release: Release, shop: Shop, answered: list[str], say: Say
+) -> None:
+    rollout = {
+        "candidate": {"default": {"provider": "dashscope"}, "fallback": []},
+        "steps": [50, 100],
+        "interval": "5s",
+        "paused": True,
+        "stickiness": {"header": "X-Aegis-User"},
+        "analysis": {"maxErrorRate": 0.05, "minRequests": 5, "maxP95LatencyMs": 5000},
+    }
+    shop.kubectl(
+        "patch", "llmroute", ROUTE, "--type=merge", "-p", json.dumps({"spec": {"rollout": rollout}})
+    )
+
+    def at_weight() -> dict[str, Any] | None:
+        state = shop.route().get("status", {}).get("rollout") or {}
+        return state if state.get("weight") == 50 else None
+
+    wait_until(at_weight, timeout=60, what="rollout at 50 %", interval=1)
+    shop.wait_sidecar_config()
+    users = [{"text": f"question {i}", "headers": {"X-Aegis-User": f"user-{i}"}} for i in range(16)]
+    healthy = shop.calls(*users)
+    assert all(r["status"] == 200 for r in healthy), healthy
+    arms = _arm_of(healthy)
+    assert set(arms) == {"stable:local", "candidate:dashscope"}, arms
+    answered.extend(_ids(healthy))
+    say(f"step 50 %: {arms}\n{_platform_view(cluster)}")
+
+    # The candidate breaks; the analysis (from the Postgres ledger) must roll it back.
+    shop.set_knobs("dashscope", {"error_rate": 1.0, "error_status": 500})
+    shop.kubectl(
+        "patch", "llmroute", ROUTE, "--type=merge", "-p", '{"spec":{"rollout":{"paused":false}}}'
+    )
+    failing = shop.calls(*users)
+    assert any(r["status"] >= 500 for r in failing), failing
+    answered.extend(_ids(failing))
+
+    def rolled_back() -> dict[str, Any] | None:
+        state = shop.route().get("status", {}).get("rollout") or {}
+        return state if state.get("phase") == "RolledBack" else None
+
+    state = wait_until(rolled_back, timeout=90, what="the rollout to roll back", interval=1)
+    assert state["weight"] == 0, state
+    shop.wait_sidecar_config()
+    after = shop.calls(*users)
+    assert all(r["status"] == 200 for r in after), after
+    assert _arm_of(after) == {"stable:local": len(users)}, _arm_of(after)
+    answered.extend(_ids(after))
+    errors = release.psql(
+        "SELECT arm, status, count(*) FROM aegis.ledger_entries "
+        f"WHERE namespace = '{NS}' AND route = '{ROUTE}' GROUP BY arm, status ORDER BY 1, 2"
+    )
+    events = shop.kubectl(
+        "get", "events", f"--field-selector=involvedObject.name={ROUTE}", "-o", "name"
+    )
+    say(
+        f"with the candidate failing: {_arm_of(failing)}; rollout {state}\n"
+        f"ledger by arm and status:\n{errors}\nafter rollback: {_arm_of(after)}\n"
+        f"{_platform_view(cluster)}\n{len(events.splitlines())} events on the route"
+    )
+    shop.set_knobs("dashscope", {"error_rate": 0.0})
+    shop.kubectl(
+        "patch", "llmroute", ROUTE, "--type=json", "-p", '[{"op":"remove","path":"/spec/rollout"}]'
+    )
+    shop.wait_sidecar_config()
+
+
+def test_metrics_scraped_through_the_pod_network(
+    cluster: NodeCluster, release: Release, shop: Shop, say: Say
+) -> None:
+    scraper = pod("scraper", shop.client_image, ["sleep", "infinity"], restart="Never")
+    cluster.kube.apply(scraper, NS)
+    shop.kubectl("wait", "pod/scraper", "--for=condition=Ready", "--timeout=120s", timeout=150)
+    app_ip = shop.app_pod()["status"]["podIP"]
+    (operator,) = release.pods("operator")
+    targets = {
+        "sidecar": f"http://{app_ip}:9787/metrics",
+        "operator": f"http://{operator['status']['podIP']}:9090/metrics",
+    }
+    for name, url in targets.items():
+        scraped = shop.fetch(url, pod="scraper", container="main")
+        assert scraped["status"] == 200, scraped
+        text = scraped["body"]
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, (name, checked.stdout, checked.stderr)
+        series = [line for line in text.splitlines() if line and not line.startswith("#")]
+        wanted = "aegis_requests_total" if name == "sidecar" else "aegis_budget"
+        assert any(line.startswith(wanted) for line in series), (name, text[:2000])
+        say(f"{name} {url}: {len(series)} series, promtool check metrics: ok")
+    shop.kubectl("delete", "pod", "scraper", "--wait=false")
+
+
+def test_operator_pod_deleted_reconcile_resumes(
+    cluster: NodeCluster, release: Release, shop: Shop, say: Say
+) -> None:
+    (old,) = release.pods("operator")
+    release.kubectl("delete", "pod", old["metadata"]["name"], "--wait=false")
+
+    def replaced() -> dict[str, Any] | None:
+        pods = [
+            p for p in release.pods("operator") if p["metadata"]["uid"] != old["metadata"]["uid"]
+        ]
+        ready = [
+            p
+            for p in pods
+            if p["status"].get("containerStatuses") and p["status"]["containerStatuses"][0]["ready"]
+        ]
+        return ready[0] if ready else None
+
+    new = wait_until(replaced, timeout=120, what="a new operator pod", interval=1)
+    old_hash = shop.route()["status"]["configHash"]
+    shop.kubectl(
+        "patch",
+        "llmroute",
+        ROUTE,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/rules/1/to/model", "value": "gpt-4o"}]),
+    )
+    new_hash = shop.wait_sidecar_config()
+    assert new_hash != old_hash
+    say(
+        f"operator pod {old['metadata']['name']} deleted -> {new['metadata']['name']} Ready; "
+        f"a route change after it reached the sidecar ({old_hash[:12]} -> {new_hash[:12]})"
+    )
+
+
+def test_injector_at_zero_refuses_opted_in_pods_only(
+    cluster: NodeCluster, release: Release, shop: Shop, say: Say
+) -> None:
+    kube = cluster.kube
+    release.kubectl("scale", "deployment/aegis-injector", "--replicas=0")
+    try:
+        wait_until(lambda: not release.pods("injector"), timeout=120, what="no injector pod")
+        opted = pod(
+            "opted-in",
+            shop.client_image,
+            ["sleep", "infinity"],
+            labels={"app": APP, "aegis.io/inject": "true"},
+        )
+        refused = kube.kubectl("-n", NS, "apply", "-f", "-", input=json.dumps(opted), check=False)
+        assert refused.returncode != 0, refused.stdout
+        assert "inject.aegis.io" in refused.stderr, refused.stderr
+        plain = pod("plain", shop.client_image, ["sleep", "infinity"], labels={"app": "plain"})
+        kube.apply(plain, NS)
+        shop.kubectl("wait", "pod/plain", "--for=condition=Ready", "--timeout=120s", timeout=150)
+        say(f"injector at 0: opted-in pod refused:\n{refused.stderr.strip()}\nplain pod Ready")
+    finally:
+        release.kubectl("scale", "deployment/aegis-injector", "--replicas=2")
+        release.kubectl(
+            "rollout", "status", "deployment/aegis-injector", "--timeout=180s", timeout=200
+        )
+        shop.kubectl("delete", "pod", "plain", "--ignore-not-found", "--wait=false")
+
+
+def test_postgres_outage_fails_paid_closed_and_replays_the_spool(
+    release: Release, shop: Shop, answered: list[str], say: Say
+) -> None:
+    critical = {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"}
+    openai_before = len(shop.fake_requests("openai"))
+    release.kubectl("scale", "statefulset/aegis-postgresql", "--replicas=0")
+    try:
+        wait_until(lambda: not release.pods("postgresql"), timeout=120, what="Postgres gone")
+        local = shop.calls(*({"text": f"while the ledger is down {i}"} for i in range(5)))
+        assert all(
+            r["status"] == 200 and r["headers"]["x-aegis-provider"] == "local" for r in local
+        )
+        answered.extend(_ids(local))
+
+        def blocked() -> bool:
+            metrics = shop.sidecar_metrics()
+            return any(
+                line.startswith("aegis_budget_available") and line.endswith(" 0.0")
+                for line in metrics.splitlines()
+            )
+
+        wait_until(blocked, timeout=60, what="the sidecar's budgets to block", interval=1)
+        (paid,) = shop.calls({"text": "an expensive question", "headers": critical})
+        assert paid["status"] == 503, paid
+        assert paid["error"]["error"]["code"] == "budget_unavailable", paid
+        assert len(shop.fake_requests("openai")) == openai_before, "a paid call left"
+        pending = shop.readyz()["ledger"]["pendingRows"]
+        say(
+            f"Postgres at 0 replicas: 5 local answers, paid -> 503 budget_unavailable; "
+            f"{pending} rows waiting in the spool"
+        )
+    finally:
+        release.kubectl("scale", "statefulset/aegis-postgresql", "--replicas=1")
+        release.kubectl(
+            "rollout", "status", "statefulset/aegis-postgresql", "--timeout=180s", timeout=200
+        )
+    _wait_in_ledger(release, answered, timeout=120)
+
+    def paid_again() -> dict[str, Any] | None:
+        (r,) = shop.calls({"text": "an expensive question", "headers": critical})
+        return r if r["status"] == 200 else None
+
+    back = wait_until(paid_again, timeout=60, what="paid traffic again", interval=2)
+    answered.extend(_ids([back]))
+    say(
+        f"Postgres back: every one of {len(answered)} answered requests is in the ledger; "
+        f"paid traffic answered again by {back['headers']['x-aegis-provider']}"
+    )
+
+
+def test_helm_upgrade_keeps_traffic(
+    cluster: NodeCluster, release: Release, shop: Shop, answered: list[str], say: Say
+) -> None:
+    database = release.pods("postgresql")[0]["metadata"]["uid"]
+    loop = shop.loop({"text": "during the upgrade"})
+    try:
+        out = release.helm(
+            "upgrade",
+            release.name,
+            str(CHART),
+            "--reuse-values",
+            "--set",
+            "operator.logLevel=DEBUG",
+            "--wait",
+            "--timeout=6m",
+        )
+    finally:
+        stdout, stderr = loop.communicate(input="", timeout=120)
+    results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert len(results) >= 5, (stdout, stderr)
+    failed = [r for r in results if r["status"] != 200]
+    assert not failed, failed
+    answered.extend(_ids(results))
+    env = release.kubectl("get", "deployment/aegis-operator", "-o", "json")
+    container = json.loads(env)["spec"]["template"]["spec"]["containers"][0]
+    levels = [e.get("value") for e in container["env"] if e["name"] == "AEGIS_LOG_LEVEL"]
+    assert levels == ["DEBUG"], levels
+    assert release.pods("postgresql")[0]["metadata"]["uid"] == database
+    _wait_in_ledger(release, answered, timeout=60)
+    say(
+        f"helm upgrade (operator.logLevel=DEBUG):\n{out}\n{len(results)} requests during it, "
+        f"all 200; PostgreSQL pod kept; ledger still takes rows"
+    )
+
+
+#: What `helm uninstall` leaves in the release namespace, as docs/install.md says: the
+#: injector's TLS Secret (the injector wrote it, not helm) and the in-chart PostgreSQL's
+#: claim (the ledger itself); the rest is the namespace's own.
+_RELEASE_NS_LEFT = {
+    "secret/aegis-injector-tls",
+    "persistentvolumeclaim/data-aegis-postgresql-0",
+    "serviceaccount/default",
+    "configmap/kube-root-ca.crt",
+}
+#: In an app namespace: what the operator rendered from the CRs that stay.
+_APP_NS_LEFT = {f"configmap/aegis-route-{ROUTE}", "secret/aegis-ledger"}
+_NAMESPACED = (
+    "all,secrets,configmaps,serviceaccounts,roles,rolebindings,persistentvolumeclaims,"
+    "poddisruptionbudgets,networkpolicies,podmonitors"
+)
+_CLUSTER = (
+    "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
+    "validatingwebhookconfigurations,validatingadmissionpolicies,"
+    "validatingadmissionpolicybindings,customresourcedefinitions"
+)
+
+
+def test_helm_uninstall_leaves_no_aegis_object(
+    cluster: NodeCluster, release: Release, shop: Shop, say: Say
+) -> None:
+    kube = cluster.kube
+    release.helm("uninstall", release.name, "--wait")
+
+    def names(*args: str) -> set[str]:
+        out = kube.kubectl("get", *args, "-o", "name").stdout.split()
+        return {n.replace(".apps/", "/").replace(".batch/", "/") for n in out}
+
+    def release_ns_settled() -> set[str] | None:
+        left = names(_NAMESPACED, "-n", release.namespace)
+        return left if left <= _RELEASE_NS_LEFT else None
+
+    try:
+        left = wait_until(release_ns_settled, timeout=120, what="the release's objects gone")
+    except TimeoutError:
+        raise AssertionError(names(_NAMESPACED, "-n", release.namespace)) from None
+    aegis_cluster = {n for n in names(_CLUSTER) if "aegis" in n}
+    assert aegis_cluster == {
+        "customresourcedefinition.apiextensions.k8s.io/llmbudgets.aegis.io",
+        "customresourcedefinition.apiextensions.k8s.io/llmroutes.aegis.io",
+    }, aegis_cluster
+    operator_made = names(
+        _NAMESPACED, "-n", NS, "-l", "app.kubernetes.io/managed-by=aegis-operator"
+    )
+    assert operator_made <= _APP_NS_LEFT, operator_made
+    shop_left = names(_NAMESPACED, "-n", NS)
+    assert not [n for n in shop_left if "aegis" in n and n not in _APP_NS_LEFT], shop_left
+    routes = kube.kubectl("-n", NS, "get", "llmroutes,llmbudgets", "-o", "name").stdout.split()
+    assert len(routes) == 3, routes
+    say(
+        f"after helm uninstall: {release.namespace} holds {sorted(left)}; cluster-wide only "
+        f"{sorted(aegis_cluster)} (kept); {NS} keeps {sorted(operator_made)} and its "
+        f"{len(routes)} custom resources, as docs/install.md says"
+    )
