@@ -10,11 +10,12 @@ UV := $(VENV)/bin/uv
 AEGIS_TESTBIN_ROOT ?= $(HOME)/.cache/aegis/testbin
 export AEGIS_TESTBIN_ROOT
 
-.PHONY: help venv source-tree postgres pgbouncer promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test demo bench bench-injector clean
+.PHONY: help venv source-tree postgres pgbouncer promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test test-fast demo bench bench-injector clean
 
 help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
+	@echo "make test-fast - the pure and single-process tests, random order (< 2 min)"
 	@echo "make bench  - sidecar overhead benchmark against a minimal proxy"
 	@echo "make fuzz   - long random API fuzzing (FUZZ_EXAMPLES per endpoint; report in build/)"
 	@echo "make soak   - mixed good and hostile traffic for SOAK_SECONDS, figures printed"
@@ -108,8 +109,18 @@ typecheck: venv source-tree
 chart-sync: venv
 	$(PY) -m tests.helm.sync
 
+# Two tiers. Fast: no PostgreSQL, no API server, nothing marked slow (the markers come
+# from the fixtures a test uses, tests/conftest.py), in random order (pytest-randomly;
+# the seed is printed, `-p randomly --randomly-seed=N` repeats an order). Slow: the
+# rest, in file order (package-scoped servers start once).
+FAST := not postgres and not kube and not slow
+
+test-fast: venv promtool
+	$(PY) -m pytest -p randomly -m "$(FAST)" $(PYTEST_ARGS)
+
 pytest: venv postgres pgbouncer promtool testbin cluster-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -p randomly -m "$(FAST)" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not ($(FAST))" $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
