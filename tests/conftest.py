@@ -7,6 +7,10 @@ Fixtures
     ``.psql(sql)``, ``.log_tail()``.
 ``pg_url`` (function)   -> ``str``: libpq URL of a fresh empty database, dropped after
     the test; ``sqlalchemy_url(pg_url)`` gives the ``postgresql+asyncpg://`` form.
+    Parametrized indirectly with ``"pgbouncer"`` it is that database through
+    ``pgbouncer`` (a module list in ``tests/sidecar/conftest.py`` does that).
+``pgbouncer`` (session) -> :class:`PgBouncerServer` in transaction mode in front of
+    ``postgres``: ``.via(url)``, ``.show("POOLS")``, ``.server_connections()``.
 ``kube`` (session)      -> :class:`Kube`: ``.kubeconfig``, ``.server``, ``.version``,
     ``.kubectl(...)``, ``.kubectl_json(...)``, ``.apply(...)``, ``.helm(...)``,
     ``.ca`` / ``.ca_cert_pem`` / ``.ca_bundle`` / ``.ca_cert_path`` / ``.ca_key_path``
@@ -33,6 +37,7 @@ import pytest
 from tests.controlplane import build, versions
 from tests.controlplane.apiserver import ControlPlane, ControlPlaneError
 from tests.controlplane.kube import Kube, for_control_plane, for_existing_cluster
+from tests.controlplane.pgbouncer import PgBouncerError, PgBouncerServer
 from tests.controlplane.postgres import PostgresError, PostgresServer, find_bin_dir
 
 _BUILD_ERROR = pytest.StashKey[str]()
@@ -125,12 +130,30 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         server.destroy()
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncerServer]:
+    """PgBouncer in transaction pooling mode in front of ``postgres``."""
+    try:
+        server = PgBouncerServer.launch(postgres, log_dir=tmp_path_factory.mktemp("pgbouncer"))
+    except PgBouncerError as error:
+        _unavailable("pgbouncer", str(error))
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
 @pytest.fixture
-def pg_url(postgres: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database for one test (libpq URL)."""
+def pg_url(request: pytest.FixtureRequest, postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test (libpq URL), directly or through PgBouncer."""
     postgres.start()  # no-op unless an earlier test left it stopped
     url = postgres.create_database()
-    yield url
+    if getattr(request, "param", "direct") == "pgbouncer":
+        yield request.getfixturevalue("pgbouncer").via(url)
+    else:
+        yield url
     postgres.start()  # this test may have simulated an outage
     postgres.drop_database(url.rsplit("/", 1)[1])
 
