@@ -294,15 +294,25 @@ class Shop:
     def route(self) -> dict[str, Any]:
         return dict(self.kube.kubectl_json("-n", NS, "get", "llmroute", ROUTE))
 
-    def wait_sidecar_config(self, timeout: float = 90.0) -> str:
+    def set_critical_model(self, model: str) -> str:
+        """Point the route's critical rule at `model` (another than now); returns the
+        config hash before the change."""
+        route = self.route()
+        assert route["spec"]["rules"][1]["to"]["model"] != model, route["spec"]["rules"]
+        patch = [{"op": "replace", "path": "/spec/rules/1/to/model", "value": model}]
+        self.kubectl("patch", "llmroute", ROUTE, "--type=json", "-p", json.dumps(patch))
+        return str(route["status"]["configHash"])
+
+    def wait_sidecar_config(self, timeout: float = 90.0, changed_from: str = "") -> str:
         """Until the route is Ready and the sidecar serves the config its status names
-        (the kubelet has delivered the ConfigMap and the sidecar reloaded it)."""
+        (the kubelet has delivered the ConfigMap and the sidecar reloaded it), and that
+        config is not `changed_from`."""
 
         def current() -> str | None:
             status = self.route().get("status", {})
             ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
             wanted = status.get("configHash")
-            if not (ready and ready[0]["status"] == "True" and wanted):
+            if not (ready and ready[0]["status"] == "True" and wanted != changed_from):
                 return None
             return str(wanted) if self.readyz()["config"]["hash"] == wanted else None
 
