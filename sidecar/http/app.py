@@ -128,9 +128,36 @@ async def _served(request: web.Request, api: Api, runtime: Runtime) -> web.Strea
                     headers=exchange.headers(None, None),
                 ) from None
             headers["Content-Type"] = "application/json"
+        if len(payload) > _BUFFERED_BYTES:
+            return await send_bounded(request, payload, status, headers)
         return web.Response(body=payload, status=status, headers=headers)
     finally:
         runtime.metrics.inflight.dec()
+
+
+# Up to this size an answer fits the transport's write buffer and is handed over at
+# once; a larger one is written under the client timeout (a client that does not
+# read must not hold the connection's task forever).
+_BUFFERED_BYTES = 64 * 1024
+
+
+async def send_bounded(
+    request: web.Request, payload: bytes, status: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    """``payload`` written within ``clientTimeoutSeconds``, else the client dropped."""
+    timeout = request.app[LIMITS].client_timeout_seconds
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = len(payload)
+    try:
+        async with asyncio.timeout(timeout):
+            await response.prepare(request)
+            await response.write(payload)
+            await response.write_eof()
+    except TimeoutError:
+        log.info("dropped a client that did not read its answer within %.0f s", timeout)
+        if request.transport is not None:
+            request.transport.abort()
+    return response
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
