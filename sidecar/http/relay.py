@@ -28,6 +28,9 @@ SSE_HEADERS = {
 }
 
 
+_DONE = b"data: [DONE]"
+
+
 class ClientStalled(ConnectionError):
     """The client did not take a write within ``clientTimeoutSeconds``."""
 
@@ -54,6 +57,10 @@ async def relay(
         except TimeoutError:
             raise ClientStalled("the client stopped reading") from None
 
+    # The client has the whole answer once its terminal event went out: chat's
+    # ``[DONE]`` is relayed as it arrives, before the upstream connection ends, and an
+    # SDK hangs up right after reading it; that is not a cancelled request.
+    answered = False
     try:
         await response.prepare(request)
         opening = translator.start()
@@ -66,12 +73,14 @@ async def relay(
                     out = translator.feed(events)
                     if out:
                         await send(out)
+                        answered = out.rstrip().endswith(_DONE)
             usage = handle.usage
             closing = translator.finish(
                 (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
             )
             if closing:
                 await send(closing)
+            answered = True
         except (UpstreamError, TimeoutError) as error:
             if isinstance(error, TimeoutError):
                 error = UpstreamError(
@@ -89,7 +98,8 @@ async def relay(
             request.transport.abort()  # drop what it never read
         return response
     except (asyncio.CancelledError, ConnectionError):
-        stream.cancelled()
+        if not answered:
+            stream.cancelled()
         raise
     finally:
         charged = await stream.finish()  # once: a no-op after the stalled client's
