@@ -160,6 +160,13 @@ def test_app_calls_through_the_sidecar(
     ids = _ids(results)
     answered.extend(ids)
     _wait_in_ledger(release, ids)
+    quoted = ",".join(f"'{i}'" for i in ids)
+    statuses = release.psql(
+        "SELECT request_id || ' ' || status FROM aegis.ledger_entries "
+        f"WHERE request_id IN ({quoted})"
+    ).split("\n")
+    by_id = dict(line.split(" ") for line in statuses)
+    assert [by_id[i] for i in ids] == ["ok"] * len(ids), dict(zip(ids, results, strict=True))
     rows = release.psql(
         "SELECT provider, count(*) FROM aegis.ledger_entries "
         f"WHERE namespace = '{NS}' GROUP BY provider ORDER BY provider"
