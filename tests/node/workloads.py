@@ -98,20 +98,15 @@ def fake_upstream(
     kind: str = "openai",
     wait: bool = True,
 ) -> str:
-    """A fake upstream (OpenAI, DashScope, Ollama or Anthropic wire) as a Deployment
-    behind a Service on port 80; returns the ClusterIP.
-
-    Started as ``python3 -m aegis.sidecar.fakes --host 0.0.0.0``: ``aegis fake-upstream``
-    has no --host and binds 127.0.0.1 only, which a Service cannot reach.
-    """
+    """A fake upstream (``aegis fake-upstream``: OpenAI, DashScope or Ollama wire) as a
+    Deployment behind a Service on port 80; returns the ClusterIP."""
     labels = {"app": name}
     template = pod(
         name,
         image,
         [
-            "python3",
-            "-m",
-            "aegis.sidecar.fakes",
+            "aegis",
+            "fake-upstream",
             "--kind",
             kind,
             "--host",
