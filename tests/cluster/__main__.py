@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Aegis image: {images.aegis.short} (helm: --set image.repository="
             f"{images.aegis.repository} --set image.tag={images.aegis.tag})"
         )
+        _print(
+            f"PostgreSQL image: {images.postgres.short} (helm: --set postgresql.enabled=true "
+            f"--set postgresql.image.repository={images.postgres.repository} "
+            f"--set postgresql.image.tag={images.postgres.tag} "
+            "--set postgresql.image.pullPolicy=Never --set postgresql.persistence.enabled=false)"
+        )
         _print(f"kubectl, helm: {testbin.dir}; remove with `make cluster-down`")
     except (ClusterError, build.BuildError) as error:
         _print(f"FAILED: {error}")
