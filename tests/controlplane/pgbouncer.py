@@ -132,6 +132,11 @@ ignore_startup_parameters = extra_float_digits
     def running(self) -> bool:
         return self._process.running
 
+    @property
+    def pid(self) -> int | None:
+        """The server's main process (for CPU accounting)."""
+        return self._process.pid
+
     def start(self, timeout: float = 20.0) -> None:
         if self.running:
             return

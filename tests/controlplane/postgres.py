@@ -142,6 +142,11 @@ class PostgresServer:
     def running(self) -> bool:
         return self._process.running
 
+    @property
+    def pid(self) -> int | None:
+        """The server's main process (for CPU accounting)."""
+        return self._process.pid
+
     def init(self) -> None:
         """initdb into the temp dir (done once; the data survives stop/start)."""
         done = subprocess.run(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane.kube import Kube
+from tests.controlplane.pgbouncer import PgBouncerServer
 from tests.controlplane.postgres import PostgresServer
 from tests.operator.harness import OperatorProcess, delete_aegis_objects
 from tests.operator.lifecycle import (
@@ -20,6 +21,7 @@ from tests.operator.lifecycle import (
 )
 from tests.rollout.bed import RolloutBed, admin_client
 from tests.sidecar.fleet import Fleet
+from tests.sidecar.tenancy import tenant_url
 
 #: Seconds between rollout controller passes: steps last their interval (seconds in
 #: these tests) plus at most this.
@@ -57,14 +59,38 @@ def operator(rollout_operator: OperatorProcess) -> OperatorProcess:
     return running(rollout_operator)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The share suite runs with the sidecars' ledger both direct and through PgBouncer."""
+    if metafunc.module.__name__.endswith(".test_share") and "bed" in metafunc.fixturenames:
+        metafunc.parametrize("sidecar_ledger_path", ["direct", "pgbouncer"], indirect=True)
+
+
+@pytest.fixture
+def sidecar_ledger_path(request: pytest.FixtureRequest) -> PgBouncerServer | None:
+    """The pooler between the sidecars and their ledger (``None``: direct)."""
+    if getattr(request, "param", "direct") == "pgbouncer":
+        pooler: PgBouncerServer = request.getfixturevalue("pgbouncer")
+        return pooler
+    return None
+
+
 @pytest.fixture
 async def bed(
-    kube: Kube, namespace: str, operator: OperatorProcess, rollout_ledger: str, tmp_path: Path
+    kube: Kube,
+    namespace: str,
+    operator: OperatorProcess,
+    rollout_ledger: str,
+    tmp_path: Path,
+    *,
+    sidecar_ledger_path: PgBouncerServer | None,
 ) -> AsyncIterator[RolloutBed]:
     api = admin_client(kube.kubeconfig)
     try:
         async with Fleet(tmp_path) as fleet:
             bed = RolloutBed(api, fleet, namespace, rollout_ledger, tmp_path)
+            if sidecar_ledger_path is not None:
+                tenant = await tenant_url(rollout_ledger, namespace)
+                bed.tenant_dsn = sidecar_ledger_path.via(tenant)
             try:
                 yield bed
             finally:
