@@ -31,9 +31,10 @@ PII = "Please update the record of jane.doe@example.com before Friday."
 
 
 @pytest.fixture(scope="module")
-def shop(cluster: NodeCluster, release: Release) -> Iterator[Shop]:
+def shop(cluster: NodeCluster, release: Release, request: pytest.FixtureRequest) -> Iterator[Shop]:
     """The shop's namespace, route, budgets and fakes; then the app, once its ledger
     Secret (the operator's, holding the namespace's own database role) exists."""
+    started = time.monotonic()
     shop = Shop(cluster.kube, cluster.images.client.short, cluster.images.aegis.short)
     setup_namespace(shop)
 
@@ -49,6 +50,9 @@ def shop(cluster: NodeCluster, release: Release) -> Iterator[Shop]:
     cluster.kube.apply(app(shop.client_image), NS)
     shop.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
     shop.wait_sidecar_config()
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n[shop] fakes, route, budgets, injected app: {time.monotonic() - started:.0f}s")
     yield shop
     cluster.kube.kubectl("delete", "namespace", NS, "--wait=false", "--ignore-not-found")
 
