@@ -344,3 +344,20 @@ async def test_responses_stream_cut_ends_with_response_failed(
     assert kinds[0] == "response.created"
     assert kinds[-1] == "response.failed"
     await settled()
+
+
+async def test_an_answer_over_the_upstream_body_bound_falls_back(
+    make_sidecar: SidecarFactory, fakes: Fakes
+) -> None:
+    def small_bound(doc: dict[str, Any]) -> None:
+        hostile_route(doc)
+        doc["listen"]["limits"]["maxUpstreamBodyBytes"] = 256 * 1024
+
+    fakes.dashscope.set_knobs(reply=" ".join(["x" * 100_000] * 5))  # 500 kB
+    async with make_sidecar(small_bound) as sc:
+        answer = await call(sc, body())
+        assert answer.status == 200
+        assert answer.headers["X-Aegis-Provider"] == "local"
+        assert answer.headers["X-Aegis-Fallback"] == "dashscope:protocol"
+        assert sc.runtime.budgets.outstanding == 0
+        assert [r["status"] for r in await rows(sc)] == ["ok"]
