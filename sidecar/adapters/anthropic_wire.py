@@ -158,10 +158,12 @@ def chat_to_messages(
     """The Messages request for a chat body (``cap``: the completion cap in force)."""
     n = body.get("n")
     if isinstance(n, int) and n > 1:
-        raise refused("n > 1 is not supported by Anthropic's Messages API", model, provider)
+        message = "Invalid 'n': more than 1 is not supported by Anthropic's Messages API"
+        raise refused(message, model, provider)
     system, turns = _turns(body.get("messages"))
     if not turns:
-        raise refused("the request has no user or assistant message", model, provider)
+        message = "Invalid 'messages': Anthropic's Messages API needs a user or assistant message"
+        raise refused(message, model, provider)
     request: dict[str, Any] = {"model": model, "max_tokens": cap, "messages": turns}
     if system:
         request["system"] = system

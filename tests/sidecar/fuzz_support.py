@@ -183,9 +183,8 @@ SPECIAL_STRINGS = st.sampled_from(
         "openai/gpt-4o",
         "dashscope/qwen-plus",
         "local/unknown",
-        "x" * 20_000,
     ]
-)
+) | st.integers(min_value=10_000, max_value=30_000).map(lambda n: "x" * n)
 SCALARS = (
     st.none()
     | st.booleans()
