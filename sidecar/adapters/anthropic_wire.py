@@ -158,7 +158,7 @@ def chat_to_messages(
     """The Messages request for a chat body (``cap``: the completion cap in force)."""
     n = body.get("n")
     if isinstance(n, int) and n > 1:
-        message = "Invalid 'n': more than 1 is not supported by Anthropic's Messages API"
+        message = "Invalid 'n': n > 1 is not supported by Anthropic's Messages API"
         raise refused(message, model, provider)
     system, turns = _turns(body.get("messages"))
     if not turns:
