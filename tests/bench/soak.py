@@ -101,7 +101,7 @@ FAULTS: list[dict[str, Any]] = [
     {"stall_after_chunks": 1, "stall_ms": 3000},
     {"latency_ms": 3000},
     {"drip_bytes_per_second": 400},
-    {"huge_event_bytes": 2_000_000},
+    {"huge_event_bytes": 10_000_000},  # over the 4 MiB default bound
 ]
 
 

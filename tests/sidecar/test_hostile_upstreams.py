@@ -121,7 +121,7 @@ FALLS_BACK = [
     FallsBack("slow drip", {"drip_bytes_per_second": 40}, False, "timeout"),
     FallsBack("stream error event first", {"error_body_200": True}, True, "protocol"),
     FallsBack("stream cut in its first event", {"cut_mid_event": 0}, True, "protocol"),
-    FallsBack("a 2 MB SSE line", {"huge_event_bytes": 2_000_000}, True, "protocol"),
+    FallsBack("a 10 MB SSE line", {"huge_event_bytes": 10_000_000}, True, "protocol"),
     FallsBack("stream stall before the first event", {"stall_after_chunks": 0}, True, "timeout"),
     FallsBack("stream slow drip", {"drip_bytes_per_second": 40}, True, "timeout"),
 ]
