@@ -83,7 +83,11 @@ def check_anthropic_version(request: web.Request) -> None:
 async def _serve(request: web.Request, api: Api) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     gate = request.app[GATE]
-    gate.enter()
+    try:
+        gate.enter()
+    except ClientError as refusal:  # over the concurrency cap: counted, never queued
+        runtime.metrics.refusals.labels(refusal.code).inc()
+        raise
     try:
         return await _served(request, api, runtime)
     finally:

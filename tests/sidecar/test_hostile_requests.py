@@ -259,6 +259,10 @@ async def test_requests_over_the_concurrency_cap_get_429_with_retry_after(
             if status == 429:
                 assert headers["Retry-After"] == "1"
                 assert openai_error(payload)["code"] == "too_many_concurrent_requests"
+        refused = sc.runtime.metrics.registry.get_sample_value(
+            "aegis_refusals_total", {"code": "too_many_concurrent_requests"}
+        )
+        assert refused == 3
         # The cap is of requests in flight: once they are done, it admits again.
         status, _, _ = await post(sc.base_url, CHAT, body)
         assert status == 200
