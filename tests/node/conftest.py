@@ -5,7 +5,8 @@ handle: kubectl, helm, namespaces), ``.images`` (the Aegis, pause, CoreDNS, Post
 and client images, imported), ``.layout``.
 ``release`` (session) -> :class:`tests.node.release.Release`: the one ``helm install``
 of ``helm/aegis`` the end-to-end tests share (uninstalled at the end unless a test
-did it). A healthy cluster that is already running (``make cluster``)
+did it, or ``AEGIS_E2E_KEEP`` is set: with ``AEGIS_CLUSTER_KEEP`` too, everything stays
+for a look with kubectl). A healthy cluster that is already running (``make cluster``)
 is reused and left running; otherwise the session starts one and removes it at the end,
 then checks that nothing of it is left on the machine.
 
@@ -138,7 +139,8 @@ def release(
         cluster.kube, cluster.images, cluster.layout, tmp_path_factory.mktemp("chart"), log
     )
     yield installed
-    chart.uninstall(installed)
+    if not os.environ.get("AEGIS_E2E_KEEP"):  # keep it to look around afterwards
+        chart.uninstall(installed)
 
 
 @pytest.fixture

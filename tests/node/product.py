@@ -322,8 +322,11 @@ class Shop:
 
 
 def setup_namespace(shop: Shop) -> None:
-    """Everything of the shop but the app: namespace, Secrets, fakes, route, budgets."""
+    """Everything of the shop but the app: namespace, Secrets, fakes, route, budgets.
+    A shop an earlier session kept (``AEGIS_E2E_KEEP``) is removed first: its pods hold
+    a ledger role of a database that is gone."""
     kube = shop.kube
+    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--timeout=180s", timeout=200)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     for secret in secrets():
         kube.apply(secret, NS)

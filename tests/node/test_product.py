@@ -11,6 +11,7 @@ prints what it shows (and what it cost) to the log, outside pytest's capture.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ def shop(cluster: NodeCluster, release: Release, request: pytest.FixtureRequest)
     with capture.global_and_fixture_disabled():
         print(f"\n[shop] fakes, route, budgets, injected app: {time.monotonic() - started:.0f}s")
     yield shop
-    cluster.kube.kubectl("delete", "namespace", NS, "--wait=false", "--ignore-not-found")
+    if not os.environ.get("AEGIS_E2E_KEEP"):
+        cluster.kube.kubectl("delete", "namespace", NS, "--wait=false", "--ignore-not-found")
 
 
 @pytest.fixture(scope="module")
