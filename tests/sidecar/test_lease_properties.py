@@ -35,7 +35,7 @@ from aegis.sidecar.ledger import leases
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.models import LedgerRecord
 from tests.sidecar.ledger_helpers import record
-from tests.sidecar.shared_helpers import write_rows
+from tests.sidecar.shared_helpers import poll_until, write_rows
 from tests.sidecar.tenancy import key, provision, set_budgets
 
 pytestmark = pytest.mark.postgres
@@ -44,21 +44,31 @@ D = Decimal
 P = "2026-11"
 HOLDERS = 4
 MICRO = D("0.000001")
+# Leases last TTL seconds; one that ends within MARGIN of a round's start may be
+# reclaimed during it (by time, not only by an "expire"). Short, so that the server
+# is soon older than a TTL: before that, nothing is reclaimed (the restart grace).
+TTL, MARGIN = 5, 4
 ZERO = D(0)
 
 money = st.integers(min_value=0, max_value=5000).map(lambda m: D(m) / 1000)
 share = st.integers(min_value=1, max_value=100).map(lambda p: D(p) / 100)
-operation = st.one_of(
-    st.tuples(st.just("idle")),
-    st.tuples(st.just("take"), money, money.map(lambda m: m / 4)),
-    st.tuples(st.just("renew")),
-    st.tuples(st.just("return"), money, st.booleans()),
-    st.tuples(st.just("write"), share, st.integers(min_value=1, max_value=3)),
-    st.tuples(st.just("overspend"), share),
-    st.tuples(st.just("replay")),
-    st.tuples(st.just("takeover")),
-    st.tuples(st.just("expire")),
-)
+# Takes, writes, returns and expiries weigh more: they move money (a reclaim needs a
+# take, a write and an expiry in a row).
+PARAMETERS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
+    "idle": st.just(()),
+    "take": st.tuples(money, money.map(lambda m: m / 4)),
+    "renew": st.just(()),
+    "return": st.tuples(money, st.booleans()),
+    "write": st.tuples(share, st.integers(min_value=1, max_value=3)),
+    "overspend": st.tuples(share),
+    "replay": st.just(()),
+    "takeover": st.just(()),
+    "expire": st.just(()),
+}
+WEIGHTS = {"take": 3, "write": 3, "expire": 2, "return": 2}
+operation = st.sampled_from(
+    [kind for kind in PARAMETERS for _ in range(WEIGHTS.get(kind, 1))]
+).flatmap(lambda kind: PARAMETERS[kind].map(lambda args: (kind, *args)))
 rounds = st.lists(st.lists(operation, min_size=HOLDERS, max_size=HOLDERS), min_size=1, max_size=8)
 limits = st.integers(min_value=1, max_value=20).map(D)
 
@@ -105,10 +115,11 @@ class Example:
 async def leases_of(conn: AsyncConnection, example: Example) -> dict[str, Lease]:
     result = await conn.execute(
         text(
-            "SELECT holder, amount_usd, settled_usd, state, expires_at < now() "
+            "SELECT holder, amount_usd, settled_usd, state, "
+            "expires_at < now() + make_interval(secs => :margin) "
             "FROM aegis.budget_leases WHERE budget_name = :name AND period = :period"
         ),
-        {"name": example.budget.name, "period": P},
+        {"name": example.budget.name, "period": P, "margin": MARGIN},
     )
     found = {h: Lease(a, s, st_, bool(x)) for h, a, s, st_, x in result}
     return {h: found.get(h, Lease()) for h in example.holders}
@@ -121,9 +132,19 @@ async def perform(
     kind, budget = op[0], example.budget
     async with engine.connect() as conn:
         if kind == "take":
-            await leases.take(conn, budget=budget, period=P, holder=holder, want=op[1], need=op[2])
+            await leases.take(
+                conn,
+                budget=budget,
+                period=P,
+                holder=holder,
+                want=op[1],
+                need=op[2],
+                ttl_seconds=TTL,
+            )
         elif kind == "renew":
-            await leases.take(conn, budget=budget, period=P, holder=holder, want=D(0))
+            await leases.take(
+                conn, budget=budget, period=P, holder=holder, want=ZERO, ttl_seconds=TTL
+            )
         elif kind == "return":
             await leases.give_back(
                 conn, budget=budget, period=P, holder=holder, amount=op[1], close=op[2]
@@ -207,7 +228,7 @@ def loop() -> Iterator[asyncio.Runner]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -224,10 +245,18 @@ def test_leases_keep_the_money_right_under_racing_connections(
 _examples = itertools.count()
 
 
+async def older_than_a_ttl(engine: AsyncEngine) -> bool:
+    """Within one TTL of the server's start nothing is reclaimed (the restart grace)."""
+    async with engine.connect() as conn:
+        age = await conn.scalar(text("SELECT now() - pg_postmaster_start_time()"))
+    return bool(age.total_seconds() > TTL)
+
+
 @pytest.fixture
 def lease_db(loop: asyncio.Runner, pg_url: str) -> Iterator[tuple[AsyncEngine, str]]:
     """One database for every example (each has a budget and holders of its own)."""
     loop.run(provision(pg_url, "ns"))
     engine = create_engine(pg_url, isolation_level="AUTOCOMMIT", pool_size=HOLDERS + 2)
+    loop.run(poll_until(lambda: older_than_a_ttl(engine), within=2 * TTL, every=0.2))
     yield engine, pg_url
     loop.run(engine.dispose())
