@@ -362,7 +362,8 @@ def test_injector_at_zero_refuses_opted_in_pods_only(
             "opted-in",
             shop.client_image,
             ["sleep", "infinity"],
-            labels={"app": APP, "aegis.io/inject": "true"},
+            labels={"app": "opted-in", "aegis.io/inject": "true"},
+            annotations={"aegis.io/route": ROUTE},
         )
         refused = kube.kubectl("-n", NS, "apply", "-f", "-", input=json.dumps(opted), check=False)
         assert refused.returncode != 0, refused.stdout
@@ -377,6 +378,13 @@ def test_injector_at_zero_refuses_opted_in_pods_only(
             "rollout", "status", "deployment/aegis-injector", "--timeout=180s", timeout=200
         )
         shop.kubectl("delete", "pod", "plain", "--ignore-not-found", "--wait=false")
+    # Back at two replicas, the same pod is admitted with its sidecar.
+    kube.apply(opted, NS)
+    admitted = kube.kubectl_json("-n", NS, "get", "pod", "opted-in")
+    init = [c["name"] for c in admitted["spec"].get("initContainers", [])]
+    assert init == ["aegis-sidecar"], init
+    shop.kubectl("delete", "pod", "opted-in", "--wait=false")
+    say("injector back at 2 replicas: the opted-in pod is admitted with its sidecar")
 
 
 def test_postgres_outage_fails_paid_closed_and_replays_the_spool(
