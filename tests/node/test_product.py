@@ -409,13 +409,23 @@ def test_postgres_outage_fails_paid_closed_and_replays_the_spool(
             )
 
         wait_until(blocked, timeout=60, what="the sidecar's budgets to block", interval=1)
-        (paid,) = shop.calls({"text": "an expensive question", "headers": critical})
+        paid, batch = shop.calls(
+            {"text": "an expensive question", "headers": critical},
+            {"text": "a batch for DashScope", "headers": {"X-Aegis-Batch-Size": "40"}},
+        )
+        # OpenAI's budget says Reject: refused. DashScope's says FallbackLocal: local.
         assert paid["status"] == 503, paid
         assert paid["error"]["code"] == "budget_unavailable", paid  # the SDK's error body
         assert len(shop.fake_requests("openai")) == openai_before, "a paid call left"
+        assert batch["status"] == 200, batch
+        assert batch["headers"]["x-aegis-provider"] == "local", batch
+        assert batch["headers"]["x-aegis-fallback"] == "dashscope:budget_unavailable", batch
+        answered.extend(_ids([batch]))
         pending = shop.readyz()["ledger"]["pendingRows"]
         say(
-            f"Postgres at 0 replicas: 5 local answers, paid -> 503 budget_unavailable; "
+            f"Postgres at 0 replicas: 5 local answers; OpenAI (Reject) -> 503 "
+            f"budget_unavailable; a DashScope batch (FallbackLocal) -> local with "
+            f"X-Aegis-Fallback {batch['headers']['x-aegis-fallback']}; "
             f"{pending} rows waiting in the spool"
         )
     finally:
