@@ -4,7 +4,6 @@ rule that detection only ever raises a request's data class."""
 from __future__ import annotations
 
 import time
-import timeit
 
 import pytest
 from hypothesis import given
@@ -349,25 +348,23 @@ def _prompt() -> str:
     return (base * 20)[:2048]
 
 
-def test_scanning_a_2kb_prompt_is_fast() -> None:
-    text = _prompt()
-    runs = 300
-    per_call = min(timeit.repeat(lambda: detect(text), number=runs, repeat=3)) / runs
-    # Target is well under 100 us; the bound is loose for slow or busy CI machines.
-    assert per_call < 500e-6, f"{per_call * 1e6:.1f} us per 2 KB prompt"
-
-
 @pytest.mark.parametrize(
     "chunk",
     ["1 ", "1-", "a@", "@a.", "DE89 ", "AB 12 ", "(1) ", "9" * 50 + " ", "a.b.c@" * 3],
 )
 def test_pathological_input_scans_in_linear_time(chunk: str) -> None:
     small, large = chunk * 2_000, chunk * 20_000
-    started = time.perf_counter()
-    detect(small)
-    t_small = time.perf_counter() - started
-    started = time.perf_counter()
-    detect(large)
-    t_large = time.perf_counter() - started
+    t_small, t_large = cpu_seconds(small), cpu_seconds(large)
     # 10x the input: linear stays near 10x, quadratic would be near 100x.
     assert t_large < max(40 * t_small, 0.05), (t_small, t_large)
+
+
+def cpu_seconds(text: str) -> float:
+    """CPU time of this thread for one scan, the least of three: what the scan costs,
+    not how busy the machine is (other processes' load does not count)."""
+    times = []
+    for _ in range(3):
+        started = time.thread_time()
+        detect(text)
+        times.append(time.thread_time() - started)
+    return min(times)
