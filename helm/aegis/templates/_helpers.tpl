@@ -25,6 +25,7 @@
 {{- define "aegis.operator.fullname" -}}{{ include "aegis.fullname" . }}-operator{{- end -}}
 {{- define "aegis.injector.fullname" -}}{{ include "aegis.fullname" . }}-injector{{- end -}}
 {{- define "aegis.postgresql.fullname" -}}{{ include "aegis.fullname" . }}-postgresql{{- end -}}
+{{- define "aegis.pgbouncer.fullname" -}}{{ include "aegis.fullname" . }}-pgbouncer{{- end -}}
 {{- define "aegis.migrations.fullname" -}}{{ include "aegis.fullname" . }}-migrate{{- end -}}
 
 {{- define "aegis.operator.serviceAccountName" -}}
@@ -114,10 +115,20 @@ tenant roles); a key the Secret lacks leaves that part off. Never the owner's DS
       name: {{ include "aegis.ledger.secretName" . }}
       key: {{ .Values.ledger.controlSecretKey }}
       optional: true
-{{- with .Values.ledger.tenants.url }}
+{{- with include "aegis.ledger.tenantUrl" . }}
 - name: AEGIS_LEDGER_TENANT_URL
   value: {{ . | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* Where sidecars reach the ledger: ledger.tenants.url, else the chart's PgBouncer. */}}
+{{- define "aegis.ledger.tenantUrl" -}}
+{{- if .Values.ledger.tenants.url -}}
+{{- .Values.ledger.tenants.url -}}
+{{- else if .Values.pgbouncer.enabled -}}
+{{- $database := .Values.pgbouncer.database | default .Values.postgresql.database -}}
+{{- printf "postgresql://%s.%s.svc:%d/%s" (include "aegis.pgbouncer.fullname" .) .Release.Namespace (int .Values.pgbouncer.port) $database -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The roles the migration job grants: the chart's own with postgresql.enabled. */}}
