@@ -112,6 +112,15 @@ def test_install_runs_every_part(
     assert version, version
     assert f"aegis_ns_{NS}" in roles.split(","), roles
     say(f"ledger schema {version}; roles {roles}")
+    # The injector made its CA and serving certificate and put the CA in the webhook.
+    webhook = cluster.kube.kubectl_json("get", "mutatingwebhookconfiguration", "aegis-injector")
+    bundles = {w["name"]: bool(w["clientConfig"].get("caBundle")) for w in webhook["webhooks"]}
+    assert bundles == {"pod.inject.aegis.io": True, "namespace.inject.aegis.io": True}, bundles
+    # The operator rendered the route, with the budgets that apply, into its ConfigMap.
+    configmap = cluster.kube.kubectl_json("-n", NS, "get", "configmap", f"aegis-route-{ROUTE}")
+    config = configmap["data"]["config.yaml"]
+    assert "openai-monthly" in config and "dashscope-monthly" in config, config
+    assert "sk-" not in config  # keys stay in Secrets
     say(f"$ kubectl -n {NS} get llmroutes,llmbudgets\n{_platform_view(cluster)}")
 
 
@@ -251,7 +260,8 @@ def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
     answered.extend(_ids(healthy))
     say(f"step 50 %: {arms}\n{_platform_view(cluster)}")
 
-    # The candidate breaks; the analysis (from the Postgres ledger) must roll it back.
+    # The candidate breaks. Resuming starts the step's interval afresh, so every
+    # candidate request the analysis counts (from the Postgres ledger) is a failing one.
     shop.set_knobs("dashscope", {"error_rate": 1.0, "error_status": 500})
     shop.kubectl(
         "patch", "llmroute", ROUTE, "--type=merge", "-p", '{"spec":{"rollout":{"paused":false}}}'
