@@ -260,8 +260,8 @@ def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
     answered.extend(_ids(healthy))
     say(f"step 50 %: {arms}\n{_platform_view(cluster)}")
 
-    # The candidate breaks. Resuming starts the step's interval afresh, so every
-    # candidate request the analysis counts (from the Postgres ledger) is a failing one.
+    # The candidate breaks. Resuming starts the step afresh (a new stepStartedAt), so
+    # the requests after it are what the analysis reads from the Postgres ledger.
     shop.set_knobs("dashscope", {"error_rate": 1.0, "error_status": 500})
     shop.kubectl(
         "patch", "llmroute", ROUTE, "--type=merge", "-p", '{"spec":{"rollout":{"paused":false}}}'
