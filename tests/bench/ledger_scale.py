@@ -1,0 +1,393 @@
+"""The ledger at cluster scale: hundreds of simulated sidecars, one PostgreSQL, PgBouncer.
+
+Each simulated sidecar is what a real one runs against the ledger: its own
+spooled, batched :class:`LedgerStore` (its own engine and connection pool, rows
+charged to its lease by ``aegis.ledger_write``) and lease statements
+(``aegis.lease_take`` / ``aegis.lease_return``, the calls of the budget lease
+source) on the same engine. Sidecars are spread over a few worker processes (one
+event loop each), forked once everything is imported.
+
+Runs, from one invocation, each for ``--window`` seconds after a warm-up:
+
+* ``1 sidecar``: one simulated sidecar offered the whole row rate (the baseline);
+* ``N sidecars``: ``--sidecars`` (default 200) sharing the same row rate, each also
+  taking or returning a lease slice every ``--lease-interval`` seconds;
+* with ``--direct``, the same N sidecars without PgBouncer (one pool each).
+
+Printed per run: rows/s committed (counted by the stores after commit), lease
+operations/s and their p50/p99 latency (pool checkout included, as a sidecar sees
+it), the most server connections PostgreSQL had for the database (sampled), the
+CPU of PostgreSQL's processes (and PgBouncer's) in cores, and the workers' CPU per
+row appended (making the row, as a request would, and writing it). A source that
+cannot keep up offers less (rows owed for more than 0.1 s are not offered later,
+and a sidecar appends while fewer than 1,024 of its rows wait for the database);
+"backlog" is what was appended but not yet committed when the window closed;
+"errors" counts failed batch writes (retried) and lease statements. A
+throwaway PostgreSQL (fsync off, as in the tests) and PgBouncer (transaction mode,
+20 server connections) are started from the installed binaries.
+
+    python tests/bench/ledger_scale.py [--sidecars 200] [--procs 4] [--rows 60000]
+        [--window 8] [--warmup 3] [--lease-interval 0.5] [--direct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from aegis.sidecar.ledger import leases  # noqa: E402
+from aegis.sidecar.ledger.models import LedgerRecord  # noqa: E402
+from aegis.sidecar.ledger.spool import Spool  # noqa: E402
+from aegis.sidecar.ledger.store import LedgerStore  # noqa: E402
+from tests.controlplane.pgbouncer import PgBouncerServer  # noqa: E402
+from tests.controlplane.postgres import PostgresServer  # noqa: E402
+from tests.sidecar.shared_helpers import fetch  # noqa: E402
+from tests.sidecar.tenancy import key, provision  # noqa: E402
+
+PERIOD = "2026-11"
+CHARGE = "Namespace/ns/dash"
+COST = Decimal("0.000123")
+RUN = uuid.uuid4().hex[:8]
+BACKLOG = 1024  # rows a simulated sidecar may have appended and not yet committed
+SLICE = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Job:
+    url: str
+    sidecars: list[int]
+    rows_each: float  # rows/s offered per simulated sidecar
+    lease_interval: float  # 0: no lease statements
+    start_at: float
+    warmup: float
+    window: float
+    spool: str
+
+
+def make_row(index: int, serial: int, now: datetime) -> LedgerRecord:
+    return LedgerRecord(
+        request_id=f"{RUN}-{index}-{serial}",
+        created_at=now,
+        period=PERIOD,
+        namespace="ns",
+        pod=f"sim-{index:04d}",
+        route="bench",
+        rule="batch",
+        arm="stable",
+        provider="dashscope",
+        model="qwen-plus",
+        data_class="internal",
+        tokens_in=100,
+        tokens_out=20,
+        cost_usd=COST,
+        latency_ms=120,
+    )
+
+
+class Sim:
+    """One simulated sidecar's ledger side."""
+
+    def __init__(self, job: Job, index: int) -> None:
+        self.index = index
+        self.holder = f"ns/sim-{index:04d}"
+        self.store = LedgerStore(
+            job.url,
+            spool=Spool(Path(job.spool) / f"sim-{index:04d}"),
+            holder=self.holder,
+            charge_to=lambda _record: CHARGE,
+        )
+        self.latencies: list[float] = []
+        self.lease_ops = 0
+        self.lease_errors = 0
+        self.appended = 0
+
+    async def lease(self, want: Decimal, give_back: Decimal, *, timed: bool) -> None:
+        started = time.perf_counter()
+        async with self.store.engine.connect() as plain:
+            connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
+            if give_back:
+                await leases.give_back(
+                    connection,
+                    budget=key("dash"),
+                    period=PERIOD,
+                    holder=self.holder,
+                    amount=give_back,
+                    close=False,
+                )
+            else:
+                await leases.take(
+                    connection, budget=key("dash"), period=PERIOD, holder=self.holder, want=want
+                )
+        if timed:
+            self.latencies.append(time.perf_counter() - started)
+            self.lease_ops += 1
+
+
+async def produce(sim: Sim, rate: float, until: float) -> None:
+    """Append rows at ``rate``/s (every 20 ms what is owed), as requests would, but
+    never more than ``BACKLOG`` rows ahead of the database (closed loop: the figure is
+    what the ledger sustains, not how long a queue grows)."""
+    owed, last = 0.0, time.time()
+    while last < until:
+        await asyncio.sleep(0.02)  # the offered load's pacing
+        now = time.time()
+        # What a starved loop could not offer in time is not offered later.
+        owed = min(owed + rate * (now - last), rate * 0.1)
+        last = now
+        instant = datetime.now(UTC)
+        for _ in range(min(int(owed), max(BACKLOG - sim.store.pending, 0))):
+            sim.appended += 1
+            sim.store.append(make_row(sim.index, sim.appended, instant))
+        owed -= int(owed)
+
+
+async def churn(sim: Sim, job: Job, until: float, measure_from: float) -> None:
+    """Take a slice, give it back, again: the lease source's statements."""
+    turn = 0
+    while time.time() < until:
+        await asyncio.sleep(job.lease_interval)  # the offered lease rate's pacing
+        turn += 1
+        timed = time.time() >= measure_from
+        try:
+            await sim.lease(SLICE, SLICE if turn % 2 == 0 else Decimal(0), timed=timed)
+        except Exception:  # e.g. too many connections without a pooler: counted
+            sim.lease_errors += 1
+
+
+async def work(job: Job) -> dict[str, Any]:
+    sims = [Sim(job, i) for i in job.sidecars]
+    await asyncio.gather(*(s.store.start() for s in sims))
+    # A large first lease, so that every row's charge settles within it.
+    for sim in sims:
+        try:
+            await sim.lease(Decimal(1000), Decimal(0), timed=False)
+        except Exception:
+            sim.lease_errors += 1
+    await asyncio.sleep(max(job.start_at - time.time(), 0))
+    measure_from = job.start_at + job.warmup
+    until = measure_from + job.window
+    tasks = [asyncio.create_task(produce(s, job.rows_each, until)) for s in sims]
+    if job.lease_interval > 0:
+        tasks += [asyncio.create_task(churn(s, job, until, measure_from)) for s in sims]
+    await asyncio.sleep(max(measure_from - time.time(), 0))
+    errors0 = sum(s.store.write_errors + s.lease_errors for s in sims)
+    written0 = sum(s.store.rows_written for s in sims)
+    appended0 = sum(s.appended for s in sims)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.sleep(max(until - time.time(), 0))
+    written = sum(s.store.rows_written for s in sims) - written0
+    appended = sum(s.appended for s in sims) - appended0
+    errors = sum(s.store.write_errors + s.lease_errors for s in sims) - errors0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    pending = sum(s.store.pending for s in sims)
+    await asyncio.gather(*tasks)
+    await asyncio.gather(*(s.store.aclose() for s in sims))
+    return {
+        "written": written,
+        "appended": appended,
+        "errors": errors,
+        "pending": pending,
+        "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "latencies": [x for s in sims for x in s.latencies],
+        "lease_ops": sum(s.lease_ops for s in sims),
+    }
+
+
+def run_worker(job: Job, results: Any) -> None:
+    results.put(asyncio.run(work(job)))
+
+
+# -- the server side ------------------------------------------------------------------
+
+
+def cpu_ticks(root_pid: int) -> dict[int, int]:
+    """utime + stime of ``root_pid`` and its children, per pid (clock ticks)."""
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        if root_pid in (pid, ppid):
+            ticks[pid] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def cores(before: dict[int, int], after: dict[int, int], seconds: float) -> float:
+    used = sum(after[p] - before.get(p, after[p]) for p in after)
+    return used / os.sysconf("SC_CLK_TCK") / seconds
+
+
+async def sample_connections(connection: asyncpg.Connection, database: str, until: float) -> int:
+    """The most backends the database had (sampled on a connection held from before
+    the workers connected: without a pooler they may take every other one)."""
+    peak = 0
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+    while time.time() < until:
+        peak = max(peak, int(await connection.fetchval(query, database)))
+        await asyncio.sleep(0.25)  # sampling interval
+    return peak
+
+
+def phase(
+    args: argparse.Namespace,
+    name: tuple[int, str],
+    urls: tuple[str, str],
+    sidecars: int,
+    servers: tuple[int, int | None],
+) -> dict[str, Any]:
+    """One run (number, label): ``urls`` are the sidecars' and the direct one."""
+    run, label = name
+    url, direct = urls
+    procs = min(args.procs, sidecars)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    start_at = time.time() + 2.0 + 0.02 * sidecars
+    base = 10_000 * run
+    jobs = [
+        Job(
+            url,
+            [base + i for i in range(p, sidecars, procs)],
+            args.rows / sidecars,
+            args.lease_interval if sidecars > 1 else 0.0,
+            start_at,
+            args.warmup,
+            args.window,
+            args.spool,
+        )
+        for p in range(procs)
+    ]
+    measure_from = start_at + args.warmup
+    database = direct.rsplit("/", 1)[1]
+    ticks: dict[str, dict[int, int]] = {}
+
+    async def observe() -> int:
+        connection = await asyncpg.connect(direct)  # before the workers take them all
+        try:
+            for worker in workers:
+                worker.start()
+            await asyncio.sleep(max(measure_from - time.time(), 0))
+            ticks["pg0"] = cpu_ticks(servers[0])
+            ticks["bouncer0"] = cpu_ticks(servers[1]) if servers[1] else {}
+            return await sample_connections(connection, database, measure_from + args.window)
+        finally:
+            await connection.close()
+
+    workers = [ctx.Process(target=run_worker, args=(job, results)) for job in jobs]
+    peak = asyncio.run(observe())
+    pg0, bouncer0 = ticks["pg0"], ticks["bouncer0"]
+    pg1 = cpu_ticks(servers[0])
+    bouncer1 = cpu_ticks(servers[1]) if servers[1] else {}
+    outcomes = [results.get(timeout=args.warmup + args.window + 120) for _ in workers]
+    for worker in workers:
+        worker.join()
+    latencies = sorted(x for o in outcomes for x in o["latencies"])
+    written = sum(o["written"] for o in outcomes)
+    return {
+        "run": label,
+        "sidecars": sidecars,
+        "rows_per_s": written / args.window,
+        "offered_rows_per_s": args.rows,
+        "pending_at_end": sum(o["pending"] for o in outcomes),
+        "lease_ops_per_s": sum(o["lease_ops"] for o in outcomes) / args.window,
+        "lease_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
+        "lease_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else None,
+        "server_connections": peak,
+        "postgres_cores": cores(pg0, pg1, args.window),
+        "pgbouncer_cores": cores(bouncer0, bouncer1, args.window) if servers[1] else None,
+        "appended_rows_per_s": sum(o["appended"] for o in outcomes) / args.window,
+        "errors": sum(o["errors"] for o in outcomes),
+        "worker_us_per_row": 1e6
+        * sum(o["cpu"] for o in outcomes)
+        / max(sum(o["appended"] for o in outcomes), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--sidecars", type=int, default=200)
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--rows", type=float, default=60_000, help="rows/s offered in all")
+    parser.add_argument("--lease-interval", type=float, default=0.5)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=8.0)
+    parser.add_argument("--direct", action="store_true", help="also run N sidecars direct")
+    args = parser.parse_args(argv)
+    args.spool = tempfile.mkdtemp(prefix="aegis-bench-ledger-")
+    postgres = PostgresServer.launch()
+    bouncer = PgBouncerServer.launch(postgres, pool_size=20)
+    rows: list[dict[str, Any]] = []
+    try:
+        direct = postgres.create_database("scale")
+        asyncio.run(provision(direct, "ns", [("dash", "dashscope", "100000000")]))
+        pooled = bouncer.via(direct)
+        pg_pid = postgres.pid or 0
+        bouncer_pid = bouncer.pid
+        runs = [("1 sidecar", pooled, 1), (f"{args.sidecars} sidecars", pooled, args.sidecars)]
+        if args.direct:
+            runs.append((f"{args.sidecars} direct", direct, args.sidecars))
+        for run, (label, url, count) in enumerate(runs):
+            pid = bouncer_pid if url == pooled else None
+            result = phase(args, (run, label), (url, direct), count, (pg_pid, pid))
+            result["pgbouncer"] = url == pooled
+            rows.append(result)
+            print(json.dumps(result), flush=True)
+        [(total,)] = asyncio.run(fetch(direct, "SELECT count(*) FROM aegis.ledger_entries"))
+        [(over,)] = asyncio.run(
+            fetch(direct, "SELECT COALESCE(sum(overdraft_usd), 0) FROM aegis.budget_periods")
+        )
+        print(f"ledger rows in all: {total}; overdraft: {over}")
+    finally:
+        bouncer.destroy()
+        postgres.destroy()
+    print()
+    print(_table(rows))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'run':16} {'pooler':6} {'appended/s':>10} {'rows/s':>8} {'lease ops/s':>11} "
+        f"{'lease p50':>9} {'lease p99':>9} {'server conns':>12} {'pg cores':>8} {'bouncer':>7} "
+        f"{'us/row':>6} {'backlog':>7} {'errors':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        p50 = f"{r['lease_p50_ms']:.1f}ms" if r["lease_p50_ms"] is not None else "-"
+        p99 = f"{r['lease_p99_ms']:.1f}ms" if r["lease_p99_ms"] is not None else "-"
+        bouncer = f"{r['pgbouncer_cores']:.2f}" if r["pgbouncer_cores"] is not None else "-"
+        lines.append(
+            f"{r['run']:16} {'yes' if r['pgbouncer'] else 'no':6} "
+            f"{r['appended_rows_per_s']:>10,.0f} {r['rows_per_s']:>8,.0f} "
+            f"{r['lease_ops_per_s']:>11,.0f} {p50:>9} {p99:>9} {r['server_connections']:>12} "
+            f"{r['postgres_cores']:>8.2f} {bouncer:>7} {r['worker_us_per_row']:>6.1f} "
+            f"{r['pending_at_end']:>7} {r['errors']:>6}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
