@@ -71,9 +71,14 @@ PODMONITOR_CRD: dict[str, Any] = {
 }
 
 
+#: Marks the tests' release: one a person installed on a `make cluster` is never replaced.
+MARK = {"test.aegis.io/node-e2e": "true"}
+
+
 def values(images: Images) -> dict[str, Any]:
     aegis, postgres = images.aegis, images.postgres
     return {
+        "commonLabels": MARK,
         "image": {"repository": aegis.repository, "tag": aegis.tag, "pullPolicy": "Never"},
         "postgresql": {
             "enabled": True,
@@ -172,6 +177,17 @@ def install(
 ) -> Release:
     """`helm install` (fresh: whatever an earlier session left is removed first)."""
     started = time.monotonic()
+    found = kube.helm(
+        "get", "values", RELEASE, "--namespace", RELEASE_NS, "-o", "json", check=False
+    )
+    if (
+        found.returncode == 0
+        and (json.loads(found.stdout or "{}") or {}).get("commonLabels") != MARK
+    ):
+        raise AssertionError(
+            f"helm release {RELEASE} in {RELEASE_NS} was not installed by these tests: "
+            "uninstall it (or run the node tests on a cluster of their own)"
+        )
     kube.helm("uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", check=False)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NS}})
     # A Secret an earlier test wrote by hand under the chart's name would block the
