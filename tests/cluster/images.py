@@ -64,6 +64,9 @@ AEGIS_INPUTS = (
     "sidecar",
 )
 _HEARTBEAT = 30.0
+#: An older archive of an image is deleted only once unused for this long: another test
+#: session (another checkout state) may be about to import it into its cluster.
+PRUNE_AFTER_S = 2 * 3600
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,14 @@ class Builder:
         run(self.buildah("rmi", local), check=False)
 
     def _prune(self, prefix: str, keep: Path) -> None:
+        """Delete the other archives of `prefix` not used (built or handed out) lately."""
+        now = time.time()
         for old in self.cache.glob(f"{prefix}-*.tar"):
-            if old != keep:
+            try:
+                idle = now - old.stat().st_mtime
+            except OSError:
+                continue
+            if old != keep and idle > PRUNE_AFTER_S:
                 old.unlink(missing_ok=True)
 
     def _timed(self, what: str, started: float) -> None:
@@ -494,10 +503,13 @@ def ensure(testbin: Testbin, log: Log, repo: Path = REPO) -> Images:
     builder = Builder(log)
     with _locked(builder.cache):
         builder.logs.mkdir(parents=True, exist_ok=True)
-        return Images(
+        images = Images(
             aegis=builder.aegis(repo),
             pause=builder.pause(),
             coredns=builder.coredns(testbin),
             postgres=builder.postgres(),
             client=builder.client(repo),
         )
+        for image in images.all():
+            os.utime(image.archive)  # in use: not pruned by another session's build
+        return images
