@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from aegis.operator.cli import main
 from aegis.sidecar.commands import run_spool
 from aegis.sidecar.ledger.binder import discard
 from aegis.sidecar.ledger.db import create_engine
@@ -175,3 +176,21 @@ async def test_the_database_refuses_rows_bound_to_another_ledger(pg_url: str) ->
         "req-000002",
         "req-000003",
     ]
+
+
+async def test_the_command_line_lists_and_discards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = tmp_path / "s"
+    await leave_rows(spool, "postgresql://ns@elsewhere:5432/a", "other@x", range(2))
+    async with LedgerStore(sqlite_url(tmp_path), spool=Spool(spool)) as store:
+        await store.flush()
+    capsys.readouterr()
+    assert main(["ledger", "spool", "--dir", str(spool)]) == 0
+    listing = capsys.readouterr().out
+    assert "held " in listing and "2 rows, 0.50 USD" in listing and "other@x" in listing
+    [held] = (spool / HELD).iterdir()
+    assert main(["ledger", "spool", "--dir", str(spool), "--discard", held.name]) == 0
+    assert main(["ledger", "spool", "--dir", str(spool)]) == 0
+    assert "no rows held for another ledger" in capsys.readouterr().out
+    assert main(["ledger", "spool"]) == 2  # neither --config nor --dir
