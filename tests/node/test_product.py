@@ -486,6 +486,7 @@ def test_helm_upgrade_keeps_traffic(
     assert levels == ["DEBUG"], levels
     assert release.pods("postgresql")[0]["metadata"]["uid"] == database
     _wait_in_ledger(release, answered, timeout=60)
+    say(f"after every scenario, as the platform team sees it:\n{_platform_view(cluster)}")
     say(
         f"helm upgrade (operator.logLevel=DEBUG):\n{out}\n{len(results)} requests during it, "
         f"all 200; PostgreSQL pod kept; ledger still takes rows"
