@@ -39,7 +39,11 @@ class Identity:
     @property
     def key(self) -> str:
         """What a spool run records and compares: ``<ledger_id>@<database>``."""
-        return f"{self.ledger_id or 'unversioned'}@{self.database}"
+        return (
+            f"{self.ledger_id}@{self.database}"
+            if self.ledger_id
+            else f"unversioned@{self.database}"
+        )
 
 
 def target_of(url: str | URL) -> str:

@@ -14,8 +14,8 @@ writes to are replayed; rows of another ledger are **held**: their segments move
 to ``held/<name>/`` with a ``binding.json``, are reported (log, the metric
 ``aegis_ledger_spool_held_rows``, ``aegis ledger spool``), never written here, and
 replayed when the sidecar writes to their ledger again (or discarded by a person).
-A run that never reached its database has no identity; it replays into a ledger
-reached at the same target only. Rows spooled before runs existed (no
+A run that never reached its database, or reached it before the database had an
+id, replays into a ledger reached at the same target only. Rows spooled before runs existed (no
 ``runs.json``) replay as they always did.
 """
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 RUNS = "runs.json"
+UNVERSIONED = "unversioned@"  # Identity.key of a ledger migrated before it had an id
 HELD = "held"
 BINDING = "binding.json"
 _PARTIAL = ".partial-"  # a held set being moved (crash: moved back at the next open)
@@ -71,8 +72,10 @@ class Run:
         """Rows of this run may be written to ``ledger`` (reached at ``target``)."""
         if self.target is None:
             return True  # spooled by a version that recorded no runs: as before
-        if self.ledger is None:
-            return self.target == target  # never reached its database
+        if self.ledger is None or self.ledger.startswith(UNVERSIONED):
+            # Never reached its database, or reached it before it had an id (a
+            # ledger migrated since): known by where it was.
+            return self.target == target
         return self.ledger == ledger
 
 

@@ -105,6 +105,22 @@ async def test_a_run_that_never_reached_its_ledger_replays_only_at_the_same_targ
     assert await count(url) == 5
 
 
+async def test_rows_spooled_before_the_ledger_had_an_id_replay_at_the_same_target(
+    tmp_path: Path,
+) -> None:
+    url = sqlite_url(tmp_path)
+    same, other = tmp_path / "same", tmp_path / "other"
+    await leave_rows(same, target_of(url), f"unversioned@{target_of(url)}", range(3))
+    await leave_rows(other, "sqlite:/x.db", "unversioned@sqlite:/x.db", range(10, 12))
+    async with LedgerStore(url, spool=Spool(same)) as store:  # migrated (an id) meanwhile
+        await store.flush()
+        assert store.rows_recovered == 3
+    async with LedgerStore(url, spool=Spool(other)) as store:
+        await store.flush()
+        assert store.binder.held_rows == 2
+    assert await count(url) == 3
+
+
 async def test_rows_of_this_ledger_replay_and_the_run_is_recorded(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     spool = tmp_path / "s"
