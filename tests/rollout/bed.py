@@ -347,11 +347,16 @@ class RolloutBed:
     async def arm_counts(
         self, route: str, since: datetime | None = None, *, by: str = "arm"
     ) -> Counter[str]:
-        """Ledger rows of ``route`` by arm, or by pod, of requests that began at or after
-        ``since`` (a row's ``created_at`` is when the request ended)."""
+        """Ledger rows of ``route`` in this bed's namespace by arm, or by pod, of requests
+        that began at or after ``since`` (a row's ``created_at`` is when the request
+        ended). The ledger is shared by the package's tests: another test's route of the
+        same name lives in another namespace."""
         assert by in ("arm", "pod")
-        sql = f"SELECT {by}, count(*) FROM aegis.ledger_entries WHERE route = :route"
-        params: dict[str, Any] = {"route": route}
+        sql = (
+            f"SELECT {by}, count(*) FROM aegis.ledger_entries "
+            "WHERE route = :route AND namespace = :namespace"
+        )
+        params: dict[str, Any] = {"route": route, "namespace": self.namespace}
         if since is not None:
             sql += " AND created_at - latency_ms * interval '1 millisecond' >= :since"
             params["since"] = since
