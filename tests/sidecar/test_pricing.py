@@ -3,7 +3,9 @@ prompt-token bound the budget reservation relies on."""
 
 from __future__ import annotations
 
+import csv
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from aegis.sidecar.contract import ModelPrice, ProviderSpec
 from aegis.sidecar.request.pricing import (
+    BUILTIN_PRICES,
     IMAGE_TOKENS,
     TOKENS_PER_EMBEDDING_INPUT,
     TOKENS_PER_MESSAGE,
@@ -37,6 +40,39 @@ def price(inp: str, out: str) -> ModelPrice:
 
 
 # --------------------------------------------------------------- lookup
+PUBLISHED = Path(__file__).parent / "data" / "published_prices.csv"
+
+
+def published() -> dict[str, tuple[Decimal, Decimal]]:
+    """model -> (input, output) USD per 1M tokens, as the providers publish them."""
+    lines = [line for line in PUBLISHED.read_text().splitlines() if not line.startswith("#")]
+    return {
+        row["model"]: (Decimal(row["input_per_1m"]), Decimal(row["output_per_1m"]))
+        for row in csv.DictReader(lines)
+    }
+
+
+def test_the_builtin_table_is_the_providers_published_prices() -> None:
+    prices = published()
+    assert set(BUILTIN_PRICES) == set(prices)  # no model priced without a published price
+    for model, (inp, out) in prices.items():
+        found = builtin_price(model)
+        assert found is not None, model
+        assert (found.input_per_1m, found.output_per_1m) == (inp, out), model
+
+
+@pytest.mark.parametrize(
+    ("model", "tokens_in", "tokens_out"),
+    [("gpt-4o", 1234, 567), ("claude-sonnet-4-5", 10_000, 2_000), ("qwen-plus", 999_999, 1)],
+)
+def test_cost_is_tokens_times_the_published_price(
+    model: str, tokens_in: int, tokens_out: int
+) -> None:
+    inp, out = published()[model]
+    expected = (inp * tokens_in + out * tokens_out) / 1_000_000
+    found = builtin_price(model)
+    assert found is not None
+    assert cost(found, tokens_in, tokens_out) == expected.quantize(Decimal("0.000001"))
 
 
 def test_builtin_exact_names() -> None:

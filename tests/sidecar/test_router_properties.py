@@ -22,7 +22,6 @@ from aegis.sidecar.contract import (
     Target,
 )
 from aegis.sidecar.request.facts import Kind, RequestFacts, build_facts
-from aegis.sidecar.request.pricing import worst_case_cost
 from aegis.sidecar.routing import StaticBudgetView, StaticHealth, choose_arm, models_for, route
 
 CLASSES = ["public", "internal", "confidential", "pii", "hipaa"]
@@ -239,8 +238,13 @@ def test_property_routing_invariants(
         cap = (c.max_tokens_to_send or 0) * facts.choices
         for model, price in zip(c.models, c.prices, strict=True):
             if price is not None:
-                needed = worst_case_cost(price, facts.prompt_tokens_bound(model), cap)
-                assert c.worst_case_usd >= needed
+                # The reservation covers the whole prompt bound and every output token
+                # at list price (computed here, not with the router's own helper).
+                exact = (
+                    price.input_per_1m * facts.prompt_tokens_bound(model)
+                    + price.output_per_1m * cap
+                ) / 1_000_000
+                assert c.worst_case_usd >= exact
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
