@@ -161,7 +161,7 @@ async def work(job: Job) -> dict[str, Any]:
     async def client(k: int) -> None:
         nonlocal spent
         rng = random.Random(job.index * 1000 + k)
-        await asyncio.sleep(begin - loop.time())
+        await asyncio.sleep(begin - loop.time())  # deliberate pacing: a common start
         while loop.time() < begin + job.stop_after:
             worst = Decimal(rng.randint(100, 5000)) * MICRO
             actual = (worst * rng.randint(30, 100) / 100).quantize(MICRO)
@@ -191,9 +191,9 @@ async def work(job: Job) -> dict[str, Any]:
             await asyncio.sleep(0)  # a real request awaits its upstream here
 
     async def marker() -> None:
-        await asyncio.sleep(begin + job.warmup - loop.time())
+        await asyncio.sleep(begin + job.warmup - loop.time())  # deliberate pacing: warm-up
         marks["start"] = snapshot()
-        await asyncio.sleep(job.window)
+        await asyncio.sleep(job.window)  # deliberate pacing: the measured window
         marks["end"] = snapshot()
 
     tasks = [asyncio.create_task(client(k)) for k in range(job.clients)]

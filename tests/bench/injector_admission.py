@@ -239,7 +239,7 @@ async def wait_ready(http: aiohttp.ClientSession, url: str) -> None:
                     return
         except aiohttp.ClientError:
             pass
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll until ready, within the deadline above
     raise RuntimeError(f"{url} did not become ready")
 
 

@@ -123,7 +123,7 @@ async def wait_ready(url: str, started: float, within: float = 30.0) -> float:
                         return time.perf_counter() - started
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # poll until ready, within the deadline above
     raise RuntimeError(f"{url} not ready after {within}s")
 
 
@@ -273,7 +273,7 @@ async def measure(targets: list[Target], upstream_pid: int, n: int, rounds: int)
             await latencies(sessions[t.name], t.url, 50, t.body)
             await ttfb(sessions[t.name], t.url, 10, t.body)
             await throughput(loaded[t.name], t.url, 2 * CONCURRENCY, CONCURRENCY, t.body)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # deliberate pacing: let the warm-up settle
         for t in targets:
             if t.proc is not None:
                 t.figures.rss_mb = rss_mb(t.proc.pid)

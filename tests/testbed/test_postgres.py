@@ -36,7 +36,7 @@ async def _blocked_by(observer: asyncpg.Connection, waiter_pid: int) -> list[int
         blockers: list[int] = await observer.fetchval("SELECT pg_blocking_pids($1)", waiter_pid)
         if blockers:
             return blockers
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll interval; the deadline is the loop's condition
     raise AssertionError(f"backend {waiter_pid} never waited on a lock")
 
 

@@ -127,7 +127,7 @@ async def test_mutating_webhook_labels_created_pod(
             if LABEL in dry["metadata"]["labels"]:
                 break
             assert time.monotonic() < deadline, "webhook configuration never took effect"
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # poll interval; the deadline is asserted above
 
         created = await asyncio.to_thread(
             kube.kubectl_json, "create", "-n", namespace, "-f", "-", input=pod("web")
