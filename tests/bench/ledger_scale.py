@@ -182,18 +182,18 @@ async def work(job: Job) -> dict[str, Any]:
             await sim.lease(Decimal(1000), Decimal(0), timed=False)
         except Exception:
             sim.lease_errors += 1
-    await asyncio.sleep(max(job.start_at - time.time(), 0))
+    await asyncio.sleep(max(job.start_at - time.time(), 0))  # deliberate pacing: common start
     measure_from = job.start_at + job.warmup
     until = measure_from + job.window
     tasks = [asyncio.create_task(produce(s, job.rows_each, until)) for s in sims]
     if job.lease_interval > 0:
         tasks += [asyncio.create_task(churn(s, job, until, measure_from)) for s in sims]
-    await asyncio.sleep(max(measure_from - time.time(), 0))
+    await asyncio.sleep(max(measure_from - time.time(), 0))  # deliberate pacing: warm-up
     errors0 = sum(s.store.write_errors + s.lease_errors for s in sims)
     written0 = sum(s.store.rows_written for s in sims)
     appended0 = sum(s.appended for s in sims)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    await asyncio.sleep(max(until - time.time(), 0))
+    await asyncio.sleep(max(until - time.time(), 0))  # deliberate pacing: window
     written = sum(s.store.rows_written for s in sims) - written0
     appended = sum(s.appended for s in sims) - appended0
     errors = sum(s.store.write_errors + s.lease_errors for s in sims) - errors0
@@ -289,7 +289,7 @@ def phase(
         try:
             for worker in workers:
                 worker.start()
-            await asyncio.sleep(max(measure_from - time.time(), 0))
+            await asyncio.sleep(max(measure_from - time.time(), 0))  # deliberate pacing: warm-up
             ticks["pg0"] = cpu_ticks(servers[0])
             ticks["bouncer0"] = cpu_ticks(servers[1]) if servers[1] else {}
             return await sample_connections(connection, database, measure_from + args.window)
