@@ -82,6 +82,15 @@ def _ids(results: list[dict[str, Any]]) -> list[str]:
     return [r["headers"]["x-aegis-request-id"] for r in results if r["status"] == 200]
 
 
+def _metric(text: str, name: str) -> float:
+    """The sum of a metric's samples in a Prometheus text page (0 when absent)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
 def _ledger_has(release: Release, ids: list[str]) -> int:
     quoted = ",".join(f"'{i}'" for i in ids)
     return int(
@@ -454,6 +463,45 @@ def test_postgres_outage_fails_paid_closed_and_replays_the_spool(
     say(
         f"Postgres back: every one of {len(answered)} answered requests is in the ledger; "
         f"paid traffic answered again by {back['headers']['x-aegis-provider']}"
+    )
+
+
+def test_postgres_crash_loses_no_row(
+    release: Release, shop: Shop, answered: list[str], say: Say
+) -> None:
+    """An immediate shutdown (a crash: no checkpoint, WAL recovery on start) under
+    traffic; the kubelet restarts the container and every answer reaches the ledger."""
+    (before,) = release.pods("postgresql")
+    restarts = before["status"]["containerStatuses"][0]["restartCount"]
+    errors_before = _metric(shop.sidecar_metrics(), "aegis_ledger_write_errors_total")
+    loop = shop.loop({"text": "through a database crash"}, every=0.1)
+    try:
+        release.kubectl(
+            "exec", POSTGRES_POD, "-c", "postgresql", "--",
+            "pg_ctl", "stop", "--mode=immediate", "--no-wait",
+            check=False,
+        )  # fmt: skip
+
+        def restarted() -> bool:
+            pods = release.pods("postgresql")
+            status = pods[0]["status"].get("containerStatuses", [{}])[0] if pods else {}
+            return bool(status.get("restartCount", 0) > restarts and status.get("ready"))
+
+        wait_until(restarted, timeout=120, what="PostgreSQL restarted by the kubelet", interval=1)
+    finally:
+        stdout, stderr = loop.communicate(input="", timeout=120)
+    results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert results, (stdout, stderr)
+    assert all(r["status"] == 200 for r in results), [r for r in results if r["status"] != 200]
+    answered.extend(_ids(results))
+    _wait_in_ledger(release, answered, timeout=120)
+    recovered = release.kubectl("logs", POSTGRES_POD, "-c", "postgresql", check=False)
+    assert "database system was interrupted" in recovered or "redo" in recovered, recovered[-2000:]
+    errors = _metric(shop.sidecar_metrics(), "aegis_ledger_write_errors_total") - errors_before
+    say(
+        f"pg_ctl stop --mode=immediate under traffic: {len(results)} requests, all 200; the "
+        f"kubelet restarted PostgreSQL (WAL recovery); {errors:.0f} failed ledger writes "
+        f"meanwhile, yet all {len(answered)} answered requests are in the ledger"
     )
 
 
