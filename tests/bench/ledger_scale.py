@@ -12,6 +12,8 @@ Runs, from one invocation, each for ``--window`` seconds after a warm-up:
 * ``1 sidecar``: one simulated sidecar offered the whole row rate (the baseline);
 * ``N sidecars``: ``--sidecars`` (default 200) sharing the same row rate, each also
   taking or returning a lease slice every ``--lease-interval`` seconds;
+* ``N leases only``: the same sidecars with lease statements and no rows (lease
+  latency when the pool is not busy with batches);
 * with ``--direct``, the same N sidecars without PgBouncer (one pool each).
 
 Printed per run: rows/s committed (counted by the stores after commit), lease
@@ -271,7 +273,7 @@ def phase(
         Job(
             url,
             [base + i for i in range(p, sidecars, procs)],
-            args.rows / sidecars,
+            0.0 if label.endswith("leases only") else args.rows / sidecars,
             args.lease_interval if sidecars > 1 else 0.0,
             start_at,
             args.warmup,
@@ -346,7 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         pooled = bouncer.via(direct)
         pg_pid = postgres.pid or 0
         bouncer_pid = bouncer.pid
-        runs = [("1 sidecar", pooled, 1), (f"{args.sidecars} sidecars", pooled, args.sidecars)]
+        runs = [
+            ("1 sidecar", pooled, 1),
+            (f"{args.sidecars} sidecars", pooled, args.sidecars),
+            (f"{args.sidecars} leases only", pooled, args.sidecars),
+        ]
         if args.direct:
             runs.append((f"{args.sidecars} direct", direct, args.sidecars))
         for run, (label, url, count) in enumerate(runs):
@@ -370,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'run':16} {'pooler':6} {'appended/s':>10} {'rows/s':>8} {'lease ops/s':>11} "
+        f"{'run':20} {'pooler':6} {'appended/s':>10} {'rows/s':>8} {'lease ops/s':>11} "
         f"{'lease p50':>9} {'lease p99':>9} {'server conns':>12} {'pg cores':>8} {'bouncer':>7} "
         f"{'us/row':>6} {'backlog':>7} {'errors':>6}"
     )
@@ -379,11 +385,12 @@ def _table(rows: list[dict[str, Any]]) -> str:
         p50 = f"{r['lease_p50_ms']:.1f}ms" if r["lease_p50_ms"] is not None else "-"
         p99 = f"{r['lease_p99_ms']:.1f}ms" if r["lease_p99_ms"] is not None else "-"
         bouncer = f"{r['pgbouncer_cores']:.2f}" if r["pgbouncer_cores"] is not None else "-"
+        per_row = f"{r['worker_us_per_row']:.1f}" if r["appended_rows_per_s"] else "-"
         lines.append(
-            f"{r['run']:16} {'yes' if r['pgbouncer'] else 'no':6} "
+            f"{r['run']:20} {'yes' if r['pgbouncer'] else 'no':6} "
             f"{r['appended_rows_per_s']:>10,.0f} {r['rows_per_s']:>8,.0f} "
             f"{r['lease_ops_per_s']:>11,.0f} {p50:>9} {p99:>9} {r['server_connections']:>12} "
-            f"{r['postgres_cores']:>8.2f} {bouncer:>7} {r['worker_us_per_row']:>6.1f} "
+            f"{r['postgres_cores']:>8.2f} {bouncer:>7} {per_row:>6} "
             f"{r['pending_at_end']:>7} {r['errors']:>6}"
         )
     return "\n".join(lines)
