@@ -139,10 +139,17 @@ def spool_report(directory: Path, capsys: pytest.CaptureFixture[str]) -> dict[st
 
 
 async def test_a_spool_replays_only_into_its_own_ledger(
-    postgres: PostgresServer, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    request: pytest.FixtureRequest,
+    postgres: PostgresServer,
+    pg_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     url_a = pg_url
-    url_b = postgres.create_database()
+    direct_b = postgres.create_database()
+    # B is reached the way A is: directly, or through PgBouncer.
+    pooled = f":{postgres.port}/" not in url_a
+    url_b = request.getfixturevalue("pgbouncer").via(direct_b) if pooled else direct_b
     try:
         for url in (url_a, url_b):
             await provision(url, "ns", [("dash", "dashscope", LIMIT)])
@@ -202,4 +209,4 @@ async def test_a_spool_replays_only_into_its_own_ledger(
         assert await ids(url_b) == set(written_b)
         assert await overdraft(url_b) == 0
     finally:
-        postgres.drop_database(url_b.rsplit("/", 1)[1])
+        postgres.drop_database(direct_b.rsplit("/", 1)[1])
