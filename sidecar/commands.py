@@ -32,11 +32,12 @@ def run_sidecar(
 ) -> int:
     # Here, not at the top: ``aegis ledger ...`` need not load aiohttp and the
     # whole request path.
-    from .http.server import run_forever
+    from .http.server import new_event_loop, run_forever
 
     configure_logging()
     try:
-        asyncio.run(run_forever(config, port, metrics_port, metrics_host))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(run_forever(config, port, metrics_port, metrics_host))
     except ConfigError as exc:
         print(f"aegis sidecar: invalid config: {exc}", file=sys.stderr)
         return 2

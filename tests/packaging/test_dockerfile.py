@@ -45,6 +45,14 @@ def test_only_runtime_dependencies_are_installed() -> None:
     assert installs and all("[test]" not in line and ".[" not in line for line in installs)
 
 
+def test_the_image_installs_the_fast_extra() -> None:
+    """uvloop: the sidecar runs on its event loop when it is installed."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(d.startswith("uvloop") for d in project["project"]["optional-dependencies"]["fast"])
+    (export,) = re.findall(r"uv export [^\n]*", DOCKERFILE)
+    assert " --extra fast " in export
+
+
 def test_dockerignore_keeps_tests_and_local_state_out() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("**") + 1 :][:4] == [
