@@ -20,12 +20,12 @@ COPY operator ./operator
 COPY sidecar ./sidecar
 # A virtual environment under /opt: the same path on both kinds of base, and Debian's
 # own python3 refuses `pip install` outside one (PEP 668). Runtime dependencies and the
-# `fast` extra (uvloop) only (no test extras), exactly as uv.lock pins them, hashes checked; uv runs from a
+# `fast` (uvloop) and `tracing` (OpenTelemetry) extras only (no test extras), exactly as uv.lock pins them, hashes checked; uv runs from a
 # throwaway venv of the build stage. pip precompiles the bytecode, so a read-only root
 # never needs it.
 RUN python3 -m venv /tmp/uv && /tmp/uv/bin/pip install --no-warn-script-location "uv>=0.4,<1" \
     && python3 -m venv /opt/aegis \
-    && /tmp/uv/bin/uv export --frozen --no-dev --extra fast --no-emit-project --format requirements-txt \
+    && /tmp/uv/bin/uv export --frozen --no-dev --extra fast --extra tracing --no-emit-project --format requirements-txt \
        --output-file /tmp/requirements.txt \
     && /opt/aegis/bin/pip install --no-warn-script-location --require-hashes \
        -r /tmp/requirements.txt \
