@@ -36,13 +36,16 @@ T = TypeVar("T")
 def upstream_call(exchange: Exchange, candidate: Candidate) -> UpstreamCall:
     """The request as ``candidate``'s adapter receives it (masked for a cloud
     provider when privacy masks what was detected), within the request's deadline."""
-    return UpstreamCall(
+    call = UpstreamCall(
         body=body_for(exchange, candidate),
         models=candidate.models,
         max_tokens=candidate.max_tokens_to_send,
         vision=exchange.facts.has_images,
         deadline=deadline(exchange),
     )
+    if exchange.trace is not None:  # the attempt's traceparent goes to the provider
+        call.headers = exchange.trace.upstream_headers()
+    return call
 
 
 def deadline(exchange: Exchange) -> float:
@@ -122,6 +125,8 @@ async def first_answer(
             held = held or skip.refusal
             continue
         exchange.attempts += 1
+        if exchange.trace is not None:
+            exchange.trace.begin_attempt(candidate, exchange.attempts)
         try:
             return candidate, reservation, await attempt(candidate, reservation)
         except UpstreamError as error:

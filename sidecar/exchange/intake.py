@@ -11,7 +11,7 @@ from ..ledger import Status
 from ..request import HEADER_USER, Headers, Kind, PrivacyAction, build_facts, local_action
 from ..routing import REASON_PRIVACY, REASON_TARGET, RouteDecision, choose_arm, route
 from ..routing.router import SKIP_NO_MODEL
-from ..runtime import Runtime, Snapshot
+from ..runtime import RequestTrace, Runtime, Snapshot
 from .record import Exchange
 
 
@@ -33,6 +33,26 @@ def begin(
     ``body`` is the internal (chat or embeddings) form; ``original`` the client's
     body when that came in another API's shape: privacy reads it.
     """
+    if runtime.tracer is None:
+        return _begin(runtime, snapshot, kind, body, headers, original=original, trace=None)
+    trace = runtime.tracer.start(kind, headers)  # the app's traceparent is its parent
+    try:
+        return _begin(runtime, snapshot, kind, body, headers, original=original, trace=trace)
+    except BaseException as error:
+        trace.abandon(error)  # a no-op once the outcome was recorded
+        raise
+
+
+def _begin(
+    runtime: Runtime,
+    snapshot: Snapshot,
+    kind: Kind,
+    body: Mapping[str, Any],
+    headers: Headers | Mapping[str, str],
+    *,
+    original: Mapping[str, Any] | None,
+    trace: RequestTrace | None,
+) -> Exchange:
     config = snapshot.config
     sticky = config.rollout.stickiness.header if config.rollout else HEADER_USER
     facts = build_facts(
@@ -42,7 +62,9 @@ def begin(
         _images_in_system(body)
     arm = choose_arm(config.rollout, facts.user_key, random.random(), route=config.identity.route)
     decision = route(facts, config, runtime.budgets, runtime.adapters, arm)
-    exchange = Exchange(runtime, snapshot, facts, decision, body)
+    exchange = Exchange(runtime, snapshot, facts, decision, body, trace=trace)
+    if trace is not None:
+        trace.routed(facts, decision, config.identity.route)
     m = runtime.metrics
     for detected in facts.detected:
         m.pii_detections.labels(detected).inc()

@@ -20,7 +20,7 @@ from ..contract.money import ZERO
 from ..ledger import LedgerRecord, Status
 from ..request import PrivacyAction, RequestFacts, local_action
 from ..routing import Candidate, RouteDecision
-from ..runtime import Runtime, Snapshot
+from ..runtime import RequestTrace, Runtime, Snapshot
 
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
@@ -48,6 +48,7 @@ class Exchange:
     masked_body: Mapping[str, Any] | None = None  # the body cloud candidates receive
     masked: bool = False  # the answer came from a call with masked values
     blocked: bool = False  # refused: local-only and no local provider left
+    trace: RequestTrace | None = None  # the request's spans when tracing is on
 
     def privacy_action(self) -> PrivacyAction:
         """What privacy did to this request, as the ledger and metrics record it."""
@@ -133,8 +134,24 @@ class Exchange:
             m.cost_counter(provider, model).inc(float(cost_usd))
         if self.masked:
             m.privacy.labels(self.facts.data_class, PrivacyAction.MASKED).inc()
+        if self.trace is not None:
+            self.trace.finish(
+                candidate=candidate,
+                model=model,
+                status=status.value,
+                http_status=http_status,
+                usage=usage,
+                cost_usd=cost_usd,
+                fallbacks=self.fallbacks,
+                attempts=self.attempts,
+                privacy_action=self.privacy_action().value,
+                local_only_after_budget=self.local_only_after_budget,
+                refusal=self.decision.refusal,
+            )
 
     def failed(self, candidate: Candidate, reason: str) -> None:
         """``candidate`` was passed over or failed: say so in headers, row and metrics."""
         self.fallbacks.append(f"{candidate.provider.name}:{reason}")
         self.runtime.metrics.fallbacks.labels(candidate.provider.name, reason).inc()
+        if self.trace is not None:
+            self.trace.attempt_failed(reason)

@@ -20,6 +20,7 @@ from ..budgets import BudgetBook, LeaseBudgetSource
 from ..contract import LoadedConfig, SidecarConfig
 from ..ledger import ledger_url
 from ..metrics import SidecarMetrics
+from .tracing import request_tracer
 from .watcher import ConfigWatcher
 from .wiring import build_ledger, open_budgets
 
@@ -68,6 +69,8 @@ class Runtime:
         self.leases: LeaseBudgetSource | None = None
         self.started_at = time.monotonic()
         self.ready = False
+        # OpenTelemetry spans, when the OTEL_* environment turns them on (else None).
+        self.tracer = request_tracer(os.environ)
         self._watcher = (
             ConfigWatcher(
                 config_path,
@@ -105,6 +108,8 @@ class Runtime:
         if self.leases is not None:
             await self.leases.aclose()  # return unused lease money
         await self.ledger.aclose()
+        if self.tracer is not None:
+            await self.tracer.aclose()
 
     async def apply(self, loaded: LoadedConfig) -> None:
         """Install a new valid config; in-flight requests keep their snapshot."""
