@@ -40,6 +40,8 @@ _RECORDED_HEADERS = frozenset(
         "openai-organization",
         "anthropic-version",
         "anthropic-beta",
+        "traceparent",  # W3C trace context, sent on by a tracing gateway
+        "tracestate",
     }
 )
 _CONTENT_FIELDS = frozenset({"messages", "input", "prompt", "system"})

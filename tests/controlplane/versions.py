@@ -21,6 +21,12 @@ HELM = "v3.19.5"
 #: 1.15 is the first line whose go.mod asks for Go 1.26. Not part of the cache key:
 #: binaries are reused only when ``coredns -version`` reports this release.
 COREDNS = "v1.15.0"
+#: OpenTelemetry Collector release for the tracing tests (``tests.controlplane.otelcol``):
+#: the core modules at OTELCOL (receiver/otlpreceiver, exporter/otlphttpexporter,
+#: otelcol) and their stable siblings at OTELCOL_STABLE (component, confmap, ...).
+#: Its own cache directory, ``otelcol-<OTELCOL>-<digest>``, beside the Kubernetes one.
+OTELCOL = "v0.165.0"
+OTELCOL_STABLE = "v1.71.0"
 
 
 def versions_key() -> str:

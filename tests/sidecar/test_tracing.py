@@ -1,0 +1,296 @@
+"""OpenTelemetry spans of the sidecar, read back through a real OpenTelemetry Collector.
+
+The sidecar runs as its own process (``aegis sidecar``) with only the standard
+``OTEL_*`` variables pointing it at a collector built from the collector's Go modules
+(:mod:`tests.controlplane.otelcol`); the collector forwards over OTLP/HTTP to a
+receiver in this test, which decodes the protobuf. Requests come from the official
+openai client with a W3C ``traceparent``; the fake providers record the
+``traceparent`` they received. Checked: the GenAI attributes and the ``aegis.*`` ones,
+the request span as the child of the app's span, one CLIENT child per upstream attempt
+(the failed one too), the attempt's context at the provider, and that no prompt or
+completion text is anywhere in what was exported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.controlplane.otelcol import Collector, CollectorError, ensure_collector
+from tests.sidecar.conftest import Fakes, base_document
+from tests.sidecar.shared_helpers import poll_until
+
+pytestmark = pytest.mark.slow
+
+AEGIS = [sys.executable, "-m", "aegis.operator.cli"]
+PROMPT_MARK = "prompt-text-" + secrets.token_hex(6)
+REPLY_MARK = "completion-text-" + secrets.token_hex(6)
+SERVICE = "aegis-sidecar-under-test"
+
+
+@dataclass
+class Sink:
+    """What the collector forwarded: raw bodies and the decoded spans with their service."""
+
+    bodies: list[bytes] = field(default_factory=list)
+    spans: list[tuple[str, Span]] = field(default_factory=list)
+
+    def of_trace(self, trace_id: bytes) -> list[Span]:
+        return [span for _, span in self.spans if span.trace_id == trace_id]
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+def attrs(span: Span) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in span.attributes}
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[tuple[Sink, str]]:
+    """An OTLP/HTTP traces endpoint in this test (what a tracing backend would be)."""
+    received = Sink()
+
+    async def traces(request: web.Request) -> web.Response:
+        body = await request.read()
+        received.bodies.append(body)
+        export = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in export.resource_spans:
+            service = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                received.spans += [(str(service.get("service.name")), s) for s in scope.spans]
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield received, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _collector_binary() -> Path:
+    try:
+        return ensure_collector()
+    except CollectorError as error:
+        message = f"OpenTelemetry Collector unavailable: {error}"
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def collector(sink: tuple[Sink, str], tmp_path: Path) -> Iterator[Collector]:
+    running = Collector(_collector_binary(), tmp_path, forward_to=sink[1])
+    try:
+        running.start()
+    except CollectorError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)  # poll interval; the deadline is the loop's condition
+    raise AssertionError("sidecar not ready")
+
+
+def traceparent() -> tuple[str, bytes, bytes]:
+    trace_id, span_id = secrets.token_bytes(16), secrets.token_bytes(8)
+    return f"00-{trace_id.hex()}-{span_id.hex()}-01", trace_id, span_id
+
+
+async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_attempts(
+    fakes: Fakes, collector: Collector, sink: tuple[Sink, str], tmp_path: Path
+) -> None:
+    received, _ = sink
+    port = _free_port()
+    document = base_document(fakes, tmp_path / "ledger.db")
+    document["listen"] = {"port": port, "metricsPort": 0}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(document))
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": SERVICE,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    fakes.openai.knobs.fail_next = 1  # the critical rule's target fails: dashscope answers
+    fakes.dashscope.knobs.reply = f"{REPLY_MARK} from the fake"
+    fakes.ollama.knobs.reply = f"{REPLY_MARK} streamed"
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [*AEGIS, "sidecar", "--config", str(config)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    chat_parent, chat_trace, chat_span = traceparent()
+    stream_parent, stream_trace, stream_span = traceparent()
+    try:
+        await asyncio.to_thread(_wait_ready, port, proc)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": f"board memo {PROMPT_MARK}"}],
+            extra_headers={
+                "traceparent": chat_parent,
+                "X-Aegis-Quality": "critical",
+                "X-Aegis-Complexity": "high",
+            },
+        )
+        answer = raw.parse()
+        stream = await client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": f"hello {PROMPT_MARK}"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"traceparent": stream_parent},
+        )
+        streamed = [chunk async for chunk in stream]
+        await client.embeddings.create(model="auto", input=f"embed {PROMPT_MARK}")
+        await client.close()
+
+        def complete() -> bool:
+            return (
+                len(received.of_trace(chat_trace)) == 3
+                and len(received.of_trace(stream_trace)) == 2
+                and any(
+                    attrs(s).get("gen_ai.operation.name") == "embeddings" for _, s in received.spans
+                )
+            )
+
+        await poll_until(complete, within=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 0, stderr
+    assert {service for service, _ in received.spans} == {SERVICE}
+
+    # The non-streamed chat: the request's span, child of the app's span ...
+    spans = received.of_trace(chat_trace)
+    (request,) = [s for s in spans if s.parent_span_id == chat_span]
+    assert request.kind == Span.SPAN_KIND_SERVER
+    assert request.name == "chat auto"
+    got = attrs(request)
+    assert answer.usage is not None
+    assert got["gen_ai.operation.name"] == "chat"
+    assert got["gen_ai.request.model"] == "auto"
+    assert got["gen_ai.response.model"] == answer.model == "qwen-plus"
+    assert got["gen_ai.provider.name"] == "dashscope"
+    assert got["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
+    assert got["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
+    assert got["aegis.rule"] == raw.headers["X-Aegis-Rule"] == "critical"
+    assert got["aegis.rollout.arm"] == raw.headers["X-Aegis-Arm"]
+    assert got["aegis.data_class"] == raw.headers["X-Aegis-Data-Class"]
+    assert got["aegis.budget.decision"] == "within"
+    assert got["aegis.cost_usd"] == pytest.approx(float(raw.headers["X-Aegis-Cost-USD"]))
+    assert got["aegis.cost_usd"] > 0
+    assert got["aegis.fallbacks"] == ["openai:status_500"]
+    assert got["aegis.attempts"] == 2
+    assert got["http.response.status_code"] == 200
+    # ... and one CLIENT child per upstream attempt, the failed one first.
+    attempts = sorted(
+        (s for s in spans if s.parent_span_id == request.span_id),
+        key=lambda s: s.start_time_unix_nano,
+    )
+    assert [s.name for s in attempts] == ["chat gpt-4o", "chat qwen-plus"]
+    assert all(s.kind == Span.SPAN_KIND_CLIENT for s in attempts)
+    failed, answered = (attrs(s) for s in attempts)
+    assert failed["gen_ai.provider.name"] == "openai"
+    assert failed["error.type"] == "status_500"
+    assert attempts[0].status.code == Status.STATUS_CODE_ERROR
+    assert answered["gen_ai.provider.name"] == "dashscope"
+    assert answered["gen_ai.response.model"] == "qwen-plus"
+    assert answered["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
+    assert answered["server.address"] == "127.0.0.1"
+    assert attempts[1].status.code != Status.STATUS_CODE_ERROR
+    # Each provider got the context of its own attempt.
+    for fake, attempt in ((fakes.openai, attempts[0]), (fakes.dashscope, attempts[1])):
+        sent = [
+            r["headers"].get("traceparent")
+            for r in fake.requests
+            if r["path"].endswith("/completions")
+        ]
+        assert sent == [f"00-{chat_trace.hex()}-{attempt.span_id.hex()}-01"]
+
+    # The stream: usage and the answering model known once it ended.
+    spans = received.of_trace(stream_trace)
+    (request,) = [s for s in spans if s.parent_span_id == stream_span]
+    (attempt,) = [s for s in spans if s.parent_span_id == request.span_id]
+    got = attrs(request)
+    usage = streamed[-1].usage
+    assert usage is not None
+    assert got["aegis.stream"] is True
+    assert got["gen_ai.provider.name"] == "ollama"
+    assert got["gen_ai.usage.output_tokens"] == usage.completion_tokens
+    assert attrs(attempt)["gen_ai.response.model"] == got["gen_ai.response.model"] == "gemma3:4b"
+    assert attempt.end_time_unix_nano <= request.end_time_unix_nano
+
+    # Embeddings without a traceparent: a trace of its own, rooted at the sidecar.
+    (embedding,) = [
+        s
+        for _, s in received.spans
+        if attrs(s).get("gen_ai.operation.name") == "embeddings" and s.kind == Span.SPAN_KIND_SERVER
+    ]
+    assert embedding.parent_span_id == b""
+    assert embedding.name == "embeddings auto"
+
+    # Never prompt or completion text, in any span, event or resource.
+    exported = b"".join(received.bodies)
+    assert PROMPT_MARK.encode() not in exported
+    assert REPLY_MARK.encode() not in exported
+    assert answer.choices[0].message.content and REPLY_MARK in answer.choices[0].message.content
+    assert PROMPT_MARK not in collector.log_tail(500)
