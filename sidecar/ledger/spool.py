@@ -14,12 +14,14 @@ thread every ``sync_interval`` seconds for everything written since (group
 commit), so a power cut loses at most that window.
 
 Format: segment files ``seg-<first seq>.spool``; one line per row:
-``<seq>\\t<crc32 of json, hex>\\t<json>\\n`` where the JSON array
+``<seq>\\t<crc32 of "<seq>\\t<json>", hex>\\t<json>\\n`` where the JSON array
 (:func:`encode_body`) holds the budget keys the row is charged to
 (``Scope/namespace/name``, comma-separated), then the ledger columns in model
-order (money as decimal strings, instants in ISO 8601). A torn
-or corrupt line (power cut in the middle of a write) fails its checksum and ends
-the replay of its segment.
+order (money as decimal strings, instants in ISO 8601). The checksum covers the
+sequence number too, so a damaged digit cannot replay a row under another number.
+A torn or corrupt line (power cut in the middle of a write, a flipped byte) fails
+its checksum and is skipped alone: every other line carries its own checksum and
+is replayed, in sequence order.
 
 One process per spool directory: an exclusive ``flock`` on ``lock`` refuses a
 second sidecar with the same identity (it would also share its leases).
@@ -93,14 +95,15 @@ def encode_body(record: LedgerRecord, budgets: str) -> bytes:
 
 def encode(seq: int, body: bytes) -> bytes:
     """One spool line: sequence, checksum, body (see the module docstring)."""
-    return b"%d\t%08x\t%s\n" % (seq, zlib.crc32(body), body)
+    head = b"%d\t" % seq
+    return b"%s%08x\t%s\n" % (head, zlib.crc32(body, zlib.crc32(head)), body)
 
 
 def decode(line: bytes) -> Spooled | None:
     """The row of a spool line, or ``None`` when it is torn or corrupt."""
     try:
         seq_text, crc_text, body = line.rstrip(b"\n").split(b"\t", 2)
-        if int(crc_text, 16) != zlib.crc32(body):
+        if int(crc_text, 16) != zlib.crc32(body, zlib.crc32(seq_text + b"\t")):
             return None
         values = json.loads(body)
         budgets, columns = values[0], values[1:]
@@ -322,6 +325,7 @@ class Spool:
     # -- internals -----------------------------------------------------------------
 
     def _read(self, path: Path, since: int = 0) -> Iterator[Spooled]:
+        last = since - 1
         with path.open("rb") as handle:
             for line in handle:
                 if since and line.endswith(b"\n"):
@@ -331,8 +335,11 @@ class Spool:
                 row = decode(line) if line.endswith(b"\n") else None
                 if row is None:
                     self.corrupt_lines += 1
-                    log.warning("spool %s: torn or corrupt line; rest of segment skipped", path)
-                    return
+                    log.warning("spool %s: torn or corrupt line skipped", path)
+                    continue
+                if row.seq <= last:  # appended in order: an older number is not ours twice
+                    continue
+                last = row.seq
                 yield row
 
     def _open_segment(self) -> None:

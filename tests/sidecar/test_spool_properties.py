@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aegis.sidecar.ledger.spool import Spool, Spooled, encode, encode_body
@@ -32,7 +32,6 @@ from tests.sidecar.ledger_helpers import record, sqlite_url
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 40
-FIND_ONLY = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 def segments(directory: Path) -> list[Path]:
@@ -111,14 +110,7 @@ def test_flipped_bytes_never_alter_a_row_nor_lose_an_undamaged_one(
     assert corrupt >= 1 or len(bodies) == ROWS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the line checksum covers the body, not the sequence number (sidecar/ledger/"
-    "spool.py encode/decode): a flipped digit replays a row under another number",
-)
-@settings(  # an expected failure: find one, skip shrinking it
-    max_examples=200, deadline=None, phases=FIND_ONLY, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=flips)
 def test_replayed_rows_keep_their_sequence_numbers(
     tmp_path_factory: pytest.TempPathFactory, drawn: list[tuple[int, float, int]]
@@ -133,14 +125,7 @@ def test_replayed_rows_keep_their_sequence_numbers(
         assert encode(row.seq, row.body) == lines.get(row.seq), row.seq
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the spool skips the rest of a segment after a damaged line (sidecar/ledger/spool.py "
-    "_read); intact lines after it could be replayed, each line has its own checksum",
-)
-@settings(
-    max_examples=200, deadline=None, phases=FIND_ONLY, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=flips)
 def test_every_intact_line_is_replayed(
     tmp_path_factory: pytest.TempPathFactory, drawn: list[tuple[int, float, int]]
