@@ -106,7 +106,7 @@ def teardown(layout: Layout, log: Log, holder: Holder | None = None) -> None:
     while any(members(ns, "pid") for ns in namespaces):
         if time.monotonic() > deadline:
             raise ClusterError("processes of the cluster survive the SIGKILL of its holder")
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll under the deadline above
     # hostNetwork containers share the node's netns but not the holder's PID namespace
     # only if something escaped; same for the pods' cgroups.
     deadline = time.monotonic() + 30
@@ -119,7 +119,7 @@ def teardown(layout: Layout, log: Log, holder: Holder | None = None) -> None:
         if time.monotonic() > deadline:
             raise ClusterError(f"cluster processes survive SIGKILL: {sorted(stray)}")
         _kill(stray)
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll under the deadline above
     # The launchers outside the namespaces (`unshare` above the holder, an `nsenter` above
     # each server) exit once their child is gone; anything else naming the cluster's
     # directory is a leftover of ours too.
@@ -129,7 +129,7 @@ def teardown(layout: Layout, log: Log, holder: Holder | None = None) -> None:
             raise ClusterError(f"cluster processes survive SIGKILL: {stragglers}")
         if time.monotonic() > deadline - 10:
             _kill(set(stragglers))
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll under the deadline above
     for top in cgroup_dirs(layout):
         _remove_cgroup_tree(top)
     delete_network(layout)

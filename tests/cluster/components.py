@@ -206,7 +206,7 @@ def wait_up(server: Server, proc: subprocess.Popen[bytes], log_path: Path, holde
                 f"{server.name} not up after {server.timeout:.0f}s; "
                 f"log {log_path}:\n{tail(log_path)}"
             )
-        time.sleep(0.25)
+        time.sleep(0.25)  # poll for readiness under the deadline above
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -33,7 +33,7 @@ _INIT = (
     "    try:\n"
     "        os.waitpid(-1, 0)\n"
     "    except ChildProcessError:\n"
-    "        time.sleep(1)\n"
+    "        time.sleep(1)  # pacing: PID 1 idles until a child exists\n"
 )
 _MARK = "aegis-cluster-holder"
 
@@ -134,7 +134,7 @@ class Holder:
                 start = _start_time(pid)
                 if start is not None:
                     return cls(pid, start, namespace_id(pid, "pid"), namespace_id(pid, "mnt"))
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll under the deadline above
         launcher.kill()
         raise ClusterError(f"namespace holder did not start in {timeout:.0f}s")
 
@@ -178,7 +178,7 @@ class Holder:
                 raise ClusterError(
                     f"processes of the cluster survived SIGKILL: {members(self.pid_ns, 'pid')}"
                 )
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll under the deadline above
 
 
 def _init_pid(launcher_pid: int, mark: str) -> int | None:
