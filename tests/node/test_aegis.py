@@ -137,7 +137,7 @@ def test_injected_app_calls_the_fake_upstream_through_its_sidecar(
     app = python_pod(
         "app",
         image,
-        "import time; time.sleep(3600)",
+        "import time; time.sleep(3600)",  # the pod idles: pacing, not a wait
         labels={"app": "proof", "aegis.io/inject": "true"},
     )
     app["spec"]["terminationGracePeriodSeconds"] = 1
