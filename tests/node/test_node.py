@@ -90,7 +90,8 @@ def test_configmap_update_reaches_a_running_pod_within_seconds(
         "data": {"value": "one"},
     }
     kube.apply(configmap, ns)
-    reader = python_pod("reader", cluster.images.aegis.short, "import time; time.sleep(3600)")  # idles
+    idle = "import time; time.sleep(3600)"  # the pod idles: pacing, not a wait
+    reader = python_pod("reader", cluster.images.aegis.short, idle)
     reader["spec"]["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/cfg"}]
     reader["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "settings"}}]
     kube.apply(reader, ns)
