@@ -98,6 +98,11 @@ def sidecar_env(route: RouteInfo, settings: SidecarSettings) -> list[dict[str, A
     for key in route.keys:
         ref = {"name": key.secret_name, "key": key.secret_key}
         env.append({"name": key.env, "valueFrom": {"secretKeyRef": ref}})
+    if settings.otel_env:  # traces on: the standard OpenTelemetry variables
+        env += [{"name": k, "value": v} for k, v in sorted(settings.otel_env.items())]
+        if "OTEL_RESOURCE_ATTRIBUTES" not in settings.otel_env:
+            pod = "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"
+            env.append({"name": "OTEL_RESOURCE_ATTRIBUTES", "value": pod})
     return env
 
 

@@ -83,6 +83,9 @@ class SidecarSettings:
     native: NativeMode = "auto"
     run_as_user: int = 65532
     data_size_limit: str = "64Mi"
+    otel_env: Mapping[str, str] = field(default_factory=dict)
+    """``OTEL_*`` variables for every sidecar (the chart's ``tracing`` values): the
+    standard OpenTelemetry settings; empty leaves the sidecars' traces off."""
 
     @property
     def aegis_url(self) -> str:
@@ -315,11 +318,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: native sidecar when the API server is >= 1.29",
     )
     side.add_argument(
+        "--sidecar-otel-env",
+        default=_env("sidecar-otel-env", "{}"),
+        help="JSON object of OTEL_* variables for the sidecars, e.g. "
+        '{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"} (default: traces off)',
+    )
+    side.add_argument(
         "--sidecar-run-as-user",
         type=int,
         default=_env("sidecar-run-as-user", c.run_as_user),
         help="numeric UID (and GID) of the sidecar: runAsNonRoot needs a number",
     )
+
+
+def otel_env(value: str | Mapping[str, Any]) -> dict[str, str]:
+    """The sidecars' ``OTEL_*`` variables from a JSON object; anything else is refused."""
+    parsed = _json_object(value) if isinstance(value, str) else dict(value)
+    bad = sorted(str(k) for k in parsed if not str(k).startswith("OTEL_"))
+    if bad:
+        raise ValueError(f"--sidecar-otel-env takes OTEL_* variables only, not {', '.join(bad)}")
+    return {str(k): str(v) for k, v in parsed.items() if v is not None and str(v) != ""}
 
 
 def from_args(args: argparse.Namespace) -> InjectorSettings:
@@ -364,6 +382,7 @@ def from_args(args: argparse.Namespace) -> InjectorSettings:
         ledger_secret_key=args.ledger_secret_key,
         native=args.native_sidecar,
         run_as_user=args.sidecar_run_as_user,
+        otel_env=otel_env(args.sidecar_otel_env),
     )
     if server.tls_mode == "files" and server.cert_dir is None:
         raise ValueError("--tls-mode files needs --cert-dir (holding tls.crt and tls.key)")
