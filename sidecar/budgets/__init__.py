@@ -3,7 +3,8 @@
 A :class:`BudgetBook` (:mod:`.book`) keeps one account (:mod:`.accounts`) per
 budget and period; its money comes from a :class:`BudgetSource` (:mod:`.sources`):
 the local ledger (standalone) or leases on the shared PostgreSQL ledger
-(:mod:`.leases`, with their settings and per-slot state in :mod:`.lease_slots`):
+(:mod:`.leases`, with their settings and per-slot state in :mod:`.lease_slots`, and
+the reconciling of the book with the database's answers in :mod:`.lease_reconcile`):
 many sidecars spending one budget without ever overspending it. The book is the
 router's budget view (:class:`~aegis.sidecar.routing.ports.BudgetView`).
 """

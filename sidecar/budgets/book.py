@@ -311,12 +311,13 @@ class BudgetBook:
             raise KeyError(f"no open account for {budget_name} in {period}")
         account.held += checked_usd(amount, ROUND_FLOOR)
 
-    def surrender(self, budget_name: str, period: str) -> Decimal:
-        """Shrink the held slice to what is committed; returns the amount given up."""
+    def surrender(self, budget_name: str, period: str, at_most: Decimal | None = None) -> Decimal:
+        """Shrink the held slice towards what is committed (by at most ``at_most``);
+        returns the amount given up."""
         account = self._accounts.get((budget_name, period))
         if account is None:
             return ZERO
-        unused = account.unused()
+        unused = account.unused() if at_most is None else min(account.unused(), at_most)
         account.held -= unused
         return unused
 

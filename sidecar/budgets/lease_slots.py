@@ -7,11 +7,11 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from ..contract import BudgetSpec
-from ..contract.money import ZERO
+from ..contract.money import ZERO, quantize_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,6 @@ class Slot:
     __slots__ = (
         "budget",
         "denied_at",
-        "epoch",
         "held",
         "last_active",
         "last_renew",
@@ -72,7 +71,6 @@ class Slot:
         self.need = ZERO  # largest reservation that did not fit since the last take
         self.refill: asyncio.Future[None] | None = None
         self.remaining: Decimal | None = None  # the budget's uncommitted money, last seen
-        self.epoch: int | None = None
         self.shortfall = False  # the last take could not give what was wanted
         self.shrink = False  # return unused money at the next tick (limit lowered)
         self.denied_at: float | None = None  # the database refused: not this namespace's
@@ -86,3 +84,23 @@ class Slot:
 
 def slot_key(slot: Slot) -> tuple[str, str]:
     return slot.budget.name, slot.period
+
+
+def slice_target(slot: Slot, reserved: Decimal, settings: LeaseSettings) -> Decimal:
+    """Slice size: ``horizon`` seconds of spend plus twice what is in flight,
+    within [min_slice_share, max_slice_share] of the limit."""
+    limit = slot.budget.limit_usd
+    by_rate = Decimal(slot.rate * settings.horizon) + 2 * reserved + 8 * slot.need
+    low = limit * settings.min_slice_share
+    high = limit * settings.max_slice_share
+    return quantize_usd(min(max(by_rate, low), high), ROUND_CEILING)
+
+
+def update_rate(slot: Slot, now: float) -> None:
+    """Fold the spend settled since the last update into the smoothed rate."""
+    elapsed = now - slot.rate_since
+    if elapsed >= 1.0:
+        current = float(slot.spent_window) / elapsed
+        slot.rate = current if slot.rate == 0 else 0.7 * slot.rate + 0.3 * current
+        slot.spent_window = ZERO
+        slot.rate_since = now

@@ -13,6 +13,10 @@ reservations. A background task here:
   (``remaining / (active leases + 1)``), so the last dollars are not stranded;
 - renews the lease's TTL every ``ttl/3`` seconds, returns money that has been
   idle for ``idle_return`` seconds, and returns everything unused on shutdown;
+- reconciles the book with every answer: a take or return whose answer was lost
+  (timed out after the database applied it, or never sent) leaves the lease and
+  the book apart, and the next answer's ``lease_amount`` brings them together
+  again (:mod:`.lease_reconcile`);
 - after a restart, once the spool of the previous life has been replayed, closes
   that life's leases at exactly what they settled (``aegis.lease_takeover``).
 
@@ -33,18 +37,19 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..contract import BudgetKey, BudgetSpec
-from ..contract.money import ZERO, quantize_usd
+from ..contract import BudgetSpec
+from ..contract.money import ZERO
 from ..ledger import leases
 from ..routing.ports import BUDGET_UNAVAILABLE
 from .book import BudgetBook
-from .lease_slots import LeaseSettings, Slot, slot_key
+from .lease_reconcile import Answer, LeaseState, apply_answer
+from .lease_slots import LeaseSettings, Slot, slice_target, slot_key, update_rate
 from .sources import Allowance
 
 __all__ = ["LeaseBudgetSource", "LeaseSettings"]
@@ -75,6 +80,7 @@ class LeaseBudgetSource:
         self._slots: dict[tuple[str, str], Slot] = {}
         self._by_provider: dict[tuple[str, str], list[Slot]] = {}
         self._returns: list[tuple[BudgetSpec, str, Decimal]] = []  # (budget, period, amount)
+        self._leases: dict[tuple[str, str], LeaseState] = {}  # beyond the open slots
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -110,7 +116,7 @@ class LeaseBudgetSource:
         book = self._book
         for slot in list(self._slots.values()):
             amount = book.surrender(slot.budget.name, slot.period) if book else ZERO
-            self._returns.append((slot.budget, slot.period, amount))
+            self._close(slot, amount)
             self._release(slot)
         self._slots.clear()
         self._by_provider.clear()
@@ -174,7 +180,7 @@ class LeaseBudgetSource:
         group = self._by_provider.get((slot.budget.provider, period), [])
         if slot in group:
             group.remove(slot)
-        self._returns.append((budget, period, unused))
+        self._close(slot, unused)
         self._release(slot)
         self._move_deadline()
         self._wake.set()
@@ -222,7 +228,7 @@ class LeaseBudgetSource:
             return
         held, settled, reserved = view
         unused = held - settled - reserved
-        self._update_rate(slot, now)
+        update_rate(slot, now)
         settings = self.settings
         if slot.period != book.period(slot.budget.provider) and reserved == 0:
             # A past month with nothing in flight: hand back the rest, close it.
@@ -233,14 +239,14 @@ class LeaseBudgetSource:
             slot.shrink = False
             amount = book.surrender(slot.budget.name, slot.period)
             slot.held -= amount
-            self._returns.append((slot.budget, slot.period, amount))
+            self._give_back(slot.budget, slot.period, amount)
             await self._give_back_all(close=False)
             return
         if slot.denied_at is not None and now - slot.denied_at < settings.idle_return:
             slot.need = ZERO  # asked again only every idle_return seconds
             self._release(slot)
             return
-        target = self._target(slot, reserved)
+        target = slice_target(slot, reserved, settings)
         need = max(slot.need - unused, ZERO)
         waiting = slot.refill is not None and not slot.refill.done()
         # Keep the slice topped up while it is being spent (not when idle: the
@@ -254,24 +260,6 @@ class LeaseBudgetSource:
             slot.shortfall and now - slot.last_take >= settings.retry_interval * 2
         ):
             await self._take(slot, ZERO, ZERO, now)  # renew; refresh what is left
-
-    def _target(self, slot: Slot, reserved: Decimal) -> Decimal:
-        """Slice size: ``horizon`` seconds of spend plus twice what is in flight,
-        within [min_slice_share, max_slice_share] of the limit."""
-        settings = self.settings
-        limit = slot.budget.limit_usd
-        by_rate = Decimal(slot.rate * settings.horizon) + 2 * reserved + 8 * slot.need
-        low = limit * settings.min_slice_share
-        high = limit * settings.max_slice_share
-        return quantize_usd(min(max(by_rate, low), high), ROUND_CEILING)
-
-    def _update_rate(self, slot: Slot, now: float) -> None:
-        elapsed = now - slot.rate_since
-        if elapsed >= 1.0:
-            current = float(slot.spent_window) / elapsed
-            slot.rate = current if slot.rate == 0 else 0.7 * slot.rate + 0.3 * current
-            slot.spent_window = ZERO
-            slot.rate_since = now
 
     async def _take(self, slot: Slot, want: Decimal, need: Decimal, now: float) -> None:
         budget = slot.budget
@@ -293,20 +281,11 @@ class LeaseBudgetSource:
             self._not_granted(slot, now, str(refused))
             return
         if grant is None:
+            self._lost(budget, slot.period)
             self._release(slot)
             return
         slot.denied_at = None
-        book = self._book
-        if slot.epoch is not None and grant.epoch != slot.epoch and book is not None:
-            # Someone closed this lease while we could not renew it: what we held
-            # beyond our committed money is no longer ours.
-            log.warning("lease %s/%s was reclaimed; dropping the local slice", *slot_key(slot))
-            slot.held -= book.surrender(budget.name, slot.period)
-        slot.epoch = grant.epoch
-        if grant.granted > 0 and book is not None:
-            with contextlib.suppress(KeyError):  # the account was closed meanwhile
-                book.grant(budget.name, slot.period, grant.granted)
-                slot.held += grant.granted
+        self._answered(budget, slot.period, grant, grant.granted)
         slot.remaining = grant.remaining
         slot.shortfall = grant.granted < want
         slot.last_renew = now
@@ -331,22 +310,66 @@ class LeaseBudgetSource:
         self._release(slot)
 
     async def _give_back_all(self, *, close: bool) -> None:
-        pending, self._returns = self._returns, []
-        for budget, period, amount in pending:
-            key = budget.key(self.namespace)
+        # Returns of closed leases that an answer showed short are given back in
+        # the next round (a few rounds at most; what is left waits for the next step).
+        for _ in range(3):
+            pending, self._returns = self._returns, []
+            for budget, period, amount in pending:
+                done = await self._call("return", self._return_call(budget, period, amount, close))
+                state = self._lease(budget.name, period)
+                state.returning = max(state.returning - amount, ZERO)
+                if done is None:
+                    # Applied or not, we cannot tell: counted as applied; the next
+                    # answer for this lease adopts it if the database still holds it.
+                    log.warning("could not return %s USD of %s/%s", amount, budget.name, period)
+                    self._lost(budget, period)
+                else:
+                    self._answered(budget, period, done, ZERO)
+            if not self._returns or not self.available:
+                return
 
-            def give_back(
-                c: AsyncConnection, b: BudgetKey = key, p: str = period, a: Decimal = amount
-            ) -> Awaitable[leases.Returned]:
-                return leases.give_back(
-                    c, budget=b, period=p, holder=self.holder, amount=a, close=close
-                )
+    def _return_call(
+        self, budget: BudgetSpec, period: str, amount: Decimal, close: bool
+    ) -> Callable[[AsyncConnection], Awaitable[leases.Returned]]:
+        key = budget.key(self.namespace)
+        return lambda c: leases.give_back(
+            c, budget=key, period=period, holder=self.holder, amount=amount, close=close
+        )
 
-            done = await self._call("return", give_back)
-            if done is None:
-                # Unreachable: the money stays leased until a restart takes the
-                # lease over or its TTL runs out; never re-granted locally.
-                log.warning("could not return %s USD of %s/%s", amount, budget.name, period)
+    # -- reconciling the book with the database's answers ----------------------------
+
+    def _lease(self, name: str, period: str) -> LeaseState:
+        return self._leases.setdefault((name, period), LeaseState())
+
+    def _give_back(self, budget: BudgetSpec, period: str, amount: Decimal) -> None:
+        self._returns.append((budget, period, amount))
+        self._lease(budget.name, period).returning += amount
+
+    def _close(self, slot: Slot, unused: Decimal) -> None:
+        """The slot's account is closed: what it committed stays in the lease."""
+        state = self._lease(slot.budget.name, slot.period)
+        if state.base is not None:
+            state.base += max(slot.held - unused, ZERO)
+        self._give_back(slot.budget, slot.period, unused)
+
+    def _lost(self, budget: BudgetSpec, period: str) -> None:
+        """A statement of this lease got no answer: ask again soon, so that the next
+        answer reconciles (a renewal of an open slot, else an empty return)."""
+        slot = self._slots.get((budget.name, period))
+        if slot is not None:
+            slot.last_renew = -1e9
+        else:
+            self._give_back(budget, period, ZERO)
+
+    def _answered(self, budget: BudgetSpec, period: str, answer: Answer, granted: Decimal) -> None:
+        """Book ``granted`` and bring the book in line with the lease the database
+        reported; money of a closed lease that it still holds goes back."""
+        slot = self._slots.get((budget.name, period))
+        state = self._lease(budget.name, period)
+        back = apply_answer(self._book if slot else None, slot, state, answer, granted)
+        if back > 0:
+            self._give_back(budget, period, back)
+            self._wake.set()
 
     # -- plumbing --------------------------------------------------------------------
 
