@@ -46,6 +46,7 @@ from .controllers import (
     sync_budget,
 )
 from .kube import ConfigError, credentials, load_config
+from .tracing import Handler, ReconcileTracer
 
 ROUTES = (naming.GROUP, naming.VERSION, naming.ROUTE_PLURAL)
 BUDGETS = (naming.GROUP, naming.VERSION, naming.BUDGET_PLURAL)
@@ -183,24 +184,33 @@ def register(
     budget_interval: float,
     resync: float,
     rollout_tick: float = 10.0,
+    tracer: ReconcileTracer | None = None,
 ) -> None:
-    """Register every handler on ``registry``."""
+    """Register every handler on ``registry`` (each in a span when ``tracer`` is given)."""
     common: dict[str, Any] = {"registry": registry, "backoff": RETRY_BACKOFF}
     kopf.on.login(registry=registry)(login)
     kopf.index(*ROUTES, registry=registry)(route_index)
     kopf.index(*BUDGETS, registry=registry)(budget_index)
 
-    kopf.on.resume(*ROUTES, **common)(route_changed)
-    kopf.on.create(*ROUTES, **common)(route_changed)
-    kopf.on.update(*ROUTES, **common)(route_changed)
-    kopf.on.delete(*ROUTES, **common)(route_deleted)
-    kopf.timer(*ROUTES, interval=resync, initial_delay=resync, **common)(route_resync)
+    def route(event: str, handler: Handler) -> Handler:
+        return tracer.wrap(naming.ROUTE_KIND, event, handler) if tracer else handler
+
+    def budget(event: str, handler: Handler) -> Handler:
+        return tracer.wrap(naming.BUDGET_KIND, event, handler) if tracer else handler
+
+    kopf.on.resume(*ROUTES, **common)(route("resume", route_changed))
+    kopf.on.create(*ROUTES, **common)(route("create", route_changed))
+    kopf.on.update(*ROUTES, **common)(route("update", route_changed))
+    kopf.on.delete(*ROUTES, **common)(route("delete", route_deleted))
+    kopf.timer(*ROUTES, interval=resync, initial_delay=resync, **common)(
+        route("resync", route_resync)
+    )
     kopf.timer(*ROUTES, interval=rollout_tick, field="spec.rollout", value=kopf.PRESENT, **common)(
-        rollout_timer
+        route("rollout", rollout_timer)
     )
 
-    kopf.on.resume(*BUDGETS, **common)(budget_synced)
-    kopf.on.create(*BUDGETS, **common)(budget_changed)
-    kopf.on.update(*BUDGETS, **common)(budget_changed)
-    kopf.on.delete(*BUDGETS, **common)(budget_deleted)
-    kopf.timer(*BUDGETS, interval=budget_interval, **common)(budget_synced)
+    kopf.on.resume(*BUDGETS, **common)(budget("resume", budget_synced))
+    kopf.on.create(*BUDGETS, **common)(budget("create", budget_changed))
+    kopf.on.update(*BUDGETS, **common)(budget("update", budget_changed))
+    kopf.on.delete(*BUDGETS, **common)(budget("delete", budget_deleted))
+    kopf.timer(*BUDGETS, interval=budget_interval, **common)(budget("sync", budget_synced))

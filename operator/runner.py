@@ -39,6 +39,7 @@ from .controllers import MEMO_KEY, Context, Options
 from .handlers import register
 from .kube import KubeClient, load_config
 from .metrics import OperatorMetrics, start_metrics_server
+from .tracing import reconcile_tracer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ async def run(config: RunConfig) -> None:
     )
     registry = kopf.OperatorRegistry()
     options = config.options
-    register(registry, options.budget_interval, options.resync_interval, options.rollout_tick)
+    tracer = reconcile_tracer(os.environ)  # None unless OTEL_* turns traces on
+    register(
+        registry, options.budget_interval, options.resync_interval, options.rollout_tick, tracer
+    )
     try:
         await kopf.operator(
             registry=registry,
@@ -120,6 +124,8 @@ async def run(config: RunConfig) -> None:
             if engine is not None:
                 await engine.dispose()
         await runner.cleanup()
+        if tracer is not None:
+            await tracer.aclose()
         log.info("operator stopped")
 
 

@@ -21,10 +21,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.controlplane import versions
 from tests.controlplane.procs import ServerProcess, start_on_free_ports
@@ -199,6 +209,92 @@ def ensure_collector(log: bool = True) -> Path:
         if log:
             print(f"[otelcol] built in {time.monotonic() - started:.0f}s", flush=True)
     return binary
+
+
+class Sink:
+    """An OTLP/HTTP traces endpoint in the test process (what a tracing backend would be):
+    keeps the raw bodies and the decoded spans with their ``service.name``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.spans: list[tuple[str, Span]] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = 200 if self.path == "/v1/traces" else 404
+                if status == 200:
+                    sink._received(body)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _received(self, body: bytes) -> None:
+        export = ExportTraceServiceRequest.FromString(body)
+        with self._lock:
+            self.bodies.append(body)
+            for resource_spans in export.resource_spans:
+                resource = attributes_of(resource_spans.resource.attributes)
+                for scope in resource_spans.scope_spans:
+                    service = str(resource.get("service.name"))
+                    self.spans += [(service, span) for span in scope.spans]
+
+    def all(self) -> list[tuple[str, Span]]:
+        with self._lock:
+            return list(self.spans)
+
+    def of_trace(self, trace_id: bytes) -> list[Span]:
+        return [span for _, span in self.all() if span.trace_id == trace_id]
+
+    def exported(self) -> bytes:
+        with self._lock:
+            return b"".join(self.bodies)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+def attributes_of(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    """OTLP attributes as a dict (arrays as lists)."""
+    return {kv.key: _value(kv.value) for kv in pairs}
+
+
+def attrs(span: Span) -> dict[str, Any]:
+    return attributes_of(span.attributes)
+
+
+def collector_binary() -> Path:
+    """:func:`ensure_collector`, or the test skips (fails under ``CI=true``)."""
+    import pytest
+
+    try:
+        return ensure_collector()
+    except CollectorError as error:
+        message = f"OpenTelemetry Collector unavailable: {error}"
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 class Collector:

@@ -22,23 +22,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 import yaml
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.controlplane.otelcol import Collector, CollectorError, ensure_collector
+from tests.controlplane.otelcol import Collector, CollectorError, Sink, attrs, collector_binary
 from tests.sidecar.conftest import Fakes, base_document
 from tests.sidecar.shared_helpers import poll_until
 
@@ -50,72 +42,16 @@ REPLY_MARK = "completion-text-" + secrets.token_hex(6)
 SERVICE = "aegis-sidecar-under-test"
 
 
-@dataclass
-class Sink:
-    """What the collector forwarded: raw bodies and the decoded spans with their service."""
-
-    bodies: list[bytes] = field(default_factory=list)
-    spans: list[tuple[str, Span]] = field(default_factory=list)
-
-    def of_trace(self, trace_id: bytes) -> list[Span]:
-        return [span for _, span in self.spans if span.trace_id == trace_id]
-
-
-def _value(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(v) for v in value.array_value.values]
-    return getattr(value, kind) if kind else None
-
-
-def attrs(span: Span) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in span.attributes}
-
-
 @pytest.fixture
-async def sink() -> AsyncIterator[tuple[Sink, str]]:
-    """An OTLP/HTTP traces endpoint in this test (what a tracing backend would be)."""
+def sink() -> Iterator[Sink]:
     received = Sink()
-
-    async def traces(request: web.Request) -> web.Response:
-        body = await request.read()
-        received.bodies.append(body)
-        export = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in export.resource_spans:
-            service = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
-            for scope in resource_spans.scope_spans:
-                received.spans += [(str(service.get("service.name")), s) for s in scope.spans]
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(),
-            content_type="application/x-protobuf",
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield received, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-def _collector_binary() -> Path:
-    try:
-        return ensure_collector()
-    except CollectorError as error:
-        message = f"OpenTelemetry Collector unavailable: {error}"
-        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    yield received
+    received.close()
 
 
 @pytest.fixture
-def collector(sink: tuple[Sink, str], tmp_path: Path) -> Iterator[Collector]:
-    running = Collector(_collector_binary(), tmp_path, forward_to=sink[1])
+def collector(sink: Sink, tmp_path: Path) -> Iterator[Collector]:
+    running = Collector(collector_binary(), tmp_path, forward_to=sink.url)
     try:
         running.start()
     except CollectorError as error:
@@ -152,9 +88,9 @@ def traceparent() -> tuple[str, bytes, bytes]:
 
 
 async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_attempts(
-    fakes: Fakes, collector: Collector, sink: tuple[Sink, str], tmp_path: Path
+    fakes: Fakes, collector: Collector, sink: Sink, tmp_path: Path
 ) -> None:
-    received, _ = sink
+    received = sink
     port = _free_port()
     document = base_document(fakes, tmp_path / "ledger.db")
     document["listen"] = {"port": port, "metricsPort": 0}
@@ -208,7 +144,7 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
                 len(received.of_trace(chat_trace)) == 3
                 and len(received.of_trace(stream_trace)) == 2
                 and any(
-                    attrs(s).get("gen_ai.operation.name") == "embeddings" for _, s in received.spans
+                    attrs(s).get("gen_ai.operation.name") == "embeddings" for _, s in received.all()
                 )
             )
 
@@ -217,7 +153,7 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0, stderr
-    assert {service for service, _ in received.spans} == {SERVICE}
+    assert {service for service, _ in received.all()} == {SERVICE}
 
     # The non-streamed chat: the request's span, child of the app's span ...
     spans = received.of_trace(chat_trace)
@@ -282,14 +218,14 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
     # Embeddings without a traceparent: a trace of its own, rooted at the sidecar.
     (embedding,) = [
         s
-        for _, s in received.spans
+        for _, s in received.all()
         if attrs(s).get("gen_ai.operation.name") == "embeddings" and s.kind == Span.SPAN_KIND_SERVER
     ]
     assert embedding.parent_span_id == b""
     assert embedding.name == "embeddings auto"
 
     # Never prompt or completion text, in any span, event or resource.
-    exported = b"".join(received.bodies)
+    exported = received.exported()
     assert PROMPT_MARK.encode() not in exported
     assert REPLY_MARK.encode() not in exported
     assert answer.choices[0].message.content and REPLY_MARK in answer.choices[0].message.content
