@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from aegis.sidecar.budgets import BudgetBook, LeaseBudgetSource, LeaseSettings, Reservation
+from aegis.sidecar.budgets.lease_reconcile import Adjustment, LocalView, reconcile
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
@@ -321,3 +322,39 @@ async def test_a_give_back_that_never_arrived_is_adopted_again(
     await m.store.flush()
     assert await money(pg_url, "SELECT sum(cost_usd) FROM aegis.ledger_entries") == D(4)
     await closed_exactly(m, pg_url)
+
+
+# -- the decision alone: local view + the database's answer -> adjustment ------------
+
+
+@pytest.mark.parametrize(
+    ("local", "lease_amount", "lease_settled", "expected"),
+    [
+        # In step: nothing to do.
+        (LocalView(D(1), D(0), D(2), D("0.5"), D("1.5")), D(3), D("1.5"), Adjustment(D(1))),
+        # First answer after a lost take: base is what the lease settled (a takeover
+        # left it at that); the lost slice of 2 is adopted beside the booked 2.
+        (LocalView(None, D(0), D(2), D(0), D(2)), D(5), D(1), Adjustment(D(1), adopt=D(2))),
+        # A return counted as applied that was not: adopted back.
+        (
+            LocalView(D(0), D(0), D("0.5"), D("0.5"), D(0)),
+            D(2),
+            D("0.5"),
+            Adjustment(D(0), D("1.5")),
+        ),
+        # An overdraft (the database raised the lease to what it settled): not spendable.
+        (LocalView(D(0), D(0), D(2), D(3), D(0)), D(3), D(3), Adjustment(D(0), adopt=D(1))),
+        (LocalView(D(0), D(0), D(2), D(2), D(0)), D(3), D(3), Adjustment(D(0))),
+        # The database holds less than the book: drop it locally, never committed money.
+        (LocalView(D(0), D(0), D(4), D(1), D(2)), D(1), D(1), Adjustment(D(0), drop=D(2))),
+        # A closed lease that still holds a lost slice: give it back, never settled money.
+        (LocalView(D(1), D(0)), D(4), D(1), Adjustment(D(1), give_back=D(3))),
+        (LocalView(D(1), D(0)), D(4), D(3), Adjustment(D(1), give_back=D(1))),
+        # A return still under way is not taken for money held.
+        (LocalView(D(0), D(2), D(1), D(0), D(1)), D(3), D(0), Adjustment(D(0))),
+    ],
+)
+def test_reconcile_decides_from_the_lease_the_database_reports(
+    local: LocalView, lease_amount: Decimal, lease_settled: Decimal, expected: Adjustment
+) -> None:
+    assert reconcile(local, lease_amount, lease_settled) == expected
