@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -121,6 +121,7 @@ class OperatorProcess:
     rollout_tick: float = 1.0
     health_port: int = 0  # chosen (free, retried on a clash) by start()
     metrics_port: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. OTEL_* for a test
     last_exit: int | None = None
     _proc: ServerProcess | None = None
     _kubeconfig: Path | None = None
@@ -137,6 +138,7 @@ class OperatorProcess:
             "AEGIS_LEDGER_CONTROL_DSN": self.control_dsn or "",
             "AEGIS_LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
 
         def launch(ports: list[int]) -> ServerProcess:
