@@ -168,3 +168,15 @@ imagePullSecrets:
 {{- define "aegis.injector.certManagerSecretName" -}}
 {{- include "aegis.injector.fullname" . -}}-cert
 {{- end -}}
+
+{{/* The standard OTEL_* variables of the tracing values, as a JSON object. */}}
+{{- define "aegis.tracing.vars" -}}
+{{- $t := .Values.tracing -}}
+{{- if not $t.endpoint -}}
+{{- fail "tracing.enabled needs tracing.endpoint (the OTLP/HTTP URL of a collector)" -}}
+{{- end -}}
+{{- $vars := dict "OTEL_TRACES_EXPORTER" "otlp" "OTEL_EXPORTER_OTLP_PROTOCOL" "http/protobuf" "OTEL_EXPORTER_OTLP_ENDPOINT" $t.endpoint "OTEL_TRACES_SAMPLER" $t.sampler -}}
+{{- with $t.samplerArg }}{{- $_ := set $vars "OTEL_TRACES_SAMPLER_ARG" . -}}{{- end -}}
+{{- range $name, $value := $t.extraEnv }}{{- $_ := set $vars $name (toString $value) -}}{{- end -}}
+{{- toJson $vars -}}
+{{- end -}}
