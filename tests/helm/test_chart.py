@@ -576,3 +576,64 @@ def test_sidecar_metrics_are_fenced_when_prometheus_scrapes_them(helm: Helm) -> 
     assert metrics["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+
+
+# -- tracing ----------------------------------------------------------------------------------
+def test_tracing_values_reach_the_operator_and_every_sidecar(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off by default; on, the operator gets the OTEL_* variables and the injector hands
+    the same ones (named aegis-sidecar) to every sidecar, through its own flag."""
+    import argparse
+
+    from aegis.operator.injector import settings
+
+    def containers(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+        (container,) = one(docs, "Deployment", suffix)["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    off = helm.template()
+    assert not [n for n in containers(off, "-operator") if n.startswith("OTEL_")]
+    assert "AEGIS_INJECTOR_SIDECAR_OTEL_ENV" not in containers(off, "-injector")
+
+    docs = helm.template(
+        "--set", "tracing.enabled=true",
+        "--set", "tracing.endpoint=http://otel-collector.observability:4318",
+        "--set", "tracing.sampler=parentbased_traceidratio",
+        "--set", "tracing.samplerArg=0.25",
+        "--set", "tracing.extraEnv.OTEL_EXPORTER_OTLP_HEADERS=x-tenant=aegis",
+    )  # fmt: skip
+    expected = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=aegis",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
+    operator = containers(docs, "-operator")
+    assert {n: v for n, v in operator.items() if n.startswith("OTEL_")} == {
+        **expected,
+        "OTEL_SERVICE_NAME": "aegis-operator",
+    }
+    injector = containers(docs, "-injector")
+    monkeypatch.setenv(
+        "AEGIS_INJECTOR_SIDECAR_OTEL_ENV", injector["AEGIS_INJECTOR_SIDECAR_OTEL_ENV"]
+    )
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    sidecar = settings.from_args(parser.parse_args([])).sidecar
+    assert dict(sidecar.otel_env) == {**expected, "OTEL_SERVICE_NAME": "aegis-sidecar"}
+
+
+def test_tracing_needs_an_endpoint_and_otel_names(helm: Helm) -> None:
+    done = helm.run(
+        "template", "aegis", str(sync.CHART), "--set", "tracing.enabled=true", check=False
+    )
+    assert done.returncode != 0
+    assert "tracing.enabled needs tracing.endpoint" in done.stderr
+    done = helm.run(
+        "template", "aegis", str(sync.CHART), "--set", "tracing.extraEnv.AWS_SECRET=x", check=False
+    )
+    assert done.returncode != 0
+    assert "'AWS_SECRET' does not match pattern '^OTEL_" in done.stderr, done.stderr
