@@ -49,6 +49,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+from tests.controlplane.otelcol import Sink
+
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
 SYSTEM = "You are a helpful assistant for the support team."
@@ -90,9 +93,12 @@ def free_port() -> int:
         return port
 
 
-def spawn(cmd: list[str], cpu: int, **kwargs: object) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], cpu: int, extra_env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.Popen[bytes]:
     """Start a process pinned to one core (``taskset`` pins it before Python starts)."""
     env = {**os.environ, "AEGIS_LOG_LEVEL": "WARNING", "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+    env.update(extra_env or {})
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         ["taskset", "-c", str(cpu), *cmd], env=env, **kwargs
@@ -248,12 +254,14 @@ def sidecar_config(upstream: str, workdir: Path, port: int) -> Path:
     return path
 
 
-async def start(command: Callable[[int, str], list[str]], name: str) -> tuple[Target, float]:
+async def start(
+    command: Callable[[int, str], list[str]], name: str, env: dict[str, str] | None = None
+) -> tuple[Target, float]:
     """Start a proxy untimed (fills the bytecode cache), stop it, start it timed."""
     for attempt in ("warm-up", "timed"):
         port = free_port()
         started = time.perf_counter()
-        proc = spawn(command(port, attempt), cpu=1)
+        proc = spawn(command(port, attempt), cpu=1, extra_env=env)
         try:
             ready = await wait_ready(f"http://127.0.0.1:{port}/readyz", started)
         except BaseException:
@@ -322,8 +330,11 @@ async def measure(targets: list[Target], upstream_pid: int, n: int, rounds: int)
     return max(0.0, foreign / wall)
 
 
-async def run(n: int, rounds: int) -> tuple[dict[str, Figures], float]:
+async def run(n: int, rounds: int, tracing: bool = False) -> tuple[dict[str, Figures], float]:
     workdir = Path(tempfile.mkdtemp(prefix="aegis-bench-"))
+    # --tracing: one more sidecar with OpenTelemetry on, exporting OTLP/HTTP to a sink in
+    # this process (its CPU is the load generator's, not the sidecar's).
+    sink = Sink() if tracing else None
     upstream_port = free_port()
     fake = spawn(
         [PY, "-m", "aegis.sidecar.fakes", "--kind", "openai", "--port", str(upstream_port)],
@@ -368,7 +379,22 @@ async def run(n: int, rounds: int) -> tuple[dict[str, Figures], float]:
         for api in ("responses", "messages"):
             path, body = APIS[api]
             targets.append(Target(f"sidecar {api}", root + path, side.proc, body))
+        if sink is not None:
+            otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "bench"}
+            traced, ready = await start(
+                lambda port, attempt: cases["sidecar"](port, f"traced-{attempt}"),
+                "sidecar traced",
+                otel,
+            )
+            traced.figures.ready_s = ready
+            assert traced.proc is not None
+            traced.figures.rss_mb = rss_mb(traced.proc.pid)
+            targets.append(traced)
         background = await measure(targets, fake.pid, n, rounds)
+        if sink is not None:
+            await asyncio.sleep(6)  # deliberate pacing: the exporter's 5 s batch delay
+            print(f"\nspans exported by the traced sidecar: {len(sink.all()):,}")
+            sink.close()
     finally:
         for proc in [fake, *(t.proc for t in targets if t.proc is not None)]:
             if proc.poll() is None:
@@ -448,6 +474,20 @@ def report(results: dict[str, Figures], background: float, check: bool) -> int:
     missed = [name for name, ok in checks.items() if not ok]
     if background > 0.25:
         print(f"\nwarning: other processes used {background:.2f} cores; rerun when quiet")
+    if "sidecar traced" in results:
+        traced = results["sidecar traced"]
+        print("\ntracing off / on: two sidecars, same config, measured in the same rounds")
+        for label, off, on, unit in (
+            ("overhead p50 at c=1", over["sidecar"], traced.p50_ms - direct.p50_ms, "ms"),
+            ("overhead p99 at c=1", over99["sidecar"], traced.p99_ms - direct.p99_ms, "ms"),
+            ("CPU per request", side.cpu_ms, traced.cpu_ms, "ms"),
+            (f"requests/s at c={CONCURRENCY}", side.rps, traced.rps, ""),
+            (f"requests/s at c={HIGH_CONCURRENCY}", side.rps_high, traced.rps_high, ""),
+            ("RSS idle (imports)", side.rss_mb, traced.rss_mb, "MB"),
+            ("RSS under load", side.rss_load_mb, traced.rss_load_mb, "MB"),
+            ("ready", side.ready_s, traced.ready_s, "s"),
+        ):
+            print(f"{label:<32}{off:>12.3f}{on:>12.3f} {unit:<3}{_ratio(on, off):>8}")
     print("\ntargets missed: " + ("; ".join(missed) if missed else "none"))
     return 1 if check and missed else 0
 
@@ -458,9 +498,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--quick", action="store_true", help="200 samples (smoke run)")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even if targets missed")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also a sidecar with OpenTelemetry traces on, printed beside the one with them off",
+    )
     args = parser.parse_args()
     n = 200 if args.quick else args.requests
-    results, background = asyncio.run(run(n, args.rounds))
+    results, background = asyncio.run(run(n, args.rounds, args.tracing))
     return report(results, background, check=not args.no_check)
 
 
