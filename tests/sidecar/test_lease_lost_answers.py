@@ -228,7 +228,7 @@ async def in_step(m: Member, pg_url: str) -> bool:
     return reserved == 0 and amount - settled == held - book_settled
 
 
-async def closed_exactly(m: Member, pg_url: str) -> None:
+async def closed_exactly(m: Member, pg_url: str, limit: Decimal = LIMIT) -> None:
     """Close the leases: nothing stranded, nothing overdrawn, within the limit."""
     await m.source.aclose()
     await m.store.flush()
@@ -238,7 +238,7 @@ async def closed_exactly(m: Member, pg_url: str) -> None:
     )
     amount, settled = await lease(pg_url, m.store.holder)
     assert overdraft == 0
-    assert committed <= LIMIT
+    assert committed <= limit
     assert (amount, settled) == (spent, spent)
     assert committed == spent
 
@@ -296,7 +296,7 @@ async def test_a_give_back_whose_answer_was_lost_neither_overspends_nor_repeats(
     await m.store.flush()
     assert await money(pg_url, "SELECT sum(cost_usd) FROM aegis.ledger_entries") == D(4)
     assert await in_step(m, pg_url)
-    await closed_exactly(m, pg_url)
+    await closed_exactly(m, pg_url, D(4))
 
 
 async def test_a_give_back_that_never_arrived_is_adopted_again(
@@ -321,7 +321,31 @@ async def test_a_give_back_that_never_arrived_is_adopted_again(
         pass
     await m.store.flush()
     assert await money(pg_url, "SELECT sum(cost_usd) FROM aegis.ledger_entries") == D(4)
-    await closed_exactly(m, pg_url)
+    await closed_exactly(m, pg_url, D(4))
+
+
+async def test_a_take_lost_while_closing_is_given_back(
+    member: Callable[[str], Awaitable[Member]], pg_url: str
+) -> None:
+    m = await member("pod-close")
+    holder = m.store.holder
+    m.relay.marker = b"aegis.lease_take"
+    waiting = asyncio.ensure_future(m.book.acquire("dashscope", D("0.5")))
+
+    async def granted() -> bool:
+        return (await lease(pg_url, holder))[0] > 0
+
+    await poll_until(granted, within=20)  # applied; its answer is held back
+    # The sidecar shuts down while that take's answer is still missing: the lease
+    # must end at what was settled (nothing), not keep the slice.
+    await m.source.aclose()  # gives up on the take (its connection stays held)
+    m.relay.cut()
+    assert not isinstance(await waiting, Reservation)
+    assert await lease(pg_url, holder) == (D(0), D(0))
+    [(committed, overdraft)] = await fetch(
+        pg_url, "SELECT committed_usd, overdraft_usd FROM aegis.budget_periods"
+    )
+    assert (committed, overdraft) == (0, 0)
 
 
 # -- the decision alone: local view + the database's answer -> adjustment ------------
