@@ -4,7 +4,7 @@ Off unless the environment turns it on: ``OTEL_TRACES_EXPORTER`` set to ``otlp``
 ``console``), or an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``). ``OTEL_SDK_DISABLED=true`` or
 ``OTEL_TRACES_EXPORTER=none`` keep it off whatever else is set. Off, nothing of
-OpenTelemetry is imported and a request pays one ``is None`` test. On, the SDK reads
+OpenTelemetry is imported and a request pays a few ``is None`` tests. On, the SDK reads
 its own variables: ``OTEL_SERVICE_NAME`` (default ``aegis-sidecar``),
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*`` and the
 exporter's ``OTEL_EXPORTER_OTLP_*`` (protocol ``http/protobuf``, the default, or
