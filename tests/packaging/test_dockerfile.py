@@ -53,6 +53,18 @@ def test_the_image_installs_the_fast_extra() -> None:
     assert " --extra fast " in export
 
 
+def test_the_image_installs_the_tracing_extra() -> None:
+    """OpenTelemetry: the OTEL_* variables the chart sets must find the SDK installed."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    tracing = project["project"]["optional-dependencies"]["tracing"]
+    assert {d.split(">")[0] for d in tracing} == {
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+    }
+    (export,) = re.findall(r"uv export [^\n]*", DOCKERFILE)
+    assert " --extra tracing " in export
+
+
 def test_dockerignore_keeps_tests_and_local_state_out() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("**") + 1 :][:4] == [
