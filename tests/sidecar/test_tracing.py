@@ -115,6 +115,7 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
     )
     chat_parent, chat_trace, chat_span = traceparent()
     stream_parent, stream_trace, stream_span = traceparent()
+    bad_parent, bad_trace, bad_span = traceparent()
     try:
         await asyncio.to_thread(_wait_ready, port, proc)
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
@@ -137,12 +138,20 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
         )
         streamed = [chunk async for chunk in stream]
         await client.embeddings.create(model="auto", input=f"embed {PROMPT_MARK}")
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        with pytest.raises(openai.BadRequestError):  # images go in user messages only
+            await client.chat.completions.create(
+                model="auto",
+                messages=[{"role": "system", "content": [image]}],  # type: ignore[list-item]
+                extra_headers={"traceparent": bad_parent},
+            )
         await client.close()
 
         def complete() -> bool:
             return (
                 len(received.of_trace(chat_trace)) == 3
                 and len(received.of_trace(stream_trace)) == 2
+                and len(received.of_trace(bad_trace)) == 1
                 and any(
                     attrs(s).get("gen_ai.operation.name") == "embeddings" for _, s in received.all()
                 )
@@ -223,6 +232,13 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
     ]
     assert embedding.parent_span_id == b""
     assert embedding.name == "embeddings auto"
+
+    # A request refused by intake: its span says why, with the client's status.
+    (refused,) = received.of_trace(bad_trace)
+    assert refused.parent_span_id == bad_span
+    assert attrs(refused)["error.type"] == "invalid_value"
+    assert attrs(refused)["http.response.status_code"] == 400
+    assert refused.status.code != Status.STATUS_CODE_ERROR  # the client's fault, not ours
 
     # Never prompt or completion text, in any span, event or resource.
     exported = received.exported()
