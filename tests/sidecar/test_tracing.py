@@ -24,6 +24,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -139,10 +140,11 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
         streamed = [chunk async for chunk in stream]
         await client.embeddings.create(model="auto", input=f"embed {PROMPT_MARK}")
         image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        system_image: list[Any] = [{"role": "system", "content": [image]}]
         with pytest.raises(openai.BadRequestError):  # images go in user messages only
             await client.chat.completions.create(
                 model="auto",
-                messages=[{"role": "system", "content": [image]}],  # type: ignore[list-item]
+                messages=system_image,
                 extra_headers={"traceparent": bad_parent},
             )
         await client.close()
