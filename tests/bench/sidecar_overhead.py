@@ -28,7 +28,10 @@ How it measures, and why:
   sidecar to the minimal proxy from the same run hold up better than absolute
   figures on a busy machine.
 
-    python tests/bench/sidecar_overhead.py [--quick]
+    python tests/bench/sidecar_overhead.py [--quick] [--tracing]
+
+``--tracing`` adds a sidecar with OpenTelemetry traces on (exporting OTLP/HTTP to a
+sink in this process) to the same rounds and prints it beside the one with them off.
 """
 
 from __future__ import annotations
