@@ -124,6 +124,10 @@ async def first_answer(
             exchange.failed(candidate, str(skip))
             held = held or skip.refusal
             continue
+        except AegisError as answer:  # a Reject budget's answer: no ledger row is written
+            if exchange.trace is not None:
+                exchange.trace.abandon(answer)
+            raise
         exchange.attempts += 1
         if exchange.trace is not None:
             exchange.trace.begin_attempt(candidate, exchange.attempts)
