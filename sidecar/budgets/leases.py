@@ -120,7 +120,7 @@ class LeaseBudgetSource:
             self._release(slot)
         self._slots.clear()
         self._by_provider.clear()
-        await self._give_back_all(close=True)
+        await self._give_back_all(close=True, rounds=5)  # the last chance to give back
 
     # -- BudgetSource (synchronous: called inside reserve/settle) ----------------
 
@@ -309,10 +309,11 @@ class LeaseBudgetSource:
         slot.need = ZERO
         self._release(slot)
 
-    async def _give_back_all(self, *, close: bool) -> None:
-        # Returns of closed leases that an answer showed short are given back in
-        # the next round (a few rounds at most; what is left waits for the next step).
-        for _ in range(3):
+    async def _give_back_all(self, *, close: bool, rounds: int = 1) -> None:
+        # What an answer showed a closed lease still holds (or a lost return's probe)
+        # goes in the next round: up to 3 while the database answers; at shutdown
+        # ``rounds`` more even when it did not; what is left waits for the next step.
+        for attempt in range(max(rounds, 3)):
             pending, self._returns = self._returns, []
             for budget, period, amount in pending:
                 done = await self._call("return", self._return_call(budget, period, amount, close))
@@ -325,7 +326,7 @@ class LeaseBudgetSource:
                     self._lost(budget, period)
                 else:
                     self._answered(budget, period, done, ZERO)
-            if not self._returns or not self.available:
+            if not self._returns or (not self.available and attempt + 1 >= rounds):
                 return
 
     def _return_call(
