@@ -97,8 +97,21 @@ def tracer_provider(environ: Mapping[str, str], service: str) -> TracerProvider:
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    size, delay = _batching(environ)
+    processor = BatchSpanProcessor(
+        exporter, max_export_batch_size=size, schedule_delay_millis=delay
+    )
+    provider.add_span_processor(processor)
     return provider
+
+
+def _batching(environ: Mapping[str, str]) -> tuple[int | None, float | None]:
+    """Smaller, more frequent batches than the SDK's (512 spans, 5 s) unless OTEL_BSP_*
+    says otherwise: the exporter's thread encodes a batch holding the GIL, and a 512-span
+    batch held requests in flight for tens of milliseconds (p99 at c=1 tripled)."""
+    size = None if environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip() else 64
+    delay = None if environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip() else 1000.0
+    return size, delay  # None: the SDK reads the variable
 
 
 def _otlp_exporter(environ: Mapping[str, str]) -> Any:
