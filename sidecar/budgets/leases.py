@@ -315,17 +315,24 @@ class LeaseBudgetSource:
         # ``rounds`` more even when it did not; what is left waits for the next step.
         for attempt in range(max(rounds, 3)):
             pending, self._returns = self._returns, []
-            for budget, period, amount in pending:
-                done = await self._call("return", self._return_call(budget, period, amount, close))
-                state = self._lease(budget.name, period)
-                state.returning = max(state.returning - amount, ZERO)
-                if done is None:
-                    # Applied or not, we cannot tell: counted as applied; the next
-                    # answer for this lease adopts it if the database still holds it.
-                    log.warning("could not return %s USD of %s/%s", amount, budget.name, period)
-                    self._lost(budget, period)
-                else:
-                    self._answered(budget, period, done, ZERO)
+            try:
+                while pending:
+                    budget, period, amount = pending.pop(0)
+                    state = self._lease(budget.name, period)
+                    try:
+                        call = self._return_call(budget, period, amount, close)
+                        done = await self._call("return", call)
+                    finally:  # also when cancelled at shutdown: counted as sent
+                        state.returning = max(state.returning - amount, ZERO)
+                    if done is None:
+                        # Applied or not, we cannot tell: counted as applied; the next
+                        # answer for this lease adopts it if the database still holds it.
+                        log.warning("could not return %s USD of %s/%s", amount, budget.name, period)
+                        self._lost(budget, period)
+                    else:
+                        self._answered(budget, period, done, ZERO)
+            finally:
+                self._returns[:0] = pending  # not sent (cancelled): stays queued
             if not self._returns or (not self.available and attempt + 1 >= rounds):
                 return
 
