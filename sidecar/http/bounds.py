@@ -32,7 +32,10 @@ from ..frontends import Api
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A run of 19 digits or more may be an integer beyond 64 bits, which orjson reads as a
 # float; such a body (rare: long digit runs in text trigger it too) takes the stdlib's path.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# Found by mapping every digit to "0" and anything else to " " (a C loop; a regular
+# expression search costs ten times as much as orjson's whole parse).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"0" * 19
 _CONTAINERS = (dict, list)
 # A field path element: a key, or an index into an array.
 Step = str | int
@@ -122,7 +125,7 @@ def _loads(raw: bytes, limits: LimitsSpec, api: Api) -> Any:
     stdlib would; anything it refuses (or might read differently: ``NaN``, numbers out
     of its range, escaped lone surrogates) takes the stdlib's path, whose answer and
     error messages are the API's."""
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
