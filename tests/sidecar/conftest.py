@@ -18,11 +18,9 @@ from aegis.sidecar.http.server import RunningSidecar, serve
 
 # Suites that run twice, directly on PostgreSQL and through PgBouncer in transaction
 # pooling mode (how a thousand sidecars share a few server connections): leases,
-# reservations, the spool and its binding, batched writes. (The 16-process
-# concurrency test stays direct: it asserts that no money is stranded, and a lease
-# take that times out on the client after the database granted it strands its slice
-# until the lease closes; on a loaded machine that happens directly too, and more
-# often behind a pooler whose server connections are all busy.)
+# reservations, the spool and its binding, batched writes, and the 16-process
+# concurrency test (no money stranded even when lease answers are lost behind a
+# pooler whose server connections are all busy).
 THROUGH_PGBOUNCER = frozenset(
     {
         "test_lease_sql",
@@ -34,6 +32,7 @@ THROUGH_PGBOUNCER = frozenset(
         "test_spool_identity",
         "test_spool_identity_units",
         "test_ledger_batch_kill",
+        "test_budget_concurrency",
     }
 )
 
