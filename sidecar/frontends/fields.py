@@ -75,14 +75,19 @@ def optional_number(body: Mapping[str, Any], key: str, where: str) -> float | in
     return value
 
 
-def optional_int(body: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int | None:
+def optional_int(
+    body: Mapping[str, Any], key: str, where: str, *, minimum: int, maximum: int = 2**31 - 1
+) -> int | None:
+    """An integer field within [minimum, maximum] (the default bound is beyond any
+    token window or count an API takes)."""
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(where, "an integer")
-    if value < minimum:
-        raise invalid(where, f"an integer >= {minimum}, got {value}", code="invalid_value")
+    if not minimum <= value <= maximum:
+        bound = f">= {minimum}" if value < minimum else f"<= {maximum}"
+        raise invalid(where, f"an integer {bound}, got {value}", code="invalid_value")
     return value
 
 

@@ -38,6 +38,9 @@ MAX_USER_CHARS = 256
 MAX_BATCH_SIZE = 1_000_000
 MAX_MODEL_CHARS = 256
 MAX_CHOICES = 128
+# A token cap beyond any model's window: larger values are refused, which also keeps
+# the reservation's Decimal arithmetic within its context.
+MAX_TOKENS = 2**31 - 1
 DEFAULT_QUALITY = Quality.STANDARD
 DEFAULT_COMPLEXITY = Complexity.MEDIUM
 
@@ -140,8 +143,8 @@ def build_facts(
         limits = [
             v
             for v in (
-                _optional_int(body, "max_tokens", minimum=0),
-                _optional_int(body, "max_completion_tokens", minimum=0),
+                _optional_int(body, "max_tokens", minimum=0, maximum=MAX_TOKENS),
+                _optional_int(body, "max_completion_tokens", minimum=0, maximum=MAX_TOKENS),
             )
             if v is not None
         ]
@@ -263,7 +266,10 @@ def _optional_int(
             f"Invalid type for '{key}': expected an integer.", param=key, code="invalid_type"
         )
     if value < minimum or (maximum is not None and value > maximum):
-        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        if maximum is None or maximum == MAX_TOKENS:  # only a token cap's one side matters
+            bound = f">= {minimum}" if value < minimum else f"<= {maximum}"
+        else:
+            bound = f"from {minimum} to {maximum}"
         raise BadRequest(
             f"Invalid value for '{key}': expected an integer {bound}, got {value}.",
             param=key,

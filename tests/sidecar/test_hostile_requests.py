@@ -300,3 +300,27 @@ async def test_a_field_anthropic_cannot_take_is_a_400_not_a_500(
                 if status == 400:
                     assert f"'{field}'" in openai_error(payload)["message"]
     assert all(r["status"] == 200 for r in claude.requests)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (CHAT, "max_tokens"),
+        (CHAT, "max_completion_tokens"),
+        ("/responses", "max_output_tokens"),
+        ("/messages", "max_tokens"),
+    ],
+)
+async def test_a_token_cap_beyond_any_model_is_a_400_naming_the_field(
+    make_sidecar: SidecarFactory, fakes: Fakes, path: str, field: str
+) -> None:
+    if path == "/responses":
+        body: dict[str, Any] = {"model": "auto", "input": "hello", field: 10**30}
+    else:
+        body = {"model": "auto", "messages": USER, field: 10**30}
+    async with make_sidecar() as sc:
+        status, _, payload = await post(sc.base_url, path, json.dumps(body))
+    assert status == 400
+    error = payload["error"]
+    assert field in error["message"] or error.get("param") == field
+    assert fakes.ollama.requests == []
