@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.controlplane.kube import Kube
-from tests.controlplane.procs import free_port
+from tests.controlplane.procs import bound_socket
 
 pytestmark = pytest.mark.kube
 
@@ -65,9 +65,10 @@ async def webhook(kube: Kube, tmp_path: Path) -> AsyncIterator[Webhook]:
     runner = web.AppRunner(app)
     await runner.setup()
     tls = kube.ca.serving_cert(kube.webhook_host).server_ssl_context(tmp_path)
-    port = free_port()
     bind = "127.0.0.1" if kube.webhook_host == "127.0.0.1" else "0.0.0.0"
-    await web.TCPSite(runner, bind, port, ssl_context=tls).start()
+    sock = bound_socket(bind)  # bound before it is named: no other process can take it
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock, ssl_context=tls).start()
     try:
         yield Webhook(f"https://{kube.webhook_host}:{port}/mutate", app[REVIEWS])
     finally:
