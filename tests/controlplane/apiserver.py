@@ -18,18 +18,16 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.controlplane.build import Testbin
 from tests.controlplane.pki import CertificateAuthority, KeyPair, service_account_keys
-from tests.controlplane.procs import ServerProcess, free_port, wait_until
+from tests.controlplane.procs import PortTaken, ServerProcess, start_on_free_ports
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 # The first IP of the service range is the `kubernetes` service; it needs a SAN too.
 _SERVICE_IP = "10.0.0.1"
-_PORT_ATTEMPTS = 3
 
 
 class ControlPlaneError(RuntimeError):
@@ -76,36 +74,30 @@ class ControlPlane:
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> None:
-        """Start etcd then kube-apiserver, retrying on fresh ports if one was taken."""
+        """Start etcd then kube-apiserver, each on free ports, and again on other ports
+        when one was taken before the server bound it."""
         try:
-            self._start_with_retries("etcd", self._start_etcd, timeout)
-            self._start_with_retries("kube-apiserver", self._start_apiserver, timeout)
+            self.etcd, (self.etcd_port, _) = start_on_free_ports(
+                self._launch_etcd, 2, self._etcd_ready, timeout=timeout, what="etcd's /health"
+            )
+            self.apiserver, (self.port,) = start_on_free_ports(
+                self._launch_apiserver,
+                1,
+                self._apiserver_ready,
+                timeout=timeout,
+                what="kube-apiserver's /readyz and the default namespace",
+            )
+        except (TimeoutError, AssertionError, PortTaken) as error:
+            self.stop()
+            logs = "\n".join(p.describe_exit() for p in (self.etcd, self.apiserver) if p)
+            raise ControlPlaneError(f"{error}\n{logs}") from None
         except BaseException:
             self.stop()
             raise
         self._write_kubeconfig()
 
-    def _start_with_retries(
-        self, name: str, start: Callable[[float], None], timeout: float
-    ) -> None:
-        for attempt in range(_PORT_ATTEMPTS):
-            try:
-                start(timeout)
-                return
-            except ControlPlaneError as error:
-                port_lost = "address already in use" in str(error).lower()
-                if not port_lost or attempt == _PORT_ATTEMPTS - 1:
-                    raise
-        raise ControlPlaneError(f"{name}: no free port after {_PORT_ATTEMPTS} attempts")
-
-    def _start_etcd(self, timeout: float) -> None:
-        if self.etcd:
-            self.etcd.stop()
-        self.etcd_port, peer_port = free_port(), free_port()
-        client_url, peer_url = (
-            f"http://127.0.0.1:{self.etcd_port}",
-            f"http://127.0.0.1:{peer_port}",
-        )
+    def _launch_etcd(self, ports: list[int]) -> ServerProcess:
+        client_url, peer_url = (f"http://127.0.0.1:{port}" for port in ports)
         shutil.rmtree(self._etcd_data, ignore_errors=True)
         self.etcd = ServerProcess(
             "etcd",
@@ -123,12 +115,13 @@ class ControlPlane:
             self.workdir / "etcd.log",
         )
         self.etcd.start()
-        self._wait_http(self.etcd, f"{client_url}/health", timeout, context=None)
+        return self.etcd
 
-    def _start_apiserver(self, timeout: float) -> None:
-        if self.apiserver:
-            self.apiserver.stop()
-        self.port = free_port()
+    def _etcd_ready(self, ports: list[int]) -> bool:
+        return _http_ok(f"http://127.0.0.1:{ports[0]}/health", None)
+
+    def _launch_apiserver(self, ports: list[int]) -> ServerProcess:
+        (self.port,) = ports
         pki = self.pki_dir
         self.apiserver = ServerProcess(
             "kube-apiserver",
@@ -156,29 +149,15 @@ class ControlPlane:
             self.workdir / "kube-apiserver.log",
         )
         self.apiserver.start()
-        context = self.admin_ssl_context()
-        self._wait_http(self.apiserver, f"{self.server}/readyz", timeout, context)
+        return self.apiserver
+
+    def _apiserver_ready(self, ports: list[int]) -> bool:
         # The system-namespaces controller creates `default` just after /readyz turns green.
-        self._wait_http(
-            self.apiserver, f"{self.server}/api/v1/namespaces/default", timeout, context
+        context = self.admin_ssl_context()
+        server = f"https://127.0.0.1:{ports[0]}"
+        return _http_ok(f"{server}/readyz", context) and _http_ok(
+            f"{server}/api/v1/namespaces/default", context
         )
-
-    def _wait_http(
-        self, proc: ServerProcess, url: str, timeout: float, context: ssl.SSLContext | None
-    ) -> None:
-        def ok() -> bool:
-            if not proc.running:
-                raise ControlPlaneError(proc.describe_exit())
-            try:
-                with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                    return bool(response.status == 200)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                return False
-
-        try:
-            wait_until(ok, timeout=timeout, what=f"{proc.name} at {url}", interval=0.2)
-        except TimeoutError as error:
-            raise ControlPlaneError(f"{error}\n{proc.describe_exit()}") from None
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd, and delete etcd's data."""
@@ -222,3 +201,12 @@ class ControlPlane:
         }
         self.kubeconfig.touch(mode=0o600)
         self.kubeconfig.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None) -> bool:
+    """True when GET ``url`` answers 200 (as the admin, with ``context``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

@@ -22,7 +22,13 @@ import tempfile
 from pathlib import Path
 
 from tests.controlplane.postgres import SUPERUSER, PostgresServer, server_user
-from tests.controlplane.procs import ServerProcess, free_port, port_is_free, wait_until
+from tests.controlplane.procs import (
+    PortTaken,
+    ServerProcess,
+    port_is_free,
+    start_on_free_ports,
+    wait_until,
+)
 
 
 class PgBouncerError(RuntimeError):
@@ -54,11 +60,12 @@ class PgBouncerServer:
     ) -> None:
         self.postgres = postgres
         self.binary = find_pgbouncer()
-        self.port = free_port()
+        self.port = 0  # chosen by the first start()
         self.pool_size = pool_size
         self.max_clients = max_clients
         self.run_dir = Path(tempfile.mkdtemp(prefix="aegis-pgbouncer-"))
         self.log_path = (log_dir or self.run_dir) / "pgbouncer.log"
+        self._logged = 0  # the log's size when the last start began
         uid, gid = server_user()
         if uid is not None:
             os.chown(self.run_dir, uid, gid or -1)
@@ -138,25 +145,49 @@ ignore_startup_parameters = extra_float_digits
         return self._process.pid
 
     def start(self, timeout: float = 20.0) -> None:
+        """The first time on a free port (another one when that is taken before pgbouncer
+        binds it); after a stop, on the same port again."""
         if self.running:
             return
-        if not port_is_free(self.port):
-            raise PgBouncerError(f"port {self.port} is taken")
+        try:
+            if self.port == 0:
+                start_on_free_ports(
+                    self._start_on,
+                    1,
+                    lambda _: self._listening(),
+                    timeout=timeout,
+                    what="pgbouncer to listen",
+                )
+                return
+            if not port_is_free(self.port):
+                raise PgBouncerError(f"port {self.port} is taken")
+            self._start_on([self.port])
+            wait_until(self._ready, timeout=timeout, what="pgbouncer to listen")
+        except (TimeoutError, AssertionError, PortTaken, PgBouncerError) as error:
+            self._process.stop(signal.SIGKILL, timeout=5)
+            raise PgBouncerError(f"{error}\n{self.log_tail()}") from None
+
+    def _start_on(self, ports: list[int]) -> ServerProcess:
+        (self.port,) = ports
         self._write_config()
+        self._logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         try:
             self._process.start()
         except OSError as error:
             raise PgBouncerError(f"cannot run {self.binary}: {error}") from None
-        try:
-            wait_until(self._ready, timeout=timeout, what="pgbouncer to accept connections")
-        except (TimeoutError, PgBouncerError) as error:
-            self._process.stop(signal.SIGKILL, timeout=5)
-            raise PgBouncerError(f"{error}\n{self.log_tail()}") from None
+        return self._process
+
+    def _listening(self) -> bool:
+        """pgbouncer itself says it listens on the port (that the port is taken is not
+        enough: another process may have taken it)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._logged)
+            return f"listening on 127.0.0.1:{self.port}".encode() in log.read()
 
     def _ready(self) -> bool:
         if not self._process.running:
             raise PgBouncerError(f"pgbouncer exited during startup\n{self.log_tail()}")
-        return not port_is_free(self.port)
+        return self._listening()
 
     def stop(self) -> None:
         self._process.stop(signal.SIGINT, timeout=10)  # SIGINT: safe shutdown
