@@ -91,7 +91,8 @@ def start_on_free_ports(
     attempts: int = 5,
 ) -> tuple[ServerProcess, list[int]]:
     """``start(ports)`` a server on ``count`` free ports and wait until ``ready(ports)``;
-    when it exits because a port was taken meanwhile, again on other ports."""
+    when it exits because a port was taken meanwhile, again on other ports. A server
+    that fails otherwise (or is not ready in time) is stopped before the error is raised."""
     for attempt in range(attempts):
         ports = free_ports(count)
         process = start(ports)
@@ -112,6 +113,13 @@ def start_on_free_ports(
             if attempt == attempts - 1:
                 raise
             continue
+        except TimeoutError as error:
+            report = process.describe_exit()
+            process.stop()  # never left running after a failed start
+            raise TimeoutError(f"{error}\n{report}") from None
+        except BaseException:
+            process.stop()
+            raise
         return process, ports
     raise AssertionError("unreachable")
 
