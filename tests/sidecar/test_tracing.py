@@ -17,10 +17,7 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +29,7 @@ import yaml
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.controlplane.otelcol import Collector, CollectorError, Sink, attrs, collector_binary
+from tests.controlplane.procs import ServerProcess, start_on_free_ports
 from tests.sidecar.conftest import Fakes, base_document
 from tests.sidecar.shared_helpers import poll_until
 
@@ -63,24 +61,12 @@ def collector(sink: Sink, tmp_path: Path) -> Iterator[Collector]:
         running.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)  # poll interval; the deadline is the loop's condition
-    raise AssertionError("sidecar not ready")
+def _ready(ports: list[int]) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def traceparent() -> tuple[str, bytes, bytes]:
@@ -92,11 +78,8 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
     fakes: Fakes, collector: Collector, sink: Sink, tmp_path: Path
 ) -> None:
     received = sink
-    port = _free_port()
     document = base_document(fakes, tmp_path / "ledger.db")
-    document["listen"] = {"port": port, "metricsPort": 0}
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(document))
     env = {
         **os.environ,
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
@@ -107,18 +90,27 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
     fakes.openai.knobs.fail_next = 1  # the critical rule's target fails: dashscope answers
     fakes.dashscope.knobs.reply = f"{REPLY_MARK} from the fake"
     fakes.ollama.knobs.reply = f"{REPLY_MARK} streamed"
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [*AEGIS, "sidecar", "--config", str(config)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+
+    def launch(ports: list[int]) -> ServerProcess:
+        document["listen"] = {"port": ports[0], "metricsPort": 0}
+        config.write_text(yaml.safe_dump(document))
+        process = ServerProcess(
+            "sidecar",
+            [*AEGIS, "sidecar", "--config", str(config)],
+            tmp_path / "sidecar.log",
+            env=env,
+        )
+        process.start()
+        return process
+
+    # On a port taken since it was chosen, the sidecar exits and starts again on another.
+    proc, (port,) = await asyncio.to_thread(
+        start_on_free_ports, launch, 1, _ready, timeout=30, what="the sidecar's /readyz"
     )
     chat_parent, chat_trace, chat_span = traceparent()
     stream_parent, stream_trace, stream_span = traceparent()
     bad_parent, bad_trace, bad_span = traceparent()
     try:
-        await asyncio.to_thread(_wait_ready, port, proc)
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
         raw = await client.chat.completions.with_raw_response.create(
             model="auto",
@@ -161,9 +153,12 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
 
         await poll_until(complete, within=20)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
-    assert proc.returncode == 0, stderr
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGTERM)
+        await poll_until(lambda: not proc.running, within=30)
+        exit_code = proc.returncode
+        proc.stop()  # reaps anything left in its process group
+    assert exit_code == 0, proc.log_tail()
     assert {service for service, _ in received.all()} == {SERVICE}
 
     # The non-streamed chat: the request's span, child of the app's span ...
