@@ -149,6 +149,15 @@ class Injector:
     def stop(self) -> None:
         self.process.stop()
 
+    def use_sidecar_port(self, port: int) -> None:
+        """Restart with ``--sidecar-port port``: the pods injected from now on run their
+        sidecar (and point their app) there."""
+        argv = self.process.argv
+        self.stop()
+        argv[argv.index("--sidecar-port") + 1] = str(port)
+        self.sidecar_port = port
+        self.start()
+
     def replica(self, workdir: Path) -> Injector:
         """Another process with the same settings (namespace, Secret, webhook), new ports."""
         port, metrics_port = free_ports(2)

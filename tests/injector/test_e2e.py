@@ -155,6 +155,38 @@ def local_argv(container: dict[str, Any], mounts: dict[str, Path]) -> list[str]:
     return [AEGIS, *(str(by_path.get(arg, arg)) for arg in argv[1:])]
 
 
+def inject(
+    kube: Kube, namespace: str, name: str, config_hash: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Create the labelled pod ``name`` once a dry run of it is injected with
+    ``config_hash`` (the injector's cache has the route); the stored pod, its sidecar
+    container and that container's env as the kubelet would resolve it."""
+    manifest = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "rag-api", INJECT_LABEL: "true"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/rag-api:1"}]},
+        }
+    )
+
+    def hashed() -> bool:
+        done = kube.kubectl(
+            "create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
+            input=manifest, check=False,  # refused while a restarted injector is not back
+        )  # fmt: skip
+        if done.returncode != 0:
+            return False
+        annotations = json.loads(done.stdout)["metadata"].get("annotations") or {}
+        return bool(annotations.get(CONFIG_HASH_ANNOTATION) == config_hash)
+
+    wait_until(hashed, timeout=60, what="the injector to inject the route's hash")
+    kube.kubectl("create", "-n", namespace, "-f", "-", input=manifest)
+    pod = kube.kubectl_json("get", "pod", name, "-n", namespace)
+    sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "aegis-sidecar")
+    return pod, sidecar, resolve_env(kube, pod, sidecar)
+
+
 @dataclass
 class Stack:
     namespace: str
@@ -209,64 +241,52 @@ async def test_operator_route_injected_pod_sidecar_routes_and_records(
     config_hash = await run(wait_until, rendered, timeout=60, what="the operator's configHash")
 
     # 2. A labelled pod is injected; the hash reaches it once the injector's cache has it.
-    pod_manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "rag-api-0", "labels": {"app": "rag-api", INJECT_LABEL: "true"}},
-        "spec": {"containers": [{"name": "app", "image": "registry.invalid/rag-api:1"}]},
-    }
-
-    def dry_run_hash() -> bool:
-        out = kube.kubectl(
-            "create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
-            input=json.dumps(pod_manifest),
-        )  # fmt: skip
-        return bool(
-            json.loads(out.stdout)["metadata"]["annotations"].get(CONFIG_HASH_ANNOTATION)
-            == config_hash
-        )
-
-    await run(wait_until, dry_run_hash, timeout=30, what="the injector to see the route hash")
-    await run(kube.kubectl, "create", "-n", namespace, "-f", "-", input=json.dumps(pod_manifest))
-
     # 3. Read back what the kubelet would get: the Pod and the ConfigMap.
-    pod = await run(kube.kubectl_json, "get", "pod", "rag-api-0", "-n", namespace)
-    configmap = await run(
-        kube.kubectl_json, "get", "configmap", configmap_name("rag-api"), "-n", namespace
-    )
-    assert pod["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] == config_hash
-    sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "aegis-sidecar")
-    app = pod["spec"]["containers"][0]
-    assert OPENAI_KEY not in json.dumps(configmap["data"])  # referenced, never copied
-
-    config_dir, data_dir = tmp_path / "etc-aegis", tmp_path / "var-lib-aegis"
-    config_dir.mkdir()
-    data_dir.mkdir()
-    for key, text in configmap["data"].items():
-        (config_dir / key).write_text(text)
-    assert (config_dir / CONFIG_KEY).is_file()
-    argv = local_argv(sidecar, {CONFIG_VOLUME: config_dir, DATA_VOLUME: data_dir})
-    env = resolve_env(kube, pod, sidecar)
-    assert env["AEGIS_KEY_OPENAI"] == OPENAI_KEY and env["AEGIS_LEDGER_DSN"] == tenant_dsn
-    env = {
-        **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")},
-        **{k: (str(data_dir) if v == "/var/lib/aegis" else v) for k, v in env.items()},
-        "AEGIS_LOG_FORMAT": "text",
-    }
-
     # 4. Run the sidecar container's command as a local process.
-    process = ServerProcess("sidecar", argv, tmp_path / "sidecar.log", env=env, cwd=data_dir)
-    process.start()
-    try:
+    # The sidecar listens on the port the injector bakes into the pod's args and its
+    # app's env (its --sidecar-port, chosen free when the injector started). When that
+    # port was taken meanwhile, the sidecar exits; the injector is then restarted with
+    # another port and a new pod is injected and read back (kubectl blocks: a thread).
+    config_dir, data_dir = tmp_path / "etc-aegis", tmp_path / "var-lib-aegis"
+    injected: list[tuple[dict[str, Any], list[str]]] = []  # (pod, its startup probe)
+
+    def launch(ports: list[int]) -> ServerProcess:
+        if injected:  # the sidecar lost the race for its port
+            injector.use_sidecar_port(ports[0])
+        pod, sidecar, env = inject(kube, namespace, f"rag-api-{len(injected)}", config_hash)
+        configmap = kube.kubectl_json(
+            "get", "configmap", configmap_name("rag-api"), "-n", namespace
+        )
+        assert pod["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] == config_hash
+        assert OPENAI_KEY not in json.dumps(configmap["data"])  # referenced, never copied
+        config_dir.mkdir(exist_ok=True)
+        data_dir.mkdir(exist_ok=True)
+        for key, text in configmap["data"].items():
+            (config_dir / key).write_text(text)
+        assert (config_dir / CONFIG_KEY).is_file()
+        argv = local_argv(sidecar, {CONFIG_VOLUME: config_dir, DATA_VOLUME: data_dir})
+        assert env["AEGIS_KEY_OPENAI"] == OPENAI_KEY and env["AEGIS_LEDGER_DSN"] == tenant_dsn
+        env = {
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")},
+            **{k: (str(data_dir) if v == "/var/lib/aegis" else v) for k, v in env.items()},
+            "AEGIS_LOG_FORMAT": "text",
+        }
         probe = [AEGIS, *sidecar["startupProbe"]["exec"]["command"][1:]]
+        injected.append((pod, probe))
+        process = ServerProcess("sidecar", argv, tmp_path / "sidecar.log", env=env, cwd=data_dir)
+        process.start()
+        return process
 
-        def started() -> bool:
-            if not process.running:
-                raise AssertionError(process.describe_exit())
-            return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+    def started(_: list[int]) -> bool:
+        probe = injected[-1][1]
+        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
-        await run(wait_until, started, timeout=60, what="the sidecar's startup probe")
-
+    process, _ = await run(
+        start_on_free_ports, launch, 1, started, timeout=60, what="the sidecar's startup probe"
+    )
+    pod = injected[-1][0]
+    app = pod["spec"]["containers"][0]
+    try:
         # 5. The app's own env points the unmodified openai client at the sidecar.
         base_url = env_of(app)["OPENAI_BASE_URL"]
         async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
@@ -312,7 +332,7 @@ async def test_operator_route_injected_pod_sidecar_routes_and_records(
         assert set(by_provider) == {"openai", "local"}, found
         for row in found:
             assert (row["namespace"], row["pod"], row["route"], row["status"]) == (
-                namespace, "rag-api-0", "rag-api", "ok",
+                namespace, pod["metadata"]["name"], "rag-api", "ok",
             )  # fmt: skip
         assert (by_provider["openai"]["rule"], by_provider["openai"]["model"]) == (
             "critical",
