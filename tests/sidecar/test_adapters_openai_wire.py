@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +12,7 @@ from aegis.sidecar.adapters import ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter, SharedSession
 from aegis.sidecar.contract import ProviderSpec
 from aegis.sidecar.fakes import FakeUpstream
+from tests.controlplane.procs import closed_port
 
 MESSAGES = [{"role": "user", "content": "Tell me a joke"}]
 PROMPT_TOKENS = 4 + 4
@@ -230,12 +230,10 @@ async def test_timeouts(openai_fake: FakeUpstream, session: SharedSession) -> No
 
 
 async def test_connection_refused(session: SharedSession) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    adapter = OpenAIWireAdapter(make_spec(f"http://127.0.0.1:{port}/v1"), session, env=ENV)
-    with pytest.raises(UpstreamError) as refused:
-        await adapter.chat(UpstreamCall(body={"messages": MESSAGES}, models=["gpt-4o"]))
+    with closed_port() as port:  # bound by us, never listening: nobody else can listen there
+        adapter = OpenAIWireAdapter(make_spec(f"http://127.0.0.1:{port}/v1"), session, env=ENV)
+        with pytest.raises(UpstreamError) as refused:
+            await adapter.chat(UpstreamCall(body={"messages": MESSAGES}, models=["gpt-4o"]))
     assert refused.value.kind is ErrorKind.CONNECT and refused.value.retriable
 
 

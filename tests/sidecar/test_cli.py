@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import openai
 import yaml
 
+from tests.controlplane.procs import ServerProcess, start_on_free_ports
 from tests.sidecar.conftest import Fakes, base_document
+from tests.sidecar.shared_helpers import poll_until
 
 AEGIS = [sys.executable, "-m", "aegis.operator.cli"]
 
@@ -43,42 +46,37 @@ def test_invalid_config_exits_2_with_the_field(tmp_path: Path) -> None:
     assert "providers" in result.stderr
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)  # poll interval; the deadline is the loop's condition
-    raise AssertionError("sidecar not ready")
+def _ready(ports: list[int]) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 async def test_sidecar_process_then_ledger_report_and_export(fakes: Fakes, tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     document: dict[str, Any] = base_document(fakes, tmp_path / "ledger.db")
-    document["listen"] = {"port": port, "metricsPort": 0}
     document["budgets"] = [{"name": "openai-monthly", "provider": "openai", "limitUSD": "80"}]
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(document))
     env = {**os.environ, "AEGIS_LOG_FORMAT": "json"}
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [*AEGIS, "sidecar", "--config", str(config)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+
+    def launch(ports: list[int]) -> ServerProcess:
+        document["listen"] = {"port": ports[0], "metricsPort": 0}
+        config.write_text(yaml.safe_dump(document))
+        process = ServerProcess(
+            "sidecar",
+            [*AEGIS, "sidecar", "--config", str(config)],
+            tmp_path / "sidecar.log",
+            env=env,
+        )
+        process.start()
+        return process
+
+    # On a port taken since it was chosen, the sidecar exits and starts again on another.
+    proc, (port,) = await asyncio.to_thread(
+        start_on_free_ports, launch, 1, _ready, timeout=30, what="the sidecar's /readyz"
     )
     try:
-        await asyncio.to_thread(_wait_ready, port, proc)
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
         await client.chat.completions.create(
             model="auto",
@@ -90,9 +88,13 @@ async def test_sidecar_process_then_ledger_report_and_export(fakes: Fakes, tmp_p
         )
         await client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
-    assert proc.returncode == 0, stderr
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGTERM)
+        await poll_until(lambda: not proc.running, within=30)
+        exit_code = proc.returncode
+        proc.stop()  # reaps anything left in its process group
+    stderr = proc.log_path.read_text()  # stdout and stderr, of every start
+    assert exit_code == 0, stderr
     logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any("ready on" in entry["message"] for entry in logs)
     assert "board memo" not in stderr  # no prompt text in logs
