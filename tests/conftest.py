@@ -73,17 +73,22 @@ def _mark_tiers(items: list[pytest.Item]) -> None:
             item.add_marker(marker)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tiers; build the control-plane binaries before the first kube test,
-    outside any test timeout.
-
-    Only when a selected test needs `kube` and no existing cluster is configured; a
-    no-op taking a fraction of a second when the cache is current.
-    """
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tiers (before ``-m`` deselects by them)."""
     _mark_tiers(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the control-plane binaries before the first kube test, outside any test
+    timeout.
+
+    Only when a selected test (after ``-m``) needs `kube` and no existing cluster is
+    configured; a no-op taking a fraction of a second when the cache is current.
+    """
+    config = session.config
     if os.environ.get(_EXTERNAL_ENV) or config.option.collectonly:
         return
-    if not any(_uses_kube(item) for item in items):
+    if not any(_uses_kube(item) for item in session.items):
         return
     capture = config.pluginmanager.getplugin("capturemanager")
     try:

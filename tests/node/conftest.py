@@ -54,9 +54,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "node: needs the one-node cluster (tests/cluster)")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Build the node binaries and the images before the first node test."""
-    if config.option.collectonly or not any(i.get_closest_marker("node") for i in items):
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the node binaries and the images before the first node test (only when one
+    is selected after ``-m``)."""
+    config = session.config
+    if config.option.collectonly or not any(i.get_closest_marker("node") for i in session.items):
         return
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
