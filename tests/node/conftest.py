@@ -55,10 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build the node binaries and the images before the first node test (only when one
-    is selected after ``-m``)."""
+    """Build the node binaries and the images before the first test that uses the
+    cluster (only when one is selected after ``-m``)."""
     config = session.config
-    if config.option.collectonly or not any(i.get_closest_marker("node") for i in session.items):
+    wanted = any("cluster" in getattr(i, "fixturenames", ()) for i in session.items)
+    if config.option.collectonly or not wanted:
         return
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
@@ -91,7 +92,7 @@ def cluster(
         _unavailable("cluster (build)", error)
     prepared = config.stash.get(_PREPARED, None)
     if prepared is None:
-        _unavailable("cluster", "not prepared (is the test marked `node`?)")
+        _unavailable("cluster", "not prepared before the session's first test")
     testbin, images = prepared
     layout = Layout.from_env()
     capture = config.pluginmanager.getplugin("capturemanager")
