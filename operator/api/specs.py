@@ -30,6 +30,7 @@ from aegis.sidecar.contract import (
     Policy,
     PrivacySpec,
     ProviderSpec,
+    RateLimitSpec,
 )
 
 from .extras import DNS_SUBDOMAIN, cel, cel_list, extra, unique
@@ -254,6 +255,11 @@ class LLMRouteSpec(Policy):
         "PII detection on.",
     )
     rollout: RolloutPlan | None = None
+    rate_limits: RateLimitSpec | None = Field(
+        default=None,
+        description="Requests/tokens per minute of this route, shared exactly by all its "
+        "sidecars; over a limit a request gets 429 with Retry-After.",
+    )
 
 
 # -- LLMBudget spec ----------------------------------------------------------------

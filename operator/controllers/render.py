@@ -12,7 +12,8 @@ for the file it loaded are one value.
 What the operator adds that the LLMRoute does not say:
 - ``identity`` (route, namespace) from the object's metadata;
 - ``providers[].apiKeyEnv``: ``AEGIS_KEY_<PROVIDER>`` for each ``apiKeySecretRef``;
-- ``budgets`` from the LLMBudgets whose scope includes the route;
+- ``budgets`` from the LLMBudgets whose scope includes the route (with their
+  ``rateLimits``); the route's own ``rateLimits`` as written;
 - ``ledger.urlEnv: AEGIS_LEDGER_DSN`` (the injector fills it from a Secret);
 - ``rollout.weight/step/salt`` from the rollout state (``status.rollout``);
 - ``listen``: the sidecar defaults (the injector passes ports on the command line).
@@ -135,6 +136,8 @@ def _document(
     }
     if spec.privacy is not None:
         document["privacy"] = spec.privacy.model_dump(by_alias=True)
+    if spec.rate_limits is not None:
+        document["rateLimits"] = spec.rate_limits.model_dump(by_alias=True)
     if spec.rollout is not None and rollout is not None:
         document["rollout"] = {
             "candidate": spec.rollout.candidate.model_dump(by_alias=True),

@@ -53,6 +53,7 @@ from .policy import (
     Target,
 )
 from .providers import CircuitBreakerSpec, ModelPrice, ProviderModels, ProviderSpec
+from .rate_limits import RateLimitSpec, RateUnit
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -82,6 +83,8 @@ __all__ = [
     "ProviderSpec",
     "ProviderType",
     "Quality",
+    "RateLimitSpec",
+    "RateUnit",
     "RolloutSpec",
     "RouteIdentity",
     "Rule",

@@ -16,6 +16,7 @@ from .base import Model, Money, Name, OnExceeded
 from .budget_key import BudgetKey, BudgetScope
 from .policy import Policy, PrivacySpec, RolloutSpec
 from .providers import ProviderSpec
+from .rate_limits import RateLimitSpec
 
 
 class BudgetSpec(Model):
@@ -40,6 +41,11 @@ class BudgetSpec(Model):
         default=None,
         description="Namespace of a Namespace-scoped budget's object (default: "
         "identity.namespace); empty for Cluster.",
+    )
+    rate_limits: RateLimitSpec | None = Field(
+        default=None,
+        description="Requests/tokens per minute of the calls charged to this budget, "
+        "shared by every sidecar that spends it.",
     )
 
     @model_validator(mode="after")
@@ -202,6 +208,10 @@ class SidecarConfig(Policy):
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     rollout: RolloutSpec | None = None
     budgets: list[BudgetSpec] = Field(default_factory=list, max_length=64)
+    rate_limits: RateLimitSpec | None = Field(
+        default=None,
+        description="Requests/tokens per minute of this route, shared by all its sidecars.",
+    )
     ledger: LedgerSpec = Field(default_factory=LedgerSpec)
     listen: ListenSpec = Field(default_factory=ListenSpec)
 
