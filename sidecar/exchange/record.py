@@ -119,6 +119,8 @@ class Exchange:
                 declared_class=self.facts.declared_class,
                 pii_detectors=",".join(sorted(self.facts.detected)) or None,
                 privacy_action=self.privacy_action().value,
+                workload=self.runtime.workload,
+                service_account=self.runtime.service_account,
             )
         )
         m = self.runtime.metrics

@@ -128,6 +128,11 @@ class LedgerEntry(Base):
     declared_class: Mapped[str | None] = mapped_column(String(32))
     pii_detectors: Mapped[str | None] = mapped_column(String(255))
     privacy_action: Mapped[str | None] = mapped_column(String(16))
+    # Attribution (migration 0006): the pod's owning workload (``Deployment/web``,
+    # ``StatefulSet/db``, ``CronJob/nightly``, ``Pod/<name>``…) and its ServiceAccount,
+    # as the injector handed them to the sidecar; NULL on rows written before.
+    workload: Mapped[str | None] = mapped_column(String(320))
+    service_account: Mapped[str | None] = mapped_column(String(253))
 
     __table_args__ = (
         CheckConstraint(_in("arm", Arm), name="arm"),
@@ -337,6 +342,8 @@ class LedgerRecord:
     declared_class: str | None = None
     pii_detectors: str | None = None
     privacy_action: str | None = None
+    workload: str | None = None
+    service_account: str | None = None
 
     def as_params(self) -> dict[str, Any]:
         """Column values for an INSERT: enums as plain strings, and strings cut to

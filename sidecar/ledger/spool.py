@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 
 _PREFIX = "seg-"
 _SUFFIX = ".spool"
-# Nullable columns appended by later migrations (0004: the privacy audit): a row
-# spooled by the previous version lacks them and replays with NULLs.
-ADDED_LATER = 3
+# Nullable columns appended by later migrations (0004: the privacy audit, three;
+# 0006: workload and ServiceAccount, two): a row spooled by an earlier version lacks
+# them and replays with NULLs.
+ADDED_LATER = 5
 _CREATED = COLUMNS.index("created_at")
 _COST = COLUMNS.index("cost_usd")
 

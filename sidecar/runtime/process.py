@@ -26,6 +26,11 @@ from .wiring import build_ledger, open_budgets
 
 log = logging.getLogger(__name__)
 
+# The pod's attribution, set by the injector (docs/ledger.md, "Attribution"): the
+# owning workload as resolved at admission and the pod's ServiceAccount.
+WORKLOAD_ENV = "AEGIS_WORKLOAD"
+SERVICE_ACCOUNT_ENV = "AEGIS_SERVICE_ACCOUNT"
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -56,11 +61,16 @@ class Runtime:
         metrics: SidecarMetrics | None = None,
         reload_interval: float = 1.0,
         pod: str | None = None,
+        workload: str | None = None,
+        service_account: str | None = None,
     ) -> None:
         self.metrics = metrics or SidecarMetrics()
         self.current = Snapshot(loaded.config, loaded.hash, datetime.now(UTC))
         self.reload_state = ReloadState()
         self.pod = pod or os.environ.get("POD_NAME") or os.uname().nodename
+        # Recorded on every ledger row (None: not injected, e.g. a standalone sidecar).
+        self.workload = workload or os.environ.get(WORKLOAD_ENV) or None
+        self.service_account = service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None
         self.ledger_url = ledger_url(loaded.config.ledger)
         self.adapters = AdapterRegistry(loaded.config, breaker_listener=self._on_breaker_state)
         # Spooled ledger; with PostgreSQL the book spends budget leases (docs/ledger.md).

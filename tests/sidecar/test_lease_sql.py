@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis.sidecar.ledger import leases
 from aegis.sidecar.ledger.db import create_engine
-from aegis.sidecar.ledger.migrate import alembic_config, migrate_async
+from aegis.sidecar.ledger.migrate import alembic_config, head_revision, migrate_async
 from tests.sidecar.ledger_helpers import record
 from tests.sidecar.shared_helpers import poll_until, write_rows
 from tests.sidecar.tenancy import key, provision, set_budgets
@@ -210,6 +210,6 @@ async def test_migration_0002_downgrades_and_upgrades_again(pg_url: str) -> None
                 text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'aegis_%'")
             )
         assert (tables, functions) == (0, 0)
-        assert await migrate_async(pg_url) == "0005"
+        assert await migrate_async(pg_url) == head_revision()
     finally:
         await engine.dispose()

@@ -41,7 +41,7 @@ def test_migrate_from_empty_without_alembic_ini(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
     db = tmp_path / "sub" / "dir" / "ledger.db"
-    assert migrate(f"sqlite:///{db}") == head_revision() == "0005"
+    assert migrate(f"sqlite:///{db}") == head_revision() == "0006"
     assert tables(db) == {
         "ledger_entries",
         "budget_limits",
@@ -67,13 +67,15 @@ async def test_rerunning_migrations_is_a_no_op_and_keeps_data(tmp_path: Path) ->
         store.append(record(1))
     with sqlite3.connect(tmp_path / "ledger.db") as db:
         schema_before = sorted(db.execute("SELECT sql FROM sqlite_master"), key=str)
-    assert await migrate_async(url) == "0005"
-    assert await migrate_async(url) == "0005"
+    assert await migrate_async(url) == head_revision()
+    assert await migrate_async(url) == head_revision()
     async with LedgerStore(url) as store:  # and migrated again at the next start
         assert await store.spent("dashscope", "2026-11") > 0
     with sqlite3.connect(tmp_path / "ledger.db") as db:
         assert sorted(db.execute("SELECT sql FROM sqlite_master"), key=str) == schema_before
-        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0005",)]
+        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [
+            (head_revision(),)
+        ]
 
 
 async def test_migrated_schema_matches_the_models(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, text
 
 from aegis.sidecar.budgets import BudgetBook
-from aegis.sidecar.ledger.migrate import migrate_async
+from aegis.sidecar.ledger.migrate import head_revision, migrate_async
 from aegis.sidecar.ledger.report import export, report, usage
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import BASE_TIME, budget, record
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.postgres
 
 
 async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
-    assert await migrate_async(pg_url) == "0005"
-    assert await migrate_async(pg_url) == "0005"  # idempotent
+    assert await migrate_async(pg_url) == head_revision()
+    assert await migrate_async(pg_url) == head_revision()  # idempotent
     await provision(pg_url, "ns", migrate=False)
     inserts: list[int] = []
 
