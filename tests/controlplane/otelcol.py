@@ -298,19 +298,25 @@ def collector_binary() -> Path:
 
 
 class Collector:
-    """A running collector: OTLP/HTTP in on :attr:`endpoint`, OTLP/HTTP out to ``forward_to``."""
+    """A running collector: OTLP/HTTP in on :attr:`endpoint`, OTLP/HTTP out to ``forward_to``.
 
-    def __init__(self, binary: Path, workdir: Path, forward_to: str) -> None:
+    The receiver listens on ``host`` (loopback by default; the node tests give the host's
+    address on the cluster's link, which pods reach)."""
+
+    def __init__(
+        self, binary: Path, workdir: Path, forward_to: str, host: str = "127.0.0.1"
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.forward_to = forward_to
+        self.host = host
         self.endpoint = ""
         self._process: ServerProcess | None = None
 
     def _config(self, port: int) -> dict[str, object]:
         return {
             "receivers": {
-                "otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{port}"}}},
+                "otlp": {"protocols": {"http": {"endpoint": f"{self.host}:{port}"}}},
             },
             "exporters": {
                 "otlphttp": {
@@ -349,7 +355,7 @@ class Collector:
             )
         except (TimeoutError, AssertionError) as error:
             raise CollectorError(str(error)) from None
-        self.endpoint = f"http://127.0.0.1:{ports[0]}"
+        self.endpoint = f"http://{self.host}:{ports[0]}"
 
     def stop(self) -> None:
         if self._process is not None:

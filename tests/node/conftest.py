@@ -3,12 +3,17 @@
 ``cluster`` (session) -> :class:`NodeCluster`: ``.kube`` (the usual :class:`Kube`
 handle: kubectl, helm, namespaces), ``.images`` (the Aegis, pause, CoreDNS, PostgreSQL
 and client images, imported), ``.layout``.
+``traces`` (session) -> :class:`Traces`: an OpenTelemetry Collector (the test bed's
+binary, :mod:`tests.controlplane.otelcol`) on the host, its OTLP/HTTP receiver on the
+host's address on the cluster's link (pods reach it through the node), forwarding to a
+receiver in this process that keeps the spans.
 ``release`` (session) -> :class:`tests.node.release.Release`: the one ``helm install``
-of ``helm/aegis`` the end-to-end tests share (uninstalled at the end unless a test
-did it, or ``AEGIS_E2E_KEEP`` is set: with ``AEGIS_CLUSTER_KEEP`` too, everything stays
-for a look with kubectl). A healthy cluster that is already running (``make cluster``)
-is reused and left running; otherwise the session starts one and removes it at the end,
-then checks that nothing of it is left on the machine.
+of ``helm/aegis`` the end-to-end tests share, with tracing on and pointed at ``traces``
+(uninstalled at the end unless a test did it, or ``AEGIS_E2E_KEEP`` is set: with
+``AEGIS_CLUSTER_KEEP`` too, everything stays for a look with kubectl). A healthy
+cluster that is already running (``make cluster``) is reused and left running;
+otherwise the session starts one and removes it at the end, then checks that nothing of
+it is left on the machine.
 
 Binaries and images are built before the first test (outside any test timeout) when a
 selected test is marked ``node``. When the cluster cannot be built or started the tests
@@ -31,6 +36,7 @@ from tests.cluster.layout import Layout
 from tests.cluster.shell import ClusterError
 from tests.controlplane import build
 from tests.controlplane.kube import Kube, for_existing_cluster
+from tests.controlplane.otelcol import Collector, CollectorError, Sink, ensure_collector
 from tests.node import release as chart
 
 _PREPARED = pytest.StashKey[tuple[build.Testbin, image_builder.Images]]()
@@ -68,7 +74,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 raise ClusterError("the one-node cluster needs root")
             testbin = build.ensure(build.API_TOOLS + build.NODE_TOOLS)
             images = image_builder.ensure(testbin, lambda line: print(f"[images] {line}"))
-        except (build.BuildError, ClusterError, OSError) as error:
+            ensure_collector()
+        except (build.BuildError, ClusterError, CollectorError, OSError) as error:
             config.stash[_PREPARE_ERROR] = str(error)
             return
     config.stash[_PREPARED] = (testbin, images)
@@ -128,9 +135,43 @@ def cluster(
             assert not left, f"the cluster left things behind: {left}"
 
 
+@dataclass(frozen=True)
+class Traces:
+    """What the cluster's sidecars and operator export: ``endpoint`` (the collector's
+    OTLP/HTTP base URL, as pods reach it) and ``sink`` (the spans it forwarded)."""
+
+    endpoint: str
+    sink: Sink
+    collector: Collector
+
+
+@pytest.fixture(scope="session")
+def traces(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traces]:
+    sink = Sink()
+    collector = Collector(
+        ensure_collector(log=False),
+        tmp_path_factory.mktemp("otelcol"),
+        forward_to=sink.url,
+        host=cluster.layout.host_ip,
+    )
+    try:
+        collector.start()
+    except CollectorError as error:
+        sink.close()
+        _unavailable("OpenTelemetry Collector", str(error))
+    try:
+        yield Traces(collector.endpoint, sink, collector)
+    finally:
+        collector.stop()
+        sink.close()
+
+
 @pytest.fixture(scope="session")
 def release(
-    cluster: NodeCluster, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    cluster: NodeCluster,
+    traces: Traces,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[chart.Release]:
     capture = request.config.pluginmanager.getplugin("capturemanager")
 
@@ -139,7 +180,12 @@ def release(
             print(f"\n[helm] {text}", flush=True)
 
     installed = chart.install(
-        cluster.kube, cluster.images, cluster.layout, tmp_path_factory.mktemp("chart"), log
+        cluster.kube,
+        cluster.images,
+        cluster.layout,
+        tmp_path_factory.mktemp("chart"),
+        log,
+        tracing_endpoint=traces.endpoint,
     )
     yield installed
     if not os.environ.get("AEGIS_E2E_KEEP"):  # keep it to look around afterwards

@@ -178,6 +178,7 @@ def call(spec):
         raw = client.chat.completions.with_raw_response.create(**kwargs)
         done = raw.parse()
         return {"status": raw.status_code, "text": done.choices[0].message.content,
+                "usage": done.usage.model_dump() if done.usage else None,
                 "headers": aegis(raw.headers)}
     except openai.APIStatusError as error:
         return {"status": error.status_code, "error": error.body,

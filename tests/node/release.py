@@ -14,7 +14,9 @@ exercise:
   (the PodMonitor's CRD, as the Prometheus Operator would install it, is applied first);
 * ``routePolicy``: the fake upstreams are in-cluster Services standing in for OpenAI and
   DashScope, so the platform allows those hosts for those types (and ``openai`` may be
-  local: ``test_aegis`` uses it as a self-hosted model).
+  local: ``test_aegis`` uses it as a self-hosted model);
+* ``tracing``: on, sending to the session's OpenTelemetry Collector on the host
+  (``conftest.traces``), so the operator and every injected sidecar export spans.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ PODMONITOR_CRD: dict[str, Any] = {
 MARK = {"test.aegis.io/node-e2e": "true"}
 
 
-def values(images: Images) -> dict[str, Any]:
+def values(images: Images, tracing_endpoint: str) -> dict[str, Any]:
     aegis, postgres = images.aegis, images.postgres
     return {
         "commonLabels": MARK,
@@ -105,6 +107,7 @@ def values(images: Images) -> dict[str, Any]:
             },
             "localTypes": ["ollama", "openai-compatible", "openai"],
         },
+        "tracing": {"enabled": True, "endpoint": tracing_endpoint},
     }
 
 
@@ -173,7 +176,13 @@ def _postgres_volume(kube: Kube, layout: Layout) -> None:
 
 
 def install(
-    kube: Kube, images: Images, layout: Layout, workdir: Path, say: Callable[[str], None]
+    kube: Kube,
+    images: Images,
+    layout: Layout,
+    workdir: Path,
+    say: Callable[[str], None],
+    *,
+    tracing_endpoint: str,
 ) -> Release:
     """`helm install` (fresh: whatever an earlier session left is removed first)."""
     started = time.monotonic()
@@ -197,7 +206,7 @@ def install(
     kube.apply(PODMONITOR_CRD)
     kube.kubectl("wait", "--for=condition=Established", "crd/podmonitors.monitoring.coreos.com")
     values_file = workdir / "values.json"
-    values_file.write_text(json.dumps(values(images), indent=2))
+    values_file.write_text(json.dumps(values(images, tracing_endpoint), indent=2))
     release = Release(kube, values_file)
     out = release.helm(
         "install",

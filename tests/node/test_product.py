@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,9 +20,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.controlplane.otelcol import attributes_of, attrs
 from tests.controlplane.procs import wait_until
-from tests.node.conftest import NodeCluster, Say
+from tests.node.conftest import NodeCluster, Say, Traces
 from tests.node.product import APP, NS, ROUTE, Shop, app, setup_namespace
 from tests.node.release import CHART, POSTGRES_POD, Release
 from tests.node.workloads import pod
@@ -205,6 +209,126 @@ def test_app_calls_through_the_sidecar(
     spend = wait_until(spent, timeout=60, what="openai-monthly's spend in its status", interval=1)
     say(f"openai-monthly spent {spend}\n$ kubectl get llmroutes,llmbudgets")
     say(_platform_view(cluster))
+
+
+def _resources(traces: Traces, trace_id: bytes) -> list[dict[str, Any]]:
+    """The resource attributes of whoever exported spans of `trace_id`."""
+    found = []
+    for body in list(traces.sink.bodies):
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            spans = [s for scope in resource_spans.scope_spans for s in scope.spans]
+            if any(s.trace_id == trace_id for s in spans):
+                found.append(attributes_of(resource_spans.resource.attributes))
+    return found
+
+
+def test_one_trace_from_the_app_through_the_sidecar_to_the_provider(
+    release: Release, shop: Shop, traces: Traces, answered: list[str], say: Say
+) -> None:
+    """The app's W3C traceparent (the openai SDK's extra_headers), the sidecar's request
+    span as its child with the GenAI and aegis.* attributes, the upstream attempt under
+    it, the attempt's context at the provider: one trace, exported through the collector
+    the chart's tracing values point at. No prompt or completion text in it."""
+    trace_id, app_span = secrets.token_bytes(16), secrets.token_bytes(8)
+    traceparent = f"00-{trace_id.hex()}-{app_span.hex()}-01"
+    prompt = f"the quarterly plan {secrets.token_hex(6)}"
+    reply = f"a plan that reads {secrets.token_hex(6)}"
+    critical = {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"}
+    shop.set_knobs("openai", {"reply": reply})
+    try:
+        sent = time.monotonic()
+        (result,) = shop.calls(
+            {"text": prompt, "headers": {"traceparent": traceparent, **critical}}
+        )
+    finally:
+        shop.set_knobs("openai", {"reply": None})
+    assert result["status"] == 200 and reply in result["text"], result
+    headers = result["headers"]
+    assert headers["x-aegis-provider"] == "openai", headers
+    answered.extend(_ids([result]))
+
+    def exported() -> list[Span] | None:
+        spans = traces.sink.of_trace(trace_id)
+        requests = [s for s in spans if s.parent_span_id == app_span]
+        if len(requests) != 1:
+            return None
+        children = [s for s in spans if s.parent_span_id == requests[0].span_id]
+        operator = any(service == "aegis-operator" for service, _ in traces.sink.all())
+        if not operator or len(children) != attrs(requests[0]).get("aegis.attempts"):
+            return None
+        return spans
+
+    try:
+        spans = wait_until(exported, timeout=60, what="the trace in the collector's export")
+    except TimeoutError:
+        raise AssertionError(
+            f"spans of {trace_id.hex()}: {traces.sink.of_trace(trace_id)}; services seen: "
+            f"{sorted({s for s, _ in traces.sink.all()})}; collector log:\n"
+            + traces.collector.log_tail(40)
+        ) from None
+    took = time.monotonic() - sent
+    # One trace: the request's span under the app's, every other span under the request.
+    (request,) = [s for s in spans if s.parent_span_id == app_span]
+    attempts = sorted(
+        (s for s in spans if s.parent_span_id == request.span_id),
+        key=lambda s: s.start_time_unix_nano,
+    )
+    assert {s.span_id for s in spans} == {request.span_id} | {s.span_id for s in attempts}
+    assert request.kind == Span.SPAN_KIND_SERVER and request.name == "chat auto", request
+    got = attrs(request)
+    usage = result["usage"]
+    assert got["gen_ai.operation.name"] == "chat"
+    assert got["gen_ai.provider.name"] == "openai"
+    assert got["gen_ai.request.model"] == "auto"
+    assert got["gen_ai.response.model"] == headers["x-aegis-model"]
+    assert got["gen_ai.usage.input_tokens"] == usage["prompt_tokens"] > 0, (got, usage)
+    assert got["gen_ai.usage.output_tokens"] == usage["completion_tokens"] > 0, (got, usage)
+    assert got["aegis.route"] == ROUTE
+    assert got["aegis.rule"] == headers["x-aegis-rule"] == "critical"
+    assert got["aegis.rollout.arm"] == headers["x-aegis-arm"]
+    assert got["aegis.data_class"] == headers["x-aegis-data-class"]
+    assert got["aegis.budget.decision"] == "within"
+    assert got["aegis.cost_usd"] == pytest.approx(float(headers["x-aegis-cost-usd"]))
+    assert got["aegis.cost_usd"] > 0
+    assert got["http.response.status_code"] == 200
+    # The last attempt answered, from the provider the route names, at its Service.
+    assert all(s.kind == Span.SPAN_KIND_CLIENT for s in attempts), attempts
+    answering = attrs(attempts[-1])
+    assert answering["gen_ai.provider.name"] == "openai", answering
+    assert answering["gen_ai.response.model"] == headers["x-aegis-model"], answering
+    assert answering["server.address"] == f"fake-openai.{NS}.svc.cluster.local", answering
+    # Exported by the app pod's sidecar, as the injector named it.
+    pod = shop.app_pod()["metadata"]["name"]
+    resources = _resources(traces, trace_id)
+    assert resources and all(
+        r.get("service.name") == "aegis-sidecar"
+        and r.get("k8s.pod.name") == pod
+        and r.get("k8s.namespace.name") == NS
+        for r in resources
+    ), resources
+    # The provider got the context of the attempt that reached it: the same trace.
+    received = [
+        r["headers"].get("traceparent")
+        for r in shop.fake_requests("openai")
+        if trace_id.hex() in r["headers"].get("traceparent", "")
+    ]
+    assert received == [f"00-{trace_id.hex()}-{attempts[-1].span_id.hex()}-01"], received
+    # Names, counts, classes and money only: never the prompt or the completion.
+    everything = traces.sink.exported()
+    assert prompt.encode() not in everything and reply.encode() not in everything
+    assert prompt not in traces.collector.log_tail(500)
+    operator = sorted({s.name for service, s in traces.sink.all() if service == "aegis-operator"})
+    say(
+        f"app traceparent {traceparent} -> {len(spans)} spans of trace {trace_id.hex()} "
+        f"in the collector's export {took:.1f}s after the call:\n"
+        f"  {request.name} (SERVER, {pod}/aegis-sidecar) {got['gen_ai.provider.name']} "
+        f"{got['gen_ai.response.model']} tokens {got['gen_ai.usage.input_tokens']}+"
+        f"{got['gen_ai.usage.output_tokens']} cost {got['aegis.cost_usd']}\n"
+        + "".join(f"    {s.name} (CLIENT) -> {attrs(s)['server.address']}\n" for s in attempts)
+        + f"  fake-openai received traceparent {received[0]}\n"
+        f"operator spans exported too: {operator}; no prompt or completion text in "
+        f"{len(everything)} exported bytes"
+    )
 
 
 def test_hot_reload_through_the_kubelet_configmap_update(
