@@ -38,6 +38,7 @@ from ..api.naming import (
 )
 from .route_choice import RouteInfo
 from .settings import SidecarSettings
+from .workload import SERVICE_ACCOUNT_ENV, WORKLOAD_ENV, workload_of
 
 Op = dict[str, Any]
 
@@ -78,8 +79,12 @@ def _copy_resources(resources: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def sidecar_env(route: RouteInfo, settings: SidecarSettings) -> list[dict[str, Any]]:
-    """The sidecar's environment: pod identity, provider keys and ledger DSN by reference."""
+def sidecar_env(
+    route: RouteInfo, settings: SidecarSettings, workload: str | None = None
+) -> list[dict[str, Any]]:
+    """The sidecar's environment: pod identity and attribution (the pod's ServiceAccount
+    and ``workload``, :func:`~.workload.workload_of`), provider keys and ledger DSN by
+    reference."""
 
     def field_ref(path: str) -> dict[str, Any]:
         return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
@@ -87,6 +92,11 @@ def sidecar_env(route: RouteInfo, settings: SidecarSettings) -> list[dict[str, A
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": field_ref("metadata.name")},
         {"name": "POD_NAMESPACE", "valueFrom": field_ref("metadata.namespace")},
+        {"name": SERVICE_ACCOUNT_ENV, "valueFrom": field_ref("spec.serviceAccountName")},
+    ]
+    if workload:
+        env.append({"name": WORKLOAD_ENV, "value": workload})
+    env += [
         {"name": "HOME", "value": DATA_MOUNT_PATH},
         {"name": "TMPDIR", "value": DATA_MOUNT_PATH},
         # The ledger spool survives sidecar restarts within the pod (emptyDir).
@@ -106,7 +116,9 @@ def sidecar_env(route: RouteInfo, settings: SidecarSettings) -> list[dict[str, A
     return env
 
 
-def sidecar_container(route: RouteInfo, settings: SidecarSettings, native: bool) -> dict[str, Any]:
+def sidecar_container(
+    route: RouteInfo, settings: SidecarSettings, native: bool, workload: str | None = None
+) -> dict[str, Any]:
     """The injected container (an init container with ``restartPolicy: Always`` if native)."""
     container: dict[str, Any] = {
         "name": settings.container_name,
@@ -126,7 +138,7 @@ def sidecar_container(route: RouteInfo, settings: SidecarSettings, native: bool)
             settings.metrics_host,
         ],
         "workingDir": DATA_MOUNT_PATH,
-        "env": sidecar_env(route, settings),
+        "env": sidecar_env(route, settings, workload),
         "resources": _copy_resources(settings.resources),
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT_PATH, "readOnly": True},
@@ -256,7 +268,7 @@ def injection_ops(
     else:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": added})
     ops += _append(spec, "/spec", "volumes", volumes(route, settings))
-    sidecar = sidecar_container(route, settings, native)
+    sidecar = sidecar_container(route, settings, native, workload_of(pod))
     if native:
         if spec.get("initContainers"):
             ops.append({"op": "add", "path": "/spec/initContainers/0", "value": sidecar})

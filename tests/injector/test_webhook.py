@@ -158,6 +158,49 @@ def test_deployment_pod_template_is_not_touched(kube: Kube, team: str) -> None:
     assert "env" not in spec["containers"][0]
 
 
+def test_a_replicaset_pod_is_attributed_to_its_deployment(kube: Kube, team: str) -> None:
+    """As the ReplicaSet controller creates it: generateName, owner, pod-template-hash."""
+    replicaset = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "web-7d9f8b6c5d"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web", "pod-template-hash": "7d9f8b6c5d"}},
+            "template": {
+                "metadata": {"labels": {"app": "web", "pod-template-hash": "7d9f8b6c5d"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
+        },
+    }
+    owner = create(kube, team, replicaset)["metadata"]
+    kube.kubectl("create", "serviceaccount", "shop", "-n", team)
+    member = opted_in("", serviceAccountName="shop")
+    member["metadata"] = {
+        "generateName": "web-7d9f8b6c5d-",
+        "labels": {**member["metadata"]["labels"], "pod-template-hash": "7d9f8b6c5d"},
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": owner["name"],
+                "uid": owner["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+    created = create(kube, team, member)
+    stored = kube.kubectl_json("get", "pod", created["metadata"]["name"], "-n", team)
+    [sidecar] = stored["spec"]["initContainers"]
+    env = env_of(sidecar)
+    assert env["AEGIS_WORKLOAD"] == "Deployment/web"
+    assert env["AEGIS_SERVICE_ACCOUNT"] == {
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "spec.serviceAccountName"}
+    }
+    assert stored["spec"]["serviceAccountName"] == "shop"
+
+
 def test_opt_in_by_namespace_and_opt_out(kube: Kube, namespace: str, injector: Injector) -> None:
     injector.scope(namespace, inject="enabled")
     kube.apply(llmroute("all", {}), namespace)
