@@ -8,8 +8,9 @@ leased to sidecars but not (yet) settled: in-flight reservations, unspent
 slices, rows still in a spool; ``remaining`` is what no sidecar holds;
 ``utilisation`` is (spent + reserved) / limit, the share no one else can take.
 
-Also the month's spend per namespace, route, provider and model, straight from
-the ledger (answered from ``ix_ledger_entries_period_created_at`` for one month).
+Also the month's spend per namespace, route, provider and model, from the ledger's
+summary table (:mod:`.summary`: one row per key, kept as rows are inserted), never
+from the raw rows.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from sqlalchemy.exc import DBAPIError
 from ..contract import BudgetKey, BudgetScope
 from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import check_period
-from .models import BudgetLease, BudgetPeriod, LedgerEntry
+from .models import BudgetLease, BudgetPeriod
 from .source import LedgerSource, open_engine
+from .summary import LedgerSummary
 from .tables import percent, text_table
 
 
@@ -138,15 +140,16 @@ async def budget_status(
 
 
 async def spend_breakdown(source: LedgerSource, month: str | None = None) -> list[SpendRow]:
-    """Requests and cost per month, namespace, route, provider and model."""
-    e = LedgerEntry
-    keys = (e.period, e.namespace, e.route, e.provider, e.model)
-    query = select(*keys, func.count(), func.sum(e.cost_usd)).group_by(*keys).order_by(*keys)
+    """Requests and cost per month, namespace, route, provider and model: the summary
+    table's rows (one per key), which also hold months whose raw rows were dropped."""
+    s = LedgerSummary
+    keys = (s.period, s.namespace, s.route, s.provider, s.model)
+    query = select(*keys, s.requests, s.cost_usd).order_by(*keys)
     if month is not None:
-        query = query.where(e.period == check_period(month))
+        query = query.where(s.period == check_period(month))
     async with open_engine(source) as engine, engine.connect() as connection:
         return [
-            SpendRow(period, namespace, route, provider, model, count, cost or ZERO)
+            SpendRow(period, namespace, route, provider, model, int(count), cost or ZERO)
             for period, namespace, route, provider, model, count, cost in await connection.execute(
                 query
             )

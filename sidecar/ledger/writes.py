@@ -37,7 +37,8 @@ LEDGER_MISMATCH = "55000"
 
 def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
     """The INSERT for a batch: run with a list of rows, it becomes one multi-row
-    ``INSERT … VALUES (…), (…) ON CONFLICT (request_id) DO NOTHING RETURNING request_id``.
+    ``INSERT … VALUES (…), (…) ON CONFLICT (request_id) DO NOTHING RETURNING request_id``
+    (PostgreSQL: ``ON CONFLICT (request_id, created_at)``, the partitioned table's key).
 
     Built with the dialect's own ``insert`` because ``ON CONFLICT DO NOTHING`` is
     not standard SQL (SQLite and PostgreSQL spell it alike). ``RETURNING`` makes
@@ -47,9 +48,10 @@ def insert_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
     rows were new.
     """
     if dialect_name == "postgresql":
+        # The partitioned ledger's unique key includes its partition key (0007).
         return (
             postgresql.insert(LEDGER)
-            .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
+            .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id, LEDGER.c.created_at])
             .returning(LEDGER.c.request_id)
         )
     if dialect_name == "sqlite":

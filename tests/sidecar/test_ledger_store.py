@@ -231,7 +231,9 @@ def test_insert_statement_compiles_for_postgresql() -> None:
     dialect = create_async_engine("postgresql+asyncpg://aegis@db.invalid/ledger").dialect
     sql = str(insert_statement("postgresql").compile(dialect=dialect))
     assert sql.startswith("INSERT INTO ledger_entries (request_id, created_at, period")
-    assert "ON CONFLICT (request_id) DO NOTHING RETURNING ledger_entries.request_id" in sql
+    assert (
+        "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING ledger_entries.request_id" in sql
+    )
     with pytest.raises(ValueError, match="unsupported"):
         insert_statement("mysql")
 
