@@ -1,5 +1,5 @@
-"""Calls of the tenants' budget-lease functions (PostgreSQL, migration 0003), one round
-trip each.
+"""Calls of the tenants' budget-lease functions (PostgreSQL, migrations 0003 and 0008),
+one round trip each.
 
 Each call is a single ``SELECT`` of a SECURITY DEFINER function in schema ``aegis``,
 run in autocommit mode: the function's statements form one short transaction that
@@ -23,8 +23,9 @@ from ..contract import BudgetKey, BudgetScope
 from ..contract.money import ZERO, quantize_usd, usd_or_zero
 
 _TAKE = text(
-    "SELECT granted, lease_amount, lease_settled, lease_epoch, committed, limit_usd, active "
-    "FROM aegis.lease_take(:scope, :namespace, :name, :period, :holder, :want, :need, :ttl)"
+    "SELECT granted, lease_amount, lease_settled, lease_epoch, committed, limit_usd, active, "
+    "lease_unknown FROM aegis.lease_take(:scope, :namespace, :name, :period, :holder, :want, "
+    ":need, :ttl, :spare, :max_call)"
 )
 _RETURN = text(
     "SELECT returned, lease_amount, lease_settled, lease_epoch, committed "
@@ -53,6 +54,7 @@ class Grant:
     committed: Decimal  # all holders' leases together
     limit: Decimal  # the operator's limit the take was checked against
     active: int  # open leases with money in them, this one included
+    unknown: Decimal = ZERO  # kept charged for calls of earlier lives of unknown outcome
 
     @property
     def remaining(self) -> Decimal:
@@ -86,9 +88,16 @@ async def take(
     want: Decimal,
     need: Decimal = ZERO,
     ttl_seconds: int = 60,
+    spare: Decimal = ZERO,
+    max_call_seconds: int = 0,
 ) -> Grant:
     """Add up to ``want`` (at least ``need``, else nothing) to the holder's lease
     and extend its TTL; reclaims expired leases of other holders on the way.
+
+    ``spare``: lease money (after this take) the holder will not commit before its
+    next take or renewal: if it dies, the rest of its lease (its *exposure*) stays
+    charged as money of calls of unknown outcome. ``max_call_seconds``: its longest
+    call (per-request deadline); its lease is reclaimed only that long after expiry.
     :class:`NotGranted` when the budget is not this namespace's to spend."""
     params = {
         **_key(budget),
@@ -97,6 +106,8 @@ async def take(
         "want": quantize_usd(want),
         "need": quantize_usd(need),
         "ttl": ttl_seconds,
+        "spare": quantize_usd(spare),
+        "max_call": max(max_call_seconds, 0),
     }
     try:
         row = (await connection.execute(_TAKE, params)).one()
@@ -112,6 +123,7 @@ async def take(
         committed=usd_or_zero(row.committed),
         limit=usd_or_zero(row.limit_usd),
         active=int(row.active),
+        unknown=usd_or_zero(row.lease_unknown),
     )
 
 
@@ -145,7 +157,8 @@ async def give_back(
 async def takeover(
     connection: AsyncConnection, holder: str
 ) -> list[tuple[BudgetKey, str, Decimal]]:
-    """Close a previous life's leases at what they settled (after its spool replay)."""
+    """Close a previous life's leases (after its spool replay) at what they settled
+    plus its exposure (calls of unknown outcome); returns the money freed per lease."""
     result = await connection.execute(_TAKEOVER, {"holder": holder})
     return [
         (BudgetKey(BudgetScope(scope), namespace, name), period, usd_or_zero(freed))

@@ -284,6 +284,14 @@ class BudgetLease(BudgetKeyColumns, Base):
     epoch: Mapped[int] = mapped_column(BigInteger)
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Killed pods (migration 0008): what the holder may have committed until its next
+    # report (NULL: all of it), its maximum call time, money kept charged for calls of
+    # unknown outcome (final), and when a reclaim closed the lease (until its holder
+    # takes over or comes back: all it holds is unknown-outcome money then).
+    exposure_usd: Mapped[Decimal | None] = mapped_column(Money())
+    max_call_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    unknown_usd: Mapped[Decimal] = mapped_column(Money(), server_default="0")
+    reclaimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         ForeignKeyConstraint(

@@ -8,7 +8,8 @@
   ``aegis.ensure_tenant`` and delivered to that namespace as its ledger Secret:
   ``EXECUTE`` on ``aegis.ledger_write``, ``aegis.lease_take``, ``aegis.lease_return``,
   ``aegis.lease_takeover`` and ``aegis.ledger_identity`` (0005: the id a spool is
-  bound to), ``SELECT`` on the version table, nothing else. The
+  bound to; 0008: the take that reports spare money and the call time),
+  ``SELECT`` on the version table, nothing else. The
   functions act only for the caller's namespace (``session_user`` in
   ``aegis.tenants``).
 - the **control** role (the operator, :mod:`.control`): ``EXECUTE`` on
@@ -36,6 +37,7 @@ TENANT_FUNCTIONS = (
     "ledger_write(text, json, text)",
     "ledger_identity()",
     "lease_take(text, text, text, text, text, numeric, numeric, integer)",
+    "lease_take(text, text, text, text, text, numeric, numeric, integer, numeric, integer)",
     "lease_return(text, text, text, text, text, numeric, boolean)",
     "lease_takeover(text)",
 )

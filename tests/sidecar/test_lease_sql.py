@@ -43,6 +43,8 @@ async def take(
     *,
     need: str = "0",
     ttl: int = 60,
+    spare: str = "0",
+    max_call: int = 0,
 ) -> leases.Grant:
     return await leases.take(
         conn,
@@ -52,6 +54,8 @@ async def take(
         want=D(want),
         need=D(need),
         ttl_seconds=ttl,
+        spare=D(spare),
+        max_call_seconds=max_call,
     )
 
 
@@ -136,7 +140,8 @@ async def test_spend_beyond_a_lease_is_charged_as_overdraft(engine: AsyncEngine)
 
 async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
-        await take(conn, "ns/dead", "4", ttl=1)
+        # The dead holder said it would not commit 3 of its 4 before its next report.
+        await take(conn, "ns/dead", "4", ttl=1, spare="3")
         await write_rows(conn, "ns/dead", [record(1, cost_usd=D("1"))], [DASH.encoded])
         # Within one TTL of the server's start nothing is reclaimed (the grace is the
         # taker's TTL, here 1 s), nor before the lease expires: take until it is.
@@ -166,7 +171,7 @@ async def dead_lease(conn: AsyncConnection) -> tuple[Decimal, str, int]:
 
 async def test_takeover_closes_a_previous_life_at_its_settled_spend(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
-        await take(conn, "ns/a", "4")
+        await take(conn, "ns/a", "4", spare="3.25")
         await write_rows(conn, "ns/a", [record(1, cost_usd=D("0.75"))], [DASH.encoded])
         assert await leases.takeover(conn, "ns/a") == [(DASH, P, D("3.25"))]
         assert await leases.takeover(conn, "ns/a") == []
