@@ -29,7 +29,17 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from aegis.sidecar.commands import run_ledger, run_spool
+    from aegis.sidecar.commands import run_ledger, run_retention, run_spool
+
+    if args.ledger_command == "retention":
+        return run_retention(
+            config=args.config,
+            url=args.url,
+            keep_months=args.keep_months,
+            export_dir=args.export_dir,
+            no_export=args.no_export,
+            fmt=args.export_format,
+        )
 
     if args.ledger_command == "spool":
         return run_spool(
@@ -43,13 +53,16 @@ def _ledger(args: argparse.Namespace) -> int:
         args.ledger_command,
         config=args.config,
         url=args.url,
-        fmt=getattr(args, "format", "csv"),
+        fmt=getattr(args, "format", None),
         month=getattr(args, "month", None),
         output=getattr(args, "output", None),
         grant_control=getattr(args, "grant_control", None),
         grant_reader=getattr(args, "grant_reader", None),
         namespace=getattr(args, "namespace", None),
         tenant_url=getattr(args, "tenant_url", None),
+        by=getattr(args, "by", None) or (),
+        period=getattr(args, "period", None),
+        timezone=getattr(args, "timezone", "UTC"),
     )
 
 
@@ -279,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "spend by month, namespace, provider and model, with budget utilisation"),
         ("tenant", "create a namespace's ledger role (or set a new password); print its DSN"),
         ("spool", "show the sidecar's spool and rows held for another ledger; discard them"),
+        ("retention", "export, then drop, the ledger's months older than --keep-months"),
     ):
         action = ledger_commands.add_parser(name, help=text)
         source = action.add_mutually_exclusive_group(required=name != "spool")
@@ -289,8 +303,28 @@ def build_parser() -> argparse.ArgumentParser:
                 "--month",
                 help="YYYY-MM (default: all months for export, the current month for report)",
             )
-        if name == "export":
-            action.add_argument("--format", choices=("csv", "json"), default="csv")
+            action.add_argument(
+                "--by",
+                action="append",
+                metavar="KEYS",
+                help="spend grouped by namespace, workload, service_account, route, provider, "
+                "model or month (comma-separated or repeated); reads the whole ledger: the "
+                "owner's or the reader role's DSN",
+            )
+            action.add_argument(
+                "--period",
+                help="with --by: the rows created in a day (YYYY-MM-DD), ISO week (YYYY-Www) "
+                "or month (YYYY-MM) of --timezone",
+            )
+            action.add_argument(
+                "--timezone", default="UTC", help="IANA time zone of --period (default UTC)"
+            )
+            formats = ("csv", "json") if name == "export" else ("text", "csv", "json")
+            action.add_argument(
+                "--format",
+                choices=formats,
+                help=f"default {formats[0]}; csv and json of a report need --by",
+            )
             action.add_argument("--output", type=Path, help="file to write (default: stdout)")
         if name == "migrate":
             action.add_argument(
@@ -304,6 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="ROLE",
                 help="after migrating, let ROLE read the ledger (the operator's status and "
                 "rollout analysis, dashboards)",
+            )
+        if name == "retention":
+            action.add_argument(
+                "--keep-months",
+                type=int,
+                required=True,
+                help="months kept, the current one included (at least 2)",
+            )
+            action.add_argument(
+                "--export-dir", type=Path, help="write each month's rows here before dropping"
+            )
+            action.add_argument("--no-export", action="store_true", help="drop without exporting")
+            action.add_argument(
+                "--export-format", choices=("csv", "json"), default="csv", help="default csv"
             )
         if name == "spool":
             action.add_argument("--dir", type=Path, help="spool directory (default: the sidecar's)")

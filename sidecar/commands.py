@@ -10,17 +10,22 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .contract import BudgetSpec, ConfigError, load_config
-from .ledger import binder, control
+from .contract.periods import zone
+from .ledger import binder, control, partitions, spend_report
 from .ledger import migrate as migrations
 from .ledger import report as reports
 from .ledger.db import LedgerUnavailableError, create_engine, is_sqlite, ledger_url
 from .ledger.roles import apply_grants
+from .ledger.writes import sqlstate
 from .logs import configure_logging
+
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def run_sidecar(
@@ -138,13 +143,16 @@ def run_ledger(
     *,
     config: Path | None,
     url: str | None,
-    fmt: str = "csv",
+    fmt: str | None = None,
     month: str | None = None,
     output: Path | None = None,
     grant_control: str | None = None,
     grant_reader: str | None = None,
     namespace: str | None = None,
     tenant_url: str | None = None,
+    by: Sequence[str] = (),
+    period: str | None = None,
+    timezone: str = "UTC",
 ) -> int:
     try:
         source, budgets, own_namespace = _ledger_source(config, url)
@@ -155,10 +163,28 @@ def run_ledger(
         if action == "migrate":
             revision = migrations.migrate(source)
             print(f"ledger at revision {revision}")
+            if not is_sqlite(source):  # at every run, so months ahead always have one
+                created = asyncio.run(partitions.ensure_partitions(source))
+                print(f"ledger partitions: {created} created")
             if (grant_control or grant_reader) and not is_sqlite(source):
                 asyncio.run(_grant(source, grant_control, grant_reader))
                 print(f"granted: control {grant_control or '-'}, reader {grant_reader or '-'}")
+        elif action in ("export", "report") and (by or period):
+            keys = spend_report.parse_keys(by or ["namespace"])
+            if action == "export" and not by:
+                raise ValueError("--period selects grouped spend: give --by too (or --month)")
+            default: spend_report.GroupFormat = "csv" if action == "export" else "text"
+            _grouped(
+                source,
+                keys,
+                fmt=fmt or default,
+                month=month,
+                period=period,
+                timezone=timezone,
+                output=output,
+            )
         elif action == "export":
+            fmt = fmt or "csv"
             if fmt not in ("csv", "json"):
                 raise ValueError(f"unknown format {fmt!r}")
             if output is None:
@@ -170,7 +196,13 @@ def run_ledger(
                     )
                 print(f"wrote {count} rows to {output}", file=sys.stderr)
         elif action == "report":
-            print(asyncio.run(reports.report(source, budgets, month, namespace=own_namespace)))
+            if fmt not in (None, "text"):
+                raise ValueError("--format csv|json needs --by (or use aegis ledger export)")
+            text = asyncio.run(reports.report(source, budgets, month, namespace=own_namespace))
+            if output is None:
+                print(text)
+            else:
+                output.write_text(text, encoding="utf-8")
         elif action == "tenant":
             if not namespace:
                 raise ValueError("--namespace is required")
@@ -181,9 +213,90 @@ def run_ledger(
     except ValueError as exc:
         print(f"aegis ledger {action}: {exc}", file=sys.stderr)
         return 2
-    except (LedgerUnavailableError, SQLAlchemyError, OSError) as exc:
+    except SQLAlchemyError as exc:
+        if sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
+            print(
+                f"aegis ledger {action}: this role may not read the ledger: use the owner's "
+                "or the reader role's DSN (aegis ledger migrate --grant-reader ROLE), not a "
+                "namespace's",
+                file=sys.stderr,
+            )
+            return 1
+        message = str(exc).splitlines()[0]
+        print(f"aegis ledger {action}: cannot read the ledger: {message}", file=sys.stderr)
+        return 1
+    except (LedgerUnavailableError, OSError) as exc:
         # One line a person can act on (no ledger yet, server down, wrong credentials).
         message = str(exc).splitlines()[0]
         print(f"aegis ledger {action}: cannot read the ledger: {message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _grouped(
+    source: str,
+    keys: Sequence[str],
+    *,
+    fmt: str,
+    month: str | None,
+    period: str | None,
+    timezone: str,
+    output: Path | None,
+) -> None:
+    """``--by``: spend grouped by ``keys`` for a month, a period key or every row."""
+    if fmt not in ("text", "csv", "json"):
+        raise ValueError(f"unknown format {fmt!r}: use text, csv or json")
+    if month is not None and period is not None:
+        raise ValueError("give --month (the ledger's month) or --period, not both")
+    between = spend_report.window(period, zone(timezone)) if period is not None else None
+    groups = asyncio.run(spend_report.spend_by(source, keys, month=month, between=between))
+    scope = (
+        f"month {month}" if month else f"period {period} ({timezone})" if period else "all months"
+    )
+    kind: spend_report.GroupFormat = "csv" if fmt == "csv" else "json" if fmt == "json" else "text"
+    if output is None:
+        spend_report.write_groups(groups, keys, kind, sys.stdout, scope)
+        return
+    with output.open("w", encoding="utf-8", newline="") as out:
+        spend_report.write_groups(groups, keys, kind, out, scope)
+    print(f"wrote {len(groups)} groups to {output}", file=sys.stderr)
+
+
+def run_retention(
+    *,
+    config: Path | None,
+    url: str | None,
+    keep_months: int,
+    export_dir: Path | None,
+    no_export: bool = False,
+    fmt: str = "csv",
+) -> int:
+    """``aegis ledger retention``: export, then remove, the raw rows of every month
+    older than the newest ``keep_months`` (totals stay in the summary table)."""
+    try:
+        source, _, _ = _ledger_source(config, url)
+        if (export_dir is None) == (not no_export):
+            raise ValueError("give --export-dir DIR (export, then drop) or --no-export")
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"unknown format {fmt!r}: use csv or json")
+        removed = asyncio.run(
+            partitions.retention(
+                source, keep_months, export_dir, fmt="csv" if fmt == "csv" else "json"
+            )
+        )
+    except ConfigError as exc:
+        print(f"aegis ledger retention: invalid config: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"aegis ledger retention: {exc}", file=sys.stderr)
+        return 2
+    except (LedgerUnavailableError, SQLAlchemyError, OSError) as exc:
+        message = str(exc).splitlines()[0]
+        print(f"aegis ledger retention: {message}", file=sys.stderr)
+        return 1
+    for month in removed:
+        where = f"exported to {month.exported}" if month.exported else "not exported"
+        print(f"removed {month.month}: {month.rows} rows, {where}")
+    if not removed:
+        print(f"nothing older than the newest {keep_months} months")
     return 0
