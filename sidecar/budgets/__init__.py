@@ -1,7 +1,9 @@
 """Budgets inside one sidecar: reserve the worst case, settle the real cost.
 
 A :class:`BudgetBook` (:mod:`.book`) keeps one account (:mod:`.accounts`) per
-budget and period; its money comes from a :class:`BudgetSource` (:mod:`.sources`):
+budget and period, for the budgets whose filters match each call (:mod:`.matching`:
+provider, model globs, data class, ServiceAccount; each budget in its own Daily,
+Weekly or Monthly period); its money comes from a :class:`BudgetSource` (:mod:`.sources`):
 the local ledger (standalone) or leases on the shared PostgreSQL ledger
 (:mod:`.leases`, with their settings and per-slot state in :mod:`.lease_slots`, and
 the reconciling of the book with the database's answers in :mod:`.lease_reconcile`):
@@ -9,11 +11,11 @@ many sidecars spending one budget without ever overspending it. The book is the
 router's budget view (:class:`~aegis.sidecar.routing.ports.BudgetView`).
 """
 
-from .accounts import BudgetSnapshot, Exceeded, Reservation, ReservationState
+from .accounts import Allowance, BudgetSnapshot, Exceeded, Reservation, ReservationState
 from .book import BudgetBook
 from .lease_slots import LeaseSettings
 from .leases import LeaseBudgetSource
-from .sources import Allowance, BudgetSource, LocalBudgetSource
+from .sources import BudgetSource, LocalBudgetSource
 
 __all__ = [
     "Allowance",

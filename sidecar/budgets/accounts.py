@@ -7,24 +7,38 @@ that module for the invariants.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from ..contract import BudgetSpec
 from ..contract.money import ZERO
 from ..routing.ports import BUDGET_EXCEEDED
-from .sources import Allowance
 
 # -- book state -------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """What a source grants an account when it opens.
+
+    ``spent_elsewhere``: settled spend the account did not make itself (the ledger
+    at start, other processes); ``held``: money the account may commit.
+    """
+
+    spent_elsewhere: Decimal
+    held: Decimal
+
+
 class Account:
-    """One budget in one period, as seen by one book."""
+    """One budget in one period, as seen by one book; ``key`` is the budget's
+    ledger key (``Scope/namespace/name``)."""
 
-    __slots__ = ("allowance", "budget", "held", "period", "reserved", "settled")
+    __slots__ = ("allowance", "budget", "held", "key", "period", "reserved", "settled")
 
-    def __init__(self, budget: BudgetSpec, period: str, allowance: Allowance) -> None:
+    def __init__(self, budget: BudgetSpec, key: str, period: str, allowance: Allowance) -> None:
         self.budget = budget
+        self.key = key
         self.period = period
         self.allowance = allowance
         self.held = allowance.held
@@ -44,7 +58,7 @@ class Account:
         committed = spent + self.reserved
         return BudgetSnapshot(
             name=self.budget.name,
-            provider=self.budget.provider,
+            provider=",".join(self.budget.provider_names) or "*",
             period=self.period,
             limit=limit,
             spent=spent,
@@ -62,23 +76,53 @@ class ReservationState(StrEnum):
 
 
 class Reservation:
-    """Money set aside for one call. ``period`` is what the ledger row records."""
+    """Money set aside for one call, in every budget that applies to it (each in its
+    own period: ``accounts``). ``period`` is the month the ledger row records; the
+    row's charges (:attr:`charges`) name each budget's own period."""
 
-    __slots__ = ("accounts", "amount", "period", "provider", "state")
+    __slots__ = (
+        "accounts",
+        "amount",
+        "at",
+        "data_class",
+        "models",
+        "notified",
+        "period",
+        "provider",
+        "state",
+    )
 
     def __init__(
-        self, provider: str, period: str, amount: Decimal, accounts: list[Account]
+        self,
+        provider: str,
+        period: str,
+        amount: Decimal,
+        accounts: list[Account],
+        *,
+        at: datetime | None = None,
+        models: tuple[str, ...] = (),
+        data_class: str | None = None,
     ) -> None:
         self.provider = provider
         self.period = period
         self.amount = amount
         self.state = ReservationState.OPEN
         self.accounts = accounts  # those of the budgets it is charged to
+        self.at = at  # the instant it was reserved at (its periods')
+        self.models = models
+        self.data_class = data_class
+        self.notified: tuple[str, ...] = ()  # Notify budgets it went ahead beyond
 
     @property
     def budgets(self) -> tuple[str, ...]:
         """Names of the budgets this reservation is charged to."""
         return tuple(a.budget.name for a in self.accounts)
+
+    @property
+    def charges(self) -> str:
+        """What the ledger row is charged to: ``Scope/namespace/name@period``, one per
+        budget, comma-separated (``aegis.ledger_write`` settles each in its lease)."""
+        return ",".join(f"{a.key}@{a.period}" for a in self.accounts)
 
     def __repr__(self) -> str:
         return (
@@ -90,7 +134,8 @@ class Reservation:
 @dataclass(frozen=True, slots=True)
 class Exceeded:
     """``reserve`` refused: ``budget`` (the first, in config order, that could not
-    cover the amount) decides between ``FallbackLocal`` and ``Reject``; ``reason``
+    cover the amount and is not ``Notify``) decides between ``FallbackLocal`` and
+    ``Reject``; ``reason``
     is ``budget`` (not enough money) or ``budget_unavailable`` (the shared ledger
     is unreachable, so the book fails closed)."""
 
@@ -106,7 +151,7 @@ class BudgetSnapshot:
     """One budget's current period, for metrics, ``/readyz`` and status."""
 
     name: str
-    provider: str
+    provider: str  # the providers the budget names, comma-separated; "*": every cloud one
     period: str
     limit: Decimal
     spent: Decimal

@@ -1,22 +1,26 @@
-"""Monthly budgets inside one sidecar: reserve the worst case, settle the real cost.
+"""Budgets inside one sidecar: reserve the worst case, settle the real cost.
 
-A paid call first *reserves* its worst-case cost on every budget of its provider;
-afterwards the reservation is *settled* to the real cost (or *released* when the
-call failed or was cancelled). All of it is synchronous code on the event loop:
-there is no ``await`` between the check and the reservation, so concurrent
-requests in one process can never both take the last dollar, and no lock is held
-across an LLM call.
+A paid call first *reserves* its worst-case cost in every budget that applies to
+it: by the budget's filters (provider, model globs, data class, this sidecar's
+ServiceAccount), not by provider alone. Afterwards the reservation is *settled* to
+the real cost (or *released* when the call failed or was cancelled). All of it is
+synchronous code on the event loop: there is no ``await`` between the check and
+the reservation, so concurrent requests in one process can never both take the
+last dollar, and no lock is held across an LLM call.
 
 Invariant, per budget and period: ``spent + reserved <= limit`` at all times,
 where ``spent`` is the settled spend (the ledger's, plus what this book settled).
-Two things can break it and both are visible rather than hidden: a settlement
+Three things can break it and all are visible rather than hidden: a settlement
 larger than its reservation (counted in :attr:`BudgetBook.overruns`; it means a
-worst-case estimate was wrong) and a limit lowered by ``reconfigure`` below what
-is already committed (no new reservation is admitted until spend fits again).
+worst-case estimate was wrong), a limit lowered by ``reconfigure`` below what
+is already committed (no new reservation is admitted until spend fits again), and
+a ``Notify`` budget, which lets calls go ahead beyond its limit by design (each one
+counted in :attr:`BudgetBook.notified`).
 
-Periods are calendar months in the budget's time zone (see
-:mod:`aegis.sidecar.contract.periods`); a reservation keeps the period it was made
-in, so a call reserved on 31 October and settled on 1 November is charged to
+Each budget has its own period (a day, an ISO week or a month in its time zone,
+see :mod:`aegis.sidecar.contract.periods`): a Daily and a Monthly budget on the
+same call are charged to two period keys. A reservation keeps the periods it was
+made in, so a call reserved on 31 October and settled on 1 November is charged to
 October, and November simply starts as a new key with the whole limit.
 
 Where the money comes from is a :class:`BudgetSource`. Each (budget, period) has
@@ -30,7 +34,8 @@ them up in the background via :meth:`BudgetBook.grant` and gives them back via
 :meth:`reserve` plus, when a slice is short and the source can top it up, a short
 wait for that. While the source cannot reach the database (``blocked``) or has not
 renewed its leases in time (``lease_deadline``) the book fails closed: every
-reservation on a budgeted provider is refused with reason ``budget_unavailable``.
+reservation a budget other than ``Notify`` applies to is refused with reason
+``budget_unavailable``.
 """
 
 from __future__ import annotations
@@ -39,16 +44,17 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, tzinfo
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from ..contract import BudgetSpec
+from ..contract import BudgetSpec, OnExceeded
 from ..contract.money import ZERO, checked_usd
 from ..contract.periods import period_of, zone
 from ..ledger import LedgerStore
 from ..routing.ports import BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, OK, BudgetVerdict
 from .accounts import Account, BudgetSnapshot, Exceeded, Reservation, ReservationState
+from .matching import BookBudget, Matcher
 from .sources import BudgetSource, LocalBudgetSource
 
 __all__ = ["BudgetBook"]
@@ -71,10 +77,16 @@ class BudgetBook:
         clock: Callable[[], datetime] = _utcnow,
         wait_timeout: float = 2.0,
         namespace: str = "",
+        service_account: str | None = None,
+        local_providers: Collection[str] = (),
     ) -> None:
         """``namespace``: this sidecar's, the namespace of its budgets that do not
-        name one (it keys their ledger charges)."""
+        name one (it keys their ledger charges); ``service_account``: the one its pod
+        runs as (``None``: unknown, every budget's ServiceAccount filter matches);
+        ``local_providers``: those a budget naming no provider leaves alone."""
         self.namespace = namespace
+        self.service_account = service_account
+        self._local = frozenset(local_providers)
         self._source: BudgetSource = source if source is not None else LocalBudgetSource()
         self._clock = clock
         self._wait_timeout = wait_timeout
@@ -85,10 +97,11 @@ class BudgetBook:
         # lease source moves it forward with every renewal): past it, fail closed.
         self.lease_deadline = math.inf
         self.unavailable_refusals = 0
-        self._budgets: dict[str, list[BudgetSpec]] = {}
-        self._zones: dict[str, tzinfo] = {}
-        self._charges: dict[str, str] = {}
-        self._accounts: dict[tuple[str, str], Account] = {}  # (budget name, period)
+        # Calls that went ahead beyond a Notify budget, by budget key.
+        self.notified: dict[str, int] = {}
+        self._budgets: list[BookBudget] = []
+        self._matcher = Matcher((), service_account, self._local)
+        self._accounts: dict[tuple[str, str], Account] = {}  # (budget key, period)
         self._open: set[Reservation] = set()
         self.overruns = 0
         self.overrun_usd = ZERO
@@ -101,163 +114,236 @@ class BudgetBook:
         store: LedgerStore,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        service_account: str | None = None,
+        local_providers: Collection[str] = (),
     ) -> BudgetBook:
         """A book for the embedded (single-writer) ledger, with spend loaded from it."""
-        return cls(budgets, await LocalBudgetSource.load(store, clock()), clock=clock)
+        source = await LocalBudgetSource.load(store, clock())
+        return cls(
+            budgets,
+            source,
+            clock=clock,
+            service_account=service_account,
+            local_providers=local_providers,
+        )
 
     # -- configuration -------------------------------------------------------
 
-    def _install(self, budgets: Sequence[BudgetSpec]) -> None:
-        by_provider: dict[str, list[BudgetSpec]] = {}
-        zones: dict[str, tzinfo] = {}
-        names: set[str] = set()
-        for budget in budgets:
-            if budget.name in names:
-                raise ValueError(f"duplicate budget name {budget.name!r}")
-            names.add(budget.name)
-            tz = zone(budget.timezone)  # ValueError before anything changes
-            first = zones.setdefault(budget.provider, tz)
-            if first != tz:
-                # One ledger row has one period; see the module docstring.
-                log.warning(
-                    "budget %s: time zone %s differs from the provider's first budget; "
-                    "periods of provider %s follow the first budget's zone",
-                    budget.name,
-                    budget.timezone,
-                    budget.provider,
-                )
-            by_provider.setdefault(budget.provider, []).append(budget)
-        self._budgets = by_provider
-        self._zones = zones
-        self._charges = {
-            p: ",".join(b.key(self.namespace).encoded for b in group)
-            for p, group in by_provider.items()
-        }
+    def _install(
+        self, budgets: Sequence[BudgetSpec], local_providers: Collection[str] | None = None
+    ) -> None:
+        installed: list[BookBudget] = []
+        for spec in budgets:
+            budget = BookBudget(spec, self.namespace)  # ValueError before anything changes
+            if any(b.key == budget.key for b in installed):
+                raise ValueError(f"duplicate budget {budget.key}")
+            installed.append(budget)
+        self._budgets = installed
+        if local_providers is not None:
+            self._local = frozenset(local_providers)
+        self._matcher = Matcher(installed, self.service_account, self._local)
 
-    def reconfigure(self, budgets: Sequence[BudgetSpec]) -> None:
-        """Apply new budgets; a budget whose name, provider and time zone survive
-        keeps its spend and reservations (a new limit takes effect at once)."""
+    def reconfigure(
+        self, budgets: Sequence[BudgetSpec], local_providers: Collection[str] | None = None
+    ) -> None:
+        """Apply new budgets; a budget whose key, filters, period and time zone
+        survive keeps its spend and reservations (a new limit takes effect at once)."""
         old = self._accounts
-        self._install(budgets)
-        new = {b.name: b for b in self.budgets()}
+        self._install(budgets, local_providers)
+        new = {b.key: b for b in self._budgets}
         self._accounts = {}
         for key, account in old.items():
-            budget = new.get(account.budget.name)
-            if (
-                budget is not None
-                and account.budget.provider == budget.provider
-                and zone(account.budget.timezone) == zone(budget.timezone)
-            ):
-                account.budget = budget
+            budget = new.get(account.key)
+            if budget is not None and budget.same_spend(account.budget):
+                account.budget = budget.spec
                 account.held = self._source.reopen_account(
-                    budget, account.period, account.allowance
+                    budget.spec, account.period, account.allowance
                 )
                 self._accounts[key] = account
             else:
                 self._source.on_closed(account.budget, account.period, account.unused())
         # Calls already in flight count against budgets that are new to them.
         for reservation in self._open:
-            for budget in self._budgets.get(reservation.provider, ()):
-                account = self._account(budget, reservation.period)
+            at = reservation.at or self._clock()
+            for budget in self._applying(
+                reservation.provider, reservation.models, reservation.data_class
+            ):
+                account = self._account(budget, budget.period(at))
                 if account not in reservation.accounts:
                     reservation.accounts.append(account)
                     account.reserved += reservation.amount
 
-    # -- periods and accounts ------------------------------------------------
+    # -- which budgets, which periods ------------------------------------------
+
+    def _applying(
+        self, provider: str, models: tuple[str, ...], data_class: str | None
+    ) -> tuple[BookBudget, ...]:
+        return self._matcher.applying(provider, models, data_class)
+
+    def applying(
+        self, provider: str, models: Sequence[str] = (), data_class: str | None = None
+    ) -> list[BudgetSpec]:
+        """The budgets a call of ``provider`` that may use ``models``, of
+        ``data_class``, is charged to (config order)."""
+        return [b.spec for b in self._applying(provider, tuple(models), data_class)]
 
     def period(self, provider: str, now: datetime | None = None) -> str:
-        """The period a call of ``provider`` at ``now`` is charged to (``YYYY-MM``)."""
-        return period_of(now or self._clock(), self._zones.get(provider, UTC))
+        """The month a ledger row of ``provider`` at ``now`` records (``YYYY-MM``) in
+        the zone of the first budget that applies to it (UTC when none does); each
+        budget's own period is in the row's charges."""
+        budgets = self._applying(provider, (), None)
+        return period_of(now or self._clock(), budgets[0].tz if budgets else UTC)
 
-    def _account(self, budget: BudgetSpec, period: str) -> Account:
-        key = (budget.name, period)
+    def current_period(self, budget: BudgetSpec, now: datetime | None = None) -> str:
+        """``budget``'s period at ``now`` (its kind, in its zone)."""
+        return period_of(now or self._clock(), zone(budget.timezone), budget.period)
+
+    def _account(self, budget: BookBudget, period: str) -> Account:
+        key = (budget.key, period)
         account = self._accounts.get(key)
         if account is None:
-            account = Account(budget, period, self._source.open_account(budget, period))
+            allowance = self._source.open_account(budget.spec, period)
+            account = Account(budget.spec, budget.key, period, allowance)
             self._accounts[key] = account
-            self._prune(budget.name, period)
+            self._prune(budget.key, period)
         return account
 
-    def _prune(self, name: str, period: str) -> None:
+    def _prune(self, budget_key: str, period: str) -> None:
         """Forget older periods of a budget that have nothing in flight.
 
-        Calls from around a month boundary may arrive out of order, so an older
+        Calls from around a period boundary may arrive out of order, so an older
         period stays open while it has reservations; once it has none it can be
         reopened from the source at any time with the same result.
         """
         stale = [
             key
             for key, account in self._accounts.items()
-            if key[0] == name and key[1] < period and account.reserved == 0
+            if key[0] == budget_key and key[1] < period and account.reserved == 0
         ]
         for key in stale:
             account = self._accounts.pop(key)
             self._source.on_closed(account.budget, account.period, account.unused())
 
+    def _unavailable(self) -> bool:
+        return self.blocked is not None or time.monotonic() > self.lease_deadline
+
     # -- the request path ----------------------------------------------------
 
-    def can_cover(self, provider: str, amount: Decimal) -> BudgetVerdict:
-        """The router's budget port (:class:`BudgetView`): advisory, reserves nothing."""
-        budgets = self._budgets.get(provider)
-        if not budgets:
+    def can_cover(
+        self,
+        provider: str,
+        amount: Decimal,
+        *,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
+    ) -> BudgetVerdict:
+        """The router's budget port (:class:`BudgetView`): advisory, reserves nothing.
+        A ``Notify`` budget always covers (the call goes ahead)."""
+        strict = [b for b in self._applying(provider, tuple(models), data_class) if not b.notify]
+        if not strict:
             return OK
-        if self.blocked is not None or time.monotonic() > self.lease_deadline:
+        if self._unavailable():
             self.unavailable_refusals += 1
-            return BudgetVerdict.exceeded(budgets[0], BUDGET_UNAVAILABLE)
+            return BudgetVerdict.exceeded(strict[0].spec, BUDGET_UNAVAILABLE)
         needed = checked_usd(amount, ROUND_CEILING)
-        period = self.period(provider)
-        source = self._source
-        for budget in budgets:
+        now = self._clock()
+        for budget in strict:
+            period = budget.period(now)
             account = self._account(budget, period)
-            if not account.fits(needed) and not source.may_grant(budget, period, needed):
-                return BudgetVerdict.exceeded(budget, period=period, available=account.unused())
+            if not account.fits(needed) and not self._source.may_grant(budget.spec, period, needed):
+                return BudgetVerdict.exceeded(
+                    budget.spec, period=period, available=account.unused()
+                )
         return OK
 
     def reserve(
-        self, provider: str, amount: Decimal, now: datetime | None = None
+        self,
+        provider: str,
+        amount: Decimal,
+        now: datetime | None = None,
+        *,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
+        notify_waits: bool = False,
     ) -> Reservation | Exceeded:
-        """Set ``amount`` (the worst case, rounded up to a micro-dollar) aside on
-        every budget of ``provider``, all or nothing."""
+        """Set ``amount`` (the worst case, rounded up to a micro-dollar) aside in
+        every budget that applies to the call, each in its own period, all or nothing.
+        A ``Notify`` budget that cannot cover it lets it go ahead (counted in
+        :attr:`notified`), unless ``notify_waits``: then it answers like the others
+        (:meth:`acquire` first waits for a top-up)."""
         needed = checked_usd(amount, ROUND_CEILING)
-        period = self.period(provider, now)
-        accounts = [self._account(b, period) for b in self._budgets.get(provider, ())]
-        if accounts and (self.blocked is not None or time.monotonic() > self.lease_deadline):
-            self.unavailable_refusals += 1
-            first = accounts[0]
-            return Exceeded(first.budget, period, first.unused(), needed, BUDGET_UNAVAILABLE)
-        for account in accounts:
-            if not account.fits(needed):
-                self._source.on_short(account.budget, period, needed)
-                return Exceeded(account.budget, period, account.unused(), needed)
+        at = now or self._clock()
+        shape = tuple(models)
+        budgets = self._applying(provider, shape, data_class)
+        accounts = [self._account(b, b.period(at)) for b in budgets]
+        unavailable = bool(accounts) and self._unavailable()
+        over: list[str] = []
+        for budget, account in zip(budgets, accounts, strict=True):
+            if budget.notify:
+                if not account.fits(needed) and not unavailable:
+                    self._source.on_short(account.budget, account.period, needed)
+                    if notify_waits:
+                        return Exceeded(account.budget, account.period, account.unused(), needed)
+                    over.append(account.key)
+            elif unavailable:
+                self.unavailable_refusals += 1
+                return Exceeded(
+                    account.budget, account.period, account.unused(), needed, BUDGET_UNAVAILABLE
+                )
+            elif not account.fits(needed):
+                self._source.on_short(account.budget, account.period, needed)
+                return Exceeded(account.budget, account.period, account.unused(), needed)
         for account in accounts:
             account.reserved += needed
-        reservation = Reservation(provider, period, needed, accounts)
+        for key in over:
+            self.notified[key] = self.notified.get(key, 0) + 1
+        row_period = period_of(at, budgets[0].tz if budgets else UTC)
+        reservation = Reservation(
+            provider, row_period, needed, accounts, at=at, models=shape, data_class=data_class
+        )
+        reservation.notified = tuple(over)
         self._open.add(reservation)
         return reservation
 
     async def acquire(
-        self, provider: str, amount: Decimal, now: datetime | None = None
+        self,
+        provider: str,
+        amount: Decimal,
+        now: datetime | None = None,
+        *,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
     ) -> Reservation | Exceeded:
         """:meth:`reserve`, but when a budget's held slice is short and its source
         can top it up, wait for that (at most ``wait_timeout`` seconds) and retry.
+        A ``Notify`` budget that still cannot cover it lets the call go ahead.
 
         The fast path (the slice covers it) does not suspend. A lease source tops
         slices up in the background before they run out, so waiting is rare: the
-        first request of a month, or a burst larger than the slice.
+        first request of a period, or a burst larger than the slice.
         """
-        outcome = self.reserve(provider, amount, now)
+
+        def attempt(waits: bool) -> Reservation | Exceeded:
+            return self.reserve(
+                provider, amount, now, models=models, data_class=data_class, notify_waits=waits
+            )
+
+        outcome = attempt(True)
         deadline = asyncio.get_running_loop().time() + self._wait_timeout
-        # One top-up per budget of the provider at most, plus one retry.
-        for _ in range(len(self._budgets.get(provider, ())) + 1):
+        # One top-up per budget of the call at most, plus one retry.
+        for _ in range(len(self._applying(provider, tuple(models), data_class)) + 1):
             if not isinstance(outcome, Exceeded) or outcome.reason != BUDGET_EXCEEDED:
                 return outcome
+            notify = outcome.budget.on_exceeded is OnExceeded.NOTIFY
             wait = self._source.refill(outcome.budget, outcome.period, outcome.needed)
             if wait is None:
-                return outcome
+                return attempt(False) if notify else outcome
             try:
                 async with asyncio.timeout_at(deadline):
                     await wait
             except TimeoutError:
+                if notify:
+                    return attempt(False)
                 self.unavailable_refusals += 1
                 return Exceeded(
                     outcome.budget,
@@ -266,7 +352,9 @@ class BudgetBook:
                     outcome.needed,
                     BUDGET_UNAVAILABLE,
                 )
-            outcome = self.reserve(provider, amount, now)
+            outcome = attempt(True)
+        if isinstance(outcome, Exceeded) and outcome.budget.on_exceeded is OnExceeded.NOTIFY:
+            return attempt(False)
         return outcome
 
     def settle(self, reservation: Reservation, actual: Decimal) -> Decimal:
@@ -289,7 +377,7 @@ class BudgetBook:
             )
         reservation.state = ReservationState.SETTLED
         self._open.discard(reservation)
-        self._source.on_settled(reservation.provider, reservation.period, charged)
+        self._source.on_settled(reservation, charged)
         return charged
 
     def release(self, reservation: Reservation) -> None:
@@ -303,36 +391,37 @@ class BudgetBook:
         self._open.discard(reservation)
 
     # -- the lease seam: a lease source tops the book up and drains it -------
+    # Accounts are named by the budget's ledger key (``Scope/namespace/name``).
 
-    def grant(self, budget_name: str, period: str, amount: Decimal) -> None:
-        """Add ``amount`` to what this book holds for ``budget_name`` in ``period``."""
-        account = self._accounts.get((budget_name, period))
+    def grant(self, budget_key: str, period: str, amount: Decimal) -> None:
+        """Add ``amount`` to what this book holds for ``budget_key`` in ``period``."""
+        account = self._accounts.get((budget_key, period))
         if account is None:
-            raise KeyError(f"no open account for {budget_name} in {period}")
+            raise KeyError(f"no open account for {budget_key} in {period}")
         account.held += checked_usd(amount, ROUND_FLOOR)
 
-    def surrender(self, budget_name: str, period: str, at_most: Decimal | None = None) -> Decimal:
+    def surrender(self, budget_key: str, period: str, at_most: Decimal | None = None) -> Decimal:
         """Shrink the held slice towards what is committed (by at most ``at_most``);
         returns the amount given up."""
-        account = self._accounts.get((budget_name, period))
+        account = self._accounts.get((budget_key, period))
         if account is None:
             return ZERO
         unused = account.unused() if at_most is None else min(account.unused(), at_most)
         account.held -= unused
         return unused
 
-    def account_view(
-        self, budget_name: str, period: str
-    ) -> tuple[Decimal, Decimal, Decimal] | None:
+    def account_view(self, budget_key: str, period: str) -> tuple[Decimal, Decimal, Decimal] | None:
         """(held, settled, reserved) of an open account, for a lease source's top-ups."""
-        account = self._accounts.get((budget_name, period))
+        account = self._accounts.get((budget_key, period))
         if account is None:
             return None
         return account.held, account.settled, account.reserved
 
-    def charged_budgets(self, provider: str) -> str:
-        """The budget keys a ledger row of ``provider`` is charged to, comma-separated."""
-        return self._charges.get(provider, "")
+    def charged_budgets(self, provider: str, now: datetime | None = None) -> str:
+        """What a ledger row of ``provider`` without a reservation would be charged
+        to (every budget that may apply, in its period at ``now``)."""
+        at = now or self._clock()
+        return ",".join(f"{b.key}@{b.period(at)}" for b in self._applying(provider, (), None))
 
     # -- observation ---------------------------------------------------------
 
@@ -344,13 +433,7 @@ class BudgetBook:
     def snapshot(self, now: datetime | None = None) -> list[BudgetSnapshot]:
         """Every budget's state in its current period (config order)."""
         instant = now or self._clock()
-        result = []
-        for provider, budgets in self._budgets.items():
-            period = self.period(provider, instant)
-            for budget in budgets:
-                account = self._account(budget, period)
-                result.append(account.snapshot())
-        return result
+        return [self._account(b, b.period(instant)).snapshot() for b in self._budgets]
 
     def budgets(self) -> Iterable[BudgetSpec]:
-        return (b for group in self._budgets.values() for b in group)
+        return (b.spec for b in self._budgets)

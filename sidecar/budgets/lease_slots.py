@@ -49,6 +49,7 @@ class Slot:
         "budget",
         "denied_at",
         "held",
+        "key",
         "last_active",
         "last_renew",
         "last_take",
@@ -64,8 +65,9 @@ class Slot:
         "spent_window",
     )
 
-    def __init__(self, budget: BudgetSpec, period: str, now: float) -> None:
+    def __init__(self, budget: BudgetSpec, period: str, now: float, key: str) -> None:
         self.budget = budget
+        self.key = key  # the budget's ledger key, which names its account in the book
         self.period = period
         self.held = ZERO  # granted to this book minus given back (= the book's held)
         self.need = ZERO  # largest reservation that did not fit since the last take
@@ -83,7 +85,7 @@ class Slot:
 
 
 def slot_key(slot: Slot) -> tuple[str, str]:
-    return slot.budget.name, slot.period
+    return slot.key, slot.period
 
 
 def slice_target(slot: Slot, reserved: Decimal, settings: LeaseSettings) -> Decimal:

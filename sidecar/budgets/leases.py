@@ -1,7 +1,7 @@
 """Budget leases: the :class:`~aegis.sidecar.budgets.sources.BudgetSource` for many
 sidecars spending one budget through the shared PostgreSQL ledger.
 
-A sidecar never asks the database per request. Per (budget, month) it holds a
+A sidecar never asks the database per request. Per (budget, period) it holds a
 *lease*: a slice of the remaining money taken in one atomic statement
 (``aegis.lease_take``), which the budget book spends locally with per-request
 reservations. A background task here:
@@ -47,6 +47,7 @@ from ..contract import BudgetSpec
 from ..contract.money import ZERO
 from ..ledger import leases
 from ..routing.ports import BUDGET_UNAVAILABLE
+from .accounts import Reservation
 from .book import BudgetBook
 from .lease_reconcile import Answer, LeaseState, apply_answer
 from .lease_slots import LeaseSettings, Slot, slice_target, slot_key, update_rate
@@ -77,8 +78,7 @@ class LeaseBudgetSource:
         self.settings = settings or LeaseSettings.from_env()
         self._replayed = replayed
         self._book: BudgetBook | None = None
-        self._slots: dict[tuple[str, str], Slot] = {}
-        self._by_provider: dict[tuple[str, str], list[Slot]] = {}
+        self._slots: dict[tuple[str, str], Slot] = {}  # (budget key, period)
         self._returns: list[tuple[BudgetSpec, str, Decimal]] = []  # (budget, period, amount)
         self._leases: dict[tuple[str, str], LeaseState] = {}  # beyond the open slots
         self._wake = asyncio.Event()
@@ -115,24 +115,25 @@ class LeaseBudgetSource:
             await asyncio.gather(task, return_exceptions=True)
         book = self._book
         for slot in list(self._slots.values()):
-            amount = book.surrender(slot.budget.name, slot.period) if book else ZERO
+            amount = book.surrender(slot.key, slot.period) if book else ZERO
             self._close(slot, amount)
             self._release(slot)
         self._slots.clear()
-        self._by_provider.clear()
         await self._give_back_all(close=True, rounds=5)  # the last chance to give back
 
     # -- BudgetSource (synchronous: called inside reserve/settle) ----------------
 
+    def _id(self, budget: BudgetSpec) -> str:
+        return budget.key(self.namespace).encoded
+
     def open_account(self, budget: BudgetSpec, period: str) -> Allowance:
-        slot = Slot(budget, period, self._loop.time())
-        self._slots[(budget.name, period)] = slot
-        self._by_provider.setdefault((budget.provider, period), []).append(slot)
+        slot = Slot(budget, period, self._loop.time(), self._id(budget))
+        self._slots[(slot.key, period)] = slot
         self._wake.set()  # fetch a first slice before the first request needs it
         return Allowance(spent_elsewhere=ZERO, held=ZERO)
 
     def reopen_account(self, budget: BudgetSpec, period: str, allowance: Allowance) -> Decimal:
-        slot = self._slots.get((budget.name, period))
+        slot = self._slots.get((self._id(budget), period))
         if slot is None:
             return ZERO
         if budget.limit_usd < slot.budget.limit_usd:
@@ -141,30 +142,30 @@ class LeaseBudgetSource:
         slot.budget = budget
         return slot.held
 
-    def on_settled(self, provider: str, period: str, amount: Decimal) -> None:
-        slots = self._by_provider.get((provider, period))
-        if slots:
-            now = self._loop.time()
-            for slot in slots:
+    def on_settled(self, reservation: Reservation, amount: Decimal) -> None:
+        now = self._loop.time()
+        for account in reservation.accounts:
+            slot = self._slots.get((account.key, account.period))
+            if slot is not None:
                 slot.spent_window += amount
                 slot.last_active = now
 
     def on_short(self, budget: BudgetSpec, period: str, needed: Decimal) -> None:
-        slot = self._slots.get((budget.name, period))
+        slot = self._slots.get((self._id(budget), period))
         if slot is not None and needed > slot.need:
             slot.need = needed
             self._wake.set()
 
     def may_grant(self, budget: BudgetSpec, period: str, needed: Decimal) -> bool:
-        slot = self._slots.get((budget.name, period))
+        slot = self._slots.get((self._id(budget), period))
         if slot is None or slot.remaining is None:
             return True  # not asked yet: let the request wait for the first take
-        view = self._book.account_view(budget.name, period) if self._book else None
+        view = self._book.account_view(slot.key, period) if self._book else None
         unused = view[0] - view[1] - view[2] if view else ZERO
         return needed - unused <= slot.remaining
 
     def refill(self, budget: BudgetSpec, period: str, needed: Decimal) -> Awaitable[None] | None:
-        slot = self._slots.get((budget.name, period))
+        slot = self._slots.get((self._id(budget), period))
         if slot is None or not self.available or not self.may_grant(budget, period, needed):
             return None
         slot.need = max(slot.need, needed)
@@ -174,12 +175,9 @@ class LeaseBudgetSource:
         return asyncio.shield(slot.refill)
 
     def on_closed(self, budget: BudgetSpec, period: str, unused: Decimal) -> None:
-        slot = self._slots.pop((budget.name, period), None)
+        slot = self._slots.pop((self._id(budget), period), None)
         if slot is None:
             return
-        group = self._by_provider.get((slot.budget.provider, period), [])
-        if slot in group:
-            group.remove(slot)
         self._close(slot, unused)
         self._release(slot)
         self._move_deadline()
@@ -223,21 +221,21 @@ class LeaseBudgetSource:
 
     async def _service(self, slot: Slot, now: float) -> None:
         book = self._book
-        view = book.account_view(slot.budget.name, slot.period) if book else None
+        view = book.account_view(slot.key, slot.period) if book else None
         if book is None or view is None:
             return
         held, settled, reserved = view
         unused = held - settled - reserved
         update_rate(slot, now)
         settings = self.settings
-        if slot.period != book.period(slot.budget.provider) and reserved == 0:
-            # A past month with nothing in flight: hand back the rest, close it.
-            self.on_closed(slot.budget, slot.period, book.surrender(slot.budget.name, slot.period))
+        if slot.period != book.current_period(slot.budget) and reserved == 0:
+            # A past period with nothing in flight: hand back the rest, close it.
+            self.on_closed(slot.budget, slot.period, book.surrender(slot.key, slot.period))
             await self._give_back_all(close=True)
             return
         if slot.shrink or (unused > 0 and now - slot.last_active >= settings.idle_return):
             slot.shrink = False
-            amount = book.surrender(slot.budget.name, slot.period)
+            amount = book.surrender(slot.key, slot.period)
             slot.held -= amount
             self._give_back(slot.budget, slot.period, amount)
             await self._give_back_all(close=False)
@@ -302,7 +300,7 @@ class LeaseBudgetSource:
             log.error("budget %s/%s: %s", *slot_key(slot), reason)
         book = self._book
         if book is not None:
-            slot.held -= book.surrender(slot.budget.name, slot.period)
+            slot.held -= book.surrender(slot.key, slot.period)
         slot.remaining = ZERO
         slot.shortfall = True
         slot.denied_at = slot.last_take = slot.last_renew = now
@@ -318,7 +316,7 @@ class LeaseBudgetSource:
             try:
                 while pending:
                     budget, period, amount = pending.pop(0)
-                    state = self._lease(budget.name, period)
+                    state = self._lease(self._id(budget), period)
                     try:
                         call = self._return_call(budget, period, amount, close)
                         done = await self._call("return", call)
@@ -346,16 +344,16 @@ class LeaseBudgetSource:
 
     # -- reconciling the book with the database's answers ----------------------------
 
-    def _lease(self, name: str, period: str) -> LeaseState:
-        return self._leases.setdefault((name, period), LeaseState())
+    def _lease(self, key: str, period: str) -> LeaseState:
+        return self._leases.setdefault((key, period), LeaseState())
 
     def _give_back(self, budget: BudgetSpec, period: str, amount: Decimal) -> None:
         self._returns.append((budget, period, amount))
-        self._lease(budget.name, period).returning += amount
+        self._lease(self._id(budget), period).returning += amount
 
     def _close(self, slot: Slot, unused: Decimal) -> None:
         """The slot's account is closed: what it committed stays in the lease."""
-        state = self._lease(slot.budget.name, slot.period)
+        state = self._lease(slot.key, slot.period)
         if state.base is not None:
             state.base += max(slot.held - unused, ZERO)
         self._give_back(slot.budget, slot.period, unused)
@@ -363,7 +361,7 @@ class LeaseBudgetSource:
     def _lost(self, budget: BudgetSpec, period: str) -> None:
         """A statement of this lease got no answer: ask again soon, so that the next
         answer reconciles (a renewal of an open slot, else an empty return)."""
-        slot = self._slots.get((budget.name, period))
+        slot = self._slots.get((self._id(budget), period))
         if slot is not None:
             slot.last_renew = -1e9
         else:
@@ -372,8 +370,8 @@ class LeaseBudgetSource:
     def _answered(self, budget: BudgetSpec, period: str, answer: Answer, granted: Decimal) -> None:
         """Book ``granted`` and bring the book in line with the lease the database
         reported; money of a closed lease that it still holds goes back."""
-        slot = self._slots.get((budget.name, period))
-        state = self._lease(budget.name, period)
+        slot = self._slots.get((self._id(budget), period))
+        state = self._lease(self._id(budget), period)
         back = apply_answer(self._book if slot else None, slot, state, answer, granted)
         if back > 0:
             self._give_back(budget, period, back)
@@ -442,6 +440,7 @@ class LeaseBudgetSource:
         return [
             {
                 "budget": s.budget.name,
+                "key": s.key,
                 "period": s.period,
                 "held": s.held,
                 "remaining": s.remaining,

@@ -77,10 +77,14 @@ class Complexity(StrEnum):
 
 
 class OnExceeded(StrEnum):
-    """What a request gets when its provider's budget cannot cover it."""
+    """What a request gets when a budget that applies to it cannot cover it:
+    ``FallbackLocal`` (a local provider answers, else the refusal), ``Reject`` (the
+    refusal), ``Notify`` (the call goes ahead; it is counted and the budget's status
+    says it is exceeded)."""
 
     FALLBACK_LOCAL = "FallbackLocal"
     REJECT = "Reject"
+    NOTIFY = "Notify"
 
 
 DEFAULT_BASE_URLS: dict[ProviderType, str] = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,24 +14,89 @@ from pydantic import (
     model_validator,
 )
 
-from .base import Model, Money, Name, OnExceeded
+from .base import DataClass, Model, Money, Name, OnExceeded
 from .budget_key import BudgetKey, BudgetScope
+from .periods import PeriodKind
 from .policy import Policy, PrivacySpec, RolloutSpec
 from .providers import ProviderSpec
 from .rate_limits import RateLimitSpec
 
+ModelGlob = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:/@*?\[\]!-]+$",
+        description="A model name or shell-style glob (*, ?, [...]).",
+    ),
+]
+ServiceAccountName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="A ServiceAccount name (DNS subdomain).",
+    ),
+]
+
 
 class BudgetSpec(Model):
-    """A calendar-month USD limit for one provider, as rendered from an LLMBudget."""
+    """A USD limit per period (a day, an ISO week or a calendar month in its time zone)
+    on the calls it applies to, as rendered from an LLMBudget or a ClusterLLMBudget.
+
+    A budget applies to a paid call when every filter it sets matches: ``provider``
+    or ``providers`` (neither: every cloud provider), ``models``, ``dataClasses`` and
+    ``serviceAccounts``. A call reserves its worst case in every budget that
+    applies, all or nothing."""
 
     name: Name
-    provider: Name
-    limit_usd: Money = Field(alias="limitUSD")
-    period: Literal["Monthly"] = "Monthly"
-    timezone: str = Field(
-        default="UTC", max_length=64, description="IANA zone whose calendar months are periods."
+    provider: Name | None = Field(
+        default=None,
+        description="The one provider whose calls the budget applies to. Set this or "
+        "providers, not both; neither: every cloud provider.",
     )
-    on_exceeded: OnExceeded = OnExceeded.FALLBACK_LOCAL
+    providers: list[Name] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Providers whose calls the budget applies to (instead of provider).",
+    )
+    models: list[ModelGlob] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Only calls to a model matching one of these shell-style globs "
+        "(fnmatch, case-sensitive: gpt-4o*, claude-*-sonnet-*); empty: every model. A call "
+        "that may use several models (a provider's list) is checked against all of them.",
+    )
+    data_classes: list[DataClass] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Only calls of these data classes (as detected: declared, raised by "
+        "PII detection); empty: every class.",
+    )
+    service_accounts: list[ServiceAccountName] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only calls from pods running as these ServiceAccounts of the "
+        "budget's namespace (namespaced budgets only). Cooperative: any pod of the "
+        "namespace may run as any of its ServiceAccounts; empty: every pod.",
+    )
+    limit_usd: Money = Field(alias="limitUSD", description="USD per period.")
+    period: PeriodKind = Field(
+        default=PeriodKind.MONTHLY,
+        description="Daily (local midnight to midnight), Weekly (ISO week, Monday 00:00) "
+        "or Monthly (the 1st, 00:00), in timezone. A new period starts with the whole "
+        "limit; a call is charged to the period it was reserved in.",
+    )
+    timezone: str = Field(
+        default="UTC", max_length=64, description="IANA zone of the period's boundaries."
+    )
+    on_exceeded: OnExceeded = Field(
+        default=OnExceeded.FALLBACK_LOCAL,
+        description="When the budget cannot cover a call: FallbackLocal (a local provider "
+        "answers), Reject (429 budget_exceeded), Notify (the call goes ahead; counted in "
+        "aegis_budget_notify_exceeded_total and shown in the budget's status).",
+    )
     alert_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [80, 90, 100], max_length=10
     )
@@ -52,7 +119,56 @@ class BudgetSpec(Model):
     def _scoped(self) -> Self:
         if self.scope is BudgetScope.CLUSTER and self.namespace is not None:
             raise ValueError("namespace is not allowed for a Cluster budget")
+        if self.scope is BudgetScope.CLUSTER and self.service_accounts:
+            raise ValueError("serviceAccounts: only a namespaced budget may name them")
+        if self.provider is not None and self.providers:
+            raise ValueError("providers: set provider or providers, not both")
+        for field, values in (
+            ("providers", self.providers),
+            ("models", self.models),
+            ("dataClasses", self.data_classes),
+            ("serviceAccounts", self.service_accounts),
+        ):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{field}: entries must be unique")
         return self
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        """The providers the budget names (``provider`` or ``providers``); empty: every
+        cloud provider."""
+        return (self.provider,) if self.provider is not None else tuple(self.providers)
+
+    def applies(
+        self,
+        provider: str,
+        *,
+        local: bool = False,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
+        service_account: str | None = None,
+    ) -> bool:
+        """Does the budget apply to a call of ``provider`` (``local``: a local provider,
+        which a budget naming no provider leaves alone) that may use ``models``, of
+        ``data_class``, from a pod running as ``service_account``? What is not known
+        (no models, no class, no ServiceAccount) matches: a filter never lets a call
+        escape a budget for want of a fact."""
+        names = self.provider_names
+        if (provider not in names) if names else local:
+            return False
+        if (
+            self.models
+            and models
+            and not any(fnmatchcase(m, glob) for m in models for glob in self.models)
+        ):
+            return False
+        if self.data_classes and data_class is not None and data_class not in self.data_classes:
+            return False
+        return not (
+            self.service_accounts
+            and service_account is not None
+            and service_account not in self.service_accounts
+        )
 
     def key(self, default_namespace: str = "") -> BudgetKey:
         """The budget's ledger key; a Namespace budget without ``namespace`` is of
@@ -246,21 +362,16 @@ class SidecarConfig(Policy):
                     raise ValueError(
                         f"rollout.candidate.providerModels.{name}: unknown provider {name!r}"
                     )
-        zones: dict[str, str] = {}
-        budget_names: set[str] = set()
+        budget_keys: set[BudgetKey] = set()
         for k, budget in enumerate(self.budgets):
-            if budget.provider not in known:
-                raise ValueError(f"budgets[{k}].provider: unknown provider {budget.provider!r}")
-            if budget.name in budget_names:
-                raise ValueError(f"budgets[{k}].name: duplicate budget name {budget.name!r}")
-            budget_names.add(budget.name)
-            # One ledger row carries one period, so a provider's budgets share a zone.
-            zone = zones.setdefault(budget.provider, budget.timezone)
-            if zone != budget.timezone:
-                raise ValueError(
-                    f"budgets[{k}].timezone: budgets of provider {budget.provider!r} must "
-                    f"share one time zone ({zone!r} vs {budget.timezone!r})"
-                )
+            for name in budget.provider_names:
+                if name not in known:
+                    field = "provider" if budget.provider is not None else "providers"
+                    raise ValueError(f"budgets[{k}].{field}: unknown provider {name!r}")
+            key = budget.key(self.identity.namespace)
+            if key in budget_keys:
+                raise ValueError(f"budgets[{k}].name: duplicate budget {key}")
+            budget_keys.add(key)
         if self.privacy.local_only and not any(p.is_local for p in self.providers):
             raise ValueError("privacy.localOnly is set but no provider has locality local")
         return self
@@ -272,4 +383,16 @@ class SidecarConfig(Policy):
         raise KeyError(name)
 
     def budgets_for(self, provider: str) -> list[BudgetSpec]:
-        return [b for b in self.budgets if b.provider == provider]
+        """The budgets that may apply to calls of ``provider`` (whatever the model,
+        data class or ServiceAccount)."""
+        local = self.provider(provider).is_local if provider in self.provider_names else False
+        return [b for b in self.budgets if b.applies(provider, local=local)]
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.providers)
+
+    @property
+    def local_providers(self) -> frozenset[str]:
+        """Providers of locality local: a budget naming no provider leaves them alone."""
+        return frozenset(p.name for p in self.providers if p.is_local)

@@ -23,7 +23,7 @@ from ..ledger import Status
 from ..request import Kind
 from ..routing import Candidate
 from .attempts import failure_reason, first_answer, upstream_call
-from .charges import actual_cost, partial_cost, period_of, settle
+from .charges import actual_cost, charges_of, partial_cost, period_of, settle
 from .masks import RestoringStream, masking_for
 from .record import Exchange
 
@@ -50,6 +50,7 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
                 http_status=499,
                 cost_usd=charged,
                 period=period_of(exchange, reservation, candidate.provider.name),
+                charges=charges_of(reservation),
             )
             raise
 
@@ -69,6 +70,7 @@ async def complete(exchange: Exchange, kind: Kind) -> tuple[bytes, dict[str, str
         usage=result.usage,
         cost_usd=charged,
         period=period_of(exchange, reservation, candidate.provider.name),
+        charges=charges_of(reservation),
     )
     headers = exchange.headers(candidate, result.model)
     headers["X-Aegis-Cost-USD"] = f"{charged:f}"
@@ -136,6 +138,7 @@ class OpenStream:
             cost_usd=charged,
             ttft_ms=self.ttft_ms,
             period=period_of(self.exchange, self.reservation, candidate.provider.name),
+            charges=charges_of(self.reservation),
         )
         self.charged = charged
         return charged

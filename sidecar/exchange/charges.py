@@ -30,7 +30,9 @@ class CandidateSkipped(Exception):
 
 
 async def reserve(exchange: Exchange, candidate: Candidate) -> Reservation | None:
-    """Reserve the worst case (``None`` for a free provider without budgets).
+    """Reserve the worst case in every budget that applies to the call (by provider,
+    the models the candidate may use and the data class); ``None`` for a free
+    provider without budgets.
 
     A budget that cannot cover it raises the budget refusal (``Reject``) or
     :class:`CandidateSkipped` (``FallbackLocal``: from now on only local providers).
@@ -40,7 +42,10 @@ async def reserve(exchange: Exchange, candidate: Candidate) -> Reservation | Non
     ):
         return None
     outcome = await exchange.runtime.budgets.acquire(
-        candidate.provider.name, candidate.worst_case_usd
+        candidate.provider.name,
+        candidate.worst_case_usd,
+        models=candidate.models,
+        data_class=exchange.facts.data_class,
     )
     if isinstance(outcome, Exceeded):
         budget = outcome.budget
@@ -71,10 +76,15 @@ def release(exchange: Exchange, reservation: Reservation | None) -> None:
 
 
 def period_of(exchange: Exchange, reservation: Reservation | None, provider: str) -> str:
-    """The budget period the request's row is charged to."""
+    """The month the request's row records (each budget's own period is in its charges)."""
     if reservation is not None:
         return reservation.period
     return exchange.runtime.budgets.period(provider)
+
+
+def charges_of(reservation: Reservation | None) -> str:
+    """The budgets (``Scope/namespace/name@period``) the request's row is charged to."""
+    return reservation.charges if reservation is not None else ""
 
 
 def actual_cost(candidate: Candidate, model: str, usage: Usage | None) -> Decimal:

@@ -88,6 +88,7 @@ class Exchange:
         usage: Usage | None = None,
         cost_usd: Decimal = ZERO,
         period: str | None = None,
+        charges: str = "",
         ttft_ms: int | None = None,
     ) -> None:
         """Append the request's one ledger row and count its metrics."""
@@ -121,7 +122,8 @@ class Exchange:
                 privacy_action=self.privacy_action().value,
                 workload=self.runtime.workload,
                 service_account=self.runtime.service_account,
-            )
+            ),
+            charges,
         )
         m = self.runtime.metrics
         series = m.outcome(provider, model or "none", status.value, self.decision.arm)

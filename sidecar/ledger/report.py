@@ -22,10 +22,11 @@ from sqlalchemy import Integer, case, func, select
 
 from ..contract import BudgetSpec
 from ..contract.money import MICRO, ZERO, micros
-from ..contract.periods import check_period, period_of, zone
+from ..contract.periods import PeriodKind, check_period, period_of, zone
 from .budget_status import budget_status, render_breakdown, render_budget_status, spend_breakdown
 from .models import COLUMNS, LedgerEntry, Status
 from .source import LedgerSource, open_engine
+from .spend import as_instant, quarter_hour
 from .tables import percent, text_table
 
 ExportFormat = Literal["csv", "json"]
@@ -50,7 +51,8 @@ class UsageRow:
 
 @dataclass(frozen=True, slots=True)
 class BudgetUsage:
-    """A budget's settled spend in one month (reservations live only in sidecars)."""
+    """A budget's settled spend in one period (``month``: its key, a day, an ISO week
+    or a month; reservations live only in sidecars)."""
 
     budget: str
     provider: str
@@ -142,39 +144,47 @@ async def budget_usage(
     now: datetime | None = None,
     namespace: str | None = None,
 ) -> list[BudgetUsage]:
-    """Utilisation of each budget in ``month``, or in every month with spend: the
-    spend of its provider in ``namespace`` (a standalone sidecar's: its config's
-    identity) or, without one, in every namespace of the ledger.
+    """Utilisation of each budget in its periods with spend (of ``month``'s rows
+    only, when given): the spend of the calls its filters match, in ``namespace`` (a
+    standalone sidecar's: its config's identity) or, without one, in every namespace
+    of the ledger. A Monthly budget's period is the row's month; a Daily or Weekly
+    budget's is that of the quarter hour the row was written in, in its time zone.
 
-    A budget whose provider has no rows is reported for its current period
-    (in the budget's time zone, at ``now``) with zero spend.
+    A budget without spend is reported for its current period (in the budget's time
+    zone, at ``now``; a Monthly one for ``month`` when given) with zero spend.
     """
     if not budgets:
         return []
     e = LedgerEntry
-    query = (
-        select(e.provider, e.period, func.sum(e.cost_usd))
-        .where(e.provider.in_(sorted({b.provider for b in budgets})))
-        .group_by(e.provider, e.period)
-    )
-    if namespace is not None:
-        query = query.where(e.namespace == namespace)
-    if month is not None:
-        query = query.where(e.period == check_period(month))
     async with open_engine(source) as engine, engine.connect() as connection:
-        spend = {(p, m): total for p, m, total in await connection.execute(query)}
-    instant = now or datetime.now(UTC)
-    rows: list[BudgetUsage] = []
-    for budget in budgets:
-        months = sorted(m for p, m in spend if p == budget.provider)
+        keys = (e.provider, e.model, e.data_class, e.period, quarter_hour(engine))
+        query = select(*keys, func.sum(e.cost_usd)).where(e.cost_usd > 0).group_by(*keys)
+        if namespace is not None:
+            query = query.where(e.namespace == namespace)
         if month is not None:
-            months = [month]
-        elif not months:
-            months = [period_of(instant, zone(budget.timezone))]
-        for m in months:
-            rows.append(_budget_row(budget, m, spend.get((budget.provider, m), ZERO)))
-    rows.sort(key=lambda row: row.month)  # stable: config order within a month
-    return rows
+            query = query.where(e.period == check_period(month))
+        rows = list(await connection.execute(query))
+    instant = now or datetime.now(UTC)
+    result: list[BudgetUsage] = []
+    for budget in budgets:
+        tz, kind = zone(budget.timezone), budget.period
+        spend: dict[str, Decimal] = {}
+        for provider, model, data_class, row_month, bucket, total in rows:
+            if budget.applies(provider, models=(model,), data_class=data_class):
+                key = (
+                    row_month
+                    if kind is PeriodKind.MONTHLY
+                    else period_of(as_instant(bucket), tz, kind)
+                )
+                spend[key] = spend.get(key, ZERO) + total
+        if not spend:
+            if month is not None and kind is PeriodKind.MONTHLY:
+                spend[month] = ZERO
+            elif month is None:
+                spend[period_of(instant, tz, kind)] = ZERO
+        result += [_budget_row(budget, key, spend[key]) for key in sorted(spend)]
+    result.sort(key=lambda row: row.month)  # stable: config order within a period
+    return result
 
 
 def _budget_row(budget: BudgetSpec, month: str, spent: Decimal) -> BudgetUsage:
@@ -182,7 +192,7 @@ def _budget_row(budget: BudgetSpec, month: str, spent: Decimal) -> BudgetUsage:
     ratio = (spent / limit).quantize(MICRO) if limit > 0 else None
     return BudgetUsage(
         budget=budget.name,
-        provider=budget.provider,
+        provider=",".join(budget.provider_names) or "*",
         month=month,
         limit_usd=limit,
         spent_usd=spent,

@@ -30,6 +30,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from types import TracebackType
@@ -43,7 +44,7 @@ from .db import async_url, create_engine
 from .identity import read_identity, target_of
 from .migrate import upgrade, warn_if_behind
 from .models import LedgerRecord
-from .spend import spend_by_period
+from .spend import SpendBucketRow, spend_buckets, spend_by_period
 from .spool import Spool, SpoolBusyError, Spooled, encode_body
 from .writes import (
     LEDGER_MISMATCH,
@@ -238,14 +239,15 @@ class LedgerStore:
 
     # -- write side --------------------------------------------------------------
 
-    def append(self, record: LedgerRecord) -> None:
-        """Queue (and spool) one row; never awaits, never raises (request path)."""
+    def append(self, record: LedgerRecord, charges: str | None = None) -> None:
+        """Queue (and spool) one row; never awaits, never raises (request path).
+        ``charges``: the budgets the row is charged to (else ``charge_to``'s answer)."""
         if self._closed:
             self.rows_dropped += 1
             log.error("ledger row %s dropped: the ledger is closed", record.request_id)
             return
-        budgets = ""
-        if self.charge_to is not None and record.cost_usd:
+        budgets = "" if charges is None or not record.cost_usd else charges
+        if charges is None and self.charge_to is not None and record.cost_usd:
             budgets = self.charge_to(record)
         seq = 0
         spool = self.spool
@@ -427,6 +429,11 @@ class LedgerStore:
         """Settled spend of ``provider`` in ``period``, including rows still queued."""
         spend = await self.load_spend([provider], since_period=period, until_period=period)
         return spend.get((provider, period), Decimal("0.000000"))
+
+    async def load_spend_buckets(self, since: datetime) -> list[SpendBucketRow]:
+        """Settled spend per (provider, model, data class, quarter hour) since ``since``."""
+        await self.flush()
+        return await spend_buckets(self.engine, since)
 
     async def load_spend(
         self,

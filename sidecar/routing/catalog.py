@@ -52,7 +52,7 @@ def config_index(config: SidecarConfig) -> ConfigIndex:
         local_set=frozenset(p.name for p in config.providers if p.is_local),
         local_only=frozenset(config.privacy.local_only),
         owners={k: tuple(v) for k, v in owners.items()},
-        budgeted=frozenset(b.provider for b in config.budgets),
+        budgeted=frozenset(p.name for p in config.providers if config.budgets_for(p.name)),
     )
     if len(_INDEXES) >= 8:  # old configs after hot reloads; the cache holds them alive
         _INDEXES.clear()

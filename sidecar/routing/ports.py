@@ -10,12 +10,12 @@ to the next candidate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from ..contract import BudgetSpec
+from ..contract import BudgetSpec, OnExceeded
 
 # Why a budget cannot cover a request (also the fallback reason in headers).
 BUDGET_EXCEEDED = "budget"
@@ -53,8 +53,16 @@ OK = BudgetVerdict(ok=True)
 
 
 class BudgetView(Protocol):
-    def can_cover(self, provider: str, amount: Decimal) -> BudgetVerdict:
-        """Could every budget of ``provider`` reserve ``amount`` USD right now?"""
+    def can_cover(
+        self,
+        provider: str,
+        amount: Decimal,
+        *,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
+    ) -> BudgetVerdict:
+        """Could every budget that applies to a call of ``provider`` that may use
+        ``models``, of ``data_class``, reserve ``amount`` USD right now?"""
         ...
 
 
@@ -67,22 +75,32 @@ class HealthView(Protocol):
 class StaticBudgetView:
     """Remaining USD per budget name, fixed at construction (tests, no-ledger runs).
 
-    A budget missing from ``remaining`` has its whole limit left. When a provider
-    has several budgets, the first one (config order) that cannot cover wins.
+    A budget missing from ``remaining`` has its whole limit left. When several
+    budgets apply (by their filters), the first one (config order) that cannot
+    cover wins; a ``Notify`` budget always covers.
     """
 
-    __slots__ = ("_by_provider", "_remaining")
+    __slots__ = ("_budgets", "_remaining")
 
     def __init__(
         self, budgets: Iterable[BudgetSpec], remaining: Mapping[str, Decimal] | None = None
     ) -> None:
         self._remaining = dict(remaining or {})
-        self._by_provider: dict[str, list[BudgetSpec]] = {}
-        for budget in budgets:
-            self._by_provider.setdefault(budget.provider, []).append(budget)
+        self._budgets = tuple(budgets)
 
-    def can_cover(self, provider: str, amount: Decimal) -> BudgetVerdict:
-        for budget in self._by_provider.get(provider, ()):
+    def can_cover(
+        self,
+        provider: str,
+        amount: Decimal,
+        *,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
+    ) -> BudgetVerdict:
+        for budget in self._budgets:
+            if budget.on_exceeded is OnExceeded.NOTIFY or not budget.applies(
+                provider, models=models, data_class=data_class
+            ):
+                continue
             left = self._remaining.get(budget.name, budget.limit_usd)
             if amount > left:
                 return BudgetVerdict.exceeded(budget, available=left)
@@ -94,7 +112,14 @@ class UnlimitedBudget:
 
     __slots__ = ()
 
-    def can_cover(self, provider: str, amount: Decimal) -> BudgetVerdict:
+    def can_cover(
+        self,
+        provider: str,
+        amount: Decimal,
+        *,
+        models: Sequence[str] = (),
+        data_class: str | None = None,
+    ) -> BudgetVerdict:
         return OK
 
 

@@ -240,7 +240,9 @@ def route(
                 models, prices = tuple(m for m, _ in priced), tuple(p for _, p in priced)
             worst = _worst_case(facts, models, prices, cap)
             if name in index.budgeted:
-                verdict = budget_view.can_cover(name, worst)
+                verdict = budget_view.can_cover(
+                    name, worst, models=models, data_class=facts.data_class
+                )
                 if not verdict.ok and verdict.budget is not None:
                     budget = verdict.budget
                     if budget.on_exceeded is OnExceeded.REJECT and not accepted and not held:

@@ -102,8 +102,13 @@ class Runtime:
 
     async def start(self) -> None:
         await self.ledger.start()
+        config = self.current.config
         self.book, self.leases = await open_budgets(
-            self.current.config.budgets, self.ledger, self.metrics.registry
+            config.budgets,
+            self.ledger,
+            self.metrics.registry,
+            service_account=self.service_account,
+            local_providers=config.local_providers,
         )
         if self._watcher is not None:
             self._watcher.start()
@@ -126,7 +131,7 @@ class Runtime:
         new = loaded.config
         old = self.current.config
         self.adapters.reload(new)
-        self.budgets.reconfigure(new.budgets)
+        self.budgets.reconfigure(new.budgets, new.local_providers)
         self.current = Snapshot(new, loaded.hash, datetime.now(UTC))
         self.reload_state.last_error = None
         self.reload_state.last_error_at = None

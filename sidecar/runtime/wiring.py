@@ -22,7 +22,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,18 +90,36 @@ async def open_budgets(
     *,
     settings: LeaseSettings | None = None,
     clock: Callable[[], datetime] | None = None,
+    service_account: str | None = None,
+    local_providers: Collection[str] = (),
 ) -> tuple[BudgetBook, LeaseBudgetSource | None]:
     """The book for ``ledger`` (started); a lease source when it is PostgreSQL.
-    ``clock`` decides periods (tests inject one to cross a month boundary)."""
+    ``clock`` decides periods (tests inject one to cross a period boundary);
+    ``service_account`` (the pod's) and ``local_providers`` decide which budgets
+    apply to a call."""
     now = clock or (lambda: datetime.now(UTC))
     if ledger.url.get_backend_name() == "sqlite":
-        book = await BudgetBook.open(budgets, ledger, clock=now)
+        book = await BudgetBook.open(
+            budgets,
+            ledger,
+            clock=now,
+            service_account=service_account,
+            local_providers=local_providers,
+        )
         source = None
     else:
         source = LeaseBudgetSource(
             ledger.engine, ledger.holder, settings=settings, replayed=ledger.replayed
         )
-        book = BudgetBook(budgets, source, clock=now, namespace=source.namespace)
+        book = BudgetBook(
+            budgets,
+            source,
+            clock=now,
+            namespace=source.namespace,
+            service_account=service_account,
+            local_providers=local_providers,
+        )
+        # A row appended without its reservation's charges (none on the request path).
         ledger.charge_to = lambda record: book.charged_budgets(record.provider)
         ledger.on_health = source.ledger_health
         await source.start(book)

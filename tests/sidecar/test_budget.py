@@ -24,6 +24,7 @@ from tests.sidecar.ledger_helpers import budget, record, sqlite_url
 
 D = Decimal
 NOV = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+B = "Namespace//b"  # budget b's ledger key in a book without a namespace
 
 
 class Clock:
@@ -263,7 +264,7 @@ class LeaseLikeSource:
     def reopen_account(self, budget: BudgetSpec, period: str, allowance: Allowance) -> Decimal:
         return D(0)
 
-    def on_settled(self, provider: str, period: str, amount: Decimal) -> None:
+    def on_settled(self, reservation: Reservation, amount: Decimal) -> None:
         self.settled.append(amount)
 
     def on_short(self, budget: BudgetSpec, period: str, needed: Decimal) -> None:
@@ -284,28 +285,33 @@ def test_the_book_spends_only_what_its_source_grants() -> None:
     book = BudgetBook([budget("b", "openai", "100")], source, clock=Clock(NOV))
     assert isinstance(book.reserve("openai", D(1)), Exceeded)
     assert source.short == [("b", "2026-11", D(1))]
-    book.grant("b", "2026-11", D(5))
+    with pytest.raises(KeyError):
+        book.grant("b", "2026-11", D(5))  # accounts are named by the budget's key
+    book.grant(B, "2026-11", D(5))
     r = reserved(book.reserve("openai", D(4)))
     [s] = book.snapshot()
     assert (s.spent, s.reserved, s.remaining, s.available) == (D(40), D(4), D(56), D(1))
-    assert book.surrender("b", "2026-11") == 1  # give back what is not committed
+    assert book.surrender(B, "2026-11") == 1  # give back what is not committed
     assert isinstance(book.reserve("openai", D("0.000001")), Exceeded)
     book.settle(r, D(3))
     assert source.settled == [D(3)]
-    assert book.surrender("b", "2026-11") == 1
-    assert book.surrender("b", "1999-01") == 0
+    assert book.surrender(B, "2026-11") == 1
+    assert book.surrender(B, "1999-01") == 0
     with pytest.raises(KeyError):
-        book.grant("b", "1999-01", D(1))
+        book.grant(B, "1999-01", D(1))
 
 
 def test_local_source_is_the_whole_remaining_budget() -> None:
-    source = LocalBudgetSource({("openai", "2026-11"): D("70")})
+    at = datetime(2026, 11, 5, 10, 15, tzinfo=UTC)
+    source = LocalBudgetSource([(("openai", ("gpt-4o",), "internal", "2026-11", at), D("70"))])
     allowance = source.open_account(budget("b", "openai", "80"), "2026-11")
     assert allowance == Allowance(spent_elsewhere=D(70), held=D(10))
     assert source.open_account(budget("b", "openai", "60"), "2026-11").held == 0
     assert source.open_account(budget("b", "openai", "60"), "2026-12").held == 60
-    source.on_settled("openai", "2026-12", D("0.5"))
-    assert source.spend("openai", "2026-12") == D("0.5")
+    december = datetime(2026, 12, 1, 0, 7, tzinfo=UTC)
+    source.on_settled(Reservation("openai", "2026-12", D(1), [], at=december), D("0.5"))
+    assert source.spend(budget("b", "openai", "60"), "2026-12") == D("0.5")
+    assert source.spend(budget("b", "dashscope", "60"), "2026-12") == 0
 
 
 def test_snapshot_period_and_timing() -> None:
