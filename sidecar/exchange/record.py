@@ -18,6 +18,8 @@ from typing import Any
 from ..adapters import Usage
 from ..contract.money import ZERO
 from ..ledger import LedgerRecord, Status
+from ..limits import Admission, PoolState
+from ..limits.headers import rate_headers
 from ..request import PrivacyAction, RequestFacts, local_action
 from ..routing import Candidate, RouteDecision
 from ..runtime import RequestTrace, Runtime, Snapshot
@@ -49,6 +51,8 @@ class Exchange:
     masked: bool = False  # the answer came from a call with masked values
     blocked: bool = False  # refused: local-only and no local provider left
     trace: RequestTrace | None = None  # the request's spans when tracing is on
+    rates: list[Admission] = field(default_factory=list)  # rate-limit slots held
+    rate_states: tuple[PoolState, ...] = ()  # the limits it fell under, for the headers
 
     def privacy_action(self) -> PrivacyAction:
         """What privacy did to this request, as the ledger and metrics record it."""
@@ -73,6 +77,8 @@ class Exchange:
             headers["X-Aegis-Model"] = model
         if self.fallbacks:
             headers["X-Aegis-Fallback"] = ",".join(self.fallbacks)
+        if self.rate_states:
+            headers.update(rate_headers(self.rate_states))
         return headers
 
     def elapsed_ms(self) -> int:
@@ -92,6 +98,11 @@ class Exchange:
         ttft_ms: int | None = None,
     ) -> None:
         """Append the request's one ledger row and count its metrics."""
+        if self.rates:  # tokens used stay busy a window, the rest of the estimate returns
+            tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
+            answered = candidate.provider.name if candidate is not None else None
+            for admission in self.rates:
+                admission.finish(answered, tokens)
         config = self.snapshot.config
         provider = candidate.provider.name if candidate is not None else "none"
         latency_ms = self.elapsed_ms()

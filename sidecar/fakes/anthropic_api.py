@@ -157,6 +157,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
         completion_tokens = len(words)
     mid = f"msg_fake{state.next_id():020d}"
     entry["status"] = 200
+    metadata = body.get("metadata")
+    state.invoice.bill(
+        request,
+        knobs.prices,
+        call_id=mid,
+        model=model,
+        input_tokens=prompt_tokens,
+        output_tokens=completion_tokens,
+        tag=metadata.get("user_id") if isinstance(metadata, dict) else None,
+    )
     usage = None
     if not knobs.omit_usage:
         usage = with_usage_override(state, _usage(prompt_tokens, completion_tokens))

@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from .invoice import Invoice
+
 FakeKind = Literal["openai", "dashscope", "ollama", "anthropic"]
 KINDS: tuple[FakeKind, ...] = ("openai", "dashscope", "ollama", "anthropic")
 
@@ -103,6 +105,10 @@ class Knobs:
     )
     """DashScope hybrid models that think only with ``enable_thinking: true``."""
     stream_only_models: list[str] = field(default_factory=lambda: ["qwq-plus", "qvq-max"])
+    prices: dict[str, Any] | None = None
+    """USD per million tokens by model, ``{"gpt-4o": {"inputPer1M": "2.5",
+    "outputPer1M": "10"}}``, for the fake's own invoice (``GET /_fake/invoice``);
+    unpriced models are billed at zero."""
 
     def update(self, values: dict[str, Any]) -> None:
         """Set knobs from a JSON object; unknown names or wrong types raise ValueError."""
@@ -156,6 +162,7 @@ class FakeState:
         self.kind: FakeKind = kind
         self.knobs = knobs or Knobs()
         self.requests: deque[dict[str, Any]] = deque(maxlen=log_size)
+        self.invoice = Invoice()
         self._rng = random.Random(self.knobs.seed)
         self._seed = self.knobs.seed
         self._counter = 0
@@ -163,6 +170,7 @@ class FakeState:
     def reset(self) -> None:
         self.knobs = Knobs()
         self.requests.clear()
+        self.invoice.clear()
         self._rng = random.Random(0)
         self._seed = 0
 

@@ -188,6 +188,15 @@ def chat_handler(flavour: Flavour) -> Handler:
             )
         cid = f"chatcmpl-fake{state.next_id()}"
         entry["status"] = 200
+        state.invoice.bill(
+            request,
+            knobs.prices,
+            call_id=cid,
+            model=model,
+            input_tokens=prompt_tokens,
+            output_tokens=completion_tokens + reasoning_tokens,
+            tag=body.get("user"),
+        )
         if stream:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -346,6 +355,15 @@ def embeddings_handler(flavour: Flavour) -> Handler:
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
             doc["usage"] = with_usage_override(state, usage)
         entry["status"] = 200
+        state.invoice.bill(
+            request,
+            state.knobs.prices,
+            call_id=f"embd-fake{state.next_id()}",
+            model=model,
+            input_tokens=tokens,
+            output_tokens=0,
+            tag=body.get("user"),
+        )
         return await answer_json(request, state, doc, ERROR_200)
 
     return handle

@@ -12,8 +12,8 @@ Routes per kind:
   ``base_url`` = ``http://127.0.0.1:<port>/v1`` (an Anthropic client takes
   :attr:`FakeUpstream.root_url`).
 
-Every kind also serves ``GET /_fake/requests``, ``GET|POST /_fake/knobs`` and
-``POST /_fake/reset``.
+Every kind also serves ``GET /_fake/requests``, ``GET|POST /_fake/knobs``,
+``GET /_fake/invoice`` (the calls it billed, :mod:`.invoice`) and ``POST /_fake/reset``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ async def _post_knobs(request: web.Request) -> web.Response:
     return web.json_response({"knobs": state.knobs.to_json()})
 
 
+async def _get_invoice(request: web.Request) -> web.Response:
+    return web.json_response(state_of(request).invoice.to_json())
+
+
 async def _post_reset(request: web.Request) -> web.Response:
     state_of(request).reset()
     return web.json_response({"ok": True})
@@ -86,6 +90,7 @@ def build_app(state: FakeState) -> web.Application:
     app.router.add_get("/_fake/requests", _get_requests)
     app.router.add_get("/_fake/knobs", _get_knobs)
     app.router.add_post("/_fake/knobs", _post_knobs)
+    app.router.add_get("/_fake/invoice", _get_invoice)
     app.router.add_post("/_fake/reset", _post_reset)
     return app
 

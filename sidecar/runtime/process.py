@@ -19,6 +19,9 @@ from ..adapters import AdapterRegistry, CircuitState
 from ..budgets import BudgetBook, LeaseBudgetSource
 from ..contract import LoadedConfig, SidecarConfig
 from ..ledger import ledger_url
+from ..limits import RateLimiter
+from ..limits.limiter import window_from_env
+from ..limits.scopes import limits_in_force
 from ..metrics import SidecarMetrics
 from .tracing import request_tracer
 from .watcher import ConfigWatcher
@@ -77,6 +80,9 @@ class Runtime:
         self.ledger = build_ledger(self.ledger_url, loaded.config, self.pod)
         self.book: BudgetBook | None = None
         self.leases: LeaseBudgetSource | None = None
+        # Rate limits: the whole limit standalone, leases on PostgreSQL (start()).
+        self.limits = RateLimiter(window=window_from_env(os.environ))
+        self.limits.configure(limits_in_force(loaded.config))
         self.started_at = time.monotonic()
         self.ready = False
         # OpenTelemetry spans, when the OTEL_* environment turns them on (else None).
@@ -132,6 +138,7 @@ class Runtime:
         old = self.current.config
         self.adapters.reload(new)
         self.budgets.reconfigure(new.budgets, new.local_providers)
+        self.limits.configure(limits_in_force(new))
         self.current = Snapshot(new, loaded.hash, datetime.now(UTC))
         self.reload_state.last_error = None
         self.reload_state.last_error_at = None
