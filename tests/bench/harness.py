@@ -160,6 +160,7 @@ async def start_timed(
     env: dict[str, str] | None = None,
     within: float = 60.0,
     warm_up: bool = True,
+    **spawn_kwargs: Any,
 ) -> tuple[subprocess.Popen[bytes], int, float]:
     """Start a proxy untimed (fills the bytecode cache), stop it, start it again timed
     until ``ready_path`` answers 200; returns the process, its port and the seconds.
@@ -167,7 +168,7 @@ async def start_timed(
     for attempt in ("warm-up", "timed") if warm_up else ("timed",):
         port = free_port()
         started = time.perf_counter()
-        proc = spawn(command(port, attempt), cpu=PROXY_CORE, extra_env=env)
+        proc = spawn(command(port, attempt), cpu=PROXY_CORE, extra_env=env, **spawn_kwargs)
         try:
             ready = await wait_ready(f"http://127.0.0.1:{port}{ready_path}", started, within)
         except BaseException:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -90,7 +91,9 @@ async def start_proxies(
     targets: list[Target] = []
     try:
         for name, command, ready_path, env in cases:
-            proc, port, ready = await start_timed(command, ready_path, env)
+            # LiteLLM prints a banner on stdout; errors still go to stderr.
+            out = subprocess.DEVNULL if name == "litellm" else None
+            proc, port, ready = await start_timed(command, ready_path, env, stdout=out)
             target = Target(name, f"http://127.0.0.1:{port}{APIS['chat'][0]}", proc)
             target.figures.ready_s = ready
             target.figures.rss_mb = rss_mb(proc.pid)  # idle: ready, nothing served

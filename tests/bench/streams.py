@@ -2,8 +2,9 @@
 
 Each round opens ``STREAMS`` streams at once on every target in turn (the targets
 interleaved round by round, as in the first table); every stream carries ``CHUNKS``
-chunks from the fake upstream (a fixed reply of ``CHUNKS - 2`` words: one chunk per
-word between the role chunk and the finishing one), sent ``chunk_delay_ms`` apart.
+chunks from the fake upstream (a fixed reply of ``CHUNKS - 2`` words, its ``reply``
+knob: one chunk per word between the role chunk and the finishing one), sent
+``chunk_delay_ms`` apart.
 Chunks/s is the upstream's chunks relayed to the clients over the wall time of the
 round's streams (median round); CPU per chunk is the proxy's CPU time over all rounds
 divided by the chunks it relayed.
@@ -67,7 +68,8 @@ async def measure(
     rounds: int,
     chunk_delay_ms: float,
 ) -> None:
-    reply = " ".join(["token"] * (CHUNKS - 2))
+    # Words that differ: LiteLLM cuts a stream that repeats one chunk (a looping model).
+    reply = " ".join(f"w{i}" for i in range(CHUNKS - 2))
     await set_knobs(upstream, {"reply": reply, "chunk_delay_ms": chunk_delay_ms})
     sessions = {
         t.name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=STREAMS))
