@@ -16,7 +16,7 @@ help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
 	@echo "make test-fast - the pure and single-process tests, random order (< 2 min)"
-	@echo "make bench  - sidecar overhead benchmark against a minimal proxy"
+	@echo "make bench  - proxy benchmark: overhead, streams, ledger tables (BENCH_ARGS=--quick, LITELLM_VENV=...)"
 	@echo "make fuzz   - long random API fuzzing (FUZZ_EXAMPLES per endpoint; report in build/)"
 	@echo "make soak   - mixed good and hostile traffic for SOAK_SECONDS, figures printed"
 	@echo "make cluster      - a one-node Kubernetes cluster with Aegis's image (root)"
@@ -127,8 +127,12 @@ test: lint typecheck pytest
 demo: venv
 	$(PY) -m aegis.sidecar.demo
 
+# Three tables from one run (tests/bench/sidecar_overhead.py). BENCH_ARGS=--quick for a
+# smoke run; LITELLM_VENV=<venv with litellm[proxy]> adds LiteLLM's proxy as a row.
+BENCH_ARGS ?=
+LITELLM_VENV ?=
 bench: venv
-	$(PY) tests/bench/sidecar_overhead.py
+	$(PY) tests/bench/sidecar_overhead.py $(if $(LITELLM_VENV),--litellm $(LITELLM_VENV)) $(BENCH_ARGS)
 
 # The API fuzz tests with random seeds and many more examples than `make test` runs;
 # what was tried (answers by endpoint, status and code) goes to build/fuzz-report.json.
