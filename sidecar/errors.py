@@ -16,6 +16,7 @@ the official SDKs raise their usual exception classes. The hierarchy::
     ├── Refusal                       the sidecar's policy declines the request
     │   ├── BudgetExceeded            429 budget_exceeded
     │   ├── BudgetUnavailable         503 budget_unavailable
+    │   ├── RateLimited               429 rate_limit_exceeded (type: requests or tokens)
     │   ├── PrivacyNoLocalProvider    503 privacy_no_local_provider
     │   └── NoProviderAvailable       503 no_provider_available
     ├── UpstreamFailure               no provider could answer
@@ -47,6 +48,7 @@ __all__ = [
     "NoProviderAvailable",
     "PrivacyNoLocalProvider",
     "ProviderRejected",
+    "RateLimited",
     "Refusal",
     "RequestTooLarge",
     "UnknownPath",
@@ -169,6 +171,15 @@ class BudgetUnavailable(Refusal):
 
     default_status = 503
     default_code = "budget_unavailable"
+
+
+class RateLimited(Refusal):
+    """A request or token rate limit of the route or of a budget has no room now;
+    ``limit_type`` (``requests`` or ``tokens``) is the OpenAI error ``type``."""
+
+    default_status = 429
+    default_code = "rate_limit_exceeded"
+    limit_type: str = "requests"
 
 
 class PrivacyNoLocalProvider(Refusal):

@@ -28,6 +28,7 @@ from ..ledger import Status
 from ..routing import Candidate
 from .charges import CandidateSkipped, release, reserve
 from .masks import body_for
+from .rates import admit_call, admit_route, called
 from .record import Exchange
 
 T = TypeVar("T")
@@ -108,6 +109,7 @@ async def first_answer(
     client; when every candidate fails, raise the 502/503/504
     :class:`~aegis.sidecar.errors.UpstreamFailure`. On success the reservation is
     still open: the caller settles."""
+    await admit_route(exchange)  # the route's rate limits: once per request
     last: UpstreamError | None = None
     held: AegisError | None = None  # a FallbackLocal budget's answer, if nothing else serves
     for candidate in exchange.decision.candidates:
@@ -125,10 +127,19 @@ async def first_answer(
             held = held or skip.refusal
             continue
         except AegisError as answer:  # a Reject budget's answer: no ledger row is written
+            for admission in exchange.rates:  # no call of this request answered
+                admission.finish(None, 0)
             if exchange.trace is not None:
                 exchange.trace.abandon(answer)
             raise
+        limited = await admit_call(exchange, candidate)  # its budgets' rate limits
+        if limited is not None:
+            release(exchange, reservation)
+            exchange.failed(candidate, "rate_limited")
+            held = held or limited
+            continue
         exchange.attempts += 1
+        called(exchange)
         if exchange.trace is not None:
             exchange.trace.begin_attempt(candidate, exchange.attempts)
         try:

@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..exchange import begin, complete
 from ..frontends import Api, ErrorShape, answer, translate
+from ..limits.headers import for_shape
 from ..routing import model_catalog
 from ..runtime import Runtime
 from .bounds import Gate, check_headers, read_json
@@ -123,6 +124,7 @@ async def _served(request: web.Request, api: Api, runtime: Runtime) -> web.Strea
                 - exchange.elapsed_ms() / 1000,
             )
         payload, headers, status = await complete(exchange, api.kind)
+        headers = for_shape(headers, api.error_shape == "anthropic")
         if api.translated:
             try:
                 payload = answer(translated, payload, exchange.request_id)

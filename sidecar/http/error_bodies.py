@@ -17,8 +17,9 @@ from typing import Any, TypedDict
 
 from aiohttp import web
 
-from ..errors import AegisError, ClientError, RequestTooLarge
+from ..errors import AegisError, ClientError, RateLimited, RequestTooLarge
 from ..frontends import Api, ErrorShape
+from ..limits.headers import for_shape
 
 
 class ErrorDetail(TypedDict):
@@ -75,11 +76,13 @@ def anthropic_type_for(status: int) -> str:
 
 
 def error_body(error: AegisError) -> ErrorBody:
-    """OpenAI's error JSON for ``error`` (``type`` derived from its status)."""
+    """OpenAI's error JSON for ``error`` (``type`` derived from its status; a rate
+    limit's is ``requests`` or ``tokens``, as OpenAI's own)."""
+    kind = error.limit_type if isinstance(error, RateLimited) else error_type_for(error.status)
     return {
         "error": {
             "message": error.message,
-            "type": error_type_for(error.status),
+            "type": kind,
             "param": error.param,
             "code": error.code,
         }
@@ -99,9 +102,11 @@ def anthropic_error_body(error: AegisError) -> dict[str, Any]:
 
 
 def error_response(error: AegisError, shape: ErrorShape = "openai") -> web.Response:
-    """The JSON answer for ``error`` in ``shape``, with its status and headers."""
-    body = anthropic_error_body(error) if shape == "anthropic" else error_body(error)
-    return web.json_response(body, status=error.status, headers=error.headers)
+    """The JSON answer for ``error`` in ``shape``, with its status and headers (the
+    rate-limit headers of the endpoint's API only)."""
+    anthropic = shape == "anthropic"
+    body = anthropic_error_body(error) if anthropic else error_body(error)
+    return web.json_response(body, status=error.status, headers=for_shape(error.headers, anthropic))
 
 
 def stream_error(error: AegisError, api: Api) -> dict[str, Any]:

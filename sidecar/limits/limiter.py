@@ -18,7 +18,7 @@ one process (:class:`LocalSlots`), or leases of the shared limit
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -87,6 +87,8 @@ class Admission:
     charges: list[tuple[SlotPool, int]] = field(default_factory=list)
     made: bool = False  # a provider call was made under it
     done: bool = False
+    #: The providers whose calls it covers (a budget's); ``None``: every call (a route's).
+    providers: frozenset[str] | None = None
 
     def called(self) -> None:
         """A provider call starts: the request slots are busy for a window from now
@@ -116,11 +118,25 @@ class Admission:
             else:
                 pool.use(amount, amount if tokens is None else tokens, now)
 
+    def finish(self, provider: str | None, tokens: int | None) -> None:
+        """The request is over and ``provider`` answered it (``None``: nobody), using
+        ``tokens`` (``None``: unknown, the estimate counts). Calls that failed, or
+        were made under another admission, used none of its tokens."""
+        answered = provider is not None and (self.providers is None or provider in self.providers)
+        self.settle(tokens if answered else 0)
+
     def release(self) -> None:
         """No call was made (or its tokens are none): give every slot back now."""
         self.settle(0 if self.made else None)
 
-    def keys(self) -> set[PoolKey]:
+    def __del__(self) -> None:
+        # A request that ended without being recorded (cancelled, or refused without
+        # a row) must not keep its reservation: settled as unknown (the estimate of a
+        # call that was made stays busy, the rest comes back).
+        if not self.done:
+            self.settle(None)
+
+    def limit_keys(self) -> set[PoolKey]:
         return {pool.key for pool, _ in self.charges}
 
     def states(self) -> tuple[PoolState, ...]:
@@ -206,3 +222,13 @@ class RateLimiter:
             if pool is not None:
                 found.append(PoolState(key, pool.limit, pool.remaining(now), pool.reset_in(now)))
         return tuple(found)
+
+
+WINDOW_ENV = "AEGIS_RATE_WINDOW_SECONDS"
+
+
+def window_from_env(environ: Mapping[str, str]) -> float:
+    """The window (60 s); ``AEGIS_RATE_WINDOW_SECONDS`` shortens it for tests only
+    (a limit then counts per that window, whatever its name says)."""
+    raw = environ.get(WINDOW_ENV)
+    return float(raw) if raw else DEFAULT_WINDOW
