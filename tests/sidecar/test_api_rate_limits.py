@@ -45,9 +45,7 @@ async def test_over_the_route_rpm_is_a_429_in_openai_shape_with_the_headers(
 ) -> None:
     async with make_sidecar(route_limits(requestsPerMinute=2)) as sc:
         client = client_for(sc)
-        first = await client.chat.completions.with_raw_response.create(
-            model="auto", messages=USER
-        )
+        first = await client.chat.completions.with_raw_response.create(model="auto", messages=USER)
         assert first.headers["x-ratelimit-limit-requests"] == "2"
         assert first.headers["x-ratelimit-remaining-requests"] == "1"
         assert "anthropic-ratelimit-requests-limit" not in first.headers
