@@ -116,7 +116,7 @@ async def test_messages_get_anthropic_rate_limit_errors_and_headers(
         claude = anthropic.AsyncAnthropic(
             base_url=sc.base_url.removesuffix("/v1"), api_key="unused", max_retries=0
         )
-        message = {"role": "user", "content": "hello"}
+        message: anthropic.types.MessageParam = {"role": "user", "content": "hello"}
         raw = await claude.messages.with_raw_response.create(
             model="auto", max_tokens=50, messages=[message]
         )
