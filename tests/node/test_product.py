@@ -23,6 +23,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.controlplane.kube import CommandError
 from tests.controlplane.otelcol import attributes_of, attrs
 from tests.controlplane.procs import wait_until
 from tests.node.conftest import NodeCluster, Say, Traces
@@ -53,7 +54,14 @@ def shop(cluster: NodeCluster, release: Release, request: pytest.FixtureRequest)
         logs = release.kubectl("logs", "deployment/aegis-operator", "--tail=60", check=False)
         raise AssertionError(f"no ledger Secret in {NS}; operator log:\n{logs}") from None
     cluster.kube.apply(app(shop.client_image), NS)
-    shop.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
+    try:
+        shop.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
+    except CommandError as error:
+        pods = shop.kubectl("describe", "pods", "-l", f"app={APP}", check=False)
+        logs = shop.kubectl(
+            "logs", "-l", f"app={APP}", "-c", "aegis-sidecar", "--tail=40", check=False
+        )
+        raise AssertionError(f"{error}\n{pods[-3000:]}\nsidecar log:\n{logs}") from None
     shop.wait_sidecar_config()
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
