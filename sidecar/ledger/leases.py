@@ -28,7 +28,7 @@ _TAKE = text(
     ":need, :ttl, :spare, :max_call)"
 )
 _RETURN = text(
-    "SELECT returned, lease_amount, lease_settled, lease_epoch, committed "
+    "SELECT returned, lease_amount, lease_settled, lease_epoch, committed, lease_unknown "
     "FROM aegis.lease_return(:scope, :namespace, :name, :period, :holder, :amount, :close)"
 )
 _TAKEOVER = text(
@@ -69,6 +69,7 @@ class Returned:
     lease_settled: Decimal
     epoch: int
     committed: Decimal
+    unknown: Decimal = ZERO  # kept charged for calls of unknown outcome: never returned
 
 
 def _key(budget: BudgetKey) -> dict[str, str]:
@@ -151,6 +152,7 @@ async def give_back(
         lease_settled=usd_or_zero(row.lease_settled),
         epoch=int(row.lease_epoch or 0),
         committed=usd_or_zero(row.committed),
+        unknown=usd_or_zero(row.lease_unknown),
     )
 
 

@@ -16,6 +16,8 @@ nothing is charged twice; all of ``amount - settled`` is unknown-outcome money t
 A takeover (the restarted pod, after its replay) closes the previous life's leases
 the same way and records what is still unsettled as ``unknown_usd``: final, kept
 charged for the rest of the period, and excluded from what a return may give back.
+Takes and returns answer it (``lease_unknown``), so that a sidecar never counts it
+as money it may spend.
 """
 
 from __future__ import annotations
@@ -168,11 +170,11 @@ $fn$
 """
 
 RETURN = f"""
-CREATE OR REPLACE FUNCTION aegis.lease_return(
+CREATE FUNCTION aegis.lease_return(
     p_scope text, p_namespace text, p_name text, p_period text, p_holder text,
     p_amount numeric, p_close boolean)
 RETURNS TABLE (returned numeric, lease_amount numeric, lease_settled numeric,
-               lease_epoch bigint, committed numeric)
+               lease_epoch bigint, committed numeric, lease_unknown numeric)
 {HEADER} AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -204,8 +206,8 @@ BEGIN
         SET amount_usd = l.amount_usd - returned,
             state = CASE WHEN p_close THEN 'closed' ELSE l.state END
         WHERE {_key("l")} AND l.period = p_period AND l.holder = p_holder
-        RETURNING l.amount_usd, l.settled_usd, l.epoch
-        INTO lease_amount, lease_settled, lease_epoch;
+        RETURNING l.amount_usd, l.settled_usd, l.epoch, l.unknown_usd
+        INTO lease_amount, lease_settled, lease_epoch, lease_unknown;
     UPDATE aegis.budget_periods b SET committed_usd = b.committed_usd - returned,
             updated_at = now()
         WHERE {_key("b")} AND b.period = p_period
@@ -271,8 +273,12 @@ NEW_TENANT_FUNCTIONS = {
     "aegis.lease_take(text, text, text, text, text, numeric, numeric, integer, numeric, "
     "integer)": TAKE,
 }
+# Same signature, new answer (``lease_unknown``): dropped and created again, then
+# granted to the tenants again.
+RECREATED_FUNCTIONS = {
+    "aegis.lease_return(text, text, text, text, text, numeric, boolean)": RETURN,
+}
 REPLACED_FUNCTIONS = {
     "aegis.lease_take(text, text, text, text, text, numeric, numeric, integer)": TAKE_0003,
-    "aegis.lease_return(text, text, text, text, text, numeric, boolean)": RETURN,
     "aegis.lease_takeover(text)": TAKEOVER,
 }

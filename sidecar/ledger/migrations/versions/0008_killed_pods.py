@@ -22,8 +22,9 @@ PostgreSQL: ``aegis.lease_take`` gains a form with the spare money and the call 
 (:mod:`..lease_functions_0008`), granted to every tenant and by
 ``aegis.ensure_tenant`` from now on; the 0003 form stays for sidecars of the previous
 version (it reports nothing, so their whole lease stays charged when they die);
-``aegis.lease_return`` never gives back unknown-outcome money; ``aegis.lease_takeover``
-keeps the previous life's exposure charged.
+``aegis.lease_return`` never gives back unknown-outcome money and answers how much
+there is (created again: its answer changed; granted to the tenants again);
+``aegis.lease_takeover`` keeps the previous life's exposure charged.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from alembic import op
 
 from aegis.sidecar.ledger.migrations.lease_functions_0008 import (
     NEW_TENANT_FUNCTIONS,
+    RECREATED_FUNCTIONS,
     REPLACED_FUNCTIONS,
 )
 from aegis.sidecar.ledger.migrations.tenant_functions_0003 import RETURN as RETURN_0003
@@ -99,11 +101,12 @@ def upgrade() -> None:
         op.add_column("budget_leases", column, schema=schema)
     if not postgres:
         return
-    for sql in NEW_TENANT_FUNCTIONS.values():
+    for signature, sql in RECREATED_FUNCTIONS.items():
+        op.execute(f"DROP FUNCTION {signature}")
         op.execute(sql)
-    for sql in REPLACED_FUNCTIONS.values():
+    for sql in [*NEW_TENANT_FUNCTIONS.values(), *REPLACED_FUNCTIONS.values()]:
         op.execute(sql)
-    signatures = ", ".join(NEW_TENANT_FUNCTIONS)
+    signatures = ", ".join([*NEW_TENANT_FUNCTIONS, *RECREATED_FUNCTIONS])
     op.execute(f"REVOKE ALL ON FUNCTION {signatures} FROM PUBLIC")
     op.execute(GRANT_TENANTS.replace("{grants}", signatures))
     op.execute(_ensure_tenant(tenant_grants()))
@@ -114,10 +117,16 @@ def downgrade() -> None:
     if postgres:
         previous = [g for g in tenant_grants() if g not in NEW_TENANT_FUNCTIONS]
         op.execute(_ensure_tenant(previous))
-        for sql in (TAKE_0003, RETURN_0003, TAKEOVER_0003):
+        for sql in (TAKE_0003, TAKEOVER_0003):
             op.execute(sql.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
         for signature in NEW_TENANT_FUNCTIONS:
             op.execute(f"DROP FUNCTION IF EXISTS {signature}")
+        for signature in RECREATED_FUNCTIONS:
+            op.execute(f"DROP FUNCTION {signature}")
+        op.execute(RETURN_0003)
+        recreated = ", ".join(RECREATED_FUNCTIONS)
+        op.execute(f"REVOKE ALL ON FUNCTION {recreated} FROM PUBLIC")
+        op.execute(GRANT_TENANTS.replace("{grants}", recreated))
     with op.batch_alter_table("budget_leases", schema=SCHEMA if postgres else None) as batch:
         for column in reversed(_columns()):
             batch.drop_column(column.name)
