@@ -29,7 +29,17 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from aegis.sidecar.commands import run_ledger, run_spool
+    from aegis.sidecar.commands import run_ledger, run_retention, run_spool
+
+    if args.ledger_command == "retention":
+        return run_retention(
+            config=args.config,
+            url=args.url,
+            keep_months=args.keep_months,
+            export_dir=args.export_dir,
+            no_export=args.no_export,
+            fmt=args.export_format,
+        )
 
     if args.ledger_command == "spool":
         return run_spool(
@@ -282,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "spend by month, namespace, provider and model, with budget utilisation"),
         ("tenant", "create a namespace's ledger role (or set a new password); print its DSN"),
         ("spool", "show the sidecar's spool and rows held for another ledger; discard them"),
+        ("retention", "export, then drop, the ledger's months older than --keep-months"),
     ):
         action = ledger_commands.add_parser(name, help=text)
         source = action.add_mutually_exclusive_group(required=name != "spool")
@@ -327,6 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="ROLE",
                 help="after migrating, let ROLE read the ledger (the operator's status and "
                 "rollout analysis, dashboards)",
+            )
+        if name == "retention":
+            action.add_argument(
+                "--keep-months",
+                type=int,
+                required=True,
+                help="months kept, the current one included (at least 2)",
+            )
+            action.add_argument(
+                "--export-dir", type=Path, help="write each month's rows here before dropping"
+            )
+            action.add_argument("--no-export", action="store_true", help="drop without exporting")
+            action.add_argument(
+                "--export-format", choices=("csv", "json"), default="csv", help="default csv"
             )
         if name == "spool":
             action.add_argument("--dir", type=Path, help="spool directory (default: the sidecar's)")

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .contract import BudgetSpec, ConfigError, load_config
 from .contract.periods import zone
-from .ledger import binder, control, spend_report
+from .ledger import binder, control, partitions, spend_report
 from .ledger import migrate as migrations
 from .ledger import report as reports
 from .ledger.db import LedgerUnavailableError, create_engine, is_sqlite, ledger_url
@@ -163,6 +163,9 @@ def run_ledger(
         if action == "migrate":
             revision = migrations.migrate(source)
             print(f"ledger at revision {revision}")
+            if not is_sqlite(source):  # at every run, so months ahead always have one
+                created = asyncio.run(partitions.ensure_partitions(source))
+                print(f"ledger partitions: {created} created")
             if (grant_control or grant_reader) and not is_sqlite(source):
                 asyncio.run(_grant(source, grant_control, grant_reader))
                 print(f"granted: control {grant_control or '-'}, reader {grant_reader or '-'}")
@@ -257,3 +260,43 @@ def _grouped(
     with output.open("w", encoding="utf-8", newline="") as out:
         spend_report.write_groups(groups, keys, kind, out, scope)
     print(f"wrote {len(groups)} groups to {output}", file=sys.stderr)
+
+
+def run_retention(
+    *,
+    config: Path | None,
+    url: str | None,
+    keep_months: int,
+    export_dir: Path | None,
+    no_export: bool = False,
+    fmt: str = "csv",
+) -> int:
+    """``aegis ledger retention``: export, then remove, the raw rows of every month
+    older than the newest ``keep_months`` (totals stay in the summary table)."""
+    try:
+        source, _, _ = _ledger_source(config, url)
+        if (export_dir is None) == (not no_export):
+            raise ValueError("give --export-dir DIR (export, then drop) or --no-export")
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"unknown format {fmt!r}: use csv or json")
+        removed = asyncio.run(
+            partitions.retention(
+                source, keep_months, export_dir, fmt="csv" if fmt == "csv" else "json"
+            )
+        )
+    except ConfigError as exc:
+        print(f"aegis ledger retention: invalid config: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"aegis ledger retention: {exc}", file=sys.stderr)
+        return 2
+    except (LedgerUnavailableError, SQLAlchemyError, OSError) as exc:
+        message = str(exc).splitlines()[0]
+        print(f"aegis ledger retention: {message}", file=sys.stderr)
+        return 1
+    for month in removed:
+        where = f"exported to {month.exported}" if month.exported else "not exported"
+        print(f"removed {month.month}: {month.rows} rows, {where}")
+    if not removed:
+        print(f"nothing older than the newest {keep_months} months")
+    return 0

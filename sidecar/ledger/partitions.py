@@ -122,7 +122,9 @@ async def retention(
         await asyncio.to_thread(export_dir.mkdir, parents=True, exist_ok=True)
     async with open_engine(source) as engine:
         if engine.dialect.name == "postgresql":
-            return await _drop_partitions(engine, oldest, export_dir, fmt, now)
+            # Transactions of their own, whatever the caller's engine does.
+            own = engine.execution_options(isolation_level="READ COMMITTED")
+            return await _drop_partitions(own, oldest, export_dir, fmt, now)
         return await _delete_months(engine, oldest, export_dir, fmt)
 
 
@@ -134,7 +136,7 @@ async def _drop_partitions(
         async with engine.begin() as connection:
             # Rows waiting in the default partition get their month's partition first.
             await _ensure(connection, 0, now)
-            found: dict[str, bool] = dict((await connection.execute(_PARTITIONS)).tuples().all())
+            found: dict[str, bool] = {n: a for n, a in await connection.execute(_PARTITIONS)}
         old = sorted(name for name in found if _month(name) < oldest)
         if not old:
             return removed
@@ -145,11 +147,13 @@ async def _drop_partitions(
                     await connection.execute(
                         text(f"ALTER TABLE aegis.ledger_entries DETACH PARTITION aegis.{name}")
                     )
+            # Detached, the month's table takes no more rows: read it, then drop it.
             table = _table(name)
             async with engine.begin() as connection:
                 query = select(*table.columns).order_by(table.c.created_at, table.c.request_id)
                 result = await connection.stream(query)
                 path, count = await _export(_month(name), _rows(result), export_dir, fmt)
+            async with engine.begin() as connection:
                 await connection.execute(text(f"DROP TABLE aegis.{name}"))
             removed.append(RemovedMonth(_month(name), count, path))
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, func, select
 
 from ..contract import BudgetSpec
 from ..contract.money import MICRO, ZERO, micros
@@ -27,6 +27,7 @@ from .budget_status import budget_status, render_breakdown, render_budget_status
 from .models import COLUMNS, LedgerEntry, Status
 from .source import LedgerSource, open_engine
 from .spend import as_instant, quarter_hour
+from .summary import LedgerSummary
 from .tables import percent, text_table
 
 ExportFormat = Literal["csv", "json"]
@@ -69,23 +70,25 @@ class BudgetUsage:
 
 async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow]:
     """Requests, errors, tokens, cost and p95 latency per month, namespace, provider and
-    model (namespaces are never summed together: each is a tenant of its own)."""
-    e = LedgerEntry
+    model (namespaces are never summed together: each is a tenant of its own).
+
+    The totals come from the summary table (:mod:`.summary`), so months whose raw rows
+    retention removed keep them; p95 latency needs the raw rows (``None`` without)."""
+    e, s = LedgerEntry, LedgerSummary
     keys = (e.period, e.namespace, e.provider, e.model)
     in_month = [] if month is None else [e.period == check_period(month)]
-    totals = (
-        select(
-            *keys,
-            func.count(),
-            func.sum(case((e.status == Status.ERROR.value, 1), else_=0)),
-            func.sum(case((e.status == Status.REFUSED.value, 1), else_=0)),
-            func.sum(e.tokens_in),
-            func.sum(e.tokens_out),
-            func.sum(e.cost_usd),
-        )
-        .where(*in_month)
-        .group_by(*keys)
-    )
+    summed = (s.period, s.namespace, s.provider, s.model)
+    totals = select(
+        *summed,
+        func.sum(s.requests),
+        func.sum(s.errors),
+        func.sum(s.refused),
+        func.sum(s.tokens_in),
+        func.sum(s.tokens_out),
+        func.sum(s.cost_usd),
+    ).group_by(*summed)
+    if month is not None:
+        totals = totals.where(s.period == check_period(month))
     # Nearest-rank p95 with window functions: the smallest latency whose rank r
     # satisfies r >= 0.95 n, written as 100 r >= 95 n to stay in integers.
     ranked = (
@@ -106,14 +109,14 @@ async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow
     )
     async with open_engine(source) as engine, engine.connect() as connection:
         latency = {(m, ns, p, mo): v for m, ns, p, mo, v in await connection.execute(p95)}
-        result = await connection.execute(totals.order_by(*keys))
+        result = await connection.execute(totals.order_by(*summed))
         return [
             UsageRow(
                 month=period,
                 namespace=namespace,
                 provider=provider,
                 model=model,
-                requests=requests,
+                requests=int(requests),
                 errors=int(errors or 0),
                 refused=int(refused or 0),
                 tokens_in=int(tokens_in or 0),
