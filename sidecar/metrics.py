@@ -4,18 +4,49 @@ Each sidecar owns its own ``CollectorRegistry`` (not the global one) so several
 sidecars can live in one test process and ``/metrics`` shows only Aegis series.
 Label values come from config (provider, model, rule) or small enums, never from
 requests, so cardinality is bounded by the route's configuration.
+
+Every series ``/metrics`` serves also carries :data:`CONSTANT_LABELS`, ``namespace``
+and ``route``: one sidecar serves one route in one namespace, so they are constant per
+process (one value each: they add no series to a sidecar's, and across a fleet they
+split nothing the ``pod`` label does not already split). They are added when the
+series are served (:meth:`SidecarMetrics.exposition`), not on the request path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 # Upstream LLM latencies span milliseconds (local cache hits) to minutes (long
 # completions); the default buckets stop at 10 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+CONSTANT_LABELS = ("namespace", "route")
+"""Labels of every sidecar series as served, constant per process."""
+
+
+class ConstantLabels:
+    """A collector serving ``source``'s series with ``labels`` added to each sample (a
+    series' own label of the same name, e.g. ``aegis_config_info``'s, is kept)."""
+
+    def __init__(self, source: Collector, labels: Mapping[str, str]) -> None:
+        self._source = source
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            served = Metric(family.name, family.documentation, family.type, family.unit)
+            served.samples = [
+                sample._replace(labels={**self._labels, **sample.labels})
+                for sample in family.samples
+            ]
+            yield served
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +216,10 @@ class SidecarMetrics:
         self.ledger_errors = Counter(
             "aegis_ledger_write_errors", "Failed ledger batch writes (retried).", registry=r
         )
+
+    def exposition(self, namespace: str, route: str) -> Collector:
+        """What ``/metrics`` serves: every series with this sidecar's namespace and route."""
+        return ConstantLabels(self.registry, {"namespace": namespace, "route": route})
 
     def outcome(self, provider: str, model: str, outcome: str, arm: str) -> OutcomeSeries:
         """The series of a request that ended with ``outcome`` on ``provider``/``model``."""

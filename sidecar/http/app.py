@@ -296,7 +296,8 @@ def build_app(runtime: Runtime) -> web.Application:
 def build_metrics_app(runtime: Runtime) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         runtime.refresh_budget_metrics()
-        payload = generate_latest(runtime.metrics.registry)
+        identity = runtime.current.config.identity
+        payload = generate_latest(runtime.metrics.exposition(identity.namespace, identity.route))
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

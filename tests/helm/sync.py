@@ -170,17 +170,22 @@ def registries() -> list[tuple[str, CollectorRegistry, list[MetricWrapperBase]]]
 
 def exported_metrics() -> list[MetricInfo]:
     """Every metric family the code registers, read from the registries themselves."""
+    from aegis.sidecar.metrics import CONSTANT_LABELS
+
     found: list[MetricInfo] = []
     for component, registry, collectors in registries():
         labels = {c._name: tuple(c._labelnames) for c in collectors}
         for family in registry.collect():
+            names = labels.get(family.name, ())
+            if component == "sidecar":  # added to every series as it is served
+                names = (*CONSTANT_LABELS, *(n for n in names if n not in CONSTANT_LABELS))
             found.append(
                 MetricInfo(
                     component=component,
                     name=family.name,
                     type=family.type,
                     help=family.documentation,
-                    labels=labels.get(family.name, ()),
+                    labels=names,
                 )
             )
     return found
@@ -198,6 +203,11 @@ def metrics_doc() -> str:
         "scrapes them, the ServiceMonitors scrape the operator and the injector. The alert",
         "rules (`helm/prometheus/aegis.rules.yaml`) and the Grafana dashboard",
         "(`helm/aegis/files/dashboards/aegis.json`) use only the series listed here.",
+        "",
+        "Every sidecar series carries `namespace` and `route`: one sidecar serves one route",
+        "in one namespace, so both are constant per process and add no series. Scraped by",
+        "the chart's PodMonitor (`honorLabels: false`), the pod's own `namespace` target",
+        "label wins and the sidecar's (the same value) is dropped; `route` is kept.",
         "",
     ]
     by_component: dict[str, list[MetricInfo]] = {}

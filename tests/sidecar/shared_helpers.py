@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -127,3 +128,13 @@ async def fetch(url: str, sql: str) -> list[Any]:
 async def money(url: str, sql: str) -> Decimal:
     [(value,)] = await fetch(url, sql)
     return Decimal(value or 0)
+
+
+def sample(metrics: str, name: str, **labels: str) -> float | None:
+    """The value of series ``name`` whose labels include ``labels`` in a ``/metrics``
+    text (every sidecar series also carries ``namespace`` and ``route``), else None."""
+    for family in text_string_to_metric_families(metrics):
+        for found in family.samples:
+            if found.name == name and labels.items() <= found.labels.items():
+                return float(found.value)
+    return None

@@ -13,6 +13,7 @@ import pytest
 from aegis.sidecar.http import MODEL_ROUTES, RunningSidecar, build_app
 from aegis.sidecar.ledger.report import iter_entries
 from tests.sidecar.conftest import Fakes, SidecarFactory
+from tests.sidecar.shared_helpers import sample as metric_value
 
 CRITICAL = {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"}  # -> openai
 SECRET = "Write to jane.doe@example.org about the refund"
@@ -95,7 +96,9 @@ async def test_every_route_is_known_and_only_model_routes_call_a_model(
             assert calls(fakes) == before + 1, f"POST {path} should call one model"
         metrics = await scrape(sc, http)
         for path, api in MODEL_ROUTES.items():
-            assert f'aegis_api_requests_total{{api="{api}",status="200"}} 1.0' in metrics, path
+            assert metric_value(metrics, "aegis_api_requests_total", api=api, status="200") == 1, (
+                path
+            )
 
 
 @pytest.mark.parametrize(("path", "stream"), CASES)
@@ -144,5 +147,6 @@ async def test_a_reject_budget_refuses_on_every_endpoint(
         rows = [r async for r in iter_entries(sc.runtime.ledger_url)]
         assert [(r["status"], r["http_status"]) for r in rows] == [("refused", 429)]
         api = MODEL_ROUTES[path]
-        assert f'aegis_api_requests_total{{api="{api}",status="429"}} 1.0' in await scrape(sc, http)
+        metrics = await scrape(sc, http)
+        assert metric_value(metrics, "aegis_api_requests_total", api=api, status="429") == 1
     assert calls(fakes) == 0
