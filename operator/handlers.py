@@ -37,10 +37,17 @@ from .api import naming
 from .controllers import (
     AppliedBudget,
     BudgetIndex,
+    BudgetView,
+    ClusterBudgetIndex,
+    ClusterBudgetRef,
+    Indices,
+    NamespaceIndex,
     RouteIndex,
     RouteRef,
     applied_budget,
     cleanup_route,
+    cluster_budget,
+    cluster_ref,
     context,
     lifecycle,
     sync_budget,
@@ -50,6 +57,8 @@ from .tracing import Handler, ReconcileTracer
 
 ROUTES = (naming.GROUP, naming.VERSION, naming.ROUTE_PLURAL)
 BUDGETS = (naming.GROUP, naming.VERSION, naming.BUDGET_PLURAL)
+CLUSTER_BUDGETS = (naming.GROUP, naming.VERSION, naming.CLUSTER_BUDGET_PLURAL)
+NAMESPACES = ("", "v1", "namespaces")
 #: Seconds before kopf retries a handler that raised (API errors are transient).
 RETRY_BACKOFF = 5.0
 
@@ -57,6 +66,7 @@ RETRY_BACKOFF = 5.0
 #: Default for index arguments: kopf always passes every index, but its callback
 #: types do not know ours, so the parameters need a default to type-check.
 NO_INDEX: Mapping[str, Any] = MappingProxyType({})
+ALL = "*"
 
 
 def _deleting(meta: kopf.Meta) -> bool:
@@ -93,6 +103,35 @@ def budget_index(
     return None if applied is None else dict.fromkeys(applied.scope, applied)
 
 
+def cluster_budget_index(
+    *, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+) -> dict[str, ClusterBudgetRef] | None:
+    if _deleting(meta):
+        return None
+    ref = cluster_ref(name, spec)
+    return None if ref is None else {ALL: ref}
+
+
+def namespace_index(*, name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
+def _view(
+    budgets: BudgetIndex, clusters: ClusterBudgetIndex, namespaces: NamespaceIndex
+) -> BudgetView:
+    """Every budget a route may render: its namespace's, the platform's, the cluster's."""
+    return BudgetView(budgets, clusters, namespaces)
+
+
+def _indices(
+    routes: RouteIndex,
+    budgets: BudgetIndex,
+    clusters: ClusterBudgetIndex,
+    namespaces: NamespaceIndex,
+) -> Indices:
+    return Indices(routes, budgets, clusters, namespaces)
+
+
 # -- LLMRoute --------------------------------------------------------------------
 
 
@@ -102,21 +141,42 @@ def _object(body: kopf.Body) -> dict[str, Any]:
 
 
 async def route_changed(
-    *, body: kopf.Body, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
+    *,
+    body: kopf.Body,
+    memo: Any,
+    budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
 ) -> None:
-    await lifecycle.route_changed(context(memo), _object(body), budget_index)
+    budgets = _view(budget_index, cluster_budget_index, namespace_index)
+    await lifecycle.route_changed(context(memo), _object(body), budgets)
 
 
 async def route_resync(
-    *, body: kopf.Body, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
+    *,
+    body: kopf.Body,
+    memo: Any,
+    budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
 ) -> None:
-    await lifecycle.route_resync(context(memo), _object(body), budget_index)
+    budgets = _view(budget_index, cluster_budget_index, namespace_index)
+    await lifecycle.route_resync(context(memo), _object(body), budgets)
 
 
 async def rollout_timer(
-    *, body: kopf.Body, memo: Any, budget_index: BudgetIndex = NO_INDEX, **_: Any
+    *,
+    body: kopf.Body,
+    memo: Any,
+    budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
 ) -> None:
-    await lifecycle.rollout_tick(context(memo), _object(body), budget_index)
+    budgets = _view(budget_index, cluster_budget_index, namespace_index)
+    await lifecycle.rollout_tick(context(memo), _object(body), budgets)
 
 
 async def route_deleted(
@@ -135,12 +195,13 @@ async def budget_changed(
     memo: Any,
     route_index: RouteIndex = NO_INDEX,
     budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
     **_: Any,
 ) -> None:
     old_spec = old.get("spec") if old else None
-    await lifecycle.budget_changed(
-        context(memo), _object(body), old_spec, route_index, budget_index
-    )
+    budgets = _view(budget_index, cluster_budget_index, namespace_index)
+    await lifecycle.budget_changed(context(memo), _object(body), old_spec, route_index, budgets)
 
 
 async def budget_synced(
@@ -162,10 +223,75 @@ async def budget_deleted(
     memo: Any,
     route_index: RouteIndex = NO_INDEX,
     budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
     **_: Any,
 ) -> None:
     # The index no longer holds the budget (it dropped it on deletionTimestamp).
-    await lifecycle.budget_deleted(context(memo), _object(body), route_index, budget_index)
+    budgets = _view(budget_index, cluster_budget_index, namespace_index)
+    await lifecycle.budget_deleted(context(memo), _object(body), route_index, budgets)
+
+
+# -- ClusterLLMBudget and Namespaces ---------------------------------------------
+
+
+async def cluster_budget_changed(
+    *,
+    body: kopf.Body,
+    old: Any,
+    memo: Any,
+    route_index: RouteIndex = NO_INDEX,
+    budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
+) -> None:
+    old_spec = old.get("spec") if old else None
+    indices = _indices(route_index, budget_index, cluster_budget_index, namespace_index)
+    await cluster_budget.cluster_budget_changed(context(memo), _object(body), old_spec, indices)
+
+
+async def cluster_budget_synced(
+    *,
+    body: kopf.Body,
+    memo: Any,
+    route_index: RouteIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
+) -> None:
+    """Resumed, or the ledger timer: the spenders, the limit and the status."""
+    await cluster_budget.sync_cluster_budget(
+        context(memo), _object(body), namespace_index, route_index
+    )
+
+
+async def cluster_budget_deleted(
+    *,
+    body: kopf.Body,
+    memo: Any,
+    route_index: RouteIndex = NO_INDEX,
+    budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
+) -> None:
+    indices = _indices(route_index, budget_index, cluster_budget_index, namespace_index)
+    await cluster_budget.cluster_budget_deleted(context(memo), _object(body), indices)
+
+
+async def namespace_event(
+    *,
+    name: str,
+    memo: Any,
+    route_index: RouteIndex = NO_INDEX,
+    budget_index: BudgetIndex = NO_INDEX,
+    cluster_budget_index: ClusterBudgetIndex = NO_INDEX,
+    namespace_index: NamespaceIndex = NO_INDEX,
+    **_: Any,
+) -> None:
+    """Any event of a Namespace (watched only: nothing is ever written to it)."""
+    indices = _indices(route_index, budget_index, cluster_budget_index, namespace_index)
+    await cluster_budget.namespace_changed(context(memo), name, indices)
 
 
 async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -191,12 +317,17 @@ def register(
     kopf.on.login(registry=registry)(login)
     kopf.index(*ROUTES, registry=registry)(route_index)
     kopf.index(*BUDGETS, registry=registry)(budget_index)
+    kopf.index(*CLUSTER_BUDGETS, registry=registry)(cluster_budget_index)
+    kopf.index(*NAMESPACES, registry=registry)(namespace_index)
 
     def route(event: str, handler: Handler) -> Handler:
         return tracer.wrap(naming.ROUTE_KIND, event, handler) if tracer else handler
 
     def budget(event: str, handler: Handler) -> Handler:
         return tracer.wrap(naming.BUDGET_KIND, event, handler) if tracer else handler
+
+    def cluster(event: str, handler: Handler) -> Handler:
+        return tracer.wrap(naming.CLUSTER_BUDGET_KIND, event, handler) if tracer else handler
 
     kopf.on.resume(*ROUTES, **common)(route("resume", route_changed))
     kopf.on.create(*ROUTES, **common)(route("create", route_changed))
@@ -214,3 +345,13 @@ def register(
     kopf.on.update(*BUDGETS, **common)(budget("update", budget_changed))
     kopf.on.delete(*BUDGETS, **common)(budget("delete", budget_deleted))
     kopf.timer(*BUDGETS, interval=budget_interval, **common)(budget("sync", budget_synced))
+
+    kopf.on.resume(*CLUSTER_BUDGETS, **common)(cluster("resume", cluster_budget_synced))
+    kopf.on.create(*CLUSTER_BUDGETS, **common)(cluster("create", cluster_budget_changed))
+    kopf.on.update(*CLUSTER_BUDGETS, **common)(cluster("update", cluster_budget_changed))
+    kopf.on.delete(*CLUSTER_BUDGETS, **common)(cluster("delete", cluster_budget_deleted))
+    kopf.timer(*CLUSTER_BUDGETS, interval=budget_interval, **common)(
+        cluster("sync", cluster_budget_synced)
+    )
+    # Watched, never changed: kopf.on.event keeps no state on the Namespace objects.
+    kopf.on.event(*NAMESPACES, registry=registry)(namespace_event)

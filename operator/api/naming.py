@@ -16,6 +16,8 @@ ROUTE_KIND = "LLMRoute"
 ROUTE_PLURAL = "llmroutes"
 BUDGET_KIND = "LLMBudget"
 BUDGET_PLURAL = "llmbudgets"
+CLUSTER_BUDGET_KIND = "ClusterLLMBudget"
+CLUSTER_BUDGET_PLURAL = "clusterllmbudgets"
 CATEGORY = "aegis"
 
 CONFIG_KEY = "config.yaml"
@@ -43,7 +45,8 @@ ROUTE_LABEL = "aegis.io/route"
 MANAGED_BY = "aegis-operator"
 """Value of ``app.kubernetes.io/managed-by`` on objects the operator renders."""
 FINALIZER = "aegis.io/cleanup"
-"""On LLMRoute and LLMBudget: cleanup is explicit, no garbage collector is assumed."""
+"""On LLMRoute, LLMBudget and ClusterLLMBudget: cleanup is explicit, no garbage collector
+is assumed."""
 KOPF_PREFIX = "operator.aegis.io"
 """Prefix of kopf's bookkeeping annotations (progress, last-handled configuration)."""
 

@@ -1,5 +1,5 @@
-"""Status types of ``LLMRoute`` and ``LLMBudget`` (the status schemas are generated
-from them, and the reconcilers write what they describe).
+"""Status types of ``LLMRoute``, ``LLMBudget`` and ``ClusterLLMBudget`` (the status
+schemas are generated from them, and the reconcilers write what they describe).
 
 Kubernetes conventions: ``conditions`` is a list-map keyed by ``type`` with the
 standard fields; money is a decimal string with two places (exact, where a JSON
@@ -17,6 +17,7 @@ from aegis.sidecar.contract import Model
 
 USD_TEXT = r"^[0-9]+\.[0-9]{2}$"
 USD_MICRO_TEXT = r"^[0-9]+\.[0-9]{6}$"
+PERIOD_KEY = r"^[0-9]{4}-([0-9]{2}|W[0-9]{2}|[0-9]{2}-[0-9]{2})$"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -158,10 +159,19 @@ class LLMBudgetStatus(Model):
 
     observed_generation: int = Field(default=0, ge=0, description="Last reconciled generation.")
     period: str | None = Field(
-        default=None, max_length=7, pattern=r"^\d{4}-\d{2}$", description="Month, YYYY-MM."
+        default=None,
+        max_length=10,
+        pattern=PERIOD_KEY,
+        description="The current period: 2026-12-05 (Daily), 2026-W49 (Weekly, ISO week) "
+        "or 2026-12 (Monthly).",
     )
     period_start: datetime | None = Field(
-        default=None, description="Start of the month in the budget's time zone."
+        default=None, description="Start of the current period (midnight in spec.timezone)."
+    )
+    period_end: datetime | None = Field(
+        default=None,
+        description="End of the current period, when the budget resets (the next period "
+        "starts with nothing spent).",
     )
     limit_usd: str | None = Field(
         default=None, alias="limitUSD", pattern=USD_TEXT, max_length=24, description="Limit."
@@ -171,7 +181,7 @@ class LLMBudgetStatus(Model):
         alias="spentUSD",
         pattern=USD_TEXT,
         max_length=24,
-        description="Settled spend of the provider this month.",
+        description="Settled spend charged to this budget in the current period.",
     )
     reserved_usd: str | None = Field(
         default=None,
@@ -204,4 +214,21 @@ class LLMBudgetStatus(Model):
     last_sync: datetime | None = Field(default=None, description="Last read of the ledger.")
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16, description="Ready, Warning and Exceeded."
+    )
+
+
+class ClusterLLMBudgetStatus(LLMBudgetStatus):
+    """Spend of the current period across every selected namespace, read from the
+    ledger, and the namespaces that may spend it now."""
+
+    model_config = ConfigDict(json_schema_extra=_conditions_list_map)
+
+    namespaces: str | None = Field(
+        default=None,
+        max_length=8192,
+        description="Namespaces the namespaceSelector matches (comma-separated): their "
+        "sidecars reserve in this budget.",
+    )
+    namespace_count: int = Field(
+        default=0, ge=0, description="How many namespaces the namespaceSelector matches."
     )

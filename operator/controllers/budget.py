@@ -4,23 +4,24 @@ Each sync starts from the budget kopf handed over, writes its limit, provider an
 spending namespaces to the ledger (the control role's ``aegis.set_budget``: the only
 limit sidecars' leases are checked against), reads the budget's own figures
 (:func:`aegis.sidecar.ledger.budget_status.budget_status` for its key: what the
-sidecars' ledger rows settled against its leases in the budget's current calendar
-month, and what they hold; never the provider's spend of other budgets or
-namespaces), plans in pure code (:mod:`.budget_plan`) and applies the plan: gauges,
-status, events. A deleted (or invalid) budget is dropped from the ledger: no
-sidecar can spend it any more; its history stays.
+sidecars' ledger rows settled against its leases in the budget's current period
+(a day, an ISO week or a month in its time zone), and what they hold; never the
+provider's spend of other budgets or namespaces), plans in pure code
+(:mod:`.budget_plan`) and applies the plan: gauges, status, events. A deleted (or
+invalid) budget is dropped from the ledger: no sidecar can spend it any more; its
+history stays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from aegis.sidecar.contract import BudgetKey, BudgetScope
+from aegis.sidecar.contract import BudgetKey, BudgetScope, BudgetSpec
 from aegis.sidecar.contract.money import ZERO
 from aegis.sidecar.ledger import control
 from aegis.sidecar.ledger.budget_status import budget_status
@@ -35,6 +36,7 @@ from .budget_plan import (
     PreparedBudget,
     Spend,
     applied_budget,
+    ledger_provider,
     plan_budget,
     prepare_budget,
 )
@@ -59,11 +61,11 @@ def budget_key(namespace: str, name: str) -> BudgetKey:
     return BudgetKey(BudgetScope.NAMESPACE, namespace, name)
 
 
-async def _write_limit(ctx: Context, prepared: PreparedBudget) -> LedgerProblem | None:
-    """The budget's limit, provider and spending namespaces, as sidecars' leases see
+async def write_limit(
+    ctx: Context, key: BudgetKey, spec: BudgetSpec, spenders: Iterable[str]
+) -> LedgerProblem | None:
+    """A budget's limit, provider and spending namespaces, as sidecars' leases see
     them; the problem when they could not be written."""
-    applied = prepared.applied
-    assert applied is not None
     if ctx.control is None:
         return LedgerProblem(
             "LimitNotWritten",
@@ -74,42 +76,46 @@ async def _write_limit(ctx: Context, prepared: PreparedBudget) -> LedgerProblem 
         async with asyncio.timeout(_LEDGER_TIMEOUT), ctx.control.connect() as connection:
             await control.set_budget(
                 connection,
-                budget_key(applied.namespace, applied.name),
-                provider=applied.spec.provider,
-                limit=applied.spec.limit_usd,
-                spenders=applied.scope,
+                key,
+                provider=ledger_provider(spec),
+                limit=spec.limit_usd,
+                spenders=spenders,
             )
     except _LEDGER_ERRORS as error:
         return LedgerProblem("LimitNotWritten", f"cannot write the limit to the ledger: {error}")
     return None
 
 
-async def drop_limit(ctx: Context, namespace: str, name: str) -> None:
+async def drop_key(ctx: Context, key: BudgetKey) -> None:
     """No sidecar may spend the budget any more (deleted, or its spec became invalid)."""
     if ctx.control is None:
         return
     try:
         async with asyncio.timeout(_LEDGER_TIMEOUT), ctx.control.connect() as connection:
-            await control.drop_budget(connection, budget_key(namespace, name))
+            await control.drop_budget(connection, key)
     except _LEDGER_ERRORS:
-        log.exception("could not drop LLMBudget %s/%s from the ledger", namespace, name)
+        log.exception("could not drop budget %s from the ledger", key)
 
 
-async def _read_ledger(ctx: Context, prepared: PreparedBudget) -> Spend | LedgerProblem:
-    """What the budget's own leases settled in the period, and the money sidecars
-    hold in them but have not spent yet."""
-    applied = prepared.applied
-    assert applied is not None
+async def drop_limit(ctx: Context, namespace: str, name: str) -> None:
+    """No sidecar may spend the LLMBudget any more."""
+    await drop_key(ctx, budget_key(namespace, name))
+
+
+async def read_spend(
+    ctx: Context, key: BudgetKey, spec: BudgetSpec, spenders: Iterable[str], period: str
+) -> Spend | LedgerProblem:
+    """Write the limit, then read what the budget's own leases settled in ``period``
+    and the money sidecars hold in them but have not spent yet."""
     if ctx.ledger is None:
         return LedgerProblem(
             "LedgerNotConfigured",
             f"the operator has no ledger DSN (environment variable {naming.LEDGER_DSN_ENV})",
         )
-    problem = await _write_limit(ctx, prepared)
-    key = budget_key(applied.namespace, applied.name)
+    problem = await write_limit(ctx, key, spec, spenders)
     try:
         async with asyncio.timeout(_LEDGER_TIMEOUT):
-            rows = await budget_status(ctx.ledger, month=prepared.period, budget=key)
+            rows = await budget_status(ctx.ledger, month=period, budget=key)
     except _LEDGER_ERRORS as error:
         ctx.metrics.ledger_up.set(0)
         return LedgerProblem("LedgerUnavailable", f"cannot read the ledger: {error}")
@@ -117,6 +123,13 @@ async def _read_ledger(ctx: Context, prepared: PreparedBudget) -> Spend | Ledger
     if problem is not None:
         return problem
     return Spend(rows[0].spent_usd, rows[0].reserved_usd) if rows else Spend(ZERO, ZERO)
+
+
+async def _read_ledger(ctx: Context, prepared: PreparedBudget) -> Spend | LedgerProblem:
+    applied = prepared.applied
+    assert applied is not None
+    key = budget_key(applied.namespace, applied.name)
+    return await read_spend(ctx, key, applied.spec, applied.scope, prepared.period)
 
 
 async def _apply(ctx: Context, budget: Body, plan: BudgetPlan) -> None:

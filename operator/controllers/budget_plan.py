@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from aegis.sidecar.contract import BudgetSpec, OnExceeded
 from aegis.sidecar.contract.money import ZERO, cents
-from aegis.sidecar.contract.periods import period_of, zone
+from aegis.sidecar.contract.periods import period_bounds, period_of, zone
 
 from ..api.events import Event
 from ..api.specs import LLMBudgetSpec
@@ -71,6 +72,11 @@ class PreparedBudget:
     invalid: str | None = None
 
 
+def current_period(spec: BudgetSpec, now: datetime) -> str:
+    """The key of the budget's period that contains ``now`` (its kind, its zone)."""
+    return period_of(now, zone(spec.timezone), spec.period)
+
+
 @dataclass(frozen=True, slots=True)
 class Spend:
     """The ledger's figures for the period: settled spend, and money held in leases."""
@@ -107,12 +113,7 @@ def prepare_budget(budget: Body, platform_namespace: str | None, now: datetime) 
         meta["namespace"], meta["name"], budget.get("spec"), platform_namespace
     )
     assert applied is not None  # the spec parsed above
-    return PreparedBudget(spec, applied, period_of(now, zone(spec.timezone)))
-
-
-def _month_start(period: str, tz_name: str) -> datetime:
-    year, month = (int(part) for part in period.split("-"))
-    return datetime(year, month, 1, tzinfo=zone(tz_name))
+    return PreparedBudget(spec, applied, current_period(spec, now))
 
 
 def _figures(limit: Decimal, spend: Spend, at: float) -> BudgetFigures:
@@ -133,7 +134,7 @@ def _percent(figures: BudgetFigures) -> Decimal:
     return (figures.utilisation * 100).quantize(Decimal("0.1"), ROUND_DOWN)
 
 
-def _routes_enforcing(applied: AppliedBudget, routes: RouteIndex) -> str | None:
+def routes_enforcing(applied: AppliedBudget, routes: RouteIndex) -> str | None:
     keys = list(routes) if ALL_NAMESPACES in applied.scope else sorted(applied.scope)
     found = sorted(
         f"{ref.namespace}/{ref.name}"
@@ -159,8 +160,15 @@ def _scope_problem(
     )
 
 
+_ACTIONS = {
+    OnExceeded.FALLBACK_LOCAL: "requests fall back to local providers",
+    OnExceeded.REJECT: "requests are refused (budget_exceeded)",
+    OnExceeded.NOTIFY: "requests go ahead (onExceeded: Notify) and are counted",
+}
+
+
 def _alert_conditions(
-    spec: LLMBudgetSpec, figures: BudgetFigures, pct: Decimal, crossed: list[int]
+    spec: BudgetSpec, figures: BudgetFigures, pct: Decimal, crossed: list[int]
 ) -> list[Wanted]:
     spent = f"spent {cents(figures.spent)} of {cents(figures.limit)} USD ({pct}%)"
     below_100 = [t for t in crossed if t < 100]
@@ -169,11 +177,7 @@ def _alert_conditions(
         if below_100
         else Wanted("Warning", "False", "BelowThresholds", spent)
     )
-    action = (
-        "requests fall back to local providers"
-        if spec.on_exceeded.value == "FallbackLocal"
-        else "requests are refused (402)"
-    )
+    action = _ACTIONS[spec.on_exceeded]
     exceeded = (
         Wanted("Exceeded", "True", "LimitReached", f"{spent}: {action}")
         if figures.exceeded
@@ -211,6 +215,12 @@ def _plan(
     return BudgetPlan(conditional_patch(budget, new) if changed else None, tuple(events))
 
 
+def plan_invalid(budget: Body, message: str, *, heartbeat: float, now: datetime) -> BudgetPlan:
+    """The status of a budget whose spec the operator cannot use (it applies nowhere)."""
+    invalid = Wanted("Ready", "False", "InvalidSpec", message)
+    return _plan(budget, [invalid], {}, [], now, heartbeat=heartbeat)
+
+
 def plan_budget(
     budget: Body,
     prepared: PreparedBudget,
@@ -223,15 +233,40 @@ def plan_budget(
     now: datetime,
 ) -> BudgetPlan:
     """Everything one sync writes, from the budget, the indices and the ledger's figures."""
-    meta, status = budget["metadata"], budget.get("status") or {}
-    namespace = meta["namespace"]
-    spec, applied, period = prepared.spec, prepared.applied, prepared.period
+    namespace = budget["metadata"]["namespace"]
+    spec, applied = prepared.spec, prepared.applied
     if spec is None or applied is None:
-        invalid = Wanted("Ready", "False", "InvalidSpec", prepared.invalid or "")
-        return _plan(budget, [invalid], {}, [], now, heartbeat=heartbeat)
+        return plan_invalid(budget, prepared.invalid or "", heartbeat=heartbeat, now=now)
     assert ledger is not None  # read for every valid budget
-    fields: Body = {"routes": _routes_enforcing(applied, routes)}
+    fields: Body = {"routes": routes_enforcing(applied, routes)}
     problem = _scope_problem(namespace, spec, platform_namespace)
+    return plan_spend(
+        budget, spec, prepared.period, ledger, fields, heartbeat=heartbeat, now=now,
+        problem=problem,
+    )  # fmt: skip
+
+
+def ledger_provider(spec: BudgetSpec) -> str:
+    """The provider a budget's ledger rows and gauges are labelled with: the one it
+    names, else ``any`` (several providers, or every paid one)."""
+    names = spec.provider_names
+    return names[0] if len(names) == 1 else "any"
+
+
+def plan_spend(
+    budget: Body,
+    spec: BudgetSpec,
+    period: str,
+    ledger: Spend | LedgerProblem,
+    fields: Body,
+    *,
+    heartbeat: float,
+    now: datetime,
+    problem: Wanted | None = None,
+) -> BudgetPlan:
+    """The status, alerts and gauges of a valid budget of either kind for ``period``:
+    ``fields`` (what the kind adds) plus the figures; ``problem`` overrides Ready."""
+    status = budget.get("status") or {}
     if isinstance(ledger, LedgerProblem):
         ready = problem or Wanted("Ready", "False", ledger.reason, ledger.message)
         return _plan(budget, [ready], fields, [], now, heartbeat=heartbeat)
@@ -240,23 +275,30 @@ def plan_budget(
     same_period = status.get("period") == period
     announced = list(status.get("thresholdsCrossed") or []) if same_period else []
     crossed = sorted(t for t in set(spec.alert_thresholds) if pct >= t)
+    if figures.exceeded and spec.on_exceeded is OnExceeded.NOTIFY and 100 not in crossed:
+        crossed.append(100)  # Notify lets calls through: say so once, whatever the thresholds
     alerts = []
     for threshold in (t for t in crossed if t not in announced):
         reason = "BudgetExceeded" if threshold >= 100 else "BudgetThresholdCrossed"
         figure = f"{cents(ledger.spent)} of {cents(spec.limit_usd)} USD ({pct}%)"
-        message = f"{spec.provider} spend in {period} is {figure}: crossed the {threshold}%"
-        alerts.append(Event("Warning", reason, f"{message} alert threshold"))
-    fields.update(
-        period=period,
-        periodStart=timestamp(_month_start(period, spec.timezone)),
-        limitUSD=cents(figures.limit),
-        spentUSD=cents(figures.spent),
-        reservedUSD=cents(figures.reserved),
-        remainingUSD=cents(figures.remaining),
-        utilisation=f"{pct}%",
-        thresholdsCrossed=sorted(set(announced) | set(crossed)),
-    )
+        message = f"spend in {period} is {figure}: crossed the {threshold}% alert threshold"
+        if threshold >= 100:
+            message += f"; {_ACTIONS[spec.on_exceeded]}"
+        alerts.append(Event("Warning", reason, message))
+    start, end = period_bounds(period, zone(spec.timezone))
+    fields = {
+        **fields,
+        "period": period,
+        "periodStart": timestamp(start),
+        "periodEnd": timestamp(end),
+        "limitUSD": cents(figures.limit),
+        "spentUSD": cents(figures.spent),
+        "reservedUSD": cents(figures.reserved),
+        "remainingUSD": cents(figures.remaining),
+        "utilisation": f"{pct}%",
+        "thresholdsCrossed": sorted(set(announced) | set(crossed)),
+    }
     ready = problem or Wanted("Ready", "True", "Synced", f"read the ledger for {period}")
     wanted = [ready, *_alert_conditions(spec, figures, pct, crossed)]
     plan = _plan(budget, wanted, fields, alerts, now, heartbeat=heartbeat, synced=True)
-    return BudgetPlan(plan.status, plan.events, (spec.provider, figures))
+    return BudgetPlan(plan.status, plan.events, (ledger_provider(spec), figures))

@@ -90,6 +90,9 @@ class Context:
     control: AsyncEngine | None = None
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     now: Callable[[], datetime] = _utcnow
+    #: Namespace → the ClusterLLMBudgets that reached it when last looked at: a
+    #: namespace event re-renders its routes only when that set changes.
+    cluster_reach: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 MEMO_KEY = "aegis"

@@ -12,7 +12,8 @@ for the file it loaded are one value.
 What the operator adds that the LLMRoute does not say:
 - ``identity`` (route, namespace) from the object's metadata;
 - ``providers[].apiKeyEnv``: ``AEGIS_KEY_<PROVIDER>`` for each ``apiKeySecretRef``;
-- ``budgets`` from the LLMBudgets whose scope includes the route (with their
+- ``budgets`` from the LLMBudgets whose scope includes the route and the
+  ClusterLLMBudgets whose namespaceSelector matches its namespace (with their
   ``rateLimits``); the route's own ``rateLimits`` as written;
 - ``ledger.urlEnv: AEGIS_LEDGER_DSN`` (the injector fills it from a Secret);
 - ``rollout.weight/step/salt`` from the rollout state (``status.rollout``);
@@ -28,7 +29,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from aegis.sidecar.contract import BudgetSpec, LedgerSpec, SidecarConfig, content_hash
+from aegis.sidecar.contract import (
+    BudgetKey,
+    BudgetSpec,
+    LedgerSpec,
+    SidecarConfig,
+    content_hash,
+)
 
 from ..api.naming import LEDGER_DSN_ENV, key_env_var
 from ..api.specs import LLMRouteSpec
@@ -50,7 +57,9 @@ class RenderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AppliedBudget:
-    """What a route needs of one LLMBudget: its limit and the routes it applies to."""
+    """What a route needs of one budget: its limit and the routes it applies to. An
+    LLMBudget has its namespace; a ClusterLLMBudget has none (``""``) and a scope of
+    the namespaces its selector matches."""
 
     namespace: str
     name: str
@@ -61,12 +70,17 @@ class AppliedBudget:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        """``namespace/name`` of an LLMBudget, the name alone of a ClusterLLMBudget."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
     def applies_to(self, namespace: str, route: str, providers: Iterable[str]) -> bool:
+        """Whether a route of ``providers`` renders the budget. A budget naming no
+        provider covers every paid one: each sidecar leaves its local providers out."""
         in_scope = ALL_NAMESPACES in self.scope or namespace in self.scope
         route_ok = not self.routes or route in self.routes
-        return in_scope and route_ok and self.spec.provider in set(providers)
+        named = self.spec.provider_names
+        provider_ok = bool(set(named) & set(providers)) if named else True
+        return in_scope and route_ok and provider_ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,15 +175,15 @@ def config_text(config: SidecarConfig, namespace: str, name: str) -> str:
     return header + yaml.safe_dump(ordered, sort_keys=False, width=100, allow_unicode=True)
 
 
-def _check_budget_names(budgets: Sequence[AppliedBudget]) -> None:
-    seen: dict[str, AppliedBudget] = {}
+def _check_budget_keys(budgets: Sequence[AppliedBudget]) -> None:
+    seen: dict[BudgetKey, AppliedBudget] = {}
     for budget in budgets:
-        other = seen.setdefault(budget.name, budget)
+        other = seen.setdefault(budget.spec.key(budget.namespace), budget)
         if other is not budget:
             raise RenderError(
                 "BudgetConflict",
-                f"LLMBudgets {other.key} and {budget.key} both apply to this route under the "
-                f"name {budget.name!r}; sidecars key budgets by name, rename one",
+                f"budgets {other.key} and {budget.key} both apply to this route under the "
+                f"key {budget.spec.key(budget.namespace)}",
             )
 
 
@@ -184,13 +198,13 @@ def render_route(
     providers = [p.name for p in spec.providers]
     applying = sorted(
         (b for b in budgets if b.applies_to(namespace, name, providers)),
-        key=lambda b: (b.name, b.namespace),
+        key=lambda b: (b.name, b.namespace),  # a ClusterLLMBudget before a namesake
     )
     try:  # the route alone first, so that spec problems are not blamed on budgets
         SidecarConfig.model_validate(_document(namespace, name, spec, [], rollout))
     except ValidationError as error:
         raise RenderError("InvalidSpec", describe_validation_error(error)) from None
-    _check_budget_names(applying)
+    _check_budget_keys(applying)
     document = _document(namespace, name, spec, [b.spec for b in applying], rollout)
     try:
         config = SidecarConfig.model_validate(document)

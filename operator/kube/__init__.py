@@ -33,11 +33,20 @@ from .client import ALL_NAMESPACES, Body, KubeClient
 from .conditions import Wanted, find, merge, timestamp
 from .config import ConfigError, Credentials, credentials, load_config
 from .errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound, Transient
-from .resources import ConfigMap, Kind, LLMBudget, LLMRoute, MutatingWebhookConfiguration, Secret
+from .resources import (
+    ClusterLLMBudget,
+    ConfigMap,
+    Kind,
+    LLMBudget,
+    LLMRoute,
+    MutatingWebhookConfiguration,
+    Secret,
+)
 
 __all__ = [
     "ALL_NAMESPACES",
     "Body",
+    "ClusterLLMBudget",
     "ConfigError",
     "ConfigMap",
     "Conflict",

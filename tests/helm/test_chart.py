@@ -56,10 +56,12 @@ def test_chart_packages_with_its_copies(helm: Helm, tmp_path: Path) -> None:
 def test_defaults_render_the_core_objects(helm: Helm) -> None:
     kinds = objects_by_kind(helm.template())
     assert {k: len(v) for k, v in kinds.items()} == {
-        "ClusterRole": 3,  # the operator's two (tenants on), the injector's
-        "ClusterRoleBinding": 1,  # the injector's; the operator's are namespaced
+        "ClusterRole": 4,  # the operator's three (tenants on), the injector's
+        # the injector's; the operator's cluster role (Namespaces, ClusterLLMBudgets);
+        # its other roles are bound in the namespaces it serves
+        "ClusterRoleBinding": 2,
         "ConfigMap": 1,  # the Grafana dashboard
-        "CustomResourceDefinition": 2,
+        "CustomResourceDefinition": 3,
         "Deployment": 2,
         "Job": 1,  # the migration hook
         "MutatingWebhookConfiguration": 1,
@@ -494,7 +496,7 @@ def test_operator_runs_alone_with_the_documented_rules(helm: Helm) -> None:
         for d in yaml.safe_load_all(sync.OPERATOR_RBAC.read_text())
         if d["kind"] == "ClusterRole"
     }
-    for suffix in ("", "-tenants", "-secret-keys"):
+    for suffix in ("", "-cluster", "-tenants", "-secret-keys"):
         assert (
             one(docs, "ClusterRole", f"-operator{suffix}")["rules"]
             == documented[f"aegis-operator{suffix}"]
@@ -541,7 +543,12 @@ def test_operator_watching_some_namespaces_is_bound_only_there(helm: Helm) -> No
     docs = helm.template("--set-json", 'operator.watchNamespaces=["team-a","team-b"]')
     (container,) = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
     assert build_parser().parse_args(container["args"]).namespace == ["team-a", "team-b"]
-    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding" and "operator" in str(d)]
+    cluster_wide = [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ClusterRoleBinding" and "operator" in d["metadata"]["name"]
+    ]
+    assert cluster_wide == ["aegis-operator-cluster"]  # cluster objects only
     bindings = [
         d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "aegis-operator"
     ]

@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from aegis.operator.api import crdgen
+from aegis.operator.api.cluster import ClusterLLMBudgetSpec
 from aegis.operator.api.extras import DESCRIPTIONS
 from aegis.operator.api.schema import reachable_models
 from aegis.operator.api.specs import LLMBudgetSpec, LLMRouteSpec
@@ -26,7 +27,7 @@ OPERATOR_RENDERED = {
     "providers[].apiKeyEnv": "AEGIS_KEY_<PROVIDER> for spec.providers[].apiKeySecretRef",
     "budgets[].name": "LLMBudget metadata.name",
     "budgets[].namespace": "LLMBudget metadata.namespace",
-    "budgets[].scope": "the budget's kind (Namespace: LLMBudget)",
+    "budgets[].scope": "the budget's kind (Namespace: LLMBudget, Cluster: ClusterLLMBudget)",
     "rollout.weight": "status.rollout.weight",
     "rollout.step": "status.rollout.step",
     "rollout.salt": "hash of spec.rollout.candidate",
@@ -52,6 +53,7 @@ CRD_ONLY = {
         "rollout.promote": "rollout controller",
     },
     "budget": {"routes": "budget scope", "namespaces": "budget scope"},
+    "cluster": {"namespaceSelector": "spenders in the ledger, the routes that render it"},
 }
 
 
@@ -148,6 +150,7 @@ def test_every_crd_field_reaches_the_config_or_has_a_user() -> None:
     for kind, crd, known in (
         ("route", crdgen.route_crd(), config),
         ("budget", crdgen.budget_crd(), budget_fields),
+        ("cluster", crdgen.cluster_budget_crd(), budget_fields),
     ):
         for path in sorted(_schema_paths(_spec_schema(crd))):
             if not _under(path, set(CRD_ONLY[kind])):
@@ -165,7 +168,11 @@ def _walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, A
     return found
 
 
-@pytest.mark.parametrize("crd", [crdgen.route_crd(), crdgen.budget_crd()], ids=["route", "budget"])
+@pytest.mark.parametrize(
+    "crd",
+    [crdgen.route_crd(), crdgen.budget_crd(), crdgen.cluster_budget_crd()],
+    ids=["route", "budget", "cluster"],
+)
 def test_schema_is_documented_and_bounded(crd: dict[str, Any]) -> None:
     """kubectl explain teaches every field; every string, list and map has a bound
     (what keeps the API server's CEL cost estimate finite)."""
@@ -189,7 +196,11 @@ def test_schema_is_documented_and_bounded(crd: dict[str, Any]) -> None:
 
 
 def test_description_overlay_names_real_fields() -> None:
-    classes = reachable_models(LLMRouteSpec) + reachable_models(LLMBudgetSpec)
+    classes = [
+        *reachable_models(LLMRouteSpec),
+        *reachable_models(LLMBudgetSpec),
+        *reachable_models(ClusterLLMBudgetSpec),
+    ]
     for cls, texts in DESCRIPTIONS.items():
         assert any(issubclass(c, cls) for c in classes), f"{cls.__name__} is not in the API"
         aliases = {f.alias or n for n, f in cls.model_fields.items()}
@@ -200,10 +211,14 @@ def test_description_overlay_names_real_fields() -> None:
 def test_crd_names_short_names_and_category() -> None:
     route = crdgen.route_crd()["spec"]
     budget = crdgen.budget_crd()["spec"]
+    cluster = crdgen.cluster_budget_crd()["spec"]
     assert route["names"]["shortNames"] == ["llmr", "llmroute"]
     assert budget["names"]["shortNames"] == ["llmb", "llmbudget"]
-    assert route["names"]["categories"] == budget["names"]["categories"] == ["aegis"]
-    for spec in (route, budget):
+    assert cluster["names"]["shortNames"] == ["cllmb", "clusterllmbudget"]
+    assert cluster["scope"] == "Cluster" and budget["scope"] == route["scope"] == "Namespaced"
+    for kind in (route, budget, cluster):
+        assert kind["names"]["categories"] == ["aegis"]
+    for spec in (route, budget, cluster):
         version = spec["versions"][0]
         assert version["subresources"] == {"status": {}}
         conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
