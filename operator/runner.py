@@ -36,6 +36,7 @@ from aegis.sidecar.ledger.db import create_engine
 
 from .api import naming
 from .controllers import MEMO_KEY, Context, Options
+from .controllers.partitions import keep_partitions
 from .handlers import register
 from .kube import KubeClient, load_config
 from .metrics import OperatorMetrics, start_metrics_server
@@ -98,6 +99,8 @@ async def run(config: RunConfig) -> None:
             "%s is not set: budget limits are not written; sidecars cannot spend",
             naming.LEDGER_CONTROL_DSN_ENV,
         )
+    # The ledger's months ahead (the control role may create them): see controllers.partitions.
+    ahead = asyncio.create_task(keep_partitions(control)) if control is not None else None
     kube = KubeClient(load_config(), agent=naming.MANAGED_BY)
     ctx = Context(
         kube=kube, ledger=ledger, metrics=metrics, options=config.options, control=control
@@ -119,6 +122,9 @@ async def run(config: RunConfig) -> None:
             memo=kopf.Memo({MEMO_KEY: ctx}),
         )
     finally:
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
         await kube.close()
         for engine in (ledger, control):
             if engine is not None:

@@ -13,8 +13,9 @@
   functions act only for the caller's namespace (``session_user`` in
   ``aegis.tenants``).
 - the **control** role (the operator, :mod:`.control`): ``EXECUTE`` on
-  ``aegis.set_budget``, ``aegis.drop_budget``, ``aegis.ensure_tenant`` and
-  ``aegis.drop_tenant``; no table privilege.
+  ``aegis.set_budget``, ``aegis.drop_budget``, ``aegis.ensure_tenant``,
+  ``aegis.drop_tenant`` and ``aegis.ensure_partitions`` (0007: the ledger's months
+  ahead, on the operator's timer); no table privilege.
 - the **reader** role (the operator's budget status and rollout analysis,
   dashboards, finance): ``SELECT`` on the ledger and budget tables.
 
@@ -40,12 +41,15 @@ TENANT_FUNCTIONS = (
     "lease_take(text, text, text, text, text, numeric, numeric, integer, numeric, integer)",
     "lease_return(text, text, text, text, text, numeric, boolean)",
     "lease_takeover(text)",
+    "rate_lease(text, text, text, text, text, bigint, bigint, bigint, bigint, integer, boolean)",
 )
 CONTROL_FUNCTIONS = (
     "set_budget(text, text, text, text, numeric, text[])",
     "drop_budget(text, text, text)",
     "ensure_tenant(text, text)",
     "drop_tenant(text)",
+    "set_rate_limits(text, text, text, bigint, bigint)",
+    "ensure_partitions(integer, timestamp with time zone)",
 )
 READ_TABLES = (
     "ledger_entries",
@@ -54,6 +58,10 @@ READ_TABLES = (
     "budget_limits",
     "budget_spenders",
     "ledger_identity",
+    "rate_limits",
+    "rate_pools",
+    "rate_leases",
+    "ledger_summary",
 )
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
