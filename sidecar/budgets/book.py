@@ -417,11 +417,11 @@ class BudgetBook:
             return None
         return account.held, account.settled, account.reserved
 
-    def charged_budgets(self, provider: str, now: datetime | None = None) -> str:
-        """What a ledger row of ``provider`` without a reservation would be charged
-        to (every budget that may apply, in its period at ``now``)."""
-        at = now or self._clock()
-        return ",".join(f"{b.key}@{b.period(at)}" for b in self._applying(provider, (), None))
+    def charged_budgets(self, provider: str) -> str:
+        """What a ledger row of ``provider`` appended without its reservation's charges
+        is charged to: every budget that may apply, by key alone, so in the row's own
+        period (right for a Monthly budget in the zone of the first budget)."""
+        return ",".join(b.key for b in self._applying(provider, (), None))
 
     # -- observation ---------------------------------------------------------
 

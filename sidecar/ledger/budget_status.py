@@ -1,6 +1,7 @@
 """Shared budgets as the operator and ``aegis ledger report`` read them.
 
-Per budget (its key: scope, namespace, name) and month (from ``budget_periods`` and
+Per budget (its key: scope, namespace, name) and period (its own: a day, an ISO
+week or a month in its time zone, named by the key; from ``budget_periods`` and
 ``budget_leases``), so each budget's figures are its own, whoever else spends the
 same provider:
 ``spent`` is what ledger rows settled against leases; ``reserved`` is money
@@ -24,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..contract import BudgetKey, BudgetScope
 from ..contract.money import MICRO, ZERO, micros
-from ..contract.periods import check_period
+from ..contract.periods import PeriodKind, check_period, check_period_key, period_kind
 from .models import BudgetLease, BudgetPeriod
 from .source import LedgerSource, open_engine
 from .summary import LedgerSummary
@@ -35,7 +36,7 @@ from .tables import percent, text_table
 class BudgetStatus:
     key: BudgetKey
     provider: str
-    month: str
+    month: str  # the period's key (a day, an ISO week or a month)
     limit_usd: Decimal
     spent_usd: Decimal
     reserved_usd: Decimal
@@ -47,6 +48,20 @@ class BudgetStatus:
     @property
     def budget(self) -> str:
         return self.key.name
+
+    @property
+    def period(self) -> str:
+        return self.month
+
+    @property
+    def kind(self) -> PeriodKind:
+        """Daily, Weekly or Monthly: what the period key names."""
+        return period_kind(self.month)
+
+    @property
+    def exceeded(self) -> bool:
+        """Settled spend reached the limit (a ``Notify`` budget's calls went on)."""
+        return self.spent_usd >= self.limit_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +82,10 @@ async def budget_status(
     budget: BudgetKey | None = None,
     namespace: str | None = None,
 ) -> list[BudgetStatus]:
-    """Every shared budget's months (or ``month``; of ``budget`` only, or of the
-    budgets of ``namespace`` only), oldest first. Empty when the ledger has no budget
-    tables yet (a ledger at revision 0001)."""
+    """Every shared budget's periods (or the period with key ``month``: a day, an ISO
+    week or a month; of ``budget`` only, or of the budgets of ``namespace`` only),
+    oldest first within a kind. Empty when the ledger has no budget tables yet (a
+    ledger at revision 0001)."""
     p, lease = BudgetPeriod, BudgetLease
     holding = and_(lease.state == "open", lease.amount_usd > lease.settled_usd)
     key = (p.budget_scope, p.budget_namespace, p.budget_name)
@@ -94,7 +110,7 @@ async def budget_status(
         .order_by(p.period, *key)
     )
     if month is not None:
-        query = query.where(p.period == check_period(month))
+        query = query.where(p.period == check_period_key(month))
     if budget is not None:
         query = query.where(
             p.budget_scope == budget.scope.value,
@@ -161,7 +177,7 @@ def render_budget_status(rows: Sequence[BudgetStatus]) -> list[str]:
     if not rows:
         return []
     headers = [
-        "MONTH",
+        "PERIOD",
         "SCOPE",
         "NAMESPACE",
         "BUDGET",

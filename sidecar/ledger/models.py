@@ -235,7 +235,8 @@ class LedgerIdentity(Base):
 
 
 class BudgetPeriod(BudgetKeyColumns, Base):
-    """One budget in one calendar month, shared by every sidecar that spends it.
+    """One budget in one period (a day, an ISO week or a month: its key, migration
+    0009), shared by every sidecar that spends it.
 
     ``committed_usd`` is the sum of all holders' lease amounts: money spent or
     handed to a sidecar to spend. Takes never push it above the limit; only
@@ -244,7 +245,7 @@ class BudgetPeriod(BudgetKeyColumns, Base):
 
     __tablename__ = "budget_periods"
 
-    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)  # any period key
     provider: Mapped[str] = mapped_column(String(63))
     limit_usd: Mapped[Decimal] = mapped_column(Money())
     committed_usd: Mapped[Decimal] = mapped_column(Money())
@@ -266,7 +267,7 @@ class LeaseState(StrEnum):
 
 
 class BudgetLease(BudgetKeyColumns, Base):
-    """The slice of one budget-month held by one sidecar (``holder``: namespace/pod).
+    """The slice of one budget-period held by one sidecar (``holder``: namespace/pod).
 
     ``amount_usd``: money committed to the holder (spent or still held);
     ``settled_usd``: what its ledger rows charged so far (never above the amount);
@@ -276,7 +277,7 @@ class BudgetLease(BudgetKeyColumns, Base):
 
     __tablename__ = "budget_leases"
 
-    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)
     holder: Mapped[str] = mapped_column(String(320), primary_key=True)
     amount_usd: Mapped[Decimal] = mapped_column(Money())
     settled_usd: Mapped[Decimal] = mapped_column(Money())
