@@ -29,6 +29,9 @@ _SET_BUDGET = text(
     "CAST(:spenders AS text[]))"
 )
 _DROP_BUDGET = text("SELECT aegis.drop_budget(:scope, :namespace, :name)")
+_SET_RATE_LIMITS = text(
+    "SELECT aegis.set_rate_limits(:scope, :namespace, :name, :requests, :tokens)"
+)
 _ENSURE_TENANT = text("SELECT aegis.ensure_tenant(:namespace, :verifier)")
 _DROP_TENANT = text("SELECT aegis.drop_tenant(:namespace)")
 _SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
@@ -63,6 +66,27 @@ async def drop_budget(connection: AsyncConnection, budget: BudgetKey) -> None:
     await connection.execute(
         _DROP_BUDGET,
         {"scope": budget.scope.value, "namespace": budget.namespace, "name": budget.name},
+    )
+
+
+async def set_rate_limits(
+    connection: AsyncConnection,
+    budget: BudgetKey,
+    *,
+    requests_per_minute: int | None,
+    tokens_per_minute: int | None,
+) -> None:
+    """The budget's rate limits (both ``None``: none), shared by every sidecar that
+    spends it; idempotent."""
+    await connection.execute(
+        _SET_RATE_LIMITS,
+        {
+            "scope": budget.scope.value,
+            "namespace": budget.namespace,
+            "name": budget.name,
+            "requests": requests_per_minute,
+            "tokens": tokens_per_minute,
+        },
     )
 
 
