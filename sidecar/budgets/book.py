@@ -114,6 +114,7 @@ class BudgetBook:
         store: LedgerStore,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        namespace: str = "",
         service_account: str | None = None,
         local_providers: Collection[str] = (),
     ) -> BudgetBook:
@@ -123,6 +124,7 @@ class BudgetBook:
             budgets,
             source,
             clock=clock,
+            namespace=namespace,
             service_account=service_account,
             local_providers=local_providers,
         )

@@ -103,6 +103,7 @@ async def open_budgets(
             budgets,
             ledger,
             clock=now,
+            namespace=(ledger.holder or "").partition("/")[0],  # keys its budgets
             service_account=service_account,
             local_providers=local_providers,
         )
@@ -152,6 +153,15 @@ class LedgerCollector(Collector):
             "Budget checks answered budget_unavailable (paid provider skipped or refused).",
             value=book.unavailable_refusals,
         )
+        notified = CounterMetricFamily(
+            "aegis_budget_notify_exceeded",
+            "Calls that went ahead although a Notify budget could not cover them, by "
+            "budget key (Scope/namespace/name).",
+            labels=["budget"],
+        )
+        for budget, count in sorted(book.notified.items()):
+            notified.add_metric([budget], count)
+        yield notified
         yield CounterMetricFamily(
             "aegis_ledger_rows_written", "Ledger rows committed.", value=ledger.rows_written
         )
