@@ -41,7 +41,8 @@ async def hold(argv: list[str]) -> None:
         if command == "spend":
             answer = await pay(book, store, Decimal(args[0]), Decimal(args[1]), args[2])
         else:
-            view = book.account_view("dash", book.period("dashscope"))
+            key = f"Namespace/{holder.partition('/')[0]}/dash"
+            view = book.account_view(key, book.period("dashscope"))
             answer = f"{view[0]} {view[1]}" if view else "none"
         print(answer, flush=True)
     await asyncio.Event().wait()  # stdin closed: renew until SIGKILLed

@@ -149,7 +149,7 @@ class Member:
     serial: int = 0
 
     def account(self) -> tuple[Decimal, Decimal, Decimal]:
-        view = self.book.account_view("dash", self.book.period("dashscope"))
+        view = self.book.account_view("Namespace/ns/dash", self.book.period("dashscope"))
         assert view is not None
         held, settled, reserved = view
         return held, settled, reserved
