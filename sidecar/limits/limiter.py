@@ -176,6 +176,14 @@ class RateLimiter:
                 pool.limit = limit
                 self.source.opened(pool)
 
+    def use_source(self, source: SlotSource) -> None:
+        """Take slots from ``source`` from now on (leases: nothing is held until the
+        first answer)."""
+        self.source = source
+        for pool in self.pools.values():
+            pool.held = 0
+            source.opened(pool)
+
     def admit(self, demands: Sequence[Demand]) -> Admission | RateRefused:
         """Reserve every demand, or none; unknown keys (no such limit) are skipped."""
         now = self.clock()

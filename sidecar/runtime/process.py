@@ -20,7 +20,9 @@ from ..budgets import BudgetBook, LeaseBudgetSource
 from ..contract import LoadedConfig, SidecarConfig
 from ..ledger import ledger_url
 from ..limits import RateLimiter
+from ..limits.leases import LeaseSlots
 from ..limits.limiter import window_from_env
+from ..limits.metrics import RateCollector
 from ..limits.scopes import limits_in_force
 from ..metrics import SidecarMetrics
 from .tracing import request_tracer
@@ -83,6 +85,7 @@ class Runtime:
         # Rate limits: the whole limit standalone, leases on PostgreSQL (start()).
         self.limits = RateLimiter(window=window_from_env(os.environ))
         self.limits.configure(limits_in_force(loaded.config))
+        self.rate_leases: LeaseSlots | None = None
         self.started_at = time.monotonic()
         self.ready = False
         # OpenTelemetry spans, when the OTEL_* environment turns them on (else None).
@@ -116,6 +119,11 @@ class Runtime:
             service_account=self.service_account,
             local_providers=config.local_providers,
         )
+        if self.ledger.url.get_backend_name() != "sqlite":  # shared limits: leases
+            self.rate_leases = LeaseSlots(self.ledger.engine, self.ledger.holder)
+            self.limits.use_source(self.rate_leases)
+            self.rate_leases.start()
+        self.metrics.registry.register(RateCollector(self.limits, self.rate_leases))
         if self._watcher is not None:
             self._watcher.start()
         self.refresh_budget_metrics()
@@ -126,6 +134,8 @@ class Runtime:
         if self._watcher is not None:
             await self._watcher.stop()
         await self.adapters.aclose()
+        if self.rate_leases is not None:
+            await self.rate_leases.aclose()  # give back free rate-limit slots
         if self.leases is not None:
             await self.leases.aclose()  # return unused lease money
         await self.ledger.aclose()
