@@ -68,10 +68,15 @@ class LedgerTarget:
 async def queue_rows(http: aiohttp.ClientSession, metrics_url: str) -> float:
     async with http.get(metrics_url) as resp:
         text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith("aegis_ledger_queue_rows "):
-            return float(line.split()[1])
-    raise AssertionError("no aegis_ledger_queue_rows in the sidecar's metrics")
+    # With or without labels (the sidecar's identity may label every series).
+    values = [
+        float(line.rsplit(None, 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("aegis_ledger_queue_rows ", "aegis_ledger_queue_rows{"))
+    ]
+    if not values:
+        raise AssertionError("no aegis_ledger_queue_rows in the sidecar's metrics")
+    return sum(values)
 
 
 async def burst(http: aiohttp.ClientSession, target: LedgerTarget, total: int) -> None:
