@@ -34,7 +34,7 @@ class Account:
     """One budget in one period, as seen by one book; ``key`` is the budget's
     ledger key (``Scope/namespace/name``)."""
 
-    __slots__ = ("allowance", "budget", "held", "key", "period", "reserved", "settled")
+    __slots__ = ("allowance", "budget", "ceiling", "held", "key", "period", "reserved", "settled")
 
     def __init__(self, budget: BudgetSpec, key: str, period: str, allowance: Allowance) -> None:
         self.budget = budget
@@ -44,9 +44,14 @@ class Account:
         self.held = allowance.held
         self.settled = ZERO
         self.reserved = ZERO
+        # At most this much committed (settled plus reserved), whatever is held: what
+        # a lease source told the database this sidecar may commit before its next
+        # report (None: no such bound).
+        self.ceiling: Decimal | None = None
 
     def fits(self, amount: Decimal) -> bool:
-        return self.settled + self.reserved + amount <= self.held
+        committed = self.settled + self.reserved + amount
+        return committed <= self.held and (self.ceiling is None or committed <= self.ceiling)
 
     def unused(self) -> Decimal:
         """Held money neither settled nor reserved."""

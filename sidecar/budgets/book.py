@@ -412,6 +412,13 @@ class BudgetBook:
         account.held -= unused
         return unused
 
+    def limit_commitment(self, budget_key: str, period: str, ceiling: Decimal | None) -> None:
+        """Commit (settle plus reserve) at most ``ceiling`` in this account, whatever it
+        holds (``None``: no such bound); a lease source's promise to the database."""
+        account = self._accounts.get((budget_key, period))
+        if account is not None:
+            account.ceiling = ceiling
+
     def account_view(self, budget_key: str, period: str) -> tuple[Decimal, Decimal, Decimal] | None:
         """(held, settled, reserved) of an open account, for a lease source's top-ups."""
         account = self._accounts.get((budget_key, period))

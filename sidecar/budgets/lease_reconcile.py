@@ -12,10 +12,10 @@ What the database should hold for this holder, budget and period is
 ``base + returning + held``:
 
 - ``base``: lease money that is not the open slot's: what earlier lives of this
-  holder settled (a takeover closed their leases at exactly that, so before this
-  life books anything the lease holds nothing else) plus what slots of this life
-  that were closed still committed. Learnt from ``lease_settled`` at the first
-  answer, then carried.
+  holder settled or left of unknown outcome (a takeover closed their leases at
+  exactly that, so before this life books anything the lease holds nothing else)
+  plus what slots of this life that were closed still committed. Learnt from
+  ``lease_settled + lease_unknown`` at the first answer, then carried.
 - ``returning``: returns queued or sent whose answer has not arrived (a return
   whose answer was lost counts as applied; if it was not, the lease holds more
   and the next answer adopts it).
@@ -76,12 +76,16 @@ class Adjustment:
     give_back: Decimal = ZERO  # return to the database (no slot is open)
 
 
-def reconcile(local: LocalView, lease_amount: Decimal, lease_settled: Decimal) -> Adjustment:
+def reconcile(
+    local: LocalView, lease_amount: Decimal, lease_settled: Decimal, unknown: Decimal = ZERO
+) -> Adjustment:
     """The adjustment that brings ``local`` in line with the database's answer
-    (same lease epoch; an epoch change is a reclaim, handled by the caller)."""
-    base = lease_settled if local.base is None else local.base
+    (same lease epoch; an epoch change is a reclaim, handled by the caller).
+    ``unknown``: money the lease keeps for calls of an earlier life whose outcome is
+    unknown; part of the base, never adopted nor given back."""
+    base = lease_settled + unknown if local.base is None else local.base
     extra = lease_amount - base - local.returning - (local.held or ZERO)
-    unsettled = max(lease_amount - lease_settled, ZERO)
+    unsettled = max(lease_amount - lease_settled - unknown, ZERO)
     if local.held is None:
         return Adjustment(base, give_back=min(max(extra, ZERO), unsettled))
     if extra > 0:
@@ -123,7 +127,7 @@ def apply_answer(
     if view is not None:
         held, settled, reserved = view
         local = LocalView(state.base, state.returning, held, settled, held - settled - reserved)
-    change = reconcile(local, answer.lease_amount, answer.lease_settled)
+    change = reconcile(local, answer.lease_amount, answer.lease_settled, answer.unknown)
     state.base = change.base
     if book is not None and open_slot is not None and view is not None:
         name, period = slot_key(open_slot)

@@ -28,6 +28,7 @@ class LeaseSettings:
     statement_timeout: float = 2.0
     retry_interval: float = 0.5  # probe this often while blocked or exhausted
     start_timeout: float = 5.0  # how long start() waits for replay + takeover
+    report_horizon: float = 2.0  # the book may commit this long's spend between reports
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LeaseSettings:
@@ -47,6 +48,7 @@ class Slot:
 
     __slots__ = (
         "budget",
+        "ceiling",
         "denied_at",
         "held",
         "key",
@@ -70,6 +72,9 @@ class Slot:
         self.key = key  # the budget's ledger key, which names its account in the book
         self.period = period
         self.held = ZERO  # granted to this book minus given back (= the book's held)
+        # What the book may commit (settled plus reserved) until the next report: the
+        # database keeps the lease's exposure to match (see :func:`report`).
+        self.ceiling: Decimal | None = None
         self.need = ZERO  # largest reservation that did not fit since the last take
         self.refill: asyncio.Future[None] | None = None
         self.remaining: Decimal | None = None  # the budget's uncommitted money, last seen
@@ -106,3 +111,33 @@ def update_rate(slot: Slot, now: float) -> None:
         slot.rate = current if slot.rate == 0 else 0.7 * slot.rate + 0.3 * current
         slot.spent_window = ZERO
         slot.rate_since = now
+
+
+def headroom(slot: Slot, reserved: Decimal, settings: LeaseSettings) -> Decimal:
+    """What the book may commit beyond what it has, until its next report:
+    ``report_horizon`` seconds of spend plus twice what is in flight (at most a
+    slice), plus the largest reservation waiting for room."""
+    by_rate = Decimal(slot.rate * settings.report_horizon) + 2 * reserved
+    room = min(by_rate, slice_target(slot, reserved, settings)) + slot.need
+    return quantize_usd(room, ROUND_CEILING)
+
+
+def report(
+    held: Decimal, committed: Decimal, want: Decimal, room: Decimal, ceiling: Decimal | None
+) -> tuple[Decimal, Decimal, Decimal]:
+    """What a take (or renewal: ``want == 0``) reports, and the book's ceilings.
+
+    The holder may commit what it has committed plus ``room`` before its next
+    report; the rest of what it holds (with ``want``, were it all granted) is
+    *spare*: if the holder dies, the database keeps ``lease amount - spare`` (its
+    exposure) charged and returns the spare to the budget; what a take does not
+    grant, the database takes off the spare. Returns ``(spare, until_answer,
+    allowed)``: the book's ceiling while the statement is on its way (the database
+    may apply it before the answer comes back, so never above the old one), and
+    ``allowed``: once answered, the ceiling is ``min(held + granted, allowed)``,
+    which is the database's exposure less what the lease held before this life.
+    """
+    allowed = min(held + want, committed + room)
+    bound = min(held, allowed)
+    until_answer = bound if ceiling is None else min(ceiling, bound)
+    return held + want - allowed, until_answer, allowed

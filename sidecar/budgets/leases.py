@@ -20,8 +20,13 @@ reservations. A background task here:
 - after a restart, once the spool of the previous life has been replayed, closes
   that life's leases at exactly what they settled (``aegis.lease_takeover``).
 
-Leases whose holder stopped renewing (crashed, cut off) are reclaimed by the next
-taker after their TTL, at what their ledger rows settled. If any statement (or a
+Every take and renewal also reports what the book may commit before the next one
+(its *ceiling*: what it has committed plus ``report_horizon`` seconds of spend and
+twice what is in flight; the book admits nothing beyond it, and a renewal raises
+it) and the longest a call may take (the per-request deadline). Leases whose holder
+stopped renewing (crashed, cut off) are reclaimed by the next taker once their TTL
+and that call time have run out, at what their rows settled plus what the holder
+may have committed beyond them (unknown outcome: kept charged). If any statement (or a
 ledger write) fails, the book is *blocked*: no paid reservation is admitted until
 a statement succeeds again (fail closed; reason ``budget_unavailable``). A budget
 the database does not grant to this namespace (not yet written by the operator,
@@ -46,11 +51,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..contract import BudgetSpec
 from ..contract.money import ZERO
 from ..ledger import leases
-from ..routing.ports import BUDGET_UNAVAILABLE
 from .accounts import Reservation
 from .book import BudgetBook
+from .lease_calls import LeaseCalls
 from .lease_reconcile import Answer, LeaseState, apply_answer
-from .lease_slots import LeaseSettings, Slot, slice_target, slot_key, update_rate
+from .lease_slots import (
+    LeaseSettings,
+    Slot,
+    headroom,
+    report,
+    slice_target,
+    slot_key,
+    update_rate,
+)
 from .sources import Allowance
 
 __all__ = ["LeaseBudgetSource", "LeaseSettings"]
@@ -59,7 +72,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LeaseBudgetSource:
+class LeaseBudgetSource(LeaseCalls):
     """Leases from ``aegis.lease_*`` for one holder (``namespace/pod``)."""
 
     def __init__(
@@ -72,23 +85,17 @@ class LeaseBudgetSource:
     ) -> None:
         """``replayed`` is set once the ledger spool of a previous life is written
         (:attr:`LedgerStore.replayed`); the takeover waits for it."""
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        super().__init__(engine, settings or LeaseSettings.from_env())
         self.holder = holder
         self.namespace = holder.partition("/")[0]  # of budgets that name none
-        self.settings = settings or LeaseSettings.from_env()
         self._replayed = replayed
-        self._book: BudgetBook | None = None
         self._slots: dict[tuple[str, str], Slot] = {}  # (budget key, period)
         self._returns: list[tuple[BudgetSpec, str, Decimal]] = []  # (budget, period, amount)
         self._leases: dict[tuple[str, str], LeaseState] = {}  # beyond the open slots
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._taken_over = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.available = True
-        self.statements: dict[str, int] = {}  # round trips by kind, for metrics
-        self.failures = 0
+        self.max_call_seconds = 0  # the longest a call may take (reported with each take)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -120,6 +127,12 @@ class LeaseBudgetSource:
             self._release(slot)
         self._slots.clear()
         await self._give_back_all(close=True, rounds=5)  # the last chance to give back
+
+    def longest_call(self, seconds: float) -> None:
+        """A call may last ``seconds`` (the per-request deadline): reported with every
+        take, so that a lease is reclaimed only once its holder's calls are over.
+        Never lowered in a life (calls of the old deadline may still be in flight)."""
+        self.max_call_seconds = max(self.max_call_seconds, math.ceil(seconds))
 
     # -- BudgetSource (synchronous: called inside reserve/settle) ----------------
 
@@ -246,14 +259,22 @@ class LeaseBudgetSource:
             return
         target = slice_target(slot, reserved, settings)
         need = max(slot.need - unused, ZERO)
+        # The book may commit up to its ceiling before the next report; a renewal
+        # raises it (to what it holds at most).
+        capped = slot.ceiling is not None and slot.ceiling < held
+        room = slot.ceiling - settled - reserved if slot.ceiling is not None else unused
         waiting = slot.refill is not None and not slot.refill.done()
         # Keep the slice topped up while it is being spent (not when idle: the
         # idle money was just given back).
         busy = now - slot.last_active < settings.idle_return
-        low = busy and unused < target * Decimal(settings.refill_at)
+        refill_at = Decimal(settings.refill_at)
+        low = busy and (
+            unused < target * refill_at
+            or (capped and room < headroom(slot, reserved, settings) * refill_at)
+        )
         patient = slot.shortfall and now - slot.last_take < settings.retry_interval * 2
         if need > 0 or waiting or (low and not patient):
-            await self._take(slot, max(target - unused, need), need, now)
+            await self._take(slot, max(target - unused, need, ZERO), need, now)
         elif now - slot.last_renew >= settings.ttl_seconds / 3 or (
             slot.shortfall and now - slot.last_take >= settings.retry_interval * 2
         ):
@@ -262,6 +283,15 @@ class LeaseBudgetSource:
     async def _take(self, slot: Slot, want: Decimal, need: Decimal, now: float) -> None:
         budget = slot.budget
         sent = self._loop.time()
+        view = self._book.account_view(slot.key, slot.period) if self._book else None
+        spare, allowed, held = ZERO, None, ZERO
+        if view is not None:
+            held, settled, reserved = view
+            room = headroom(slot, reserved, self.settings)
+            spare, until_answer, allowed = report(
+                held, settled + reserved, want, room, slot.ceiling
+            )
+            self._limit(slot, until_answer)
         try:
             grant = await self._call(
                 "take" if want > 0 else "renew",
@@ -273,6 +303,8 @@ class LeaseBudgetSource:
                     want=want,
                     need=need,
                     ttl_seconds=self.settings.ttl_seconds,
+                    spare=spare,
+                    max_call_seconds=self.max_call_seconds,
                 ),
             )
         except leases.NotGranted as refused:
@@ -283,6 +315,8 @@ class LeaseBudgetSource:
             self._release(slot)
             return
         slot.denied_at = None
+        if allowed is not None:
+            self._limit(slot, min(held + grant.granted, allowed))
         self._answered(budget, slot.period, grant, grant.granted)
         slot.remaining = grant.remaining
         slot.shortfall = grant.granted < want
@@ -379,44 +413,6 @@ class LeaseBudgetSource:
 
     # -- plumbing --------------------------------------------------------------------
 
-    async def _call(self, kind: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T | None:
-        """One statement, one round trip; ``None`` (and blocked) when it fails. The
-        database answering that a budget is not granted is an answer, not a failure:
-        :class:`~aegis.sidecar.ledger.leases.NotGranted` goes to the caller."""
-        self.statements[kind] = self.statements.get(kind, 0) + 1
-        try:
-            async with asyncio.timeout(self.settings.statement_timeout):
-                async with self.engine.connect() as connection:
-                    result = await work(connection)
-        except leases.NotGranted:
-            self._set_available(True)
-            raise
-        except Exception as exc:
-            self.failures += 1
-            if self.available:
-                log.error("budget lease %s failed, paid providers fail closed: %s", kind, exc)
-            self._set_available(False)
-            return None
-        self._set_available(True)
-        return result
-
-    def _set_available(self, available: bool) -> None:
-        if available and not self._taken_over.is_set():
-            return  # not before the previous life's leases are closed
-        changed = available != self.available
-        self.available = available
-        if self._book is not None:
-            self._book.blocked = None if available else BUDGET_UNAVAILABLE
-        if changed and available:
-            log.info("budget leases available again")
-
-    def ledger_health(self, healthy: bool) -> None:
-        """:class:`LedgerStore` ``on_health``: a failed write blocks at once; a
-        successful one only wakes the probe (a lease statement must succeed)."""
-        if not healthy:
-            self._set_available(False)
-        self._wake.set()
-
     def _move_deadline(self) -> None:
         """The book admits reservations until 3/4 of a TTL after the oldest renewal
         was *sent*: the database's expiry counts from when it ran, later, so a
@@ -425,6 +421,11 @@ class LeaseBudgetSource:
         if self._book is not None:
             oldest = min((s.renewed for s in self._slots.values()), default=math.inf)
             self._book.lease_deadline = oldest + self.settings.ttl_seconds * 0.75
+
+    def _limit(self, slot: Slot, ceiling: Decimal) -> None:
+        slot.ceiling = ceiling
+        if self._book is not None:
+            self._book.limit_commitment(slot.key, slot.period, ceiling)
 
     def _release(self, slot: Slot) -> None:
         """Wake requests waiting for this slot's refill, whatever the outcome."""

@@ -95,10 +95,11 @@ async def take(
     """Add up to ``want`` (at least ``need``, else nothing) to the holder's lease
     and extend its TTL; reclaims expired leases of other holders on the way.
 
-    ``spare``: lease money (after this take) the holder will not commit before its
-    next take or renewal: if it dies, the rest of its lease (its *exposure*) stays
-    charged as money of calls of unknown outcome. ``max_call_seconds``: its longest
-    call (per-request deadline); its lease is reclaimed only that long after expiry.
+    ``spare``: lease money (after this take, were ``want`` granted in full) the
+    holder will not commit before its next take or renewal: if it dies, the rest
+    of its lease (its *exposure*) stays charged as money of calls of unknown
+    outcome. ``max_call_seconds``: its longest call (per-request deadline); its
+    lease is reclaimed only that long after expiry.
     :class:`NotGranted` when the budget is not this namespace's to spend."""
     params = {
         **_key(budget),

@@ -119,6 +119,8 @@ class Runtime:
             service_account=self.service_account,
             local_providers=config.local_providers,
         )
+        if self.leases is not None:
+            self.leases.longest_call(config.listen.limits.request_timeout_seconds)
         if self.ledger.url.get_backend_name() != "sqlite":  # shared limits: leases
             self.rate_leases = LeaseSlots(self.ledger.engine, self.ledger.holder)
             self.limits.use_source(self.rate_leases)
@@ -148,6 +150,8 @@ class Runtime:
         old = self.current.config
         self.adapters.reload(new)
         self.budgets.reconfigure(new.budgets, new.local_providers)
+        if self.leases is not None:
+            self.leases.longest_call(new.listen.limits.request_timeout_seconds)
         self.limits.configure(limits_in_force(new))
         self.current = Snapshot(new, loaded.hash, datetime.now(UTC))
         self.reload_state.last_error = None

@@ -136,23 +136,37 @@ async def test_a_crashed_holders_lease_is_reclaimed_after_its_ttl(
 ) -> None:
     await provision(pg_url, "ns")
     await set_budgets(pg_url, "ns", [("dash", "dashscope", "4")])
-    # A holder process takes a slice of 2, settles 0.75 of it and is SIGKILLed.
+    # A holder process takes a slice of 2, settles 0.75 of it and then idles: with
+    # each renewal (every second at a TTL of 3) it reports what it may still commit,
+    # which falls towards nothing as its spend rate decays. Then it is SIGKILLed.
     crashed = await start_holder(pg_url, tmp_path / "pod-crash", "ns/pod-crash", ttl=3)
     try:
+        await poll_until(
+            lambda: exposure_of(pg_url, "ns/pod-crash", below=D(1)), within=30, every=0.1
+        )
         crashed.send_signal(signal.SIGKILL)
     finally:
         await crashed.wait()
     assert crashed.returncode == -signal.SIGKILL
+    exposure = await money(
+        pg_url, "SELECT exposure_usd FROM aegis.budget_leases WHERE holder = 'ns/pod-crash'"
+    )
+    assert D("0.75") <= exposure < 1
     settings = LeaseSettings(tick=0.01, ttl_seconds=1, min_slice_share=D("0.5"))
     survivor = await sidecar("pod-live", "4", settings)
     assert (await lease_of(pg_url, "ns/pod-crash"))[1] == "open"
-    denied = not await spend(survivor, D("3.5"), D("3.5"), "s0")
+    denied = not await spend(survivor, D("3"), D("3"), "s0")
     if (await lease_of(pg_url, "ns/pod-crash"))[1] == "open":  # not reclaimed (yet):
-        assert denied  # its slice of 2 is still held, 3.5 cannot be had
+        assert denied  # its slice of 2 is still held, 3 cannot be had
     # Once its TTL has run out, the next take reclaims it (polled: when depends on load).
-    await poll_until(lambda: spend(survivor, D("3.2"), D("3.2"), "s1"), within=20, every=0.1)
-    # What it settled stays spent.
-    assert await lease_of(pg_url, "ns/pod-crash") == (D("0.75"), "closed", 1)
+    await poll_until(lambda: spend(survivor, D(3), D(3), "s1"), within=20, every=0.1)
+    # What it settled and what it may have had in flight (its exposure) stay charged.
+    assert await lease_of(pg_url, "ns/pod-crash") == (exposure, "closed", 1)
+
+
+async def exposure_of(url: str, holder: str, *, below: Decimal) -> bool:
+    sql = f"SELECT exposure_usd FROM aegis.budget_leases WHERE holder = '{holder}'"
+    return await money(url, sql) < below
 
 
 async def start_holder(

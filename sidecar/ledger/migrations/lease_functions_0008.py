@@ -2,7 +2,8 @@
 calls of unknown outcome stay charged (history: a later change is a new module).
 
 Each take or renewal reports the holder's *spare* money: lease money it promises not
-to commit (reserve or settle) before its next report. The database keeps the lease's
+to commit (reserve or settle) before its next report, counted as if the take granted
+all it wanted (what it does not grant is not spare). The database keeps the lease's
 *exposure* (``amount - spare`` after the take: everything the holder may have
 committed, settled, in flight or answered and not yet written, until its next
 report) and the holder's *maximum call time* (its per-request deadline, bounded here
@@ -126,6 +127,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'aegis.lease_take: slice would exceed the limit';
     END IF;
+    -- The spare money was counted on getting all that was wanted: what was not
+    -- granted is not spare.
+    v_spare := GREATEST(v_spare - (p_want - v_slice), 0);
     -- A holder back after its lease was reclaimed (cut off, not dead): what that
     -- reclaim kept becomes final unknown-outcome money (its late rows settle within it).
     INSERT INTO aegis.budget_leases AS l
