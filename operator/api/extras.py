@@ -29,11 +29,16 @@ from aegis.sidecar.contract import (
     Target,
 )
 
+from .zones import ZONES
+
 SchemaExtra = Callable[[dict[str, Any]], None]
 
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: A glob whose every ``[`` has a ``]`` after at least one character (fnmatch would
+#: read an unclosed one as a plain ``[``: almost surely a typo). In a CEL string.
+_CLOSED_BRACKETS = r"^[^\\[]*(\\[!?[^\\]]+\\][^\\[]*)*$"
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -84,6 +89,25 @@ SIDECAR_SCHEMA_EXTRAS: dict[type[BaseModel], SchemaExtra] = {
             ".minBatchSize",
         )
     ),
+    BudgetSpec: extra(
+        cel(
+            "!has(self.provider) || !has(self.providers) || size(self.providers) == 0",
+            "set provider or providers, not both",
+            ".providers",
+        ),
+        cel(
+            f"!has(self.models) || self.models.all(g, g.matches('{_CLOSED_BRACKETS}'))",
+            "every models glob must close each [ with ] around at least one character "
+            "(e.g. gpt-4[o1]*)",
+            ".models",
+        ),
+        cel(
+            f"!has(self.timezone) || self.timezone in {cel_list(list(ZONES))}",
+            "timezone must be an IANA time zone name such as UTC, Europe/Berlin or "
+            "America/New_York",
+            ".timezone",
+        ),
+    ),
     ProviderModels: extra(
         cel(unique("vision"), "vision models must be unique", ".vision"),
         also=lambda schema: schema["properties"]["vision"]["items"].update(maxLength=128),
@@ -130,11 +154,7 @@ DESCRIPTIONS: dict[type[BaseModel], dict[str, str]] = {
     },
     Stickiness: {},
     BudgetSpec: {
-        "provider": "Name of the provider the limit applies to (as named in LLMRoutes).",
-        "limitUSD": "Monthly limit in USD (0 blocks the provider).",
-        "period": "Budget period: calendar months (Monthly).",
-        "onExceeded": "When the limit is reached: FallbackLocal sends requests to local "
-        "providers, Reject answers 402.",
+        "limitUSD": "USD per period (0 blocks the calls the budget applies to).",
         "alertThresholds": "Utilisation percentages (1-100) that raise a Warning condition "
         "and one event each per period.",
     },

@@ -161,7 +161,10 @@ class _Converter:
         if out.get("type") == "array":
             out["items"] = self.node(raw["items"])
         for key, value in raw.items():
-            if key.startswith("x-kubernetes-"):
+            if key == "x-kubernetes-validations" and key in out:
+                # the model's own rules, then those added for a sidecar class it extends
+                out[key] = [*value, *(rule for rule in out[key] if rule not in value)]
+            elif key.startswith("x-kubernetes-"):
                 out[key] = value
         return out
 

@@ -58,16 +58,18 @@ def install_crds(kube: Kube) -> None:
 
 
 def remove_aegis_objects(kube: Kube) -> None:
-    """Delete every LLMRoute/LLMBudget left (dropping finalizers: the operator is gone).
+    """Delete every LLMRoute/LLMBudget/ClusterLLMBudget left (dropping finalizers: the
+    operator is gone).
 
     The CRDs stay: installing them is idempotent and every package that needs them
     applies them itself, so no package depends on another's cleanup or setup."""
-    for kind in ("llmroutes", "llmbudgets"):
+    for kind in ("llmroutes", "llmbudgets", "clusterllmbudgets"):
         listed = kube.kubectl_json("get", kind, "--all-namespaces")
         for item in listed["items"]:
             meta = item["metadata"]
+            ns = ["-n", meta["namespace"]] if meta.get("namespace") else []
             kube.kubectl(
-                "patch", kind, meta["name"], "-n", meta["namespace"], "--type=merge",
+                "patch", kind, meta["name"], *ns, "--type=merge",
                 "-p", '{"metadata": {"finalizers": null}}', check=False,
             )  # fmt: skip
         kube.kubectl("delete", kind, "--all", "--all-namespaces", "--ignore-not-found")

@@ -54,11 +54,18 @@ def insert(dsn: str, rows: list[LedgerRecord]) -> None:
 
 
 async def _as_tenant(
-    dsn: str, namespace: str, budget: str, rows: list[LedgerRecord], want: Decimal
+    dsn: str,
+    namespace: str,
+    budget: str,
+    rows: list[LedgerRecord],
+    want: Decimal,
+    *,
+    key: BudgetKey | None = None,
 ) -> None:
     """As the namespace's sidecar would: lease ``want`` of ``budget`` (which the operator
-    must have written to the ledger), then write ``rows`` charged to it."""
-    key = BudgetKey(BudgetScope.NAMESPACE, namespace, budget)
+    must have written to the ledger; ``key``: another key than the namespace's own
+    budget of that name, e.g. a cluster budget), then write ``rows`` charged to it."""
+    key = key or BudgetKey(BudgetScope.NAMESPACE, namespace, budget)
     holder = f"{namespace}/rag-api-0"
     engine = create_engine(await tenant_url(dsn, namespace), isolation_level="AUTOCOMMIT")
     try:
@@ -75,11 +82,12 @@ async def _as_tenant(
         await engine.dispose()
 
 
-def charge(dsn: str, budget: str, rows: list[LedgerRecord]) -> None:
-    """Rows of one namespace (their own) charged to its budget ``budget``, leased first."""
+def charge(dsn: str, budget: str, rows: list[LedgerRecord], key: BudgetKey | None = None) -> None:
+    """Rows of one namespace (their own) charged to its budget ``budget`` (or to the
+    budget ``key``), leased first."""
     namespace = rows[0].namespace
     total = sum((r.cost_usd for r in rows), Decimal(0))
-    asyncio.run(_as_tenant(dsn, namespace, budget, rows, total))
+    asyncio.run(_as_tenant(dsn, namespace, budget, rows, total, key=key))
 
 
 def lease(dsn: str, *, namespace: str, budget: str, amount: str) -> None:

@@ -47,14 +47,17 @@ def test_examples_apply_and_kubectl_shows_real_values(
     assert by_name["rag-api"][1:3] == ["True", "local,dashscope,openai"]
     assert by_name["chat-api"][1:5] == ["True", "local,dashscope,openai", "Progressing", "10"]
     budgets = kube.kubectl("get", "llmbudgets", "-n", ns).stdout.splitlines()
-    header = ["NAME", "PROVIDER", "LIMIT", "SPENT", "REMAINING", "UTILISATION", "EXCEEDED", "AGE"]
+    header = ["NAME", "PERIOD", "LIMIT", "SPENT", "REMAINING", "RESETS", "READY", "AGE"]
     assert budgets[0].split() == header
     rows = {line.split()[0]: line.split() for line in budgets[1:]}
+    status = (get(kube, "llmbudget", "dashscope-monthly", ns) or {})["status"]
     assert rows["dashscope-monthly"][1:7] == [
-        "dashscope", "120.00", "96.25", "23.75", "80.2%", "False",
+        "Monthly", "120.00", "96.25", "23.75", status["periodEnd"], "True",
     ]  # fmt: skip
+    assert status["periodEnd"].endswith("-01T00:00:00Z")  # the next month's first midnight
     wide = kube.kubectl("get", "aegis", "-n", ns, "-o", "wide").stdout
     assert "ON-EXCEEDED" in wide and "FallbackLocal" in wide and "Reconciled" in wide
+    assert "UTILISATION" in wide and "80.2%" in wide and "CURRENT" in wide
 
 
 def test_kubectl_explain_teaches_the_api(kube: Kube, crds: None) -> None:
@@ -111,6 +114,21 @@ def _budget() -> dict[str, Any]:
         "kind": "LLMBudget",
         "metadata": {"name": "bad"},
         "spec": {"provider": "openai", "limitUSD": 80},
+    }
+
+
+def _cluster() -> dict[str, Any]:
+    return {
+        "apiVersion": "aegis.io/v1alpha1",
+        "kind": "ClusterLLMBudget",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "provider": "openai",
+            "limitUSD": 500,
+            "period": "Weekly",
+            "timezone": "America/New_York",
+            "namespaceSelector": {"matchLabels": {"tier": "paid"}},
+        },
     }
 
 
@@ -208,14 +226,49 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Edit, str]] = [
      "spec.limitUSD: Invalid value: -1"),
     ("on-exceeded-enum", _budget, _spec(lambda s: s.update(onExceeded="Ignore")),
      "spec.onExceeded: Unsupported value: \"Ignore\""),
-    ("period-enum", _budget, _spec(lambda s: s.update(period="Weekly")),
-     "spec.period: Unsupported value: \"Weekly\""),
-    ("budget-provider-required", _budget, _spec(lambda s: s.pop("provider")),
-     "spec.provider: Required value"),
+    ("period-enum", _budget, _spec(lambda s: s.update(period="Yearly")),
+     "spec.period: Unsupported value: \"Yearly\""),
+    ("provider-and-providers", _budget, _spec(lambda s: s.update(providers=["anthropic"])),
+     "spec.providers: Invalid value: \"object\": set provider or providers, not both"),
+    ("providers-duplicate", _budget,
+     _spec(lambda s: (s.pop("provider"), s.update(providers=["openai", "openai"]))),
+     "spec.providers[1]: Duplicate value: \"openai\""),
+    ("bad-time-zone", _budget, _spec(lambda s: s.update(timezone="Europe/Berln")),
+     "spec.timezone: Invalid value: \"object\": timezone must be an IANA time zone name"),
+    ("glob-unclosed-bracket", _budget, _spec(lambda s: s.update(models=["gpt-4[o"])),
+     "spec.models: Invalid value: \"object\": every models glob must close each ["),
+    ("glob-characters", _budget, _spec(lambda s: s.update(models=["gpt 4o"])),
+     "spec.models[0]: Invalid value: \"gpt 4o\""),
+    ("data-class-pattern", _budget, _spec(lambda s: s.update(dataClasses=["PII"])),
+     "spec.dataClasses[0]: Invalid value: \"PII\""),
+    ("service-account-pattern", _budget, _spec(lambda s: s.update(serviceAccounts=["Web_App"])),
+     "spec.serviceAccounts[0]: Invalid value: \"Web_App\""),
     ("namespaces-star-alone", _budget, _spec(lambda s: s.update(namespaces=["*", "team"])),
      "spec.namespaces: Invalid value: \"object\": '*' must be the only entry"),
     ("budget-name-dns-label", _budget, lambda o: o["metadata"].update(name="openai.monthly"),
      "metadata.name of an LLMBudget must be a DNS label"),
+    ("cluster-selector-values", _cluster,
+     _spec(lambda s: s["namespaceSelector"].update(
+         matchExpressions=[{"key": "tier", "operator": "Exists", "values": ["paid"]}])),
+     "spec.namespaceSelector.matchExpressions[0].values: Invalid value: \"object\": values "
+     "must be non-empty for In and NotIn and empty for Exists and DoesNotExist"),
+    ("cluster-selector-operator", _cluster,
+     _spec(lambda s: s["namespaceSelector"].update(
+         matchExpressions=[{"key": "tier", "operator": "Equals", "values": ["paid"]}])),
+     "spec.namespaceSelector.matchExpressions[0].operator: Unsupported value: \"Equals\""),
+    ("cluster-negative-limit", _cluster, _spec(lambda s: s.update(limitUSD=-5)),
+     "spec.limitUSD: Invalid value: -5"),
+    ("cluster-bad-time-zone", _cluster, _spec(lambda s: s.update(timezone="Mars/Olympus_Mons")),
+     "spec.timezone: Invalid value: \"object\": timezone must be an IANA time zone name"),
+    ("cluster-period-enum", _cluster, _spec(lambda s: s.update(period="Hourly")),
+     "spec.period: Unsupported value: \"Hourly\""),
+    ("cluster-threshold-duplicate", _cluster, _spec(lambda s: s.update(alertThresholds=[90, 90])),
+     "spec.alertThresholds[1]: Duplicate value: 90"),
+    ("cluster-provider-and-providers", _cluster,
+     _spec(lambda s: s.update(providers=["anthropic"])),
+     "spec.providers: Invalid value: \"object\": set provider or providers, not both"),
+    ("cluster-name-dns-label", _cluster, lambda o: o["metadata"].update(name="Org"),
+     "metadata.name of a ClusterLLMBudget must be a DNS label"),
 ]  # fmt: skip
 
 
