@@ -64,8 +64,8 @@ def budget_key(namespace: str, name: str) -> BudgetKey:
 async def write_limit(
     ctx: Context, key: BudgetKey, spec: BudgetSpec, spenders: Iterable[str]
 ) -> LedgerProblem | None:
-    """A budget's limit, provider and spending namespaces, as sidecars' leases see
-    them; the problem when they could not be written."""
+    """A budget's limit, provider, spending namespaces and rate limits, as sidecars'
+    leases see them; the problem when they could not be written."""
     if ctx.control is None:
         return LedgerProblem(
             "LimitNotWritten",
@@ -80,6 +80,13 @@ async def write_limit(
                 provider=ledger_provider(spec),
                 limit=spec.limit_usd,
                 spenders=spenders,
+            )
+            limits = spec.rate_limits  # shared by every sidecar spending the budget
+            await control.set_rate_limits(
+                connection,
+                key,
+                requests_per_minute=limits.requests_per_minute if limits else None,
+                tokens_per_minute=limits.tokens_per_minute if limits else None,
             )
     except _LEDGER_ERRORS as error:
         return LedgerProblem("LimitNotWritten", f"cannot write the limit to the ledger: {error}")
