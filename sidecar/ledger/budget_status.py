@@ -44,6 +44,9 @@ class BudgetStatus:
     utilisation: Decimal | None  # None for a zero limit
     overdraft_usd: Decimal  # spend that arrived beyond a lease (should stay 0)
     holders: int  # sidecars holding unspent money now
+    # Kept charged for calls whose outcome the ledger never learnt (a sidecar that
+    # died with calls in flight): part of reserved, never given back this period.
+    unknown_usd: Decimal = ZERO
 
     @property
     def budget(self) -> str:
@@ -88,6 +91,12 @@ async def budget_status(
     ledger at revision 0001)."""
     p, lease = BudgetPeriod, BudgetLease
     holding = and_(lease.state == "open", lease.amount_usd > lease.settled_usd)
+    # A reclaimed lease (its holder gone, not back): all it still holds is unknown.
+    unsettled = lease.amount_usd - lease.settled_usd
+    unknown = case(
+        (and_(lease.reclaimed_at.is_not(None), unsettled > lease.unknown_usd), unsettled),
+        else_=lease.unknown_usd,
+    )
     key = (p.budget_scope, p.budget_namespace, p.budget_name)
     same = and_(
         lease.budget_scope == p.budget_scope,
@@ -104,6 +113,7 @@ async def budget_status(
             p.overdraft_usd,
             func.coalesce(func.sum(lease.settled_usd), 0),
             func.count(case((holding, 1))),
+            func.coalesce(func.sum(unknown), 0),
         )
         .outerjoin(lease, and_(same, lease.period == p.period))
         .group_by(*key, p.provider, p.period, p.limit_usd, p.committed_usd, p.overdraft_usd)
@@ -136,6 +146,7 @@ async def budget_status(
         overdraft,
         settled,
         holders,
+        unknown_usd,
     ) in rows:
         spent = Decimal(settled).quantize(MICRO)
         result.append(
@@ -150,6 +161,7 @@ async def budget_status(
                 utilisation=(committed / limit).quantize(MICRO) if limit > 0 else None,
                 overdraft_usd=overdraft,
                 holders=int(holders),
+                unknown_usd=Decimal(unknown_usd).quantize(MICRO),
             )
         )
     return result

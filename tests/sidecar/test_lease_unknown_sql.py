@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis.sidecar.ledger import leases
+from aegis.sidecar.ledger.budget_status import budget_status
 from aegis.sidecar.ledger.db import create_engine
 from tests.sidecar.ledger_helpers import record
 from tests.sidecar.shared_helpers import poll_until, write_rows
@@ -70,6 +71,12 @@ async def period_row(conn: AsyncConnection) -> tuple[Decimal, Decimal]:
     return row[0], row[1]
 
 
+async def unknown(engine: AsyncEngine) -> Decimal:
+    """The budget's unknown-outcome money as the read side (budget status) shows it."""
+    [status] = await budget_status(engine, P)
+    return status.unknown_usd
+
+
 async def reclaim(conn: AsyncConnection, holder: str) -> None:
     """Take (nothing) as another holder until ``holder``'s lease is reclaimed."""
 
@@ -107,16 +114,19 @@ async def test_late_rows_settle_against_the_kept_money_once(engine: AsyncEngine)
         await take(conn, "ns/dead", "4", spare="2")
         await write_rows(conn, "ns/dead", [record(1, cost_usd=D(1))], [DASH.encoded])
         await reclaim(conn, "ns/dead")
+        assert await unknown(engine) == D(1)  # all the reclaimed lease holds unsettled
         # The restarted pod replays the rows its previous life spooled (one was
         # written already: idempotent), then takes over.
         late = [record(1, cost_usd=D(1)), record(2, cost_usd=D("0.75"))]
         assert await write_rows(conn, "ns/dead", late, [DASH.encoded] * 2) == 1
         assert await period_row(conn) == (D(2), D(0))  # nothing charged twice
+        assert await unknown(engine) == D("0.25")
         assert await leases.takeover(conn, "ns/dead") == [(DASH, P, D(0))]
         dead = await lease(conn, "ns/dead")
         # 0.25 was in flight when it died: unknown outcome, final.
         assert (dead.amount_usd, dead.settled_usd, dead.unknown_usd) == (D(2), D("1.75"), D("0.25"))
         assert dead.reclaimed_at is None
+        assert await unknown(engine) == D("0.25")
         # The new life sees that money and can never give it back.
         grant = await take(conn, "ns/dead", "1")
         assert (grant.granted, grant.lease_amount, grant.unknown) == (D(1), D(3), D("0.25"))
