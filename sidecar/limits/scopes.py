@@ -4,8 +4,10 @@
   and the token estimate per request, taken before the first call; a fallback to
   another candidate of the same request takes no more.
 - A budget's ``rateLimits`` (key ``Budget/<budget namespace>/<name>``, the namespace
-  ``''`` for a cluster budget): taken by the first call of a request charged to that
-  budget; later calls of the same request charged to it take no more.
+  ``''`` for a cluster budget): taken by the first call of a request that the budget
+  applies to (its provider, model and data-class filters; a ServiceAccount filter is
+  not known here, so it matches); later calls of the same request under it take no
+  more.
 
 The token estimate of a call is its worst case, as for its price: the prompt bound
 plus the completion cap in force (the client's, else the provider's default) per
@@ -84,8 +86,14 @@ def budget_demands(
     held = set(taken)
     tokens = call_tokens(facts, candidate)
     found: list[Demand] = []
-    for budget in config.budgets_for(candidate.provider.name):
-        if budget.rate_limits is None:
+    provider = candidate.provider
+    for budget in config.budgets:
+        if budget.rate_limits is None or not budget.applies(
+            provider.name,
+            local=provider.is_local,
+            models=candidate.models,
+            data_class=facts.data_class,
+        ):
             continue
         key = budget.key(config.identity.namespace)
         demands = _demands(BUDGET, key.namespace, key.name, budget.rate_limits, tokens)

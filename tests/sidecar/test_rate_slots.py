@@ -238,7 +238,22 @@ def test_all_or_nothing_across_limits() -> None:
     limiter = RateLimiter(clock=clock, window=WINDOW)
     budget = PoolKey("Budget", "", "company", RateUnit.REQUESTS)
     limiter.configure([(REQUESTS, 5), (budget, 1)])
-    assert isinstance(limiter.admit([(REQUESTS, 1), (budget, 1)]), Admission)
+    first = limiter.admit([(REQUESTS, 1), (budget, 1)])  # held: a dropped one is released
+    assert isinstance(first, Admission)
     refused = limiter.admit([(REQUESTS, 1), (budget, 1)])
     assert isinstance(refused, RateRefused) and refused.key == budget
     assert limiter.pools[REQUESTS].reserved == 1  # the route's slot was not kept
+
+
+def test_an_admission_dropped_unsettled_gives_back_what_no_call_used() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock, window=WINDOW)
+    limiter.configure([(REQUESTS, 2), (TOKENS, 100)])
+    never_called = limiter.admit([(REQUESTS, 1), (TOKENS, 40)])
+    called = limiter.admit([(REQUESTS, 1), (TOKENS, 40)])
+    assert isinstance(never_called, Admission) and isinstance(called, Admission)
+    called.called()
+    del never_called, called  # a request cancelled before it was recorded
+    requests, tokens = limiter.pools[REQUESTS], limiter.pools[TOKENS]
+    assert (requests.reserved, tokens.reserved) == (0, 0)
+    assert (requests.busy.total, tokens.busy.total) == (1, 40)  # the call's, unknown: kept
