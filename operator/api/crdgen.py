@@ -97,8 +97,9 @@ def _budget_columns(*extra: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": "Period",
             "type": "string",
-            "jsonPath": ".spec.period",
-            "description": "Daily, Weekly (ISO week) or Monthly, in spec.timezone.",
+            "jsonPath": ".status.period",
+            "description": "The current period: 2026-12-05 (Daily), 2026-W49 (Weekly), 2026-12 "
+            "(Monthly), in spec.timezone.",
         },
         {
             "name": "Limit",
@@ -141,13 +142,6 @@ def _budget_columns(*extra: dict[str, Any]) -> list[dict[str, Any]]:
             "priority": 1,
         },
         ready[1],
-        {
-            "name": "Current",
-            "type": "string",
-            "jsonPath": ".status.period",
-            "description": "The period the figures belong to (2026-12-05, 2026-W49, 2026-12).",
-            "priority": 1,
-        },
         {
             "name": "On-Exceeded",
             "type": "string",

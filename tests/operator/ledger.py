@@ -61,10 +61,12 @@ async def _as_tenant(
     want: Decimal,
     *,
     key: BudgetKey | None = None,
+    period: str | None = None,
 ) -> None:
     """As the namespace's sidecar would: lease ``want`` of ``budget`` (which the operator
     must have written to the ledger; ``key``: another key than the namespace's own
-    budget of that name, e.g. a cluster budget), then write ``rows`` charged to it."""
+    budget of that name, e.g. a cluster budget; ``period``: the budget's period key when
+    it is not the UTC month), then write ``rows`` charged to it."""
     key = key or BudgetKey(BudgetScope.NAMESPACE, namespace, budget)
     holder = f"{namespace}/rag-api-0"
     engine = create_engine(await tenant_url(dsn, namespace), isolation_level="AUTOCOMMIT")
@@ -72,22 +74,29 @@ async def _as_tenant(
         async with engine.connect() as connection:
             if want > 0:
                 await take(
-                    connection, budget=key, period=period_of(datetime.now(UTC)),
+                    connection, budget=key, period=period or period_of(datetime.now(UTC)),
                     holder=holder, want=want,
                 )  # fmt: skip
             if rows:
-                bodies = [encode_body(r, key.encoded) for r in rows]
+                charged = key.encoded if period is None else f"{key.encoded}@{period}"
+                bodies = [encode_body(r, charged) for r in rows]
                 await write_postgres(connection, holder, rows, bodies)
     finally:
         await engine.dispose()
 
 
-def charge(dsn: str, budget: str, rows: list[LedgerRecord], key: BudgetKey | None = None) -> None:
+def charge(
+    dsn: str,
+    budget: str,
+    rows: list[LedgerRecord],
+    key: BudgetKey | None = None,
+    period: str | None = None,
+) -> None:
     """Rows of one namespace (their own) charged to its budget ``budget`` (or to the
-    budget ``key``), leased first."""
+    budget ``key``, in its period ``period``), leased first."""
     namespace = rows[0].namespace
     total = sum((r.cost_usd for r in rows), Decimal(0))
-    asyncio.run(_as_tenant(dsn, namespace, budget, rows, total, key=key))
+    asyncio.run(_as_tenant(dsn, namespace, budget, rows, total, key=key, period=period))
 
 
 def lease(dsn: str, *, namespace: str, budget: str, amount: str) -> None:
