@@ -279,12 +279,19 @@ async def test_torture_budgets_hold_with_killed_sidecars(pg_url: str, tmp_path: 
     pod_of_key = {pod_key(pod): pod for pod in namespace_of}
     # No request that a budget refused reached the provider.
     assert not set(tally.refused) & set(by_tag)
-    # Every answered call: billed once, in the ledger at exactly the billed cost.
+    # Every answered call: billed once, in the ledger at exactly the billed cost; only
+    # a pod gone for good may have answered calls whose rows died with its spool
+    # (unknown outcome to the ledger: covered below).
+    lost = 0
     for tag, (pod, rid, cost) in tally.answered.items():
         call = by_tag[tag]
         assert call["id"] == tally.answer_ids[tag]
         assert pod_of_key[call["key"]] == pod
-        assert ledger[rid] == (pod, Decimal(call["costUSD"])) == (pod, cost)
+        assert Decimal(call["costUSD"]) == cost
+        if rid not in ledger and pod in GONE:
+            lost += 1
+            continue
+        assert ledger[rid] == (pod, cost), tag
     # Per pod: never killed, the ledger is the invoice; killed, its rows are billed
     # calls and what is missing is of unknown outcome (cut off or never written).
     billed: dict[str, list[Decimal]] = defaultdict(list)
@@ -313,8 +320,8 @@ async def test_torture_budgets_hold_with_killed_sidecars(pg_url: str, tmp_path: 
         assert overdraft == 0, (name, ns)
         assert committed == settled + unknown <= limit, (name, ns, committed)
     print(
-        f"answered {len(tally.answered)}, refused {len(tally.refused)}, cut off "
-        f"{len(tally.unknown)}, billed {len(calls)}; per budget (bill, settled, unknown, "
-        f"limit): "
+        f"answered {len(tally.answered)} ({lost} rows lost with a pod), refused "
+        f"{len(tally.refused)}, cut off "
+        f"{len(tally.unknown)}, billed {len(calls)}; per budget settled+unknown/limit: "
         + "; ".join(f"{n}@{ns or '*'} {s}+{u}/{lim}" for _, ns, n, lim, _, _, s, u in budgets)
     )
