@@ -133,7 +133,8 @@ def test_install_walkthrough(kube: Kube, tmp_path: Path) -> None:
         # No kubelet runs the migration job here: skip hooks, as test_install does.
         r"(helm (?:install|upgrade) [^\n]*)": r"\1 --no-hooks",
     }
-    adopt_crds(kube, release, namespace, ("llmroutes.aegis.io", "llmbudgets.aegis.io"))
+    crds = ("llmroutes.aegis.io", "llmbudgets.aegis.io", "clusterllmbudgets.aegis.io")
+    adopt_crds(kube, release, namespace, crds)
     env = tool_env(kube, tmp_path)
     walkthrough = marked("walkthrough")
     assert len(walkthrough) >= 5

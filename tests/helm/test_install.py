@@ -44,7 +44,7 @@ from tests.operator.lifecycle import as_role, operator_roles
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
 
-CRD_NAMES = ("llmroutes.aegis.io", "llmbudgets.aegis.io")
+CRD_NAMES = ("llmroutes.aegis.io", "llmbudgets.aegis.io", "clusterllmbudgets.aegis.io")
 EXAMPLES = sync.ROOT / "crds" / "examples"
 SCOPE_LABEL = "test.aegis.io/helm-release"
 CLUSTER_SCOPED = {
