@@ -190,6 +190,15 @@ class LLMBudgetStatus(Model):
         max_length=24,
         description="Money held by sidecars for calls in flight (budget leases).",
     )
+    unknown_outcome_usd: str | None = Field(
+        default=None,
+        alias="unknownOutcomeUSD",
+        pattern=USD_TEXT,
+        max_length=24,
+        description="Part of reserved kept charged for calls whose outcome the ledger "
+        "never learnt (a sidecar that died with calls in flight: the provider may have "
+        "billed them); never returned this period.",
+    )
     remaining_usd: str | None = Field(
         default=None,
         alias="remainingUSD",

@@ -129,7 +129,9 @@ async def read_spend(
     ctx.metrics.ledger_up.set(1)
     if problem is not None:
         return problem
-    return Spend(rows[0].spent_usd, rows[0].reserved_usd) if rows else Spend(ZERO, ZERO)
+    if not rows:
+        return Spend(ZERO, ZERO)
+    return Spend(rows[0].spent_usd, rows[0].reserved_usd, rows[0].unknown_usd)
 
 
 async def _read_ledger(ctx: Context, prepared: PreparedBudget) -> Spend | LedgerProblem:

@@ -83,6 +83,7 @@ class Spend:
 
     spent: Decimal
     reserved: Decimal
+    unknown: Decimal = Decimal(0)  # part of reserved: calls of unknown outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,7 @@ def plan_spend(
         "limitUSD": cents(figures.limit),
         "spentUSD": cents(figures.spent),
         "reservedUSD": cents(figures.reserved),
+        "unknownOutcomeUSD": cents(ledger.unknown),
         "remainingUSD": cents(figures.remaining),
         "utilisation": f"{pct}%",
         "thresholdsCrossed": sorted(set(announced) | set(crossed)),

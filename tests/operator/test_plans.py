@@ -138,6 +138,18 @@ def test_a_threshold_is_announced_once_per_period() -> None:
     assert (again.status, again.events) == (None, ())
 
 
+def test_unknown_outcome_money_is_shown_as_part_of_reserved() -> None:
+    obj = budget()
+    spend = Spend(spent=ZERO + 10, reserved=ZERO + 3, unknown=ZERO + 1)
+    plan = plan_budget(
+        obj, prepare_budget(obj, None, NOW), spend, {}, {}, platform_namespace=None,
+        heartbeat=300, now=NOW,
+    )  # fmt: skip
+    assert plan.status is not None
+    status = plan.status["status"]
+    assert (status["reservedUSD"], status["unknownOutcomeUSD"]) == ("3.00", "1.00")
+
+
 def test_an_unreadable_ledger_is_reported_without_figures() -> None:
     obj = budget()
     problem = LedgerProblem("LedgerUnavailable", "cannot read the ledger: down")
