@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from aegis.operator.api.cluster import ClusterLLMBudgetSpec, NamespaceSelector
@@ -134,3 +136,13 @@ def test_status_has_the_period_its_reset_and_notify_says_exceeded_once() -> None
     assert [e.reason for e in plan.events] == ["BudgetThresholdCrossed", "BudgetExceeded"]
     assert plan.gauges is not None and plan.gauges[0] == "openai"
     assert ledger_provider(cluster(provider=None).spec.budget()) == "any"
+
+
+def test_the_documented_cluster_budget_is_valid() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    block = page.split("kind: ClusterLLMBudget", 1)[1].split("```", 1)[0]
+    doc = yaml.safe_load("kind: ClusterLLMBudget" + block)
+    ref = cluster_ref(doc["metadata"]["name"], doc["spec"])
+    assert ref is not None and ref.spec.namespace_selector is not None
+    assert ref.spec.selects({"billing.example.com/plan": "paid"})
+    assert not ref.spec.selects({"billing.example.com/plan": "free"})
