@@ -10,13 +10,14 @@ UV := $(VENV)/bin/uv
 AEGIS_TESTBIN_ROOT ?= $(HOME)/.cache/aegis/testbin
 export AEGIS_TESTBIN_ROOT
 
-.PHONY: help venv source-tree postgres pgbouncer promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test test-fast demo bench bench-injector clean
+.PHONY: help venv source-tree postgres pgbouncer promtool testbin cluster-deps cluster cluster-down chart-sync lint typecheck pytest test test-fast demo bench bench-injector bench-budgets clean
 
 help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
 	@echo "make test-fast - the pure and single-process tests, random order (< 2 min)"
 	@echo "make bench  - proxy benchmark: overhead, streams, ledger tables (BENCH_ARGS=--quick, LITELLM_VENV=...)"
+	@echo "make bench-budgets - budget and rate-limit decisions across 16 sidecar processes"
 	@echo "make fuzz   - long random API fuzzing (FUZZ_EXAMPLES per endpoint; report in build/)"
 	@echo "make soak   - mixed good and hostile traffic for SOAK_SECONDS, figures printed"
 	@echo "make cluster      - a one-node Kubernetes cluster with Aegis's image (root)"
@@ -148,6 +149,11 @@ soak: venv
 
 bench-injector: venv
 	$(PY) tests/bench/injector_admission.py
+
+# Budget (+ rate-limit) decisions across 16 sidecar processes on one PostgreSQL, and
+# round trips per 100 decisions, beside the single-budget run (tests/bench/budget_decisions.py).
+bench-budgets: venv
+	$(PY) tests/bench/budget_decisions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
