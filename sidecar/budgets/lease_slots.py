@@ -52,6 +52,7 @@ class Slot:
         "denied_at",
         "held",
         "key",
+        "largest",
         "last_active",
         "last_renew",
         "last_take",
@@ -75,6 +76,7 @@ class Slot:
         # What the book may commit (settled plus reserved) until the next report: the
         # database keeps the lease's exposure to match (see :func:`report`).
         self.ceiling: Decimal | None = None
+        self.largest = ZERO  # the largest reservation settled lately (halves when idle)
         self.need = ZERO  # largest reservation that did not fit since the last take
         self.refill: asyncio.Future[None] | None = None
         self.remaining: Decimal | None = None  # the budget's uncommitted money, last seen
@@ -109,15 +111,18 @@ def update_rate(slot: Slot, now: float) -> None:
     if elapsed >= 1.0:
         current = float(slot.spent_window) / elapsed
         slot.rate = current if slot.rate == 0 else 0.7 * slot.rate + 0.3 * current
+        if slot.spent_window == 0:  # idle: the largest reservation fades too
+            slot.largest = quantize_usd(slot.largest / 2)
         slot.spent_window = ZERO
         slot.rate_since = now
 
 
 def headroom(slot: Slot, reserved: Decimal, settings: LeaseSettings) -> Decimal:
     """What the book may commit beyond what it has, until its next report:
-    ``report_horizon`` seconds of spend plus twice what is in flight (at most a
-    slice), plus the largest reservation waiting for room."""
-    by_rate = Decimal(slot.rate * settings.report_horizon) + 2 * reserved
+    ``report_horizon`` seconds of spend plus twice what is in flight, and at least
+    eight of the largest recent reservations (so a trickle of requests needs no report
+    each), at most a slice; plus the reservation waiting for room."""
+    by_rate = max(Decimal(slot.rate * settings.report_horizon) + 2 * reserved, 8 * slot.largest)
     room = min(by_rate, slice_target(slot, reserved, settings)) + slot.need
     return quantize_usd(room, ROUND_CEILING)
 

@@ -162,6 +162,7 @@ class LeaseBudgetSource(LeaseCalls):
             if slot is not None:
                 slot.spent_window += amount
                 slot.last_active = now
+                slot.largest = max(slot.largest, reservation.amount)
 
     def on_short(self, budget: BudgetSpec, period: str, needed: Decimal) -> None:
         slot = self._slots.get((self._id(budget), period))
@@ -268,16 +269,14 @@ class LeaseBudgetSource(LeaseCalls):
         # idle money was just given back).
         busy = now - slot.last_active < settings.idle_return
         refill_at = Decimal(settings.refill_at)
-        low = busy and (
-            unused < target * refill_at
-            or (capped and room < headroom(slot, reserved, settings) * refill_at)
-        )
+        low = busy and unused < target * refill_at
+        # Money enough but the ceiling near: a renewal (no take) raises it.
+        cramped = busy and capped and room < headroom(slot, reserved, settings) * refill_at
         patient = slot.shortfall and now - slot.last_take < settings.retry_interval * 2
-        if need > 0 or waiting or (low and not patient):
+        retry = slot.shortfall and not patient
+        if need > 0 or (low and (waiting or not patient)):
             await self._take(slot, max(target - unused, need, ZERO), need, now)
-        elif now - slot.last_renew >= settings.ttl_seconds / 3 or (
-            slot.shortfall and now - slot.last_take >= settings.retry_interval * 2
-        ):
+        elif waiting or cramped or now - slot.last_renew >= settings.ttl_seconds / 3 or retry:
             await self._take(slot, ZERO, ZERO, now)  # renew; refresh what is left
 
     async def _take(self, slot: Slot, want: Decimal, need: Decimal, now: float) -> None:
@@ -438,13 +437,8 @@ class LeaseBudgetSource(LeaseCalls):
 
     def describe(self) -> list[dict[str, Any]]:
         """Per slot: budget, period, held, last seen remaining (for metrics/status)."""
+        keys = ("key", "period", "held", "remaining")
         return [
-            {
-                "budget": s.budget.name,
-                "key": s.key,
-                "period": s.period,
-                "held": s.held,
-                "remaining": s.remaining,
-            }
+            {"budget": s.budget.name, **{k: getattr(s, k) for k in keys}}
             for s in self._slots.values()
         ]
