@@ -23,9 +23,16 @@ as money it may spend.
 
 from __future__ import annotations
 
-from .tenant_functions_0003 import HEADER, _key
+from .tenant_functions_0003 import HEADER, KEY
 
 MAX_CALL_SECONDS = 3600
+
+
+def _key(alias: str) -> str:
+    """The budget key's condition on the table ``alias`` (as in 0003)."""
+    a = f"{alias}." if alias else ""
+    return f"{a}{KEY.format(a=a)}"
+
 
 # What stays charged when a holder's life ends without it closing its lease: the
 # exposure it reported (the whole amount when it reported none), never less than what
