@@ -44,11 +44,14 @@ class OperatorMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.budget_limit = Gauge(
-            "aegis_budget_limit_usd", "Monthly limit of an LLMBudget.", BUDGET_LABELS, registry=r
+            "aegis_budget_limit_usd",
+            "Limit of a budget (LLMBudget or ClusterLLMBudget) for its current period.",
+            BUDGET_LABELS,
+            registry=r,
         )
         self.budget_spent = Gauge(
             "aegis_budget_spent_usd",
-            "Settled spend of the budget's provider this period (ledger).",
+            "Settled spend charged to the budget this period (ledger).",
             BUDGET_LABELS,
             registry=r,
         )

@@ -158,31 +158,31 @@ class SidecarMetrics:
         self.budget_limit = Gauge(
             "aegis_budget_limit_usd",
             "Budget limit for the current period.",
-            ["budget", "provider"],
+            ["budget", "budget_key", "provider"],
             registry=r,
         )
         self.budget_spent = Gauge(
             "aegis_budget_spent_usd",
             "Settled spend this period as seen by this sidecar.",
-            ["budget", "provider"],
+            ["budget", "budget_key", "provider"],
             registry=r,
         )
         self.budget_reserved = Gauge(
             "aegis_budget_reserved_usd",
             "Outstanding reservations of in-flight requests.",
-            ["budget", "provider"],
+            ["budget", "budget_key", "provider"],
             registry=r,
         )
         self.budget_remaining = Gauge(
             "aegis_budget_remaining_usd",
             "Limit minus spent and reserved.",
-            ["budget", "provider"],
+            ["budget", "budget_key", "provider"],
             registry=r,
         )
         self.budget_utilisation = Gauge(
             "aegis_budget_utilisation_ratio",
             "(spent + reserved) / limit, 0..1.",
-            ["budget", "provider"],
+            ["budget", "budget_key", "provider"],
             registry=r,
         )
         self.rollout_weight = Gauge(

@@ -63,6 +63,7 @@ class Account:
         committed = spent + self.reserved
         return BudgetSnapshot(
             name=self.budget.name,
+            key=self.key,
             provider=",".join(self.budget.provider_names) or "*",
             period=self.period,
             limit=limit,
@@ -156,6 +157,7 @@ class BudgetSnapshot:
     """One budget's current period, for metrics, ``/readyz`` and status."""
 
     name: str
+    key: str  # the ledger key, Scope/namespace/name: names alone may repeat across scopes
     provider: str  # the providers the budget names, comma-separated; "*": every cloud one
     period: str
     limit: Decimal

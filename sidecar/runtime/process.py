@@ -195,7 +195,7 @@ class Runtime:
             return
         m = self.metrics
         for snap in self.book.snapshot():
-            labels = (snap.name, snap.provider)
+            labels = (snap.name, snap.key, snap.provider)
             m.budget_limit.labels(*labels).set(float(snap.limit))
             m.budget_spent.labels(*labels).set(float(snap.spent))
             m.budget_reserved.labels(*labels).set(float(snap.reserved))

@@ -202,16 +202,18 @@ class LedgerCollector(Collector):
         held = GaugeMetricFamily(
             "aegis_budget_lease_held_usd",
             "Money this sidecar holds on lease (spent or available), per budget.",
-            labels=["budget", "period"],
+            labels=["budget", "budget_key", "period"],
         )
         remaining = GaugeMetricFamily(
             "aegis_budget_shared_remaining_usd",
             "The budget's money not leased to any sidecar, as last seen.",
-            labels=["budget", "period"],
+            labels=["budget", "budget_key", "period"],
         )
         for slot in source.describe():
-            held.add_metric([slot["budget"], slot["period"]], float(slot["held"]))
+            held.add_metric([slot["budget"], slot["key"], slot["period"]], float(slot["held"]))
             if slot["remaining"] is not None:
-                remaining.add_metric([slot["budget"], slot["period"]], float(slot["remaining"]))
+                remaining.add_metric(
+                    [slot["budget"], slot["key"], slot["period"]], float(slot["remaining"])
+                )
         yield held
         yield remaining

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,3 +43,30 @@ async def test_every_served_series_carries_namespace_and_route(
         "namespace": "tests",
         "route": "rag-api",
     }
+
+
+async def test_budgets_of_one_name_in_two_scopes_are_two_series(
+    make_sidecar: SidecarFactory,
+) -> None:
+    """A namespaced budget and a Cluster budget may share a name (their ledger keys
+    differ); their gauges must not overwrite each other."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["budgets"] = [
+            {"name": "team", "provider": "openai", "limitUSD": "5"},
+            {"name": "team", "provider": "openai", "limitUSD": "7", "scope": "Cluster"},
+        ]
+
+    async with (
+        make_sidecar(edit) as sc,
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{sc.metrics_port}/metrics") as resp,
+    ):
+        served = list(text_string_to_metric_families(await resp.text()))
+    limits = {
+        s.labels["budget_key"]: s.value
+        for family in served
+        for s in family.samples
+        if s.name == "aegis_budget_limit_usd"
+    }
+    assert limits == {"Namespace/tests/team": 5.0, "Cluster//team": 7.0}
