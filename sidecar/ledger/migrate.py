@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from sqlalchemy import inspect, text
+from sqlalchemy import DateTime, bindparam, inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import sqlite_schema
 from .db import async_url, create_engine
 
 if TYPE_CHECKING:
@@ -26,8 +29,9 @@ log = logging.getLogger(__name__)
 
 # Alembic (with Mako: ~8 MB and ~0.1 s) is imported only when a migration runs or
 # its scripts are read; a sidecar whose ledger is already at HEAD_REVISION checks
-# that with one query and never loads it. A test keeps HEAD_REVISION equal to the
-# head of the scripts in migrations/versions.
+# that with one query and never loads it, and an empty SQLite ledger is given the
+# head schema from .sqlite_schema (a test compares it with the chain's result). A
+# test keeps HEAD_REVISION equal to the head of the scripts in migrations/versions.
 HEAD_REVISION = "0010"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -68,13 +72,37 @@ def script_head() -> str:
 
 
 def _upgrade_on(connection: Connection, revision: str) -> None:
-    if revision in ("head", HEAD_REVISION) and _current_on(connection) == HEAD_REVISION:
-        return  # the usual start: nothing to do, and no Alembic to load
+    if revision in ("head", HEAD_REVISION):
+        if _current_on(connection) == HEAD_REVISION:
+            return  # the usual start: nothing to do, and no Alembic to load
+        if _create_empty_sqlite(connection):
+            return  # a new pod's ledger: the head schema at once
     from alembic import command
 
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
+
+
+def _create_empty_sqlite(connection: Connection) -> bool:
+    """Give an empty SQLite database the head schema without Alembic (False: not
+    SQLite, not empty, or :mod:`.sqlite_schema` is older than the head)."""
+    if connection.dialect.name != "sqlite" or sqlite_schema.REVISION != HEAD_REVISION:
+        return False
+    if connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar_one():
+        return False
+    for statement in (sqlite_schema.VERSION_TABLE_DDL, *sqlite_schema.STATEMENTS):
+        connection.execute(text(statement))
+    # As migration 0005 writes it: the ledger's id, the spool is bound to it.
+    identity = text(
+        "INSERT INTO ledger_identity (ledger_id, created_at) VALUES (:ledger_id, :created_at)"
+    ).bindparams(bindparam("created_at", type_=DateTime(timezone=True)))
+    connection.execute(identity, {"ledger_id": str(uuid.uuid4()), "created_at": datetime.now(UTC)})
+    connection.execute(
+        text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"),
+        {"revision": HEAD_REVISION},
+    )
+    return True
 
 
 def _current_on(connection: Connection) -> str | None:

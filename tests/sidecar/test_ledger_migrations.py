@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,78 @@ def test_a_sidecar_import_does_not_load_alembic() -> None:
     code = "import sys, aegis.sidecar.http.server; print('alembic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def schema(path: Path) -> list[tuple[str, str, str, tuple[str, ...], list[str]]]:
+    """Each object's definition: its lines with the columns in order and the table
+    constraints as a set (batch mode's rebuilds order them differently run to run)."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    normalised = []
+    for kind, name, table, sql in rows:
+        lines = [line.strip().rstrip(",").strip() for line in (sql or "").splitlines()]
+        constraints = sorted(line for line in lines if line.startswith("CONSTRAINT "))
+        others = tuple(line for line in lines if not line.startswith("CONSTRAINT "))
+        normalised.append((kind, name, table, others, constraints))
+    return sorted(normalised, key=str)  # rowids differ where batch mode rebuilt a table
+
+
+def test_an_empty_sqlite_ledger_gets_the_chains_schema_without_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    from aegis.sidecar.ledger import sqlite_schema
+    from aegis.sidecar.ledger.migrate import alembic_config
+
+    chain, direct = tmp_path / "chain.db", tmp_path / "direct.db"
+    command.upgrade(alembic_config(f"sqlite:///{chain}"), "head")
+    code = (
+        "import sys\nfrom aegis.sidecar.ledger.migrate import migrate\n"
+        f"print(migrate({f'sqlite:///{direct}'!r}), 'alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [head_revision(), "False"]
+    with sqlite3.connect(chain) as db:
+        query = f"SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != '{VERSION_TABLE}'"
+        statements = [row[0] for row in db.execute(query)]
+    # After a migration that changes the SQLite schema: paste these into sqlite_schema.
+    assert schema(direct) == schema(chain), statements
+    assert head_revision() == sqlite_schema.REVISION
+    for path in (chain, direct):
+        with sqlite3.connect(path) as db:
+            assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [
+                (head_revision(),)
+            ]
+            ((ledger_id, created_at),) = db.execute("SELECT * FROM ledger_identity").fetchall()
+            assert re.fullmatch(r"[0-9a-f-]{36}", ledger_id)
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", created_at)
+    with sqlite3.connect(chain) as a, sqlite3.connect(direct) as b:
+        (id_a,), (id_b,) = (
+            db.execute("SELECT ledger_id FROM ledger_identity").fetchone() for db in (a, b)
+        )
+        assert id_a != id_b  # each ledger its own id
+
+
+def test_alembic_takes_a_ledger_created_without_it_down_and_up(tmp_path: Path) -> None:
+    # The stamp and the schema are the chain's: Alembic steps back over 0009 (a batch
+    # rebuild on SQLite) and forward again with the rows kept.
+    from alembic import command
+
+    from aegis.sidecar.ledger.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert migrate(url) == head_revision()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        db.execute(
+            "INSERT INTO budget_limits VALUES ('Cluster', '', 'b', 'openai', 5, '2026-11-01')"
+        )
+    command.downgrade(alembic_config(url), "0008")
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0008",)]
+    assert migrate(url) == head_revision()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        assert db.execute("SELECT budget_name, limit_usd FROM budget_limits").fetchall() == [
+            ("b", 5)
+        ]
