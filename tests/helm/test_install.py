@@ -444,6 +444,11 @@ def test_rbac_allows_exactly_the_documented_rules(release: Release) -> None:
         if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "aegis-operator-tenants"
         for r in d["rules"]
     ]
+    cluster_scoped = next(
+        d
+        for d in yaml.safe_load_all(sync.OPERATOR_RBAC.read_text())
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "aegis-operator-cluster"
+    )["rules"]
     from aegis.operator.injector import manifests
 
     injector_objects = manifests.rbac(
@@ -458,7 +463,10 @@ def test_rbac_allows_exactly_the_documented_rules(release: Release) -> None:
     for ns in (release.namespace, release.app_namespace, "kube-system"):
         # Served namespaces only (RoleBindings): the documented rules and the ledger Secret.
         served = ns != "kube-system"
-        expected_operator = (documented_operator + TENANT_RULES) if served else []
+        # Bound cluster-wide in every mode (namespaces, ClusterLLMBudgets): listed everywhere.
+        expected_operator = cluster_scoped + (
+            (documented_operator + TENANT_RULES) if served else []
+        )
         assert listed_grants(kube, operator_cfg, ns) == grants_of_rules(expected_operator), ns
         expected = injector_cluster + (injector_ns if ns == release.namespace else [])
         assert listed_grants(kube, injector_cfg, ns) == grants_of_rules(expected), ns
@@ -477,6 +485,12 @@ OPERATOR_MATRIX: list[Check] = [
     ("watch", "llmroutes.aegis.io", "", "APP", True),
     ("watch", "llmroutes.aegis.io", "", None, False),
     ("watch", "llmroutes.aegis.io", "", "SYS", False),
+    ("watch", "clusterllmbudgets.aegis.io", "", None, True),
+    ("patch", "clusterllmbudgets.aegis.io", "status", None, True),
+    ("create", "clusterllmbudgets.aegis.io", "", None, False),
+    ("delete", "clusterllmbudgets.aegis.io", "", None, False),
+    ("watch", "namespaces", "", None, True),
+    ("patch", "namespaces", "", None, False),
     ("patch", "llmbudgets.aegis.io", "status", "APP", True),
     ("update", "llmroutes.aegis.io", "finalizers", "APP", True),
     ("create", "configmaps", "", "APP", True),

@@ -36,12 +36,13 @@ from tests.operator.harness import remove_aegis_objects
 ROOT = Path(__file__).resolve().parents[2]
 AEGIS = str(Path(sys.executable).parent / "aegis")
 SCOPE_LABEL = "test.aegis.io/injector"
-CRDS = [ROOT / "crds" / "llmroutes.aegis.io.yaml", ROOT / "crds" / "llmbudgets.aegis.io.yaml"]
+CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 
 
 def install_crds(kube: Kube) -> None:
-    """Apply the real CRDs from ``crds/`` (idempotent: whichever package comes first)."""
-    names = ["crd/llmroutes.aegis.io", "crd/llmbudgets.aegis.io"]
+    """Apply every real CRD from ``crds/`` (idempotent: whichever package comes first;
+    all of them, since the shared cleanup lists every kind)."""
+    names = [f"crd/{path.name.removesuffix('.yaml')}" for path in CRDS]
     kube.kubectl("apply", *(arg for path in CRDS for arg in ("-f", str(path))))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
 

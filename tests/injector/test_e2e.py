@@ -138,8 +138,13 @@ def resolve_env(kube: Kube, pod: dict[str, Any], container: dict[str, Any]) -> d
         source = item["valueFrom"]
         if "fieldRef" in source:
             path = source["fieldRef"]["fieldPath"]
-            assert path in ("metadata.name", "metadata.namespace"), path
-            env[item["name"]] = pod["metadata"][path.split(".", 1)[1]]
+            assert path in (
+                "metadata.name",
+                "metadata.namespace",
+                "spec.serviceAccountName",
+            ), path
+            top, field = path.split(".", 1)
+            env[item["name"]] = pod[top].get(field, "default" if top == "spec" else None)
         else:
             ref = source["secretKeyRef"]
             secret = kube.kubectl_json("get", "secret", ref["name"], "-n", namespace)
