@@ -121,7 +121,7 @@ test-fast: venv promtool
 
 pytest: venv postgres pgbouncer promtool testbin cluster-deps
 	$(PY) -m pytest -p randomly -m "$(FAST)" $(PYTEST_ARGS)
-	$(PY) -m pytest -m "not ($(FAST))" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not ($(FAST))" --durations=30 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
