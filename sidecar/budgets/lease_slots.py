@@ -58,6 +58,7 @@ class Slot:
         "last_take",
         "need",
         "period",
+        "queued",
         "rate",
         "rate_since",
         "refill",
@@ -78,6 +79,9 @@ class Slot:
         self.ceiling: Decimal | None = None
         self.largest = ZERO  # the largest reservation settled lately (halves when idle)
         self.need = ZERO  # largest reservation that did not fit since the last take
+        # The reservations waiting for the refill under way, all of them: the ceiling a
+        # report sets must admit each, not only the largest.
+        self.queued = ZERO
         self.refill: asyncio.Future[None] | None = None
         self.remaining: Decimal | None = None  # the budget's uncommitted money, last seen
         self.shortfall = False  # the last take could not give what was wanted
@@ -121,9 +125,10 @@ def headroom(slot: Slot, reserved: Decimal, settings: LeaseSettings) -> Decimal:
     """What the book may commit beyond what it has, until its next report:
     ``report_horizon`` seconds of spend plus twice what is in flight, and at least
     eight of the largest recent reservations (so a trickle of requests needs no report
-    each), at most a slice; plus the reservation waiting for room."""
+    each), at most a slice; plus the reservations waiting for room (all of them:
+    concurrent first requests of a period wait together)."""
     by_rate = max(Decimal(slot.rate * settings.report_horizon) + 2 * reserved, 8 * slot.largest)
-    room = min(by_rate, slice_target(slot, reserved, settings)) + slot.need
+    room = min(by_rate, slice_target(slot, reserved, settings)) + max(slot.need, slot.queued)
     return quantize_usd(room, ROUND_CEILING)
 
 

@@ -185,6 +185,7 @@ class LeaseBudgetSource(LeaseCalls):
         slot.need = max(slot.need, needed)
         if slot.refill is None or slot.refill.done():
             slot.refill = self._loop.create_future()
+        slot.queued += needed  # the next report's ceiling admits every waiter
         self._wake.set()
         return asyncio.shield(slot.refill)
 
@@ -432,6 +433,7 @@ class LeaseBudgetSource(LeaseCalls):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         slot.refill = None
+        slot.queued = ZERO
 
     # -- observation ------------------------------------------------------------------
 
