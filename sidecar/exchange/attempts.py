@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ..adapters import ErrorKind, UpstreamCall, UpstreamError
 from ..budgets import Reservation
@@ -100,6 +100,16 @@ def exhausted(exchange: Exchange, last: UpstreamError | None) -> AegisError:
     return failure
 
 
+def refuse(exchange: Exchange, answer: AegisError) -> NoReturn:
+    """A budget (or its rate limit) refused the request before any call: its row
+    (refused) and the answer with the request's headers, as a refusal by the router."""
+    exchange.runtime.metrics.refusals.labels(answer.code).inc()
+    exchange.record(
+        candidate=None, model="", status=Status.REFUSED, http_status=answer.status, refusal=answer
+    )
+    raise answer.with_headers(exchange.headers(None, None))
+
+
 async def first_answer(
     exchange: Exchange,
     attempt: Callable[[Candidate, Reservation | None], Awaitable[T]],
@@ -126,12 +136,8 @@ async def first_answer(
             exchange.failed(candidate, str(skip))
             held = held or skip.refusal
             continue
-        except AegisError as answer:  # a Reject budget's answer: no ledger row is written
-            for admission in exchange.rates:  # no call of this request answered
-                admission.finish(None, 0)
-            if exchange.trace is not None:
-                exchange.trace.abandon(answer)
-            raise
+        except AegisError as answer:  # a Reject budget's answer, recorded as the router's
+            refuse(exchange, answer)
         limited = await admit_call(exchange, candidate)  # its budgets' rate limits
         if limited is not None:
             release(exchange, reservation)
@@ -165,9 +171,7 @@ async def first_answer(
             release(exchange, reservation)  # a no-op when the attempt settled it already
             raise
     if last is None and held is not None:  # nothing was called: the budget's answer
-        exchange.runtime.metrics.refusals.labels(held.code).inc()
-        exchange.record(candidate=None, model="", status=Status.REFUSED, http_status=held.status)
-        raise held.with_headers(exchange.headers(None, None))
+        refuse(exchange, held)
     refusal = exhausted(exchange, last)
     exchange.record(candidate=None, model="", status=Status.ERROR, http_status=refusal.status)
     raise refusal

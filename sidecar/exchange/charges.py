@@ -16,7 +16,7 @@ from ..contract import OnExceeded
 from ..contract.money import ZERO
 from ..errors import AegisError
 from ..request import cost, price_for
-from ..routing import Candidate, budget_refusal
+from ..routing import REASON_BUDGET, Candidate, budget_refusal
 from .record import Exchange
 
 
@@ -49,18 +49,33 @@ async def reserve(exchange: Exchange, candidate: Candidate) -> Reservation | Non
     )
     if isinstance(outcome, Exceeded):
         budget = outcome.budget
+        reject = budget.on_exceeded is OnExceeded.REJECT
         refusal = budget_refusal(
             budget,
             outcome.reason,
             needed=outcome.needed,
             period=outcome.period,
             available=outcome.available,
+            skipped=None if reject else _no_local(exchange, candidate, outcome.reason),
         )
-        if budget.on_exceeded is OnExceeded.REJECT:
+        if reject:
             raise refusal
         exchange.local_only_after_budget = True
         raise CandidateSkipped(outcome.reason, refusal)
     return outcome
+
+
+def _no_local(exchange: Exchange, candidate: Candidate, reason: str) -> str | None:
+    """A ``FallbackLocal`` budget leaves only local providers: when the route has none,
+    what was skipped (as the router words it: the client learns that nothing local
+    could serve the request instead); ``None`` when a local one comes next."""
+    candidates = exchange.decision.candidates
+    after = candidates[candidates.index(candidate) + 1 :]
+    if any(c.provider.is_local for c in after):
+        return None
+    skipped = [f"{candidate.provider.name}: {reason}"]
+    skipped += [f"{c.provider.name}: {REASON_BUDGET}" for c in after]
+    return ", ".join(skipped)
 
 
 def settle(exchange: Exchange, reservation: Reservation | None, amount: Decimal) -> Decimal:

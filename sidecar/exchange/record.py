@@ -17,6 +17,7 @@ from typing import Any
 
 from ..adapters import Usage
 from ..contract.money import ZERO
+from ..errors import AegisError
 from ..ledger import LedgerRecord, Status
 from ..limits import Admission, PoolState
 from ..limits.headers import rate_headers
@@ -96,8 +97,10 @@ class Exchange:
         period: str | None = None,
         charges: str = "",
         ttft_ms: int | None = None,
+        refusal: AegisError | None = None,
     ) -> None:
-        """Append the request's one ledger row and count its metrics."""
+        """Append the request's one ledger row and count its metrics; ``refusal``: the
+        answer when the exchange (not the router) refused the request."""
         if self.rates:  # tokens used stay busy a window, the rest of the estimate returns
             tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
             answered = candidate.provider.name if candidate is not None else None
@@ -161,7 +164,7 @@ class Exchange:
                 attempts=self.attempts,
                 privacy_action=self.privacy_action().value,
                 local_only_after_budget=self.local_only_after_budget,
-                refusal=self.decision.refusal,
+                refusal=refusal or self.decision.refusal,
             )
 
     def failed(self, candidate: Candidate, reason: str) -> None:
