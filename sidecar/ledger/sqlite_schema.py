@@ -15,7 +15,7 @@ changes the SQLite schema, paste the statements it prints and raise ``REVISION``
 
 from __future__ import annotations
 
-REVISION = "0010"
+REVISION = "0011"
 
 # As SQLite keeps them (it stores each text as given), in the chain's order.
 VERSION_TABLE_DDL = (

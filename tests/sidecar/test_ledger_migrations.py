@@ -42,7 +42,7 @@ def test_migrate_from_empty_without_alembic_ini(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
     db = tmp_path / "sub" / "dir" / "ledger.db"
-    assert migrate(f"sqlite:///{db}") == head_revision() == "0010"
+    assert migrate(f"sqlite:///{db}") == head_revision() == "0011"
     assert tables(db) == {
         "ledger_entries",
         "budget_limits",
