@@ -1,15 +1,16 @@
 """The statements that write a batch of ledger rows, per backend.
 
-SQLite (standalone, one writer): a multi-row ``INSERT … ON CONFLICT (request_id)
-DO NOTHING RETURNING request_id``. PostgreSQL (shared, many writers): one call of
-``aegis.ledger_write`` (migration 0003), which inserts the batch the same way and,
-in the same transaction, charges the newly inserted rows to the writing
-sidecar's budget leases. One statement, run in autocommit mode, is one round
-trip per batch; and the namespace's database role needs only EXECUTE on it (rows
-of another namespace are refused as a check violation: permanent, so the store
-isolates that row instead of retrying the batch for ever). The
-batch travels as one JSON array of the rows' spool encodings, so building it costs
-a string join instead of encoding twenty arrays value by value.
+SQLite (standalone, one writer): one precompiled ``INSERT … ON CONFLICT
+(request_id) DO NOTHING`` run for the batch's rows (:mod:`.sqlite_writes`).
+PostgreSQL (shared, many writers): one call of ``aegis.ledger_write`` (migration
+0003), which inserts the batch with the same conflict rule and, in the same
+transaction, charges the newly inserted rows to the writing sidecar's budget
+leases. One statement, run in autocommit mode, is one round trip per batch; and
+the namespace's database role needs only EXECUTE on it (rows of another namespace
+are refused as a check violation: permanent, so the store isolates that row
+instead of retrying the batch for ever). The batch travels as one JSON array of
+the rows' spool encodings, so building it costs a string join instead of
+encoding twenty arrays value by value.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningInsert
 
 from .models import COLUMNS, LEDGER, LedgerRecord
+from .sqlite_writes import write_sqlite_rows
 
 # SQLAlchemy packs at most 1000 rows (insertmanyvalues_page_size) and 32700
 # parameters into one statement; a batch must fit in one.
@@ -108,8 +110,9 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 async def write_sqlite(connection: AsyncConnection, rows: Sequence[LedgerRecord]) -> int:
-    result = await connection.execute(insert_statement("sqlite"), [r.as_params() for r in rows])
-    return len(result.all())
+    """Insert a batch in ``connection``'s transaction (:mod:`.sqlite_writes`: one
+    precompiled ``executemany`` on the driver's connection); returns how many were new."""
+    return await write_sqlite_rows(connection, rows)
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -13,27 +13,46 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import await_
 
 from aegis.sidecar.contract.money import quantize_usd
-from aegis.sidecar.ledger.models import COLUMNS, LedgerEntry
+from aegis.sidecar.ledger.models import LedgerEntry
 from aegis.sidecar.ledger.store import LedgerStore, insert_statement
 from tests.sidecar.ledger_helpers import record, sqlite_url
 from tests.sidecar.shared_helpers import poll_until
 
 
 class Statements:
-    """Every INSERT into the ledger that reaches the database, with its parameter count.
+    """What SQLite runs for the store (its trace callback, set on every connection the
+    store checks out): ``BEGIN``, the ``INSERT`` with each row's values (traced again
+    at each trigger step), ``COMMIT``.
 
-    ``before_cursor_execute`` fires once per statement sent to the driver (for
-    SQLAlchemy's "insertmanyvalues" batching: once per multi-row batch).
+    ``inserts`` is how many rows each write transaction sent (one batch each).
     """
 
     def __init__(self) -> None:
-        self.inserts: list[tuple[str, int]] = []
+        self.sql: list[str] = []  # appended from aiosqlite's thread
 
-    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO LEDGER_ENTRIES"):
-            self.inserts.append((statement, len(parameters)))
+    def __call__(self, dbapi_connection: Any, *_: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        await_(driver.set_trace_callback(self.sql.append))
+
+    @property
+    def tried(self) -> bool:
+        return any(sql.startswith("INSERT INTO ledger_entries") for sql in list(self.sql))
+
+    @property
+    def inserts(self) -> list[int]:
+        batches: list[int] = []
+        rows: set[str] = set()
+        for sql in list(self.sql):
+            if sql.startswith("INSERT INTO ledger_entries"):
+                assert "ON CONFLICT (request_id) DO NOTHING" in sql
+                rows.add(sql.split("VALUES (", 1)[1].split(",", 1)[0])  # the request id
+            elif sql == "COMMIT" and rows:
+                batches.append(len(rows))
+                rows = set()
+        return batches
 
 
 @pytest.fixture
@@ -46,7 +65,7 @@ async def store(tmp_path: Path) -> AsyncIterator[LedgerStore]:
 
 def watch(store: LedgerStore) -> Statements:
     statements = Statements()
-    event.listen(store.engine.sync_engine, "before_cursor_execute", statements)
+    event.listen(store.engine.sync_engine.pool, "checkout", statements)
     return statements
 
 
@@ -68,11 +87,8 @@ async def test_many_appends_become_few_multi_row_inserts(store: LedgerStore) -> 
         store.append(record(i))
     await store.flush()
     assert await count_rows(store) == 500
-    assert len(statements.inserts) == 10  # 500 rows / batch_size 50
-    for sql, params in statements.inserts:
-        assert params == 50 * len(COLUMNS)  # 50 rows x every column
-        assert sql.count("), (") == 49
-        assert "ON CONFLICT (request_id) DO NOTHING" in sql
+    assert statements.inserts == [50] * 10  # 500 rows / batch_size 50, a transaction each
+    assert store.batches_written == 10
 
 
 async def test_background_writer_flushes_on_interval_and_on_full_batch(
@@ -83,12 +99,12 @@ async def test_background_writer_flushes_on_interval_and_on_full_batch(
         store.append(record(i))
     assert store.pending == 7
     await until_written(store)  # after flush_interval, with no flush() asked for
-    assert statements.inserts == [(statements.inserts[0][0], 7 * len(COLUMNS))]  # one batch
+    assert statements.inserts == [7]  # one batch
     for i in range(7, 57):  # exactly one full batch wakes the writer at once
         store.append(record(i))
     await until_written(store)
     assert await count_rows(store) == 57
-    assert len(statements.inserts) == 2
+    assert statements.inserts == [7, 50]
 
 
 async def test_a_batch_below_the_size_waits_for_the_interval(tmp_path: Path) -> None:
@@ -102,7 +118,7 @@ async def test_a_batch_below_the_size_waits_for_the_interval(tmp_path: Path) -> 
         assert (store.pending, statements.inserts) == (49, [])
         store.append(record(49))  # the 50th fills the batch: written without a flush()
         await until_written(store)
-        assert [params for _, params in statements.inserts] == [50 * len(COLUMNS)]
+        assert statements.inserts == [50]
 
 
 async def test_append_never_waits_for_a_locked_database(tmp_path: Path) -> None:
@@ -114,7 +130,7 @@ async def test_append_never_waits_for_a_locked_database(tmp_path: Path) -> None:
         for i in range(100):
             store.append(record(i))  # synchronous: returns although the database is locked
         assert store.pending == 100  # no I/O on the request path: nothing written yet
-        await poll_until(lambda: bool(statements.inserts))  # the writer tried ...
+        await poll_until(lambda: statements.tried)  # the writer tried ...
         assert store.pending == 100  # ... and is stuck behind the lock
         locker.execute("COMMIT")
         locker.close()

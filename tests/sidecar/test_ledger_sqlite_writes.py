@@ -1,0 +1,109 @@
+"""The SQLite batch writer (one ``executemany`` on the driver's connection) stores
+exactly what SQLAlchemy's Core insert stores, and counts and refuses rows alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.migrate import upgrade
+from aegis.sidecar.ledger.models import Status
+from aegis.sidecar.ledger.sqlite_writes import write_sqlite_rows
+from aegis.sidecar.ledger.writes import insert_statement
+from tests.sidecar.ledger_helpers import record, sqlite_url
+
+# Values that each column's conversion touches: money rounded to the micro-dollar,
+# an instant in another zone, a string over its column's length, enums, NULLs.
+ROWS = [
+    record(1),
+    record(
+        2,
+        cost_usd=Decimal("123456.1234565"),
+        created_at=datetime(2026, 11, 3, 13, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=1))),
+        model="m" * 300,
+        fallback_reason="openai:timeout," * 10,
+        status=Status.ERROR,
+        ttft_ms=17,
+        pii_detectors="email,iban",
+        workload="Deployment/web",
+    ),
+    record(3, cost_usd=0, created_at=datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+]
+
+
+async def ledger(tmp_path: Path, name: str) -> AsyncEngine:
+    engine = create_engine(sqlite_url(tmp_path, name))
+    await upgrade(engine)
+    return engine
+
+
+def stored(path: Path) -> list[Any]:
+    """Every row of the ledger and its summary, with each value's SQLite storage class."""
+    with sqlite3.connect(path) as db:
+        entries = db.execute("SELECT * FROM ledger_entries ORDER BY request_id").fetchall()
+        kinds = db.execute(
+            "SELECT typeof(created_at), typeof(cost_usd), typeof(tokens_in) FROM ledger_entries"
+        ).fetchall()
+        summary = db.execute("SELECT * FROM ledger_summary").fetchall()
+    return [entries, kinds, summary]
+
+
+async def test_rows_are_stored_as_the_core_insert_stores_them(tmp_path: Path) -> None:
+    raw, core = await ledger(tmp_path, "raw.db"), await ledger(tmp_path, "core.db")
+    try:
+        async with raw.begin() as connection:
+            assert await write_sqlite_rows(connection, ROWS) == 3
+        async with core.begin() as connection:
+            params = [r.as_params() for r in ROWS]
+            assert len((await connection.execute(insert_statement("sqlite"), params)).all()) == 3
+    finally:
+        await raw.dispose()
+        await core.dispose()
+    assert stored(tmp_path / "raw.db") == stored(tmp_path / "core.db")
+    entries = stored(tmp_path / "raw.db")[0]
+    assert entries[1][1] == "2026-11-03 12:00:00.250000"  # UTC, SQLAlchemy's DATETIME text
+    assert entries[1][13] == 123456123457  # micro-dollars, rounded half up
+
+
+async def test_new_rows_are_counted_and_duplicates_skipped(tmp_path: Path) -> None:
+    engine = await ledger(tmp_path, "ledger.db")
+    try:
+        async with engine.begin() as connection:
+            assert await write_sqlite_rows(connection, [record(1), record(2), record(1)]) == 2
+        async with engine.begin() as connection:  # a replayed batch with one new row
+            assert await write_sqlite_rows(connection, [record(2), record(3)]) == 1
+    finally:
+        await engine.dispose()
+    entries, _, summary = stored(tmp_path / "ledger.db")
+    assert [e[0] for e in entries] == ["req-000001", "req-000002", "req-000003"]
+    assert summary[0][5] == 3  # the trigger counted each new row once
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        (record(1, cost_usd=0.1), StatementError),  # float money
+        (record(1, created_at=datetime(2026, 11, 3, 12, 0)), StatementError),  # naive time
+        (record(1, cost_usd=Decimal("-1")), IntegrityError),  # CHECK constraint
+        (record(1, arm="canary"), IntegrityError),  # CHECK constraint
+    ],
+)
+async def test_refused_rows_raise_sqlalchemys_errors(
+    tmp_path: Path, row: Any, error: type[Exception]
+) -> None:
+    engine = await ledger(tmp_path, "ledger.db")
+    try:
+        with pytest.raises(error):
+            async with engine.begin() as connection:
+                await write_sqlite_rows(connection, [record(2), row])
+    finally:
+        await engine.dispose()
+    assert stored(tmp_path / "ledger.db")[0] == []  # the batch's transaction rolled back
