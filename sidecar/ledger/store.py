@@ -178,10 +178,11 @@ class LedgerStore:
                 self._spilled_from = recovered[self._max_pending].seq
             self.spool.start()
         if self._engine is None:
-            # No pre-ping: it would cost a round trip per batch; a connection
-            # broken by a database restart fails one attempt, which is retried.
+            # No pre-ping (SQLite included: four trips to aiosqlite's thread per
+            # batch): a connection broken by a database restart fails one attempt,
+            # which is retried.
             extra: dict[str, Any] = {} if self._is_sqlite else {"connect_args": {"timeout": 5}}
-            self._engine = create_engine(self.url, pool_pre_ping=self._is_sqlite, **extra)
+            self._engine = create_engine(self.url, pool_pre_ping=False, **extra)
         if self._migrate:
             await upgrade(self._engine)
         else:
