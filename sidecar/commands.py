@@ -1,7 +1,9 @@
 """What ``aegis sidecar`` and ``aegis ledger …`` do (the parser lives in the CLI).
 
 Functions take plain values and return an exit code, so they are callable from
-tests and from the CLI alike.
+tests and from the CLI alike. The ledger's read side, control and migration
+commands are imported by the functions that use them: ``aegis sidecar`` imports
+this module, and a sidecar process never reports, grants nor partitions.
 """
 
 from __future__ import annotations
@@ -17,11 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .contract import BudgetSpec, ConfigError, load_config
 from .contract.periods import zone
-from .ledger import binder, control, partitions, spend_report
-from .ledger import migrate as migrations
-from .ledger import report as reports
+from .ledger import binder
 from .ledger.db import LedgerUnavailableError, create_engine, is_sqlite, ledger_url
-from .ledger.roles import apply_grants
 from .ledger.writes import sqlstate
 from .logs import configure_logging
 
@@ -61,6 +60,8 @@ def _ledger_source(
 
 
 async def _grant(url: str, control: str | None, reader: str | None) -> None:
+    from .ledger.roles import apply_grants
+
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
@@ -71,6 +72,8 @@ async def _grant(url: str, control: str | None, reader: str | None) -> None:
 
 async def _tenant(url: str, namespace: str, base: str | None) -> str:
     """Create (or re-password) the namespace's tenant role; its DSN."""
+    from .ledger import control
+
     password = control.new_password()
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
@@ -154,6 +157,10 @@ def run_ledger(
     period: str | None = None,
     timezone: str = "UTC",
 ) -> int:
+    from .ledger import migrate as migrations
+    from .ledger import partitions, spend_report
+    from .ledger import report as reports
+
     try:
         source, budgets, own_namespace = _ledger_source(config, url)
     except ConfigError as exc:
@@ -244,6 +251,8 @@ def _grouped(
     output: Path | None,
 ) -> None:
     """``--by``: spend grouped by ``keys`` for a month, a period key or every row."""
+    from .ledger import spend_report
+
     if fmt not in ("text", "csv", "json"):
         raise ValueError(f"unknown format {fmt!r}: use text, csv or json")
     if month is not None and period is not None:
@@ -273,6 +282,8 @@ def run_retention(
 ) -> int:
     """``aegis ledger retention``: export, then remove, the raw rows of every month
     older than the newest ``keep_months`` (totals stay in the summary table)."""
+    from .ledger import partitions
+
     try:
         source, _, _ = _ledger_source(config, url)
         if (export_dir is None) == (not no_export):

@@ -1,0 +1,114 @@
+"""What a sidecar process imports: only what serving uses.
+
+A subprocess does what ``aegis sidecar`` does (the CLI module, ``run_sidecar``'s
+module, the event loop and ``serve`` with a production-like config: routing with a
+PII rule, a fallback, a priced budget, a SQLite ledger, metrics), and once it is
+serving prints every module it has loaded. The operator (kopf, lightkube), Alembic,
+any-llm (no provider of that type is configured) and the ledger's read and control
+side must not be among them: each costs memory in every pod, for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+import aegis.operator.cli
+from aegis.sidecar.commands import run_sidecar
+from aegis.sidecar.contract import load_config
+from aegis.sidecar.http.server import new_event_loop, serve
+
+async def main(path):
+    async with serve(load_config(path), config_path=path, port=0, metrics_port=0) as running:
+        assert running.port
+        print(json.dumps(sorted(sys.modules)))
+
+with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    runner.run(main(Path(sys.argv[1])))
+"""
+
+ABSENT_PACKAGES = ("kopf", "lightkube", "alembic", "mako", "any_llm", "anthropic", "openai")
+# The ledger's read, report and control side (``aegis ledger …``, the operator).
+READ_SIDE = (
+    "report",
+    "spend_report",
+    "budget_status",
+    "rollout_stats",
+    "tables",
+    "source",
+    "control",
+    "roles",
+    "partitions",
+)
+
+
+def config(tmp_path: Path) -> Path:
+    document = {
+        "identity": {"route": "imports", "namespace": "imports"},
+        "providers": [
+            {
+                "name": "local",
+                "type": "ollama",
+                "baseURL": "http://127.0.0.1:9",
+                "models": {"default": "gemma3:4b"},
+            },
+            {
+                "name": "openai",
+                "type": "openai",
+                "baseURL": "http://127.0.0.1:9/v1",
+                "apiKeyEnv": "IMPORTS_KEY",
+                "models": {"default": "gpt-4o-mini"},
+            },
+        ],
+        "rules": [
+            {"name": "sensitive", "match": {"dataClass": ["pii"]}, "to": {"provider": "local"}}
+        ],
+        "default": {"provider": "openai"},
+        "fallback": ["local"],
+        "budgets": [{"name": "openai", "provider": "openai", "limitUSD": "100"}],
+        "ledger": {"url": f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"},
+        "listen": {"port": 8787, "metricsPort": 9787},  # the probe serves on port 0
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_serving_sidecar_imports_neither_operator_nor_alembic_nor_the_ledgers_read_side(
+    tmp_path: Path,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(config(tmp_path))],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "IMPORTS_KEY": "sk-test", "AEGIS_SPOOL_DIR": str(tmp_path)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    modules = set(json.loads(out.stdout.splitlines()[-1]))
+    # The probe did serve: the request path and the ledger's write side are loaded.
+    assert {
+        "aiohttp.web",
+        "aegis.sidecar.exchange.answers",
+        "aegis.sidecar.ledger.store",
+    } <= modules
+    loaded = sorted(name for name in modules if name.split(".")[0] in ABSENT_PACKAGES)
+    assert loaded == []
+    operator = sorted(
+        name
+        for name in modules
+        if name.startswith("aegis.operator.") and name != "aegis.operator.cli"
+    )
+    assert operator == []
+    read_side = sorted(
+        name for name in modules if name.rsplit(".", 1)[-1] in READ_SIDE and ".ledger." in name
+    )
+    assert read_side == []
