@@ -5,22 +5,38 @@ SQLite (standalone, one writer): one precompiled ``INSERT … ON CONFLICT
 PostgreSQL (shared, many writers): one call of ``aegis.ledger_write`` (migration
 0003), which inserts the batch with the same conflict rule and, in the same
 transaction, charges the newly inserted rows to the writing sidecar's budget
-leases. One statement, run in autocommit mode, is one round trip per batch; and
-the namespace's database role needs only EXECUTE on it (rows of another namespace
-are refused as a check violation: permanent, so the store isolates that row
-instead of retrying the batch for ever). The batch travels as one JSON array of
+leases. The namespace's database role needs only EXECUTE on it (rows of another
+namespace are refused as a check violation: permanent, so the store isolates that
+row instead of retrying the batch for ever). The batch travels as one JSON array of
 the rows' spool encodings, so building it costs a string join instead of
 encoding twenty arrays value by value.
+
+On an autocommit connection (the store's) the call is one round trip: a simple-
+protocol query with the arguments as escaped literals. A parameterised statement
+costs two behind a transaction-mode pooler (statements are never prepared by name:
+:data:`~aegis.sidecar.ledger.db.POOLER_SAFE`), Parse/Describe then Bind/Execute,
+and the server connection stays assigned to the sidecar in between, waiting for
+its event loop: with 200 busy sidecars on 20 server connections, half of them sat
+in that wait. Inside a caller's transaction the parameterised statement is used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
+import asyncpg
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -93,13 +109,56 @@ async def write_postgres(
     rows are bound to, migration 0005) the database refuses the batch unless it is
     that ledger (SQLSTATE :data:`LEDGER_MISMATCH`), before inserting or charging."""
     check_rows(rows)
-    batch = b"[" + b",".join(bodies) + b"]"
-    params = {"holder": holder, "rows": batch.decode()}
+    batch = (b"[" + b",".join(bodies) + b"]").decode()
+    raw = await connection.get_raw_connection()
+    if getattr(raw.dbapi_connection, "autocommit", False):
+        return await _write_simple(connection, raw.driver_connection, holder, batch, ledger)
+    params = {"holder": holder, "rows": batch}
     if ledger is None:
         result = await connection.execute(write_call(), params)
     else:
         result = await connection.execute(_BOUND_WRITE_SQL, {**params, "ledger": ledger})
     return int(result.scalar_one())
+
+
+def literal(value: str) -> str:
+    """``value`` as an SQL string constant: ``E'…'`` with backslashes and quotes
+    doubled, which means the same whatever ``standard_conforming_strings`` says."""
+    if "\x00" in value:
+        raise ValueError("ledger text cannot hold NUL characters")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+async def _write_simple(
+    connection: AsyncConnection, driver: Any, holder: str, batch: str, ledger: str | None
+) -> int:
+    """The call as one simple-protocol query on the driver's connection. Such a query
+    returns no value to asyncpg, only its command tag: the function's count becomes
+    the number of (empty) rows selected, ``SELECT <count>``."""
+    arguments = [literal(holder), literal(batch) + "::json"]
+    if ledger is not None:
+        arguments.append(literal(ledger))
+    sql = f"SELECT FROM pg_catalog.generate_series(1, aegis.ledger_write({', '.join(arguments)}))"
+    try:
+        tag = await driver.execute(sql)
+    except asyncpg.PostgresError as exc:
+        code = str(exc.sqlstate or "")
+        raise _ERRORS.get(code[:2], OperationalError)(_SIMPLE_SQL, None, exc) from exc
+    except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        # The connection broke (or is unusable): the pool must not hand it out again.
+        await connection.invalidate(exc)
+        raise OperationalError(_SIMPLE_SQL, None, exc, connection_invalidated=True) from exc
+    return int(str(tag).rsplit(" ", 1)[1])
+
+
+# How a refusal is raised, by SQLSTATE class (the store retries all but the first two).
+_ERRORS: dict[str, type[DBAPIError]] = {
+    "23": IntegrityError,  # integrity constraint violation (another namespace: 23514)
+    "22": DataError,  # data exception (a value out of its column's range)
+    "42": ProgrammingError,  # syntax error or access rule violation (e.g. no grant)
+}
+# The statement an error names (the batch itself is not repeated into logs).
+_SIMPLE_SQL = "SELECT aegis.ledger_write(<holder>, <rows>[, <ledger>])"
 
 
 def sqlstate(exc: BaseException) -> str | None:
