@@ -113,21 +113,21 @@ async def read_json(
         ) from None
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
-    body = _loads(raw, limits, api)
+    body, strict = _loads(raw, limits, api)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
-    check_body(body, limits, api)
+    check_body(body, limits, api, surrogates=not strict)
     return body
 
 
-def _loads(raw: bytes, limits: LimitsSpec, api: Api) -> Any:
-    """The JSON value of ``raw``: parsed once, by orjson when it reads the body as the
-    stdlib would; anything it refuses (or might read differently: ``NaN``, numbers out
-    of its range, escaped lone surrogates) takes the stdlib's path, whose answer and
-    error messages are the API's."""
+def _loads(raw: bytes, limits: LimitsSpec, api: Api) -> tuple[Any, bool]:
+    """The JSON value of ``raw`` and whether orjson read it: parsed once, by orjson
+    when it reads the body as the stdlib would; anything it refuses (or might read
+    differently: ``NaN``, numbers out of its range, escaped lone surrogates) takes the
+    stdlib's path, whose answer and error messages are the API's."""
     if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
-            return orjson.loads(raw)
+            return orjson.loads(raw), True
         except orjson.JSONDecodeError:
             pass
     try:
@@ -138,7 +138,7 @@ def _loads(raw: bytes, limits: LimitsSpec, api: Api) -> Any:
             code="invalid_json",
         ) from None
     try:
-        return json.loads(text)
+        return json.loads(text), False
     except json.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
@@ -151,9 +151,14 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def check_body(body: dict[str, Any], limits: LimitsSpec, api: Api) -> None:
-    """400 naming the field for nesting, lone surrogates and counts over the bounds."""
-    if not _clean(body, limits.max_json_depth):
+def check_body(
+    body: dict[str, Any], limits: LimitsSpec, api: Api, *, surrogates: bool = True
+) -> None:
+    """400 naming the field for nesting, lone surrogates and counts over the bounds.
+    ``surrogates=False``: the body cannot hold a lone surrogate (orjson parsed it, and
+    it refuses them), so only its containers are walked, for their depth."""
+    clean = _clean(body, limits.max_json_depth) if surrogates else _shallow(body, limits)
+    if not clean:
         path, deep = _offender(body, limits.max_json_depth)
         if deep:
             raise _too_deep(path, limits.max_json_depth, api)
@@ -189,6 +194,20 @@ def _clean(body: dict[str, Any], max_depth: int) -> bool:
             stack.extend(
                 (item, depth + 1) for item in value if isinstance(item, (str, *_CONTAINERS))
             )
+    return True
+
+
+def _shallow(body: dict[str, Any], limits: LimitsSpec) -> bool:
+    """No container deeper than ``maxJsonDepth`` (strings are not visited)."""
+    max_depth = limits.max_json_depth
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        for item in value.values() if isinstance(value, dict) else value:
+            if isinstance(item, _CONTAINERS):
+                stack.append((item, depth + 1))
     return True
 
 
