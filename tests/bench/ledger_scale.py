@@ -243,15 +243,28 @@ def cores(before: dict[int, int], after: dict[int, int], seconds: float) -> floa
     return used / os.sysconf("SC_CLK_TCK") / seconds
 
 
-async def sample_connections(connection: asyncpg.Connection, database: str, until: float) -> int:
+async def sample_connections(
+    connection: asyncpg.Connection, database: str, until: float
+) -> tuple[int, dict[str, float]]:
     """The most backends the database had (sampled on a connection held from before
-    the workers connected: without a pooler they may take every other one)."""
-    peak = 0
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+    the workers connected: without a pooler they may take every other one), and what
+    its backends were doing on average (active on CPU, waiting on a lock or I/O, or
+    idle in a transaction: waiting for their client)."""
+    peak, samples = 0, 0
+    doing: dict[str, float] = {}
+    query = (
+        "SELECT CASE WHEN state = 'active' THEN COALESCE(wait_event_type || ':' || wait_event, "
+        "'cpu') ELSE state END, count(*) FROM pg_stat_activity "
+        "WHERE datname = $1 AND pid <> pg_backend_pid() GROUP BY 1"
+    )
     while time.time() < until:
-        peak = max(peak, int(await connection.fetchval(query, database)))
+        rows = await connection.fetch(query, database)
+        peak = max(peak, sum(int(n) for _, n in rows))
+        samples += 1
+        for what, n in rows:
+            doing[str(what)] = doing.get(str(what), 0.0) + int(n)
         await asyncio.sleep(0.25)  # sampling interval
-    return peak
+    return peak, {k: round(v / max(samples, 1), 1) for k, v in sorted(doing.items())}
 
 
 def phase(
@@ -286,7 +299,7 @@ def phase(
     database = direct.rsplit("/", 1)[1]
     ticks: dict[str, dict[int, int]] = {}
 
-    async def observe() -> int:
+    async def observe() -> tuple[int, dict[str, float]]:
         connection = await asyncpg.connect(direct)  # before the workers take them all
         try:
             for worker in workers:
@@ -299,7 +312,7 @@ def phase(
             await connection.close()
 
     workers = [ctx.Process(target=run_worker, args=(job, results)) for job in jobs]
-    peak = asyncio.run(observe())
+    peak, doing = asyncio.run(observe())
     pg0, bouncer0 = ticks["pg0"], ticks["bouncer0"]
     pg1 = cpu_ticks(servers[0])
     bouncer1 = cpu_ticks(servers[1]) if servers[1] else {}
@@ -318,6 +331,7 @@ def phase(
         "lease_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
         "lease_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else None,
         "server_connections": peak,
+        "backends_doing": doing,
         "postgres_cores": cores(pg0, pg1, args.window),
         "pgbouncer_cores": cores(bouncer0, bouncer1, args.window) if servers[1] else None,
         "appended_rows_per_s": sum(o["appended"] for o in outcomes) / args.window,
@@ -337,9 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--direct", action="store_true", help="also run N sidecars direct")
+    parser.add_argument(
+        "--shared-buffers",
+        default="512MB",
+        help="PostgreSQL's shared_buffers (the server's default, 128MB, is smaller than what "
+        "the runs write: new pages then wait for dirty ones to be written out)",
+    )
     args = parser.parse_args(argv)
     args.spool = tempfile.mkdtemp(prefix="aegis-bench-ledger-")
     postgres = PostgresServer.launch()
+    postgres.psql(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
+    postgres.restart()
     bouncer = PgBouncerServer.launch(postgres, pool_size=20)
     rows: list[dict[str, Any]] = []
     try:
