@@ -13,6 +13,7 @@ conservatively (the provider may bill tokens it generated before noticing).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -35,6 +36,38 @@ class ClientStalled(ConnectionError):
     """The client did not take a write within ``clientTimeoutSeconds``."""
 
 
+def _never(size: int) -> bool:
+    return False
+
+
+def write_cannot_wait(transport: asyncio.BaseTransport | None) -> Callable[[int], bool]:
+    """Whether a write of ``size`` bytes returns without waiting for the client.
+
+    aiohttp's write waits only while the transport has paused the protocol, which it
+    does once its buffer passes the high-water mark and undoes once the buffer is
+    back at the low-water mark. With the buffer at or below the low mark (the client
+    has read everything so far) and ``size`` within the gap, the write cannot wait:
+    it needs no timer (arming one cost ~3 us a chunk, a sixth of a relayed chunk's
+    CPU). Otherwise, and for a transport that does not tell its buffer, the write is
+    timed."""
+    # Duck-typed: uvloop's transports are not asyncio.WriteTransport instances.
+    limits = getattr(transport, "get_write_buffer_limits", None)
+    size_of = getattr(transport, "get_write_buffer_size", None)
+    if limits is None or size_of is None:
+        return _never
+    try:
+        low, high = limits()
+    except NotImplementedError:
+        return _never
+    buffered: Callable[[], int] = size_of
+    gap: int = high - low
+
+    def cannot_stall(size: int) -> bool:
+        return size <= gap and buffered() <= low
+
+    return cannot_stall
+
+
 async def relay(
     request: web.Request,
     exchange: Exchange,
@@ -50,7 +83,12 @@ async def relay(
     translator = stream_translator(translated, exchange.request_id, handle.model)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **stream.headers()})
 
+    cannot_stall = write_cannot_wait(request.transport)
+
     async def send(data: bytes) -> None:
+        if cannot_stall(len(data)):
+            await response.write(data)
+            return
         try:
             async with asyncio.timeout(client_timeout):
                 await response.write(data)
