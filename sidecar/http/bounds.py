@@ -102,15 +102,12 @@ async def read_json(
             code="unsupported_media_type",
             param="Content-Type",
         )
-    try:
-        async with asyncio.timeout(limits.client_timeout_seconds):
-            raw = await request.read()
-    except TimeoutError:
-        raise ClientError(
-            f"the request body did not arrive within {limits.client_timeout_seconds:g} s",
-            status=408,
-            code="request_timeout",
-        ) from None
+    if request.content.is_eof():
+        # Already all here (a small body arrives with its headers): reading it cannot
+        # wait for the client, so no timer is armed (~3 us a request).
+        raw = await request.read()
+    else:
+        raw = await _read_timed(request, limits)
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
     body, strict = _loads(raw, limits, api)
@@ -118,6 +115,19 @@ async def read_json(
         raise BadRequest("request body must be a JSON object", code="invalid_json")
     check_body(body, limits, api, surrogates=not strict)
     return body
+
+
+async def _read_timed(request: web.Request, limits: LimitsSpec) -> bytes:
+    """The body, or 408 when it does not arrive within ``clientTimeoutSeconds``."""
+    try:
+        async with asyncio.timeout(limits.client_timeout_seconds):
+            return await request.read()
+    except TimeoutError:
+        raise ClientError(
+            f"the request body did not arrive within {limits.client_timeout_seconds:g} s",
+            status=408,
+            code="request_timeout",
+        ) from None
 
 
 def _loads(raw: bytes, limits: LimitsSpec, api: Api) -> tuple[Any, bool]:
