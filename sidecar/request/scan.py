@@ -42,6 +42,7 @@ _SEAM_WORDS = 24
 _SEAM_WORD = re.compile(r"\b(?:at|dot)\b", re.IGNORECASE)
 _MIN_SEAM_PIECE = 3
 _JSON_TEXT = re.compile(r"\s*+[\[{].")
+_JSON_START = ("[", "{")
 _MIN_NUMBER = 100_000  # smaller integers are counts and limits, never an identifier
 
 
@@ -74,7 +75,9 @@ def _texts(document: Any) -> list[_Text]:
                 out.append((value, False, False))
                 continue
             out.append((value, True, key not in _STRUCTURAL))
-            if _JSON_TEXT.match(value) is not None:
+            # The first character rules out most strings without the regex's call.
+            first = value[:1]
+            if (first in _JSON_START or first.isspace()) and _JSON_TEXT.match(value):
                 try:
                     nested = json.loads(value)
                 except ValueError:
