@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from ..contract import BudgetSpec, OnExceeded
-from ..contract.periods import period_of, zone
+from ..contract.periods import period_bounds, period_of, zone
 
 __all__ = ["BookBudget", "Matcher"]
 
@@ -19,16 +19,26 @@ MAX_SHAPES = 4096
 class BookBudget:
     """A budget as the book uses it: its spec, ledger key, zone and period kind."""
 
-    __slots__ = ("key", "notify", "spec", "tz")
+    __slots__ = ("_current", "key", "notify", "spec", "tz")
 
     def __init__(self, spec: BudgetSpec, namespace: str) -> None:
         self.spec = spec
         self.key = spec.key(namespace).encoded
         self.tz = zone(spec.timezone)  # ValueError for an unknown zone
         self.notify = spec.on_exceeded is OnExceeded.NOTIFY
+        # The period last asked for and the instants it spans, [start, end) in UTC:
+        # a request asks two or three times, nearly always for the same period.
+        self._current: tuple[datetime, datetime, str] | None = None
 
     def period(self, now: datetime) -> str:
-        return period_of(now, self.tz, self.spec.period)
+        """The key of this budget's period containing ``now``."""
+        current = self._current
+        if current is not None and now.tzinfo is not None and current[0] <= now < current[1]:
+            return current[2]  # (a naive ``now`` gets period_of's own error below)
+        key = period_of(now, self.tz, self.spec.period)
+        start, end = period_bounds(key, self.tz)
+        self._current = (start, end, key)
+        return key
 
     def same_spend(self, other: BudgetSpec) -> bool:
         """Does ``other`` count the same calls in the same periods (only its limit,
