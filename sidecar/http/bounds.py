@@ -68,7 +68,12 @@ class Gate:
 def check_headers(request: web.Request, limits: LimitsSpec) -> None:
     """431 over ``maxHeaderBytes``; 400 for a header value that is not UTF-8 (the
     HTTP parser hands such bytes on as lone surrogates)."""
-    size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    raw = request.raw_headers
+    size = 4 * len(raw)
+    ascii_only = True
+    for raw_name, raw_value in raw:
+        size += len(raw_name) + len(raw_value)
+        ascii_only = ascii_only and raw_value.isascii()
     if size > limits.max_header_bytes:
         raise ClientError(
             f"request headers take {size} bytes, over the sidecar limit of "
@@ -76,6 +81,8 @@ def check_headers(request: web.Request, limits: LimitsSpec) -> None:
             status=431,
             code="request_header_fields_too_large",
         )
+    if ascii_only:
+        return  # the parser decodes non-ASCII bytes only: nothing to look for below
     for name, value in request.headers.items():
         if not value.isascii() and _SURROGATE.search(value):
             raise BadRequest(
