@@ -14,7 +14,12 @@ Runs, from one invocation, each for ``--window`` seconds after a warm-up:
   taking or returning a lease slice every ``--lease-interval`` seconds;
 * ``N leases only``: the same sidecars with lease statements and no rows (lease
   latency when the pool is not busy with batches);
-* with ``--direct``, the same N sidecars without PgBouncer (one pool each).
+* with ``--direct``, the same N sidecars without PgBouncer (one pool each);
+* ``W writers, pre-encoded`` (``--writers``, default 8): what PostgreSQL and
+  PgBouncer sustain when the clients cost next to nothing. Each writer sends batches
+  of 256 rows encoded before the run through the real ``write_postgres`` (the same
+  statement, function, lease settlement and summary trigger as a sidecar's batch)
+  as fast as the database answers; no spool, no row building in the window.
 
 Printed per run: rows/s committed (counted by the stores after commit), lease
 operations/s and their p50/p99 latency (pool checkout included, as a sidecar sees
@@ -57,9 +62,11 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 
 from aegis.sidecar.ledger import leases  # noqa: E402
+from aegis.sidecar.ledger.db import create_engine  # noqa: E402
 from aegis.sidecar.ledger.models import LedgerRecord  # noqa: E402
-from aegis.sidecar.ledger.spool import Spool  # noqa: E402
+from aegis.sidecar.ledger.spool import Spool, encode_body  # noqa: E402
 from aegis.sidecar.ledger.store import LedgerStore  # noqa: E402
+from aegis.sidecar.ledger.writes import write_postgres  # noqa: E402
 from tests.controlplane.pgbouncer import PgBouncerServer  # noqa: E402
 from tests.controlplane.postgres import PostgresServer  # noqa: E402
 from tests.sidecar.shared_helpers import fetch  # noqa: E402
@@ -83,6 +90,7 @@ class Job:
     warmup: float
     window: float
     spool: str
+    batches: bool = False  # pre-encoded batches as fast as they are taken, no sidecars
 
 
 def make_row(index: int, serial: int, now: datetime) -> LedgerRecord:
@@ -175,7 +183,65 @@ async def churn(sim: Sim, job: Job, until: float, measure_from: float) -> None:
             sim.lease_errors += 1
 
 
+Batch = tuple[list[LedgerRecord], list[bytes]]
+
+
+def encoded_batches(job: Job, index: int) -> list[Batch]:
+    """256-row batches for one writer, encoded as a sidecar spools them."""
+    now = datetime.now(UTC)
+    needed = int(job.rows_each * (job.warmup + job.window) * 1.5)
+    rows = [make_row(index, serial, now) for serial in range(needed)]
+    return [
+        (rows[i : i + 256], [encode_body(r, CHARGE) for r in rows[i : i + 256]])
+        for i in range(0, len(rows), 256)
+    ]
+
+
+async def firehose(job: Job, index: int, batches: list[Batch]) -> tuple[int, int]:
+    """One writer: pre-encoded batches through ``write_postgres`` until the window
+    closes; (rows committed in the window, batches left unsent)."""
+    holder = f"ns/sim-{index:04d}"
+    engine = create_engine(job.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+    measure_from = job.start_at + job.warmup
+    until = measure_from + job.window
+    written = 0
+    try:
+        async with engine.connect() as connection:
+            await leases.take(
+                connection, budget=key("dash"), period=PERIOD, holder=holder, want=Decimal(1000)
+            )
+            await asyncio.sleep(max(job.start_at - time.time(), 0))  # deliberate pacing: start
+            while batches and time.time() < until:
+                batch, bodies = batches.pop(0)
+                inserted = await write_postgres(connection, holder, batch, bodies)
+                if time.time() >= measure_from:
+                    written += inserted
+    finally:
+        await engine.dispose()
+    return written, len(batches)
+
+
 async def work(job: Job) -> dict[str, Any]:
+    if job.batches:
+        built = {i: encoded_batches(job, i) for i in job.sidecars}
+        writers = asyncio.gather(*(firehose(job, i, built[i]) for i in job.sidecars))
+        await asyncio.sleep(max(job.start_at + job.warmup - time.time(), 0))  # warm-up
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.sleep(max(job.start_at + job.warmup + job.window - time.time(), 0))
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        done = await writers
+        if any(left == 0 for _, left in done):
+            print("a writer ran out of pre-encoded batches: raise --rows", file=sys.stderr)
+        written = sum(w for w, _ in done)
+        return {
+            "written": written,
+            "appended": written,
+            "errors": 0,
+            "pending": 0,
+            "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+            "latencies": [],
+            "lease_ops": 0,
+        }
     sims = [Sim(job, i) for i in job.sidecars]
     await asyncio.gather(*(s.store.start() for s in sims))
     # A large first lease, so that every row's charge settles within it.
@@ -281,6 +347,8 @@ def phase(
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     start_at = time.time() + 2.0 + 0.02 * sidecars
+    if label.endswith("pre-encoded"):
+        start_at += 3.0  # the writers encode their batches first
     base = 10_000 * run
     jobs = [
         Job(
@@ -292,6 +360,7 @@ def phase(
             args.warmup,
             args.window,
             args.spool,
+            batches=label.endswith("pre-encoded"),
         )
         for p in range(procs)
     ]
@@ -351,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--direct", action="store_true", help="also run N sidecars direct")
+    parser.add_argument("--writers", type=int, default=8, help="pre-encoded writers (0: none)")
     parser.add_argument(
         "--shared-buffers",
         default="512MB",
@@ -377,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if args.direct:
             runs.append((f"{args.sidecars} direct", direct, args.sidecars))
+        if args.writers:
+            runs.append((f"{args.writers} writers, pre-encoded", pooled, args.writers))
         for run, (label, url, count) in enumerate(runs):
             pid = bouncer_pid if url == pooled else None
             result = phase(args, (run, label), (url, direct), count, (pg_pid, pid))
