@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .models import COLUMNS, LEDGER, LedgerRecord
+from .models import COLUMNS, LEDGER, STRING_LENGTHS, LedgerRecord
+from .types import UTCDateTime
 
 INSERT_SQL = (
     f"INSERT INTO {LEDGER.name} ({', '.join(COLUMNS)}) "
@@ -41,6 +44,23 @@ INSERT_SQL = (
 Processor = Callable[[Any], Any]
 _processors: dict[type[Dialect], list[tuple[int, Processor]]] = {}
 
+# LedgerRecord.as_params without its dict: the values in column order, the enums
+# as plain strings, the strings cut to their column's length (a test holds the two
+# to the same rows).
+_VALUES = attrgetter(*COLUMNS)
+_ENUMS = tuple(COLUMNS.index(name) for name in ("arm", "status"))
+_CUTS = tuple((COLUMNS.index(name), length) for name, length in STRING_LENGTHS)
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    """UTCDateTime's bind on SQLite followed by the dialect's DATETIME text, at a
+    quarter of the cost: the instant in UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("ledger timestamps must be timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
 
 def _bind_processors(dialect: Dialect) -> list[tuple[int, Processor]]:
     """(position, processor) of the columns whose values the dialect converts."""
@@ -49,6 +69,9 @@ def _bind_processors(dialect: Dialect) -> list[tuple[int, Processor]]:
         found = []
         for index, name in enumerate(COLUMNS):
             column_type = LEDGER.c[name].type
+            if isinstance(column_type, UTCDateTime) and dialect.name == "sqlite":
+                found.append((index, _utc_text))
+                continue
             processor = column_type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 found.append((index, processor))
@@ -62,7 +85,13 @@ def row_values(records: Sequence[LedgerRecord], dialect: Dialect) -> list[list[A
     processors = _bind_processors(dialect)
     rows = []
     for record in records:
-        values = list(record.as_params().values())
+        values = list(_VALUES(record))
+        for index in _ENUMS:
+            values[index] = str(values[index])
+        for index, length in _CUTS:
+            value = values[index]
+            if value is not None and len(value) > length:
+                values[index] = value[:length]
         for index, processor in processors:
             try:
                 values[index] = processor(values[index])

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.dialects.sqlite import aiosqlite
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import upgrade
-from aegis.sidecar.ledger.models import Status
-from aegis.sidecar.ledger.sqlite_writes import write_sqlite_rows
+from aegis.sidecar.ledger.models import COLUMNS, LEDGER, Status
+from aegis.sidecar.ledger.sqlite_writes import row_values, write_sqlite_rows
 from aegis.sidecar.ledger.writes import insert_statement
 from tests.sidecar.ledger_helpers import record, sqlite_url
 
@@ -107,3 +108,21 @@ async def test_refused_rows_raise_sqlalchemys_errors(
     finally:
         await engine.dispose()
     assert stored(tmp_path / "ledger.db")[0] == []  # the batch's transaction rolled back
+
+
+def test_row_values_are_the_core_inserts_bound_parameters() -> None:
+    """row_values reads the record without as_params' dict and binds created_at
+    itself: the same values as as_params through every column's own bind processor."""
+    dialect = aiosqlite.dialect()
+    processors = [
+        (i, p)
+        for i, name in enumerate(COLUMNS)
+        if (p := LEDGER.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    ]
+    expected = []
+    for row in ROWS:
+        values = list(row.as_params().values())
+        for index, processor in processors:
+            values[index] = processor(values[index])
+        expected.append(values)
+    assert row_values(ROWS, dialect) == expected
