@@ -178,16 +178,20 @@ class Prefetched:
                 ErrorKind.TIMEOUT, "the request's deadline passed", model=self.model
             ) from None
 
-    async def _all(self) -> AsyncIterator[bytes]:
+    # An iterator of its own rather than an async generator over the inner one: a
+    # generator frame more per relayed chunk cost ~0.5 us of a chunk's ~20.
+    def __aiter__(self) -> AsyncIterator[bytes]:
         if self._events is None:
             raise RuntimeError("start() must succeed before iteration")
-        if self._first:
-            yield self._first
-        async for events in self._events:
-            yield events
+        return self
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._all()
+    async def __anext__(self) -> bytes:
+        first = self._first
+        if first:
+            self._first = b""
+            return first
+        assert self._events is not None  # __aiter__ checked
+        return await anext(self._events)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
