@@ -312,16 +312,18 @@ def cores(before: dict[int, int], after: dict[int, int], seconds: float) -> floa
 async def sample_connections(
     connection: asyncpg.Connection, database: str, until: float
 ) -> tuple[int, dict[str, float]]:
-    """The most backends the database had (sampled on a connection held from before
-    the workers connected: without a pooler they may take every other one), and what
-    its backends were doing on average (active on CPU, waiting on a lock or I/O, or
-    idle in a transaction: waiting for their client)."""
+    """The most client backends the database had (sampled on a connection held from
+    before the workers connected: without a pooler they may take every other one; an
+    autovacuum worker is not a connection), and what they were doing on average: on
+    CPU, waiting on a lock or I/O, waiting for their client in the middle of a
+    statement (``Client:ClientRead``: between Parse/Describe and Bind), or idle."""
     peak, samples = 0, 0
     doing: dict[str, float] = {}
     query = (
         "SELECT CASE WHEN state = 'active' THEN COALESCE(wait_event_type || ':' || wait_event, "
         "'cpu') ELSE state END, count(*) FROM pg_stat_activity "
-        "WHERE datname = $1 AND pid <> pg_backend_pid() GROUP BY 1"
+        "WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+        "GROUP BY 1"
     )
     while time.time() < until:
         rows = await connection.fetch(query, database)
