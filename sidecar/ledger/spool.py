@@ -149,6 +149,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._next_seq = 1
         self._dirty = False
+        self._new_entry = False  # a segment created since the last sync: sync the directory
         self._task: asyncio.Task[None] | None = None
         self.rows_appended = 0
         self.bytes_appended = 0
@@ -347,7 +348,7 @@ class Spool:
         path = self.directory / f"{_PREFIX}{self._next_seq:012d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._active = _Segment(path, self._next_seq, fd)
-        self._dirty = True  # the directory entry needs a sync too
+        self._dirty = self._new_entry = True  # its directory entry needs a sync too
 
     def _rotate(self) -> None:
         if self._active is not None:
@@ -373,8 +374,9 @@ class Spool:
 
     def _sync_now(self) -> None:
         rotated, active = self._fds()
+        directory, self._new_entry = (self.directory if self._new_entry else None), False
         with contextlib.suppress(OSError):
-            _sync_fds([*rotated, *active], self.directory)
+            _sync_fds([*rotated, *active], directory)
         self._after_sync(rotated)
         self.syncs += 1
 
@@ -385,11 +387,12 @@ class Spool:
                 continue
             self._dirty = False
             rotated, active = self._fds()
+            directory, self._new_entry = (self.directory if self._new_entry else None), False
             try:
                 # fdatasync releases the GIL: the loop keeps serving meanwhile.
-                await asyncio.to_thread(_sync_fds, [*rotated, *active], self.directory)
+                await asyncio.to_thread(_sync_fds, [*rotated, *active], directory)
             except OSError:
-                self._dirty = True
+                self._dirty, self._new_entry = True, self._new_entry or directory is not None
                 log.exception("spool fdatasync failed; retrying")
                 continue
             self.syncs += 1
@@ -426,10 +429,14 @@ def describe_held(path: Path) -> HeldSet:
     )
 
 
-def _sync_fds(fds: list[int], directory: Path) -> None:
-    """Data of every segment, then the directory (new segment files' entries)."""
+def _sync_fds(fds: list[int], directory: Path | None) -> None:
+    """Data of every segment, then the directory when it has new segment files' entries
+    (a deleted segment need not be durable: its rows are committed, and replaying them
+    again is skipped by request id)."""
     for fd in fds:
         os.fdatasync(fd)
+    if directory is None:
+        return
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
