@@ -113,15 +113,28 @@ chart-sync: venv
 # Two tiers. Fast: no PostgreSQL, no API server, nothing marked slow (the markers come
 # from the fixtures a test uses, tests/conftest.py), in random order (pytest-randomly;
 # the seed is printed, `-p randomly --randomly-seed=N` repeats an order). Slow: the
-# rest, in file order (package-scoped servers start once).
+# rest, in file order (package-scoped servers start once), as two pytest processes at
+# once, tests/sidecar (PostgreSQL, sidecar fleets, real-time windows) and everything
+# else (API server, node, helm): both mostly wait, each starts its own servers under
+# its own basetemp, and the sidecar half's output is printed after the other's.
 FAST := not postgres and not kube and not slow
+SLOW := not ($(FAST))
 
 test-fast: venv promtool
 	$(PY) -m pytest -p randomly -m "$(FAST)" $(PYTEST_ARGS)
 
 pytest: venv postgres pgbouncer promtool testbin cluster-deps
 	$(PY) -m pytest -p randomly -m "$(FAST)" $(PYTEST_ARGS)
-	$(PY) -m pytest -m "not ($(FAST))" --durations=30 $(PYTEST_ARGS)
+	@base=$$(mktemp -d /tmp/aegis-slow.XXXXXX); \
+	$(PY) -m pytest -m "$(SLOW)" --durations=15 --basetemp=$$base/sidecar -p no:cacheprovider \
+	  tests/sidecar $(PYTEST_ARGS) > $$base/sidecar.log 2>&1 & sidecar=$$!; \
+	trap 'kill $$sidecar 2>/dev/null' INT TERM; \
+	$(PY) -m pytest -m "$(SLOW)" --durations=15 --basetemp=$$base/rest --ignore=tests/sidecar \
+	  $(PYTEST_ARGS) && rest=0 || rest=$$?; \
+	wait $$sidecar && side=0 || side=$$?; \
+	echo "== slow tier, tests/sidecar (ran alongside the above) =="; cat $$base/sidecar.log; \
+	echo "slow tier: tests/sidecar exit $$side, the rest exit $$rest"; \
+	if [ $$side -eq 0 ] && [ $$rest -eq 0 ]; then rm -rf $$base; else exit 1; fi
 
 test: lint typecheck pytest
 

@@ -30,6 +30,8 @@ class Fleet:
         self.env = env or {}
         self.pids: dict[str, int] = {}  # name -> pid of the live process
         self.ports: dict[str, int] = {}
+        # Log byte ranges of lives that died because another process took their port.
+        self._lost_lives: dict[str, list[tuple[int, int]]] = {}
         self._zygote: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()  # one command/answer exchange at a time
 
@@ -103,9 +105,10 @@ class Fleet:
             try:
                 await self.wait_ready(name, kind)
             except ChildDied:
-                taken = address_in_use(self.log(name)[logged:])
+                taken = address_in_use(log.read_bytes()[logged:].decode(errors="replace"))
                 if not taken or attempt == attempts - 1:
                     raise
+                self._lost_lives.setdefault(name, []).append((logged, log.stat().st_size))
                 port = free_port()  # lost the race for this port: another one
                 continue
             return pid
@@ -130,8 +133,15 @@ class Fleet:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def log(self, name: str) -> str:
+        """Everything ``name``'s lives logged, except lives that only lost their port
+        to another process (their bind traceback is not the sidecar's fault)."""
         path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return ""
+        data = path.read_bytes()
+        for start, end in reversed(self._lost_lives.get(name, [])):
+            data = data[:start] + data[end:]
+        return data.decode(errors="replace")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
