@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
@@ -139,6 +138,8 @@ async def _write_simple(
     if ledger is not None:
         arguments.append(literal(ledger))
     sql = f"SELECT FROM pg_catalog.generate_series(1, aegis.ledger_write({', '.join(arguments)}))"
+    import asyncpg  # here: a sidecar on SQLite never loads the driver (~3 MB)
+
     try:
         tag = await driver.execute(sql)
     except asyncpg.PostgresError as exc:

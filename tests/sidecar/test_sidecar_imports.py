@@ -34,7 +34,16 @@ with asyncio.Runner(loop_factory=new_event_loop) as runner:
     runner.run(main(Path(sys.argv[1])))
 """
 
-ABSENT_PACKAGES = ("kopf", "lightkube", "alembic", "mako", "any_llm", "anthropic", "openai")
+ABSENT_PACKAGES = (
+    "kopf",
+    "lightkube",
+    "alembic",
+    "mako",
+    "any_llm",
+    "anthropic",
+    "openai",
+    "asyncpg",
+)
 # The ledger's read, report and control side (``aegis ledger …``, the operator).
 READ_SIDE = (
     "report",
