@@ -11,8 +11,6 @@ sent (the API requires one): the client's, else the reservation's.
 
 from __future__ import annotations
 
-import json
-
 from .anthropic_wire import (
     ANTHROPIC_VERSION,
     MessagesSse,
@@ -22,6 +20,7 @@ from .anthropic_wire import (
 )
 from .base import ErrorKind, StreamHandle, UpstreamCall, UpstreamError, UpstreamResult
 from .openai_wire import OpenAIWireAdapter, WireStream
+from .wire import compact_json
 
 
 class AnthropicAdapter(OpenAIWireAdapter):
@@ -60,7 +59,7 @@ class AnthropicAdapter(OpenAIWireAdapter):
                 self.provider,
                 code="invalid_request",
             ) from None
-        return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()
+        return compact_json(request)
 
     async def chat(self, call: UpstreamCall) -> UpstreamResult:
         result = await super().chat(call)

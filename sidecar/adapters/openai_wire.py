@@ -20,7 +20,6 @@ flowing is not cut). ``connectTimeoutSeconds`` bounds the TCP/TLS connect.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -46,6 +45,7 @@ from .wire import (
     EventFilter,
     SseFilter,
     answer_problem,
+    compact_json,
     map_exception,
     status_error,
     usage_from_body,
@@ -194,7 +194,7 @@ class OpenAIWireAdapter:
             # calls (400); thinking-only models refuse enable_thinking=false.
             if not stream and "enable_thinking" not in body and not _thinking_only(model):
                 body["enable_thinking"] = False
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return compact_json(body)
 
     def headers_for(self, call: UpstreamCall, *, stream: bool) -> Mapping[str, str]:
         base = self._stream_headers if stream else self._headers
@@ -245,7 +245,7 @@ class OpenAIWireAdapter:
             else:
                 body = dict(call.body)
                 body["model"] = model
-                data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+                data = compact_json(body)
             started = time.monotonic()
             try:
                 async with session.post(

@@ -48,6 +48,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import spool_binding as binding
 from .models import COLUMNS, LedgerRecord
 from .spool_binding import HeldSet, Run
@@ -91,7 +93,10 @@ def encode_body(record: LedgerRecord, budgets: str) -> bytes:
     values: list[Any] = [budgets, *_VALUES(record)]
     values[_CREATED + 1] = values[_CREATED + 1].isoformat()
     values[_COST + 1] = str(values[_COST + 1])
-    return _JSON.encode(values).encode()
+    try:
+        return orjson.dumps(values)  # the same bytes as _JSON's, at a tenth of the cost
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the stdlib's bytes
+        return _JSON.encode(values).encode()
 
 
 def encode(seq: int, body: bytes) -> bytes:
