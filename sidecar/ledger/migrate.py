@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # that with one query and never loads it, and an empty SQLite ledger is given the
 # head schema from .sqlite_schema (a test compares it with the chain's result). A
 # test keeps HEAD_REVISION equal to the head of the scripts in migrations/versions.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Not Alembic's default name: in a shared PostgreSQL database the ledger must not

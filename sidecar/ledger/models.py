@@ -93,10 +93,8 @@ def _in(column: str, values: type[StrEnum]) -> str:
 class LedgerEntry(Base):
     """One request. ``request_id`` is the primary key and the idempotency key.
 
-    Indexes (each justified by a reader, every one costs the write path):
-    - ``(provider, period, cost_usd)``: budget spend per provider and month,
-      answered from the index alone (the sidecar at start, the operator's
-      budget status);
+    Indexes (each justified by a reader, every one costs the write path; spend per
+    provider and month is read from ``ledger_summary``, migration 0012):
     - ``(route, arm, created_at)``: per-arm rollout statistics over a window;
     - ``(period, created_at)``: monthly export and report.
     """
@@ -139,7 +137,6 @@ class LedgerEntry(Base):
         CheckConstraint(_in("status", Status), name="status"),
         CheckConstraint("cost_usd >= 0", name="cost_nonnegative"),
         CheckConstraint("tokens_in >= 0 AND tokens_out >= 0", name="tokens_nonnegative"),
-        Index(None, "provider", "period", "cost_usd"),
         # On PostgreSQL it also carries status, latency and cost (migration 0002),
         # so the rollout statistics are answered from the index alone.
         Index(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..contract.periods import check_period
 from .models import LedgerEntry
+from .summary import LedgerSummary
 
 
 async def spend_by_period(
@@ -23,9 +24,10 @@ async def spend_by_period(
 ) -> dict[tuple[str, str], Decimal]:
     """Settled spend per (provider, period), for periods in the inclusive range.
 
-    Filtering by provider keeps this on ``ix_ledger_entries_provider_period_cost_usd``.
+    Read from ``ledger_summary`` (kept with every insert, and after retention drops a
+    month's rows), not from the rows: no index on the ledger serves it (0012).
     """
-    e = LedgerEntry
+    e = LedgerSummary
     query = select(e.provider, e.period, func.sum(e.cost_usd)).group_by(e.provider, e.period)
     if providers is not None:
         query = query.where(e.provider.in_(sorted(set(providers))))

@@ -15,7 +15,7 @@ changes the SQLite schema, paste the statements it prints and raise ``REVISION``
 
 from __future__ import annotations
 
-REVISION = "0011"
+REVISION = "0012"
 
 # As SQLite keeps them (it stores each text as given), in the chain's order.
 VERSION_TABLE_DDL = (
@@ -55,7 +55,6 @@ STATEMENTS: tuple[str, ...] = (
         "\tCONSTRAINT ck_ledger_entries_tokens_nonnegative CHECK (tokens_in >= 0 AND tokens_out >= 0)\n"
         ")"
     ),
-    "CREATE INDEX ix_ledger_entries_provider_period_cost_usd ON ledger_entries (provider, period, cost_usd)",
     "CREATE INDEX ix_ledger_entries_route_arm_created_at ON ledger_entries (route, arm, created_at)",
     "CREATE INDEX ix_ledger_entries_period_created_at ON ledger_entries (period, created_at)",
     (

@@ -42,7 +42,7 @@ def test_migrate_from_empty_without_alembic_ini(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
     db = tmp_path / "sub" / "dir" / "ledger.db"
-    assert migrate(f"sqlite:///{db}") == head_revision() == "0011"
+    assert migrate(f"sqlite:///{db}") == head_revision() == "0012"
     assert tables(db) == {
         "ledger_entries",
         "budget_limits",
@@ -55,7 +55,6 @@ def test_migrate_from_empty_without_alembic_ini(
         VERSION_TABLE,
     }
     assert indexes(db) == {
-        "ix_ledger_entries_provider_period_cost_usd",
         "ix_ledger_entries_route_arm_created_at",
         "ix_ledger_entries_period_created_at",
         "ix_budget_leases_holder",
@@ -118,6 +117,7 @@ def test_offline_sql_for_postgresql() -> None:
     assert "created_at TIMESTAMP WITH TIME ZONE NOT NULL" in sql
     assert "CONSTRAINT pk_ledger_entries PRIMARY KEY (request_id)" in sql
     assert "CREATE INDEX ix_ledger_entries_provider_period_cost_usd" in sql
+    assert "DROP INDEX aegis.ix_ledger_entries_provider_period_cost_usd" in sql  # 0012
     assert f"CREATE TABLE {VERSION_TABLE}" in sql
     assert "CREATE TYPE" not in sql  # no native enums: later migrations stay simple
 
