@@ -19,8 +19,9 @@ from .anthropic_wire import (
     refused,
 )
 from .base import ErrorKind, StreamHandle, UpstreamCall, UpstreamError, UpstreamResult
-from .openai_wire import OpenAIWireAdapter, WireStream
+from .openai_wire import OpenAIWireAdapter
 from .wire import compact_json
+from .wire_stream import WireStream
 
 
 class AnthropicAdapter(OpenAIWireAdapter):

@@ -14,8 +14,9 @@ answer back byte for byte. Measured cost matters here (raw aiohttp takes about
   arrive and only a chunk carrying ``usage`` is parsed.
 
 Timeouts: ``timeoutSeconds`` bounds a whole non-stream call; for a stream it bounds
-the wait for the first byte and every gap between chunks (a long answer that keeps
-flowing is not cut). ``connectTimeoutSeconds`` bounds the TCP/TLS connect.
+the wait for the headers, for the first event and every gap between events (a long
+answer that keeps flowing is not cut; :mod:`.wire_stream`). ``connectTimeoutSeconds``
+bounds the TCP/TLS connect.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -37,19 +38,17 @@ from .base import (
     UpstreamCall,
     UpstreamError,
     UpstreamResult,
-    Usage,
 )
 from .wire import (
     MAX_BODY_BYTES,
     MAX_EVENT_BYTES,
-    EventFilter,
-    SseFilter,
     answer_problem,
     compact_json,
     map_exception,
     status_error,
     usage_from_body,
 )
+from .wire_stream import WireStream
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +144,12 @@ class OpenAIWireAdapter:
             connect=spec.connect_timeout_seconds,
             sock_connect=spec.connect_timeout_seconds,
         )
+        # No sock_read: it re-arms a timer on every read; a stream's silences are
+        # bounded by its WireStream (IdleWatch) instead.
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None,
             connect=spec.connect_timeout_seconds,
             sock_connect=spec.connect_timeout_seconds,
-            sock_read=spec.timeout_seconds,
         )
 
     # -- request building -------------------------------------------------------------
@@ -213,13 +213,28 @@ class OpenAIWireAdapter:
                 total=None,
                 connect=min(self.spec.connect_timeout_seconds, remaining),
                 sock_connect=min(self.spec.connect_timeout_seconds, remaining),
-                sock_read=remaining,
             )
         return aiohttp.ClientTimeout(
             total=remaining,
             connect=min(self.spec.connect_timeout_seconds, remaining),
             sock_connect=min(self.spec.connect_timeout_seconds, remaining),
         )
+
+    def read_limit(self, call: UpstreamCall) -> float:
+        """The longest silence a stream may keep: before its headers, before its first
+        event and between events (``timeoutSeconds``, or less near the deadline)."""
+        remaining = call.remaining()
+        if remaining is None:
+            return self.spec.timeout_seconds
+        return max(min(remaining, self.spec.timeout_seconds), 0.001)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._session.get()
+
+    @property
+    def chat_url(self) -> URL:
+        return self._chat_url
 
     # -- calls ------------------------------------------------------------------------
 
@@ -314,120 +329,3 @@ class OpenAIWireAdapter:
 def _thinking_only(model: str) -> bool:
     lowered = model.lower()
     return any(marker in lowered for marker in _THINKING_ONLY_MARKERS)
-
-
-class WireStream:
-    """A streamed chat completion through :class:`OpenAIWireAdapter` (see ``StreamHandle``)."""
-
-    def __init__(
-        self, adapter: OpenAIWireAdapter, call: UpstreamCall, events: EventFilter | None = None
-    ) -> None:
-        self._adapter = adapter
-        self._call = call
-        self._resp: aiohttp.ClientResponse | None = None
-        self._model = call.models[0]
-        self._filter = events or SseFilter(
-            keep_usage_chunk=call.client_wants_usage, max_event_bytes=adapter.max_event_bytes
-        )
-        self._started = 0.0
-        self._ttfb: float | None = None
-        self._closed = False
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._filter.usage
-
-    @property
-    def ttfb_s(self) -> float | None:
-        return self._ttfb
-
-    async def start(self) -> None:
-        adapter, call = self._adapter, self._call
-        session = adapter._session.get()
-        headers = adapter.headers_for(call, stream=True)
-        last = len(call.models) - 1
-        for i, model in enumerate(call.models):
-            self._model = model
-            data = adapter.encode_chat(call, model, stream=True)
-            self._started = time.monotonic()
-            try:
-                resp = await session.post(
-                    adapter._chat_url,
-                    data=data,
-                    headers=headers,
-                    timeout=adapter.timeout_for(call, stream=True),
-                )
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise map_exception(exc, provider=adapter.provider, model=model) from None
-            if 200 <= resp.status < 300:
-                self._resp = resp
-                return
-            try:
-                raw = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                raw = b""
-            finally:
-                resp.release()
-            error = status_error(
-                resp.status, resp.headers, raw, provider=adapter.provider, model=model
-            )
-            if resp.status in MODEL_FALLBACK_STATUSES and i < last:
-                continue
-            raise error
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        resp = self._resp
-        if resp is None:
-            raise RuntimeError("WireStream.start() must succeed before iteration")
-        push = self._filter.push
-        sent = False
-        try:
-            async for chunk in resp.content.iter_any():
-                if self._ttfb is None:
-                    self._ttfb = time.monotonic() - self._started
-                out = push(chunk)
-                if out:
-                    sent = True
-                    yield out
-            out = self._filter.flush()
-            if out:
-                yield out
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise map_exception(
-                exc, provider=self._adapter.provider, model=self._model, partial=True
-            ) from None
-        except UpstreamError as error:  # from the event filter: say whose stream it was
-            error.provider = error.provider or self._adapter.provider
-            error.model = error.model or self._model
-            error.partial = sent
-            raise
-        finally:
-            await self.aclose()
-        if not self._filter.done:
-            raise UpstreamError(
-                ErrorKind.PROTOCOL,
-                "stream ended before [DONE]",
-                provider=self._adapter.provider,
-                model=self._model,
-                partial=sent,
-                retriable=False,
-            )
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        resp = self._resp
-        if resp is None:
-            return
-        if self._filter.done:
-            resp.release()
-        else:
-            resp.close()

@@ -14,7 +14,10 @@ for the GIL) would otherwise be counted as busy at whatever line it stopped on.
 C work that releases the GIL (SQLite's steps on aiosqlite's thread, socket writes
 inside uvloop) is then missing from the attribution but not from the CPU figure.
 
-    python tests/bench/profile_sidecar.py [--seconds 20] [--all-threads] [--raw FILE]
+    python tests/bench/profile_sidecar.py [--seconds 20] [--all-threads] [--minimal] [--raw FILE]
+
+``--minimal`` profiles the baseline pass-through the same way, to tell the
+aiohttp cost every proxy pays from the sidecar's own.
 
 Needs ``py-spy`` (``pip install py-spy``) and the permission to trace a child
 process (``ptrace``), as in a container with ``SYS_PTRACE`` or as root.
@@ -96,8 +99,12 @@ async def run(args: argparse.Namespace) -> None:
     proc = None
     try:
         proc, port, _ = await harness.start_timed(
-            lambda p, attempt: harness.sidecar_command(
-                harness.sidecar_config(upstream, workdir / attempt, p)
+            (lambda p, attempt: harness.minimal_command(upstream, p))
+            if args.minimal
+            else (
+                lambda p, attempt: harness.sidecar_command(
+                    harness.sidecar_config(upstream, workdir / attempt, p)
+                )
             )
         )
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -127,6 +134,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="how long to sample")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=30, help="rows per table")
+    parser.add_argument(
+        "--minimal",
+        action="store_true",
+        help="profile the minimal pass-through (the baseline) instead of the sidecar",
+    )
     parser.add_argument(
         "--all-threads",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -227,6 +228,23 @@ async def test_timeouts(openai_fake: FakeUpstream, session: SharedSession) -> No
             pass
     assert stalled.value.kind is ErrorKind.TIMEOUT and stalled.value.partial
     assert not stalled.value.retriable
+
+
+async def test_a_stream_read_slowly_is_not_an_upstream_silence(
+    openai_fake: FakeUpstream, session: SharedSession
+) -> None:
+    # The consumer holds each event longer than the read limit (a relay blocked on a
+    # slow client): the upstream is not silent, the stream must not time out.
+    adapter = adapter_for(openai_fake, session, timeoutSeconds=0.1)
+    openai_fake.set_knobs(reply="one two three")
+    handle = adapter.chat_stream(UpstreamCall(body={"messages": MESSAGES}, models=["gpt-4o"]))
+    await handle.start()
+    received: list[bytes] = []
+    async for data in handle:
+        received.append(data)
+        await asyncio.sleep(0.3)  # the slow consumer this test is about
+    assert b"data: [DONE]" in b"".join(received)
+    assert handle.usage is not None
 
 
 async def test_connection_refused(session: SharedSession) -> None:
