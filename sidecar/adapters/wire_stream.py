@@ -12,16 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from .base import MODEL_FALLBACK_STATUSES, ErrorKind, UpstreamCall, UpstreamError, Usage
 from .wire import EventFilter, SseFilter, map_exception, status_error
 
-if TYPE_CHECKING:
-    from .openai_wire import OpenAIWireAdapter
+
+class StreamSource(Protocol):
+    """What a :class:`WireStream` needs of its adapter
+    (:class:`~.openai_wire.OpenAIWireAdapter` and its subclasses)."""
+
+    provider: str
+    max_event_bytes: int
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def chat_url(self) -> URL: ...
+
+    def headers_for(self, call: UpstreamCall, *, stream: bool) -> Mapping[str, str]: ...
+
+    def encode_chat(self, call: UpstreamCall, model: str, *, stream: bool) -> bytes: ...
+
+    def timeout_for(self, call: UpstreamCall, *, stream: bool) -> aiohttp.ClientTimeout: ...
+
+    def read_limit(self, call: UpstreamCall) -> float: ...
 
 
 class IdleWatch:
@@ -68,11 +88,11 @@ class IdleWatch:
 
 
 class WireStream:
-    """A streamed chat completion through :class:`~.openai_wire.OpenAIWireAdapter`
-    (see ``StreamHandle``); ``events`` translates another wire's SSE (Anthropic's)."""
+    """A streamed chat completion through an OpenAI-wire adapter (see
+    ``StreamHandle``); ``events`` translates another wire's SSE (Anthropic's)."""
 
     def __init__(
-        self, adapter: OpenAIWireAdapter, call: UpstreamCall, events: EventFilter | None = None
+        self, adapter: StreamSource, call: UpstreamCall, events: EventFilter | None = None
     ) -> None:
         self._adapter = adapter
         self._call = call
