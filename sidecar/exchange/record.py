@@ -17,6 +17,7 @@ from typing import Any
 
 from ..adapters import Usage
 from ..contract.money import ZERO
+from ..contract.periods import period_of
 from ..errors import AegisError
 from ..ledger import LedgerRecord, Status
 from ..limits import Admission, PoolState
@@ -124,11 +125,12 @@ class Exchange:
         config = self.snapshot.config
         provider = candidate.provider.name if candidate is not None else "none"
         latency_ms = self.elapsed_ms()
+        now = datetime.now(UTC)
         self.runtime.ledger.append(
             LedgerRecord(
                 request_id=self.request_id,
-                created_at=datetime.now(UTC),
-                period=period or datetime.now(UTC).strftime("%Y-%m"),
+                created_at=now,
+                period=period or period_of(now),  # strftime cost ~1.5 us
                 namespace=config.identity.namespace,
                 pod=self.runtime.pod,
                 route=config.identity.route,
