@@ -33,9 +33,12 @@ def compact_json(doc: Any) -> bytes:
     non-ASCII encoding, at a tenth of its cost), or the stdlib for what orjson refuses
     (an integer beyond 64 bits, which a client may pass through)."""
     try:
-        return orjson.dumps(doc)
+        raw = orjson.dumps(doc)
     except orjson.JSONEncodeError:
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    # orjson's bytes keep ~4 KiB of spare buffer; a small body held for a whole call
+    # is copied to its size (~0.1 us), a large one keeps the spare (a few per cent).
+    return memoryview(raw).tobytes() if len(raw) < 65536 else raw
 
 
 def usage_from_mapping(value: Any) -> Usage | None:

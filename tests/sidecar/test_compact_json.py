@@ -10,6 +10,9 @@ a client may pass through), the stdlib's bytes are used.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -61,3 +64,38 @@ def test_a_row_orjson_refuses_is_written_by_the_stdlib() -> None:
     assert 10**30 in json.loads(body)
     assert body == stdlib(json.loads(body))
     assert compact_json({"seed": 10**30}) == b'{"seed":1000000000000000000000000000000}'
+
+
+# Run in a fresh interpreter: a long test process has freed memory that new objects
+# would reuse without growing RSS. orjson's own bytes keep ~4 KiB of spare buffer.
+_HELD = """
+import sys
+from aegis.sidecar.adapters.wire import compact_json
+from aegis.sidecar.ledger.spool import encode_body
+from tests.sidecar.ledger_helpers import record
+
+def rss_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+row, doc = record(1), {"model": "m", "messages": [{"role": "user", "content": "hi " * 100}]}
+before = rss_kib()
+held = [encode_body(row, "b") for _ in range(20_000)]
+held += [compact_json(doc) for _ in range(20_000)]
+print((rss_kib() - before) * 1024 / len(held), max(len(b) for b in held))
+"""
+
+
+def test_encoded_rows_and_bodies_held_in_memory_cost_their_size() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _HELD],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],  # where ``tests`` imports from
+    )
+    per_object, longest = (float(v) for v in done.stdout.split())
+    assert per_object < longest + 256, done.stdout  # not longest + 4 KiB
