@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 
 _THINKING_ONLY_MARKERS = ("thinking", "qwq", "qvq")
+USER_AGENT = "aegis-sidecar"  # not aiohttp's, which names the Python and aiohttp versions
 
 
 class SharedSession:
@@ -77,7 +78,6 @@ class SharedSession:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
                 raise_for_status=False,
-                skip_auto_headers=("User-Agent",),
             )
             self._session = session
         return session
@@ -131,7 +131,13 @@ class OpenAIWireAdapter:
         root = api_root(spec)
         self._chat_url = URL(root + self.chat_path)
         self._embed_url = URL(root + "/embeddings")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # A User-Agent of our own rather than skip_auto_headers=("User-Agent",) on the
+        # session, which costs aiohttp a header copy per request (~5 us).
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
         headers.update(self.key_headers(read_api_key(spec, env)))
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}

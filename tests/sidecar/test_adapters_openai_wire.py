@@ -90,6 +90,7 @@ async def test_non_stream_pass_through(openai_fake: FakeUpstream, session: Share
     assert sent["body"]["max_completion_tokens"] == 50 and "max_tokens" not in sent["body"]
     assert sent["body"]["temperature"] == 0.2
     assert sent["headers"]["authorization"] == "Bearer sk-from-env"
+    assert sent["headers"]["user-agent"] == "aegis-sidecar"  # not aiohttp's
     assert "enable_thinking" not in sent["body"]
 
 
