@@ -23,6 +23,8 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from ..values import valueclass
+
 __all__ = [
     "Adapter",
     "ErrorKind",
@@ -49,7 +51,7 @@ MAX_TOKEN_COUNT = 2**31 - 1
 """A token count above this is not believed (nor would it fit the ledger's column)."""
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class Usage:
     """Token counts as the provider reported them (the basis of the real cost)."""
 
@@ -115,7 +117,7 @@ class UpstreamCall:
         return self.deadline - (time.monotonic() if now is None else now)
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class UpstreamResult:
     """A successful (2xx) non-streaming answer."""
 

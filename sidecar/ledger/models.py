@@ -9,7 +9,7 @@ there is deliberately no column that could hold them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..contract import Arm
+from ..values import valueclass
 from .types import Money, UTCDateTime
 
 # Deterministic constraint names: Alembic needs them to alter or drop
@@ -315,7 +316,7 @@ BUDGET_SPENDERS = cast(Table, BudgetSpender.__table__)
 TENANTS = cast(Table, Tenant.__table__)
 
 
-@dataclass(slots=True, frozen=True, kw_only=True)
+@valueclass(kw_only=True)
 class LedgerRecord:
     """What the request path hands to :meth:`LedgerStore.append`.
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, Protocol
 
 from ..contract import Complexity, PrivacySpec, Quality
 from ..errors import BadRequest
+from ..values import valueclass
 from .masking import Masking
 from .pricing import (
     IMAGE_TOKENS,
@@ -57,7 +58,7 @@ class Headers(Protocol):
     def get(self, key: str, /) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class RequestFacts:
     """The routing-relevant facts of one request (never its text)."""
 

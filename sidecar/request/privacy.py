@@ -18,12 +18,12 @@ sensitive can leak into logs, metrics or the ledger from here.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 import re2
 
 from ..contract import CustomPattern, PrivacySpec
+from ..values import valueclass
 from .normalise import normalise
 from .pii_email import find_emails
 from .pii_numbers import PiiKind, scan_numbers
@@ -31,7 +31,7 @@ from .pii_numbers import PiiKind, scan_numbers
 CUSTOM_PREFIX = "custom:"
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class Finding:
     """One detected value: which detector, where (in the text it was found in)."""
 

@@ -23,12 +23,12 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
 from typing import Any
 
 from ..contract import PrivacySpec
+from ..values import valueclass
 from .masking import Masking
 from .normalise import normalise, origins
 from .privacy import CustomPatterns, class_of, custom_patterns, detection_can_raise, find_in
@@ -53,7 +53,7 @@ _Text = tuple[str, bool, bool]
 _KEY = object()  # marks a dict key on the walk's stack
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class Hit:
     """One finding in the body: its detector, the original characters it covers (one
     piece per string it spans) and whether masking may replace them."""
@@ -186,7 +186,7 @@ def local_action(declared: str, data_class: str, privacy: PrivacySpec) -> Privac
     return PrivacyAction.NONE
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class Assessment:
     """The privacy decision for one request (detector names, never values)."""
 

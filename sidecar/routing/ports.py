@@ -11,11 +11,11 @@ to the next candidate.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 from ..contract import BudgetSpec, OnExceeded
+from ..values import valueclass
 
 # Why a budget cannot cover a request (also the fallback reason in headers).
 BUDGET_EXCEEDED = "budget"
@@ -24,7 +24,7 @@ BUDGET_EXCEEDED = "budget"
 BUDGET_UNAVAILABLE = "budget_unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class BudgetVerdict:
     """Whether a provider's budgets can cover an amount; ``budget`` names the one that
     cannot and ``reason`` says why (:data:`BUDGET_EXCEEDED` or :data:`BUDGET_UNAVAILABLE`).

@@ -37,7 +37,7 @@ Decisions on the edges, documented:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 
 from ..contract import (
@@ -60,6 +60,7 @@ from ..request import (
     price_for,
     worst_case_cost,
 )
+from ..values import valueclass
 from .catalog import config_index, resolve_model
 from .ports import BudgetVerdict, BudgetView, HealthView
 from .refusals import budget_refusal, no_provider, privacy_refusal
@@ -78,7 +79,7 @@ RULE_DEFAULT = "default"
 RULE_PINNED = "pinned"
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class Candidate:
     """One provider to try, with the models to try on it in order."""
 
@@ -98,7 +99,7 @@ class Candidate:
         return price_for(self.provider, model)
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class RouteDecision:
     """Where one request goes: the candidates in order, or a refusal instead."""
 

@@ -1,0 +1,61 @@
+"""``@valueclass`` records: frozen to the type checker, plain slotted dataclasses at run
+time (their ``__init__`` skips ``object.__setattr__``), hashable and equal by value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aegis.sidecar.adapters import Usage
+from aegis.sidecar.ledger.models import LedgerRecord
+
+SIDECAR = Path(__file__).resolve().parents[2] / "sidecar"
+
+
+def row(**changes: object) -> LedgerRecord:
+    base = LedgerRecord(
+        request_id="r1",
+        created_at=datetime(2026, 12, 5, tzinfo=UTC),
+        period="2026-12",
+        namespace="n",
+        pod="p",
+        route="r",
+        rule=None,
+        arm="stable",
+        provider="p",
+        model="m",
+        data_class="public",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_records_compare_and_hash_by_value() -> None:
+    assert row() == row() and hash(row()) == hash(row())
+    assert row(tokens_in=1) != row()
+    assert len({Usage(1, 2), Usage(1, 2), Usage(2, 1)}) == 2
+    assert not hasattr(row(), "__dict__")  # slotted
+
+
+def test_the_type_checker_refuses_an_assignment_to_a_field(tmp_path: Path) -> None:
+    (tmp_path / "aegis").mkdir()
+    (tmp_path / "aegis" / "sidecar").symlink_to(SIDECAR)
+    snippet = tmp_path / "assigns.py"
+    snippet.write_text(
+        "from aegis.sidecar.adapters import Usage\nusage = Usage(1, 2)\nusage.prompt_tokens = 3\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(snippet)],
+        capture_output=True,
+        check=False,  # the failure is the point
+        text=True,
+        cwd=tmp_path,
+        env={"MYPYPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert 'assigns.py:3: error: Property "prompt_tokens" defined in "Usage" is read-only' in (
+        checked.stdout
+    )
