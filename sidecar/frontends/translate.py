@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
+from ..values import valueclass
 from .kinds import Api
 from .messages_answer import MessagesStream, chat_to_message
 from .messages_request import messages_to_chat
@@ -21,7 +22,7 @@ from .responses_request import responses_to_chat
 from .responses_stream import ResponsesStream
 
 
-@dataclass(frozen=True, slots=True)
+@valueclass
 class Translated:
     """One request in both forms."""
 
