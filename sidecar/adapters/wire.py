@@ -167,6 +167,9 @@ class EventFilter(Protocol):
     def flush(self) -> bytes: ...
 
 
+_CR = 0x0D
+
+
 class SseFilter:
     """Watches forwarded SSE events for ``[DONE]`` and the usage chunk.
 
@@ -187,7 +190,22 @@ class SseFilter:
         self._max = max_event_bytes
 
     def push(self, chunk: bytes) -> bytes:
-        events, self._pending = complete_events(self._pending, chunk, self._max)
+        data = self._pending + chunk if self._pending else chunk
+        # The common read: whole events with nothing to note (no usage, error or
+        # terminator, LF line ends) pass as they are, for a few scans of the bytes
+        # instead of the calls below (~0.9 us of a relayed chunk's ~20). find() and
+        # an int's ``in``: ``bytes in bytes`` costs twice as much on Python 3.11.
+        find = data.find
+        if (
+            data.endswith(b"\n\n")
+            and _CR not in data
+            and find(b'"usage"') < 0
+            and find(b'"error"') < 0
+            and find(b"[DONE]") < 0
+        ):
+            self._pending = b""
+            return data
+        events, self._pending = complete_events(b"", data, self._max)
         return self.feed(events) if events else b""
 
     def flush(self) -> bytes:
