@@ -46,7 +46,7 @@ class StreamSource(Protocol):
 
 class IdleWatch:
     """Ends a response body with :class:`aiohttp.ServerTimeoutError` once it has been
-    waited on for ``limit`` seconds without an event.
+    waited on for ``limit`` seconds with nothing arriving.
 
     The reader marks each read ``fresh`` and says whether it is ``waiting`` (a
     consumer that holds a chunk, such as a relay blocked on a slow client, is not an
