@@ -529,8 +529,18 @@ def test_injector_at_zero_refuses_opted_in_pods_only(
             "rollout", "status", "deployment/aegis-injector", "--timeout=180s", timeout=200
         )
         shop.kubectl("delete", "pod", "plain", "--ignore-not-found", "--wait=false")
-    # Back at two replicas, the same pod is admitted with its sidecar.
-    kube.apply(opted, NS)
+
+    # Back at two replicas, the same pod is admitted with its sidecar, once the
+    # Service routes to them: Ready pods reach kube-proxy's rules a moment later, and
+    # until then the API server's call is refused (only that is waited out).
+    def admitted_once_routed() -> bool:
+        done = kube.kubectl("-n", NS, "apply", "-f", "-", input=json.dumps(opted), check=False)
+        if done.returncode == 0:
+            return True
+        assert "connect: connection refused" in done.stderr, done.stderr
+        return False
+
+    wait_until(admitted_once_routed, timeout=60, what="the injector's Service to route")
     admitted = kube.kubectl_json("-n", NS, "get", "pod", "opted-in")
     init = [c["name"] for c in admitted["spec"].get("initContainers", [])]
     assert init == ["aegis-sidecar"], init
