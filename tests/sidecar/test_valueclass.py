@@ -5,38 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aegis.sidecar.adapters import Usage
-from aegis.sidecar.ledger.models import LedgerRecord
+from tests.sidecar.ledger_helpers import record
 
 SIDECAR = Path(__file__).resolve().parents[2] / "sidecar"
 
 
-def row(**changes: object) -> LedgerRecord:
-    base = LedgerRecord(
-        request_id="r1",
-        created_at=datetime(2026, 12, 5, tzinfo=UTC),
-        period="2026-12",
-        namespace="n",
-        pod="p",
-        route="r",
-        rule=None,
-        arm="stable",
-        provider="p",
-        model="m",
-        data_class="public",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
-
-
 def test_records_compare_and_hash_by_value() -> None:
-    assert row() == row() and hash(row()) == hash(row())
-    assert row(tokens_in=1) != row()
+    assert record(1) == record(1) and hash(record(1)) == hash(record(1))
+    assert record(1, tokens_in=1) != record(1)
     assert len({Usage(1, 2), Usage(1, 2), Usage(2, 1)}) == 2
-    assert not hasattr(row(), "__dict__")  # slotted
+    assert not hasattr(record(1), "__dict__")  # slotted
 
 
 def test_the_type_checker_refuses_an_assignment_to_a_field(tmp_path: Path) -> None:
