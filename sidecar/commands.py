@@ -2,8 +2,9 @@
 
 Functions take plain values and return an exit code, so they are callable from
 tests and from the CLI alike. The ledger's read side, control and migration
-commands are imported by the functions that use them: ``aegis sidecar`` imports
-this module, and a sidecar process never reports, grants nor partitions.
+commands (and SQLAlchemy, which they use) are imported by the functions that use
+them: ``aegis sidecar`` imports this module, and a sidecar process never reports,
+grants nor partitions.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from .contract import BudgetSpec, ConfigError, load_config
 from .contract.periods import zone
 from .ledger import binder
-from .ledger.db import LedgerUnavailableError, create_engine, is_sqlite, ledger_url
-from .ledger.writes import sqlstate
+from .ledger.database import LedgerUnavailableError
+from .ledger.urls import is_sqlite, ledger_url
 from .logs import configure_logging
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -60,6 +59,7 @@ def _ledger_source(
 
 
 async def _grant(url: str, control: str | None, reader: str | None) -> None:
+    from .ledger.db import create_engine
     from .ledger.roles import apply_grants
 
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -73,6 +73,7 @@ async def _grant(url: str, control: str | None, reader: str | None) -> None:
 async def _tenant(url: str, namespace: str, base: str | None) -> str:
     """Create (or re-password) the namespace's tenant role; its DSN."""
     from .ledger import control
+    from .ledger.db import create_engine
 
     password = control.new_password()
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -157,6 +158,8 @@ def run_ledger(
     period: str | None = None,
     timezone: str = "UTC",
 ) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .ledger import migrate as migrations
     from .ledger import partitions, spend_report
     from .ledger import report as reports
@@ -221,7 +224,7 @@ def run_ledger(
         print(f"aegis ledger {action}: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
-        if sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
             print(
                 f"aegis ledger {action}: this role may not read the ledger: use the owner's "
                 "or the reader role's DSN (aegis ledger migrate --grant-reader ROLE), not a "
@@ -282,6 +285,8 @@ def run_retention(
 ) -> int:
     """``aegis ledger retention``: export, then remove, the raw rows of every month
     older than the newest ``keep_months`` (totals stay in the summary table)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .ledger import partitions
 
     try:

@@ -8,9 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from ..ledger import leases
+from ..ledger.database import Connection, Database
 from ..routing.ports import BUDGET_UNAVAILABLE
 from .book import BudgetBook
 from .lease_slots import LeaseSettings
@@ -22,8 +21,8 @@ T = TypeVar("T")
 class LeaseCalls:
     """Runs lease statements for a holder and blocks its book while they fail."""
 
-    def __init__(self, engine: AsyncEngine, settings: LeaseSettings) -> None:
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    def __init__(self, database: Database, settings: LeaseSettings) -> None:
+        self.database = database  # autocommit: each statement is its own transaction
         self.settings = settings
         self._book: BudgetBook | None = None
         self._wake = asyncio.Event()
@@ -32,14 +31,14 @@ class LeaseCalls:
         self.statements: dict[str, int] = {}  # round trips by kind, for metrics
         self.failures = 0
 
-    async def _call(self, kind: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T | None:
+    async def _call(self, kind: str, work: Callable[[Connection], Awaitable[T]]) -> T | None:
         """One statement, one round trip; ``None`` (and blocked) when it fails. The
         database answering that a budget is not granted is an answer, not a failure:
         :class:`~aegis.sidecar.ledger.leases.NotGranted` goes to the caller."""
         self.statements[kind] = self.statements.get(kind, 0) + 1
         try:
             async with asyncio.timeout(self.settings.statement_timeout):
-                async with self.engine.connect() as connection:
+                async with self.database.connect() as connection:
                     result = await work(connection)
         except leases.NotGranted:
             self._set_available(True)

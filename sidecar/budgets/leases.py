@@ -45,12 +45,10 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from ..contract import BudgetSpec
 from ..contract.money import ZERO
 from ..ledger import leases
+from ..ledger.database import Connection, Database
 from .accounts import Reservation
 from .book import BudgetBook
 from .lease_calls import LeaseCalls
@@ -72,12 +70,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+async def _probe(connection: Connection) -> bool:
+    await connection.execute("SELECT 1")
+    return True  # not None: :meth:`LeaseCalls._call` answers None for a failure
+
+
 class LeaseBudgetSource(LeaseCalls):
     """Leases from ``aegis.lease_*`` for one holder (``namespace/pod``)."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         holder: str,
         *,
         settings: LeaseSettings | None = None,
@@ -85,7 +88,7 @@ class LeaseBudgetSource(LeaseCalls):
     ) -> None:
         """``replayed`` is set once the ledger spool of a previous life is written
         (:attr:`LedgerStore.replayed`); the takeover waits for it."""
-        super().__init__(engine, settings or LeaseSettings.from_env())
+        super().__init__(database, settings or LeaseSettings.from_env())
         self.holder = holder
         self.namespace = holder.partition("/")[0]  # of budgets that name none
         self._replayed = replayed
@@ -223,7 +226,7 @@ class LeaseBudgetSource(LeaseCalls):
                 return await asyncio.sleep(self.settings.retry_interval)
             self._taken_over.set()
         if not self.available:
-            probe = await self._call("probe", lambda c: c.execute(text("SELECT 1")))
+            probe = await self._call("probe", _probe)
             if probe is None:
                 for slot in self._slots.values():
                     self._release(slot)
@@ -370,7 +373,7 @@ class LeaseBudgetSource(LeaseCalls):
 
     def _return_call(
         self, budget: BudgetSpec, period: str, amount: Decimal, close: bool
-    ) -> Callable[[AsyncConnection], Awaitable[leases.Returned]]:
+    ) -> Callable[[Connection], Awaitable[leases.Returned]]:
         key = budget.key(self.namespace)
         return lambda c: leases.give_back(
             c, budget=key, period=period, holder=self.holder, amount=amount, close=close

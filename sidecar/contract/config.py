@@ -191,7 +191,11 @@ class LedgerSpec(Model):
     url: str = Field(
         default="sqlite+aiosqlite:///aegis-ledger.db",
         max_length=2048,
-        description="SQLAlchemy async URL; ignored when urlEnv is set in the environment.",
+        description=(
+            "Ledger URL: sqlite:///relative.db, sqlite:////absolute.db or "
+            "postgresql://user@host/db (a +aiosqlite or +asyncpg driver name is accepted); "
+            "ignored when urlEnv is set in the environment."
+        ),
     )
     url_env: str | None = Field(
         default=None,

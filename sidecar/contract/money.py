@@ -45,6 +45,18 @@ def checked_usd(amount: Decimal | int, rounding: str = ROUND_HALF_UP) -> Decimal
     return value
 
 
+def storable_usd(amount: Decimal | int) -> Decimal:
+    """``amount`` as a ledger column holds it: exact (``Decimal`` or ``int``; a float
+    would already have lost exactness), rounded to the micro-dollar, within
+    ``NUMERIC(18, 6)``."""
+    if not isinstance(amount, Decimal | int):
+        raise TypeError(f"money must be Decimal or int, got {type(amount).__name__}")
+    value = quantize_usd(Decimal(amount))
+    if abs(value) > MAX_MONEY:
+        raise ValueError(f"money out of range for NUMERIC(18, 6): {value}")
+    return value
+
+
 def usd_or_zero(value: Decimal | int | None) -> Decimal:
     """A database value (``None`` for no rows) at the ledger's resolution."""
     return ZERO if value is None else quantize_usd(Decimal(value))

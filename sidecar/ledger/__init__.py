@@ -1,29 +1,28 @@
 """The cost ledger: one row per request, in SQLite (standalone) or PostgreSQL.
 
-Write side: :class:`LedgerStore` (batched, idempotent, off the request path),
-with its crash-safe :mod:`.spool` and the budget-lease SQL calls in :mod:`.leases`.
-Read side: :mod:`.report` (aggregation, budget utilisation, CSV/JSON export),
-:mod:`.budget_status` (shared budgets), :mod:`.rollout_stats` (per-arm statistics),
-over :mod:`.source` (a URL or an engine) and :mod:`.tables` (text tables).
-Schema: :mod:`.models` and :mod:`.summary` (totals per month), migrated by
-:func:`aegis.sidecar.ledger.migrate.migrate`; database roles in :mod:`.roles`. Modules
-whose name is also a function's (``migrate``, ``report``, ``budget_status``) are not
-re-exported here, so that the name stays the module; money, periods and the arm come
-from the contract. The operator imports the models and the read side.
+The sidecar's side needs no database library beyond the drivers: :class:`LedgerStore`
+writes rows (batched, idempotent, off the request path) with its crash-safe
+:mod:`.spool`, over :mod:`.database` (aiosqlite or asyncpg); :mod:`.leases` calls the
+budget-lease functions; :mod:`.records` is the row, :mod:`.urls` where it goes.
+
+The operator's and the CLI's side uses SQLAlchemy: the schema (:mod:`.models`,
+migrated by :func:`aegis.sidecar.ledger.migrate.migrate`), engines
+(:mod:`.db`), the read side (:mod:`.report`, :mod:`.budget_status`,
+:mod:`.rollout_stats`, over :mod:`.source` and :mod:`.tables`) and database roles
+(:mod:`.roles`). Those are imported from their modules, never from here, so that a
+sidecar never loads SQLAlchemy. Money, periods and the arm come from the contract.
 """
 
-from .db import LedgerUnavailableError, create_engine, ledger_url
-from .models import LedgerEntry, LedgerRecord, Status
+from .database import DatabaseError, LedgerUnavailableError
+from .records import LedgerRecord, Status
 from .store import LedgerStore
-from .summary import LedgerSummary
+from .urls import ledger_url
 
 __all__ = [
-    "LedgerEntry",
+    "DatabaseError",
     "LedgerRecord",
     "LedgerStore",
-    "LedgerSummary",
     "LedgerUnavailableError",
     "Status",
-    "create_engine",
     "ledger_url",
 ]

@@ -10,7 +10,7 @@ slices, rows still in a spool; ``remaining`` is what no sidecar holds;
 ``utilisation`` is (spent + reserved) / limit, the share no one else can take.
 
 Also the month's spend per namespace, route, provider and model, from the ledger's
-summary table (:mod:`.summary`: one row per key, kept as rows are inserted), never
+summary table (:class:`~.models.LedgerSummary`: one row per key, kept as rows are inserted), never
 from the raw rows.
 """
 
@@ -26,9 +26,8 @@ from sqlalchemy.exc import DBAPIError
 from ..contract import BudgetKey, BudgetScope
 from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import PeriodKind, check_period, check_period_key, period_kind
-from .models import BudgetLease, BudgetPeriod
+from .models import BudgetLease, BudgetPeriod, LedgerSummary
 from .source import LedgerSource, open_engine
-from .summary import LedgerSummary
 from .tables import percent, text_table
 
 

@@ -7,8 +7,6 @@ written for other tools.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..contract import LedgerSpec
-from .models import SCHEMA
+from .database import LedgerUnavailableError
+from .records import SCHEMA
+
+__all__ = ["POOLER_SAFE", "LedgerUnavailableError", "async_url", "create_engine", "sqlite_path"]
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -46,18 +46,6 @@ POOLER_SAFE: dict[str, Any] = {
 }
 
 
-class LedgerUnavailableError(RuntimeError):
-    """The ledger database does not exist (reading never creates an empty one)."""
-
-
-def ledger_url(spec: LedgerSpec, environ: Mapping[str, str] | None = None) -> str:
-    """The DSN to use: ``$urlEnv`` when set and non-empty, else ``spec.url``."""
-    env = os.environ if environ is None else environ
-    if spec.url_env and env.get(spec.url_env):
-        return env[spec.url_env]
-    return spec.url
-
-
 def async_url(url: str | URL) -> URL:
     """``url`` with the async driver for its backend; other backends are refused."""
     parsed = make_url(url)
@@ -76,10 +64,6 @@ def sqlite_path(url: URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database)
-
-
-def is_sqlite(url: str | URL) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
 
 
 def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> AsyncEngine:

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from .database import Database, DatabaseError
+from .urls import target_of
 
-from .db import async_url, sqlite_path
+__all__ = ["Identity", "read_identity", "target_of"]
 
-_PG_IDENTITY = text("SELECT ledger_id, database FROM aegis.ledger_identity()")
-_SQLITE_IDENTITY = text("SELECT ledger_id FROM ledger_identity")
+_PG_IDENTITY = "SELECT ledger_id, database FROM aegis.ledger_identity()"
+_SQLITE_IDENTITY = "SELECT ledger_id FROM ledger_identity"
 _UNDEFINED = ("42883", "42P01", "3F000")  # no such function, table or schema
 
 
@@ -46,32 +44,17 @@ class Identity:
         )
 
 
-def target_of(url: str | URL) -> str:
-    """The DSN without password or driver: where a sidecar was told to write.
-
-    Shown to people (``aegis ledger spool``) and used for spools of a run that never
-    reached its database; a password never reaches the spool directory."""
-    parsed = async_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        path = sqlite_path(parsed)
-        return f"sqlite:{path.expanduser().resolve() if path else ':memory:'}"
-    user = f"{parsed.username}@" if parsed.username else ""
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"postgresql://{user}{parsed.host or ''}{port}/{parsed.database or ''}"
-
-
-async def read_identity(engine: AsyncEngine) -> Identity:
-    """The identity of the ledger behind ``engine``; raises when unreachable."""
-    url = engine.url
-    async with engine.connect() as connection:
+async def read_identity(database: Database, target: str) -> Identity:
+    """The identity of the ledger in ``database`` (``target``: its
+    :func:`~.urls.target_of`); raises when unreachable."""
+    async with database.connect() as connection:
         try:
-            if url.get_backend_name() == "sqlite":
-                row = (await connection.execute(_SQLITE_IDENTITY)).first()
-                return Identity(str(row[0]) if row else None, target_of(url))
-            row = (await connection.execute(_PG_IDENTITY)).one()
+            if database.is_sqlite:
+                row = await connection.fetchrow(_SQLITE_IDENTITY)
+                return Identity(str(row[0]) if row else None, target)
+            row = await connection.fetchone(_PG_IDENTITY)
             return Identity(str(row[0]) if row[0] else None, f"postgresql:{row[1]}")
-        except DBAPIError as exc:
-            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-            if code not in _UNDEFINED and "no such table" not in str(exc.orig):
+        except DatabaseError as exc:
+            if exc.sqlstate not in _UNDEFINED and "no such table" not in str(exc):
                 raise
-    return Identity(None, target_of(url))
+    return Identity(None, target)

@@ -15,25 +15,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..contract import BudgetKey, BudgetScope
 from ..contract.money import ZERO, quantize_usd, usd_or_zero
+from .database import Connection, DatabaseError
 
-_TAKE = text(
+# Typed parameters: each call resolves to exactly one function (lease_take also has
+# the 8-argument form of 0003) and asyncpg encodes them as the function declares.
+_TAKE = (
     "SELECT granted, lease_amount, lease_settled, lease_epoch, committed, limit_usd, active, "
-    "lease_unknown FROM aegis.lease_take(:scope, :namespace, :name, :period, :holder, :want, "
-    ":need, :ttl, :spare, :max_call)"
+    "lease_unknown FROM aegis.lease_take($1::text, $2::text, $3::text, $4::text, $5::text, "
+    "$6::numeric, $7::numeric, $8::integer, $9::numeric, $10::integer)"
 )
-_RETURN = text(
+_RETURN = (
     "SELECT returned, lease_amount, lease_settled, lease_epoch, committed, lease_unknown "
-    "FROM aegis.lease_return(:scope, :namespace, :name, :period, :holder, :amount, :close)"
+    "FROM aegis.lease_return($1::text, $2::text, $3::text, $4::text, $5::text, $6::numeric, "
+    "$7::boolean)"
 )
-_TAKEOVER = text(
+_TAKEOVER = (
     "SELECT budget_scope, budget_namespace, budget_name, period, freed "
-    "FROM aegis.lease_takeover(:holder)"
+    "FROM aegis.lease_takeover($1::text)"
 )
 _INSUFFICIENT_PRIVILEGE = "42501"
 
@@ -72,16 +72,12 @@ class Returned:
     unknown: Decimal = ZERO  # kept charged for calls of unknown outcome: never returned
 
 
-def _key(budget: BudgetKey) -> dict[str, str]:
-    return {"scope": budget.scope.value, "namespace": budget.namespace, "name": budget.name}
-
-
-def _refused(error: DBAPIError) -> bool:
-    return getattr(error.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE
+def _key(budget: BudgetKey) -> tuple[str, str, str]:
+    return budget.scope.value, budget.namespace, budget.name
 
 
 async def take(
-    connection: AsyncConnection,
+    connection: Connection,
     *,
     budget: BudgetKey,
     period: str,
@@ -101,36 +97,37 @@ async def take(
     outcome. ``max_call_seconds``: its longest call (per-request deadline); its
     lease is reclaimed only that long after expiry.
     :class:`NotGranted` when the budget is not this namespace's to spend."""
-    params = {
-        **_key(budget),
-        "period": period,
-        "holder": holder,
-        "want": quantize_usd(want),
-        "need": quantize_usd(need),
-        "ttl": ttl_seconds,
-        "spare": quantize_usd(spare),
-        "max_call": max(max_call_seconds, 0),
-    }
     try:
-        row = (await connection.execute(_TAKE, params)).one()
-    except DBAPIError as error:
-        if _refused(error):
-            raise NotGranted(str(error.orig)) from None
+        row = await connection.fetchone(
+            _TAKE,
+            *_key(budget),
+            period,
+            holder,
+            quantize_usd(want),
+            quantize_usd(need),
+            ttl_seconds,
+            quantize_usd(spare),
+            max(max_call_seconds, 0),
+        )
+    except DatabaseError as error:
+        if error.sqlstate == _INSUFFICIENT_PRIVILEGE:
+            raise NotGranted(str(error)) from None
         raise
+    granted, amount, settled, epoch, committed, limit, active, unknown = row
     return Grant(
-        granted=usd_or_zero(row.granted),
-        lease_amount=usd_or_zero(row.lease_amount),
-        lease_settled=usd_or_zero(row.lease_settled),
-        epoch=int(row.lease_epoch),
-        committed=usd_or_zero(row.committed),
-        limit=usd_or_zero(row.limit_usd),
-        active=int(row.active),
-        unknown=usd_or_zero(row.lease_unknown),
+        granted=usd_or_zero(granted),
+        lease_amount=usd_or_zero(amount),
+        lease_settled=usd_or_zero(settled),
+        epoch=int(epoch),
+        committed=usd_or_zero(committed),
+        limit=usd_or_zero(limit),
+        active=int(active),
+        unknown=usd_or_zero(unknown),
     )
 
 
 async def give_back(
-    connection: AsyncConnection,
+    connection: Connection,
     *,
     budget: BudgetKey,
     period: str,
@@ -139,31 +136,25 @@ async def give_back(
     close: bool = False,
 ) -> Returned:
     """Return up to ``amount`` of unspent lease money (never settled money)."""
-    params = {
-        **_key(budget),
-        "period": period,
-        "holder": holder,
-        "amount": quantize_usd(amount),
-        "close": close,
-    }
-    row = (await connection.execute(_RETURN, params)).one()
+    row = await connection.fetchone(
+        _RETURN, *_key(budget), period, holder, quantize_usd(amount), bool(close)
+    )
+    returned, lease_amount, settled, epoch, committed, unknown = row
     return Returned(
-        returned=usd_or_zero(row.returned),
-        lease_amount=usd_or_zero(row.lease_amount),
-        lease_settled=usd_or_zero(row.lease_settled),
-        epoch=int(row.lease_epoch or 0),
-        committed=usd_or_zero(row.committed),
-        unknown=usd_or_zero(row.lease_unknown),
+        returned=usd_or_zero(returned),
+        lease_amount=usd_or_zero(lease_amount),
+        lease_settled=usd_or_zero(settled),
+        epoch=int(epoch or 0),
+        committed=usd_or_zero(committed),
+        unknown=usd_or_zero(unknown),
     )
 
 
-async def takeover(
-    connection: AsyncConnection, holder: str
-) -> list[tuple[BudgetKey, str, Decimal]]:
+async def takeover(connection: Connection, holder: str) -> list[tuple[BudgetKey, str, Decimal]]:
     """Close a previous life's leases (after its spool replay) at what they settled
     plus its exposure (calls of unknown outcome); returns the money freed per lease."""
-    result = await connection.execute(_TAKEOVER, {"holder": holder})
+    rows = await connection.fetch(_TAKEOVER, holder)
     return [
         (BudgetKey(BudgetScope(scope), namespace, name), period, usd_or_zero(freed))
-        for scope, namespace, name, period, freed in result
+        for scope, namespace, name, period, freed in rows
     ]

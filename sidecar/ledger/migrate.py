@@ -8,36 +8,30 @@ a sidecar's database role should not be allowed to change the schema.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from sqlalchemy import DateTime, bindparam, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import sqlite_schema
 from .db import async_url, create_engine
+from .revision import HEAD_REVISION, VERSION_TABLE
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-log = logging.getLogger(__name__)
 
 # Alembic (with Mako: ~8 MB and ~0.1 s) is imported only when a migration runs or
-# its scripts are read; a sidecar whose ledger is already at HEAD_REVISION checks
-# that with one query and never loads it, and an empty SQLite ledger is given the
-# head schema from .sqlite_schema (a test compares it with the chain's result). A
-# test keeps HEAD_REVISION equal to the head of the scripts in migrations/versions.
-HEAD_REVISION = "0012"
-
+# its scripts are read; a ledger already at HEAD_REVISION is checked with one query,
+# and an empty SQLite ledger is given the head schema from .sqlite_schema (a test
+# compares it with the chain's result). The revision and the version table's name
+# are .revision's, where the sidecar reads them without SQLAlchemy.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# Not Alembic's default name: in a shared PostgreSQL database the ledger must not
-# collide with another application's ``alembic_version``.
-VERSION_TABLE = "aegis_ledger_version"
 
 
 def alembic_config(url: str | URL | None = None, sql_out: TextIO | None = None) -> Config:
@@ -91,17 +85,9 @@ def _create_empty_sqlite(connection: Connection) -> bool:
         return False
     if connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar_one():
         return False
-    for statement in (sqlite_schema.VERSION_TABLE_DDL, *sqlite_schema.STATEMENTS):
-        connection.execute(text(statement))
-    # As migration 0005 writes it: the ledger's id, the spool is bound to it.
-    identity = text(
-        "INSERT INTO ledger_identity (ledger_id, created_at) VALUES (:ledger_id, :created_at)"
-    ).bindparams(bindparam("created_at", type_=DateTime(timezone=True)))
-    connection.execute(identity, {"ledger_id": str(uuid.uuid4()), "created_at": datetime.now(UTC)})
-    connection.execute(
-        text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"),
-        {"revision": HEAD_REVISION},
-    )
+    created_at = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    for statement, args in sqlite_schema.head_statements(str(uuid.uuid4()), created_at):
+        connection.exec_driver_sql(statement, args)
     return True
 
 
@@ -131,23 +117,6 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at (``None`` for an empty database)."""
     async with engine.connect() as connection:
         return await connection.run_sync(_current_on)
-
-
-async def warn_if_behind(engine: AsyncEngine) -> None:
-    """Log when the ledger is not at this version's head (a sidecar never migrates
-    PostgreSQL: ``aegis ledger migrate`` does); silent when unreachable (the writer
-    retries, the spool holds the rows)."""
-    try:
-        revision = await current_revision(engine)
-    except Exception:
-        log.exception("ledger database unreachable at start")
-        return
-    if revision != HEAD_REVISION:
-        log.warning(
-            "ledger schema is at revision %s, this sidecar expects %s: run `aegis ledger migrate`",
-            revision,
-            HEAD_REVISION,
-        )
 
 
 async def migrate_async(url: str | URL, revision: str = "head") -> str | None:

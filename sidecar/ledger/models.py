@@ -9,11 +9,10 @@ there is deliberately no column that could hold them.
 
 from __future__ import annotations
 
-from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..contract import Arm
-from ..values import valueclass
+from .records import COLUMNS, SCHEMA, STRING_LENGTHS, LedgerRecord, Status
 from .types import Money, UTCDateTime
 
 # Deterministic constraint names: Alembic needs them to alter or drop
@@ -45,6 +44,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "SCHEMA",
     "STRING_LENGTHS",
+    "SUMMARY",
     "TENANTS",
     "Arm",  # the arm column's values (defined in the contract)
     "Base",
@@ -56,14 +56,10 @@ __all__ = [
     "LeaseState",
     "LedgerEntry",
     "LedgerRecord",
+    "LedgerSummary",
     "Status",
     "Tenant",
 ]
-
-#: PostgreSQL: the schema the ledger's tables live in (migration 0003), which no
-#: tenant may create objects in. The models carry no schema (SQLite has none); the
-#: PostgreSQL engines map it (:func:`aegis.sidecar.ledger.db.create_engine`).
-SCHEMA = "aegis"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -72,15 +68,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class Status(StrEnum):
-    """How the request ended (``refused``: by the sidecar, e.g. budget or privacy)."""
-
-    OK = "ok"
-    ERROR = "error"
-    REFUSED = "refused"
-    CANCELLED = "cancelled"
 
 
 class Base(DeclarativeBase):
@@ -309,66 +296,36 @@ class BudgetLease(BudgetKeyColumns, Base):
     )
 
 
+class LedgerSummary(Base):
+    """The ledger's summary: requests, errors, refusals, tokens and cost of one
+    (period, namespace, route, provider, model); ``period`` is the ledger row's (the
+    month its money was reserved in).
+
+    One row per key (migration 0007), kept in the same transaction as the inserts by a
+    trigger on the ledger (PostgreSQL: one statement-level trigger per batch; SQLite:
+    per row), counting only rows really inserted (a replay adds nothing). Reports and
+    budget figures read it instead of scanning raw rows, and it keeps the months whose
+    raw rows retention exported and dropped.
+    """
+
+    __tablename__ = "ledger_summary"
+
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    route: Mapped[str] = mapped_column(String(253), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(63), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    refused: Mapped[int] = mapped_column(BigInteger)
+    tokens_in: Mapped[int] = mapped_column(BigInteger)
+    tokens_out: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Money())
+
+
+SUMMARY = cast(Table, LedgerSummary.__table__)
 BUDGET_PERIODS = cast(Table, BudgetPeriod.__table__)
 BUDGET_LEASES = cast(Table, BudgetLease.__table__)
 BUDGET_LIMITS = cast(Table, BudgetLimit.__table__)
 BUDGET_SPENDERS = cast(Table, BudgetSpender.__table__)
 TENANTS = cast(Table, Tenant.__table__)
-
-
-@valueclass(kw_only=True)
-class LedgerRecord:
-    """What the request path hands to :meth:`LedgerStore.append`.
-
-    A plain dataclass rather than an ORM instance: building one costs a few
-    microseconds on the hot path and it is written with Core, not the unit of work.
-    ``period`` comes from the budget reservation (the month the money was
-    reserved in), not from ``created_at``.
-    """
-
-    request_id: str
-    created_at: datetime
-    period: str
-    namespace: str
-    pod: str
-    route: str
-    rule: str | None
-    arm: Arm | str
-    provider: str
-    model: str
-    data_class: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: Decimal = field(default_factory=Decimal)
-    latency_ms: int = 0
-    ttft_ms: int | None = None
-    status: Status | str = Status.OK
-    http_status: int = 200
-    fallback_reason: str | None = None
-    attempts: int = 1
-    declared_class: str | None = None
-    pii_detectors: str | None = None
-    privacy_action: str | None = None
-    workload: str | None = None
-    service_account: str | None = None
-
-    def as_params(self) -> dict[str, Any]:
-        """Column values for an INSERT: enums as plain strings, and strings cut to
-        their column's length, so that PostgreSQL (which enforces ``VARCHAR(n)``)
-        and SQLite (which does not) store the same row instead of one refusing it."""
-        params = {name: getattr(self, name) for name in COLUMNS}
-        params["arm"] = str(self.arm)
-        params["status"] = str(self.status)
-        for name, length in STRING_LENGTHS:
-            value = params[name]
-            if value is not None and len(value) > length:
-                params[name] = value[:length]
-        return params
-
-
-COLUMNS: tuple[str, ...] = tuple(c.name for c in LEDGER.columns)
-STRING_LENGTHS: tuple[tuple[str, int], ...] = tuple(
-    (c.name, c.type.length)
-    for c in LEDGER.columns
-    if isinstance(c.type, String) and c.type.length is not None
-)

@@ -14,8 +14,9 @@ month's partition (a moment's lock; the month's later rows, such as a late spool
 replay, go to the default partition and get a partition of their own again), writes
 its rows to a file, and drops it; SQLite deletes the month's rows in one
 ``DELETE … RETURNING`` whose rows are the export, committed only once the file is
-written. Totals stay in ``ledger_summary`` (:mod:`.summary`), which retention never
-touches: reports of removed months keep their requests, tokens and cost.
+written. Totals stay in ``ledger_summary`` (:class:`~.models.LedgerSummary`), which
+retention never touches: reports of removed months keep their requests, tokens and
+cost.
 """
 
 from __future__ import annotations

@@ -18,16 +18,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import Integer, func, select
+from sqlalchemy import ColumnClause, Integer, func, literal_column, select
 
 from ..contract import BudgetSpec
 from ..contract.money import MICRO, ZERO, micros
 from ..contract.periods import PeriodKind, check_period, period_of, zone
 from .budget_status import budget_status, render_breakdown, render_budget_status, spend_breakdown
-from .models import COLUMNS, LedgerEntry, Status
+from .models import COLUMNS, LedgerEntry, LedgerSummary, Status
 from .source import LedgerSource, open_engine
-from .spend import as_instant, quarter_hour
-from .summary import LedgerSummary
+from .spend import as_instant, quarter_hour_sql
 from .tables import percent, text_table
 
 ExportFormat = Literal["csv", "json"]
@@ -72,8 +71,9 @@ async def usage(source: LedgerSource, month: str | None = None) -> list[UsageRow
     """Requests, errors, tokens, cost and p95 latency per month, namespace, provider and
     model (namespaces are never summed together: each is a tenant of its own).
 
-    The totals come from the summary table (:mod:`.summary`), so months whose raw rows
-    retention removed keep them; p95 latency needs the raw rows (``None`` without)."""
+    The totals come from the summary table (:class:`~.models.LedgerSummary`), so
+    months whose raw rows retention removed keep them; p95 latency needs the raw rows
+    (``None`` without)."""
     e, s = LedgerEntry, LedgerSummary
     keys = (e.period, e.namespace, e.provider, e.model)
     in_month = [] if month is None else [e.period == check_period(month)]
@@ -160,7 +160,10 @@ async def budget_usage(
         return []
     e = LedgerEntry
     async with open_engine(source) as engine, engine.connect() as connection:
-        keys = (e.provider, e.model, e.data_class, e.period, quarter_hour(engine))
+        quarter: ColumnClause[Any] = literal_column(
+            quarter_hour_sql(engine.dialect.name == "sqlite")
+        )
+        keys = (e.provider, e.model, e.data_class, e.period, quarter)
         query = select(*keys, func.sum(e.cost_usd)).where(e.cost_usd > 0).group_by(*keys)
         if namespace is not None:
             query = query.where(e.namespace == namespace)

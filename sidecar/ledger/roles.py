@@ -30,8 +30,8 @@ import re
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .migrate import VERSION_TABLE
 from .models import SCHEMA
+from .revision import VERSION_TABLE
 
 TENANT_FUNCTIONS = (
     "ledger_write(text, json)",

@@ -51,7 +51,7 @@ from typing import Any
 import orjson
 
 from . import spool_binding as binding
-from .models import COLUMNS, LedgerRecord
+from .records import COLUMNS, LedgerRecord
 from .spool_binding import HeldSet, Run
 
 log = logging.getLogger(__name__)

@@ -170,3 +170,18 @@ STATEMENTS: tuple[str, ...] = (
     ),
     "CREATE INDEX ix_budget_leases_holder ON budget_leases (holder)",
 )
+
+
+def head_statements(ledger_id: str, created_at: str) -> list[tuple[str, tuple[str, ...]]]:
+    """What brings an empty SQLite database to :data:`REVISION`, in one transaction:
+    the tables, the ledger's id as migration 0005 writes it (the spool is bound to
+    it; ``created_at`` as SQLite DATETIME text) and the version row."""
+    return [
+        (VERSION_TABLE_DDL, ()),
+        *((statement, ()) for statement in STATEMENTS),
+        (
+            "INSERT INTO ledger_identity (ledger_id, created_at) VALUES (?, ?)",
+            (ledger_id, created_at),
+        ),
+        ("INSERT INTO aegis_ledger_version (version_num) VALUES (?)", (REVISION,)),
+    ]

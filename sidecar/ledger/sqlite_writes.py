@@ -1,88 +1,64 @@
-"""A batch of ledger rows into SQLite through the driver's own connection.
+"""A batch of ledger rows into SQLite: one ``executemany`` of one prepared INSERT.
 
-The standalone sidecar writes every batch into its SQLite file. Through SQLAlchemy's
-Core ``insert`` that cost a compiled multi-row statement (a new text, so a new
-SQLite prepare, for every batch size), a dict of parameters per row and a type
-processor per value on the event loop, and four trips to aiosqlite's thread
-(cursor, execute, fetch, close). Here the batch is one ``executemany`` of a single
-precompiled ``INSERT … ON CONFLICT (request_id) DO NOTHING`` (SQLite keeps it
-prepared in the connection's statement cache), on the raw aiosqlite connection of
-the caller's SQLAlchemy transaction, so the commit, the retries and the pool stay
-SQLAlchemy's.
+The standalone sidecar writes every batch into its SQLite file as a single
+``INSERT … ON CONFLICT (request_id) DO NOTHING`` run for the batch's rows (SQLite
+keeps it prepared in the connection's statement cache), in one transaction.
 
-Same semantics as the Core statement: the values go through the columns' own bind
-processors (Money as micro-dollars with its float and range checks, UTCDateTime
-normalised to UTC and refused when naive, SQLite's DATETIME text), so both paths
-store the same bytes (a test compares them); duplicates are skipped; the count of
-new rows is the statement's change count, which leaves out the summary trigger's
-own changes (``sqlite3_changes``). Driver errors are raised as SQLAlchemy's
-exceptions (``IntegrityError`` for a CHECK violation, …), so the store tells
-permanent failures from retryable ones as before.
+The values are stored as the ledger's SQLAlchemy column types store them, so that
+the reports (which read through those types) see the same rows: money as integer
+micro-dollars (:class:`~aegis.sidecar.ledger.types.Money`: exact, in range, never
+a float), instants normalised to UTC as ``YYYY-MM-DD HH:MM:SS.ffffff`` (naive ones
+refused), enums as plain strings, strings cut to their column's length (a test
+compares the bytes with SQLAlchemy's Core insert). Duplicates are skipped; the count
+of new rows is the statement's change count, which leaves out the summary trigger's
+own changes (``sqlite3_changes``).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Dialect
-from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from ..contract.money import MONEY_SCALE, storable_usd
+from .database import SqliteConnection
+from .records import COLUMNS, STRING_LENGTHS, LedgerRecord
 
-from .models import COLUMNS, LEDGER, STRING_LENGTHS, LedgerRecord
-from .types import UTCDateTime
+__all__ = ["INSERT_SQL", "row_values", "write_sqlite_rows"]
 
 INSERT_SQL = (
-    f"INSERT INTO {LEDGER.name} ({', '.join(COLUMNS)}) "
+    f"INSERT INTO ledger_entries ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)}) "
     "ON CONFLICT (request_id) DO NOTHING"
 )
 
-Processor = Callable[[Any], Any]
-_processors: dict[type[Dialect], list[tuple[int, Processor]]] = {}
-
-# LedgerRecord.as_params without its dict: the values in column order, the enums
-# as plain strings, the strings cut to their column's length (a test holds the two
-# to the same rows).
+# LedgerRecord.as_params without its dict: the values in column order.
 _VALUES = attrgetter(*COLUMNS)
 _ENUMS = tuple(COLUMNS.index(name) for name in ("arm", "status"))
 _CUTS = tuple((COLUMNS.index(name), length) for name, length in STRING_LENGTHS)
+_CREATED_AT = COLUMNS.index("created_at")
+_COST = COLUMNS.index("cost_usd")
 
 
-def _utc_text(value: datetime | None) -> str | None:
-    """UTCDateTime's bind on SQLite followed by the dialect's DATETIME text, at a
-    quarter of the cost: the instant in UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    if value is None:
-        return None
+def utc_text(value: datetime) -> str:
+    """An instant as the ledger's SQLite DATETIME text, in UTC."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"ledger timestamps are datetimes, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("ledger timestamps must be timezone-aware")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _bind_processors(dialect: Dialect) -> list[tuple[int, Processor]]:
-    """(position, processor) of the columns whose values the dialect converts."""
-    found = _processors.get(type(dialect))
-    if found is None:
-        found = []
-        for index, name in enumerate(COLUMNS):
-            column_type = LEDGER.c[name].type
-            if isinstance(column_type, UTCDateTime) and dialect.name == "sqlite":
-                found.append((index, _utc_text))
-                continue
-            processor = column_type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                found.append((index, processor))
-        _processors[type(dialect)] = found
-    return found
+def micro_usd(value: Decimal | int) -> int:
+    """Money as the ledger's SQLite column holds it: integer micro-dollars."""
+    return int(storable_usd(value).scaleb(MONEY_SCALE))
 
 
-def row_values(records: Sequence[LedgerRecord], dialect: Dialect) -> list[list[Any]]:
-    """The parameter rows of ``records`` (in :data:`COLUMNS` order), as SQLAlchemy
-    would bind them; a value a column refuses raises ``StatementError``."""
-    processors = _bind_processors(dialect)
+def row_values(records: Sequence[LedgerRecord]) -> list[list[Any]]:
+    """The parameter rows of ``records``, in :data:`COLUMNS` order; a value the
+    ledger refuses raises ``TypeError`` or ``ValueError``."""
     rows = []
     for record in records:
         values = list(_VALUES(record))
@@ -92,23 +68,12 @@ def row_values(records: Sequence[LedgerRecord], dialect: Dialect) -> list[list[A
             value = values[index]
             if value is not None and len(value) > length:
                 values[index] = value[:length]
-        for index, processor in processors:
-            try:
-                values[index] = processor(values[index])
-            except (TypeError, ValueError) as exc:
-                raise StatementError(str(exc), INSERT_SQL, None, exc) from exc
+        values[_CREATED_AT] = utc_text(values[_CREATED_AT])
+        values[_COST] = micro_usd(values[_COST])
         rows.append(values)
     return rows
 
 
-async def write_sqlite_rows(connection: AsyncConnection, rows: Sequence[LedgerRecord]) -> int:
+async def write_sqlite_rows(connection: SqliteConnection, rows: Sequence[LedgerRecord]) -> int:
     """Insert ``rows`` in ``connection``'s transaction; returns how many were new."""
-    params = row_values(rows, connection.dialect)
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None  # a checked-out connection has its driver connection
-    try:
-        async with driver.executemany(INSERT_SQL, params) as cursor:
-            return int(cursor.rowcount)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(INSERT_SQL, None, exc, sqlite3.Error) from exc
+    return await connection.executemany(INSERT_SQL, row_values(rows))

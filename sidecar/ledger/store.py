@@ -35,29 +35,26 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from types import TracebackType
-from typing import Any, NamedTuple, Self
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import NamedTuple, Self
 
 from .binder import SpoolBinder
-from .db import async_url, create_engine
-from .identity import read_identity, target_of
-from .migrate import upgrade, warn_if_behind
-from .models import LedgerRecord
+from .database import Database, PostgresDatabase, SqliteDatabase, open_database
+from .identity import read_identity
+from .records import LedgerRecord
+from .revision import prepare, warn_if_behind
 from .spend import SpendBucketRow, spend_buckets, spend_by_period
 from .spool import Spool, SpoolBusyError, Spooled, encode_body
+from .urls import parse_url, target_of
 from .writes import (
     LEDGER_MISMATCH,
     MAX_ROWS_PER_STATEMENT,
-    insert_statement,
     is_permanent,
     sqlstate,
     write_postgres,
     write_sqlite,
 )
 
-__all__ = ["MAX_ROWS_PER_STATEMENT", "LedgerStore", "insert_statement"]
+__all__ = ["MAX_ROWS_PER_STATEMENT", "LedgerStore"]
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +81,19 @@ class LedgerStore:
 
     def __init__(
         self,
-        url: str | URL,
+        url: str,
         *,
         batch_size: int = 256,
         flush_interval: float | None = None,
         max_pending: int = 100_000,
         migrate: bool | None = None,
-        engine: AsyncEngine | None = None,
         spool: Spool | None = None,
         holder: str = "",
         charge_to: ChargeTo | None = None,
         on_health: HealthListener | None = None,
     ) -> None:
         """``migrate=None`` migrates SQLite ledgers automatically and leaves
-        PostgreSQL to ``aegis ledger migrate``; ``engine`` lets tests share one.
+        PostgreSQL to ``aegis ledger migrate``.
 
         ``holder`` names this sidecar in budget leases; ``charge_to`` says which
         budgets (comma-separated) a row with a cost is charged to; ``on_health``
@@ -106,15 +102,16 @@ class LedgerStore:
         """
         if not 1 <= batch_size <= MAX_ROWS_PER_STATEMENT:
             raise ValueError(f"batch_size must be 1..{MAX_ROWS_PER_STATEMENT}")
-        self.url = async_url(make_url(url) if engine is None else engine.url)
-        self._is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.url = url
+        location = parse_url(url)
+        self._is_sqlite = location.is_sqlite
         if flush_interval is None:
             flush_interval = SQLITE_FLUSH_INTERVAL if self._is_sqlite else SHARED_FLUSH_INTERVAL
         if flush_interval <= 0 or max_pending < batch_size:
             raise ValueError("flush_interval must be > 0 and max_pending >= batch_size")
         self._migrate = self._is_sqlite if migrate is None else migrate
-        self._engine = engine
-        self._owns_engine = engine is None
+        # Opened at the first statement; a database that is down at start is retried.
+        self.database: Database = open_database(location)
         self._batch_size = batch_size
         self._interval = flush_interval
         self._max_pending = max_pending
@@ -133,18 +130,12 @@ class LedgerStore:
         self._recovered_until = 0  # last seq found in the spool at start
         self._committed_seq = 0
         self.replayed = asyncio.Event()  # the spool found at start is committed
-        self.binder = SpoolBinder(None, target_of(self.url))
+        self.binder = SpoolBinder(None, target_of(url))
         # Counters for metrics and tests.
         self.rows_written = self.duplicates_skipped = self.batches_written = 0
         self.write_errors = self.rows_dropped = self.rows_rejected = self.rows_recovered = 0
 
     # -- lifecycle ---------------------------------------------------------------
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("LedgerStore.start() has not been awaited")
-        return self._engine
 
     @property
     def pending(self) -> int:
@@ -178,16 +169,13 @@ class LedgerStore:
             if len(recovered) > self._max_pending:
                 self._spilled_from = recovered[self._max_pending].seq
             self.spool.start()
-        if self._engine is None:
-            # No pre-ping (SQLite included: four trips to aiosqlite's thread per
-            # batch): a connection broken by a database restart fails one attempt,
-            # which is retried.
-            extra: dict[str, Any] = {} if self._is_sqlite else {"connect_args": {"timeout": 5}}
-            self._engine = create_engine(self.url, pool_pre_ping=False, **extra)
         if self._migrate:
-            await upgrade(self._engine)
+            if not await prepare(self.database):
+                from .migrate import migrate_async  # an older ledger: Alembic, this once
+
+                await migrate_async(self.url)
         else:
-            await warn_if_behind(self._engine)
+            await warn_if_behind(self.database)
         self._task = asyncio.create_task(self._run(), name="aegis-ledger-writer")
         self._wake.set()  # bind (and replay) at once, rows or not
 
@@ -224,8 +212,7 @@ class LedgerStore:
             if not self.pending and self._committed_seq:
                 self.spool.committed(self._committed_seq, compact=True)  # clean: nothing to replay
             await self.spool.aclose()
-        if self._engine is not None and self._owns_engine:
-            await self._engine.dispose()
+        await self.database.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -289,7 +276,7 @@ class LedgerStore:
         from the queue, replay held sets that belong here."""
         if self.binder.identity is not None:
             return
-        identity = await read_identity(self.engine)
+        identity = await read_identity(self.database, self.binder.target)
         if identity.ledger_id is None:
             log.warning("ledger has no id (schema before 0005): run `aegis ledger migrate`")
         if held := self.binder.adopt(identity):
@@ -314,7 +301,7 @@ class LedgerStore:
         backoff = 0.0
         while True:
             await self._wake.wait()
-            if not self._closing and len(self._queue) < self._batch_size:
+            if not self._closing and 0 < len(self._queue) < self._batch_size:
                 # Let a batch fill up, unless it fills (append wakes us) or we close.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -407,14 +394,15 @@ class LedgerStore:
     async def _write(self, batch: list[_Row]) -> None:
         self._in_flight = len(batch)
         records = [row.record for row in batch]
+        database = self.database
         try:
-            if self._is_sqlite:
-                async with self.engine.begin() as connection:
+            if isinstance(database, SqliteDatabase):
+                async with database.transaction() as connection:
                     inserted = await write_sqlite(connection, records)
             else:
+                assert isinstance(database, PostgresDatabase)
                 # Autocommit: the one statement is the transaction (one round trip).
-                async with self.engine.connect() as plain:
-                    connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
+                async with database.connect() as connection:
                     bodies = [row.body for row in batch]
                     inserted = await write_postgres(
                         connection, self.holder, records, bodies, ledger=self.binder.ledger_id
@@ -435,7 +423,7 @@ class LedgerStore:
     async def load_spend_buckets(self, since: datetime) -> list[SpendBucketRow]:
         """Settled spend per (provider, model, data class, quarter hour) since ``since``."""
         await self.flush()
-        return await spend_buckets(self.engine, since)
+        return await spend_buckets(self.database, since)
 
     async def load_spend(
         self,
@@ -447,4 +435,4 @@ class LedgerStore:
         """Settled spend per (provider, period), for periods in the inclusive range;
         queued rows are flushed first so the answer includes them."""
         await self.flush()
-        return await spend_by_period(self.engine, providers, since_period, until_period)
+        return await spend_by_period(self.database, providers, since_period, until_period)

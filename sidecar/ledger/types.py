@@ -19,17 +19,7 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ..contract.money import MAX_MONEY, MONEY_PRECISION, MONEY_SCALE, quantize_usd
-
-
-def _checked(value: Any) -> Decimal:
-    if not isinstance(value, Decimal | int):
-        # A float here would already have lost exactness; refuse it loudly.
-        raise TypeError(f"money must be Decimal or int, got {type(value).__name__}")
-    amount = quantize_usd(Decimal(value))
-    if abs(amount) > MAX_MONEY:
-        raise ValueError(f"money out of range for NUMERIC(18, 6): {amount}")
-    return amount
+from ..contract.money import MONEY_PRECISION, MONEY_SCALE, quantize_usd, storable_usd
 
 
 class Money(TypeDecorator[Decimal]):
@@ -46,7 +36,7 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        amount = _checked(value)
+        amount = storable_usd(value)
         if dialect.name == "sqlite":
             return int(amount.scaleb(MONEY_SCALE))
         return amount

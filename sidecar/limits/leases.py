@@ -33,17 +33,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
+from ..ledger.database import Connection, Database
 from .pool import PoolKey, SlotPool
 
 log = logging.getLogger(__name__)
 
-_LEASE = text(
+# Typed parameters: asyncpg encodes them as the function declares.
+_LEASE = (
     "SELECT lease_amount, carried, committed, limit_value, active, short, applied FROM "
-    "aegis.rate_lease(:kind, :namespace, :name, :unit, :holder, :seq, :want, :need, :limit, "
-    ":ttl, :fresh)"
+    "aegis.rate_lease($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, "
+    "$7::bigint, $8::bigint, $9::bigint, $10::integer, $11::boolean)"
 )
 
 
@@ -59,7 +58,7 @@ class LeaseAnswer:
 
 
 async def rate_lease(
-    connection: AsyncConnection,
+    connection: Connection,
     key: PoolKey,
     holder: str,
     *,
@@ -71,24 +70,20 @@ async def rate_lease(
     fresh: bool,
 ) -> LeaseAnswer:
     """One ``aegis.rate_lease`` statement (see :mod:`..ledger.migrations.rate_functions`)."""
-    row = (
-        await connection.execute(
-            _LEASE,
-            {
-                "kind": key.kind,
-                "namespace": key.namespace,
-                "name": key.name,
-                "unit": key.unit.value,
-                "holder": holder,
-                "seq": seq,
-                "want": want,
-                "need": need,
-                "limit": limit,
-                "ttl": ttl,
-                "fresh": fresh,
-            },
-        )
-    ).one()
+    row = await connection.fetchone(
+        _LEASE,
+        key.kind,
+        key.namespace,
+        key.name,
+        key.unit.value,
+        holder,
+        seq,
+        want,
+        need,
+        limit,
+        ttl,
+        fresh,
+    )
     amount, carried, committed, limit, active, short, applied = row
     return LeaseAnswer(
         int(amount),
@@ -130,13 +125,13 @@ class LeaseSlots:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         holder: str,
         *,
         settings: RateLeaseSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.database = database  # autocommit: each statement is its own transaction
         self.holder = holder
         self.settings = settings or RateLeaseSettings()
         self.clock = clock
@@ -263,7 +258,7 @@ class LeaseSlots:
         seq = self._next_seq()
         self.statements += 1
         try:
-            async with asyncio.timeout(s.statement_timeout), self.engine.connect() as connection:
+            async with asyncio.timeout(s.statement_timeout), self.database.connect() as connection:
                 answer = await rate_lease(
                     connection,
                     pool.key,

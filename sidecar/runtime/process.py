@@ -121,8 +121,8 @@ class Runtime:
         )
         if self.leases is not None:
             self.leases.longest_call(config.listen.limits.request_timeout_seconds)
-        if self.ledger.url.get_backend_name() != "sqlite":  # shared limits: leases
-            self.rate_leases = LeaseSlots(self.ledger.engine, self.ledger.holder)
+        if not self.ledger.database.is_sqlite:  # shared limits: leases
+            self.rate_leases = LeaseSlots(self.ledger.database, self.ledger.holder)
             self.limits.use_source(self.rate_leases)
             self.rate_leases.start()
         self.metrics.registry.register(RateCollector(self.limits, self.rate_leases))

@@ -32,9 +32,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ..budgets import BudgetBook, LeaseBudgetSource, LeaseSettings
 from ..contract import BudgetSpec, SidecarConfig
 from ..ledger import LedgerStore
-from ..ledger.db import async_url, is_sqlite, sqlite_path
-from ..ledger.identity import target_of
 from ..ledger.spool import Spool
+from ..ledger.urls import parse_url, target_of
 
 SPOOL_ENV = "AEGIS_SPOOL_DIR"
 
@@ -50,8 +49,9 @@ def spool_dir(url: str, holder: str, environ: dict[str, str] | None = None) -> P
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", holder)
     if env.get(SPOOL_ENV):
         return Path(env[SPOOL_ENV]) / safe
-    if is_sqlite(url):
-        path = sqlite_path(async_url(url))
+    location = parse_url(url)
+    if location.is_sqlite:
+        path = location.path
         return None if path is None else path.expanduser().with_name(path.name + ".spool") / safe
     target = hashlib.sha256(target_of(url).encode()).hexdigest()[:16]
     return private_temp_dir() / target / safe
@@ -98,7 +98,7 @@ async def open_budgets(
     ``service_account`` (the pod's) and ``local_providers`` decide which budgets
     apply to a call."""
     now = clock or (lambda: datetime.now(UTC))
-    if ledger.url.get_backend_name() == "sqlite":
+    if ledger.database.is_sqlite:
         book = await BudgetBook.open(
             budgets,
             ledger,
@@ -110,7 +110,7 @@ async def open_budgets(
         source = None
     else:
         source = LeaseBudgetSource(
-            ledger.engine, ledger.holder, settings=settings, replayed=ledger.replayed
+            ledger.database, ledger.holder, settings=settings, replayed=ledger.replayed
         )
         book = BudgetBook(
             budgets,

@@ -110,7 +110,7 @@ async def work(job: Job) -> dict[str, Any]:
     if job.run.endswith("+rate"):
         limiter = RateLimiter()
         limiter.configure(rate_keys(job))
-        slots = LeaseSlots(store.engine, holder)
+        slots = LeaseSlots(store.database, holder)
         limiter.use_source(slots)
         slots.start()
     demands = [(key, 1 if i % 2 == 0 else 600) for i, (key, _) in enumerate(rate_keys(job))]

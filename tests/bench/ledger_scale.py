@@ -1,10 +1,10 @@
 """The ledger at cluster scale: hundreds of simulated sidecars, one PostgreSQL, PgBouncer.
 
 Each simulated sidecar is what a real one runs against the ledger: its own
-spooled, batched :class:`LedgerStore` (its own engine and connection pool, rows
+spooled, batched :class:`LedgerStore` (its own connection pool, rows
 charged to its lease by ``aegis.ledger_write``) and lease statements
 (``aegis.lease_take`` / ``aegis.lease_return``, the calls of the budget lease
-source) on the same engine. Sidecars are spread over a few worker processes (one
+source) on the same pool. Sidecars are spread over a few worker processes (one
 event loop each), forked once everything is imported.
 
 Runs, from one invocation, each for ``--window`` seconds after a warm-up:
@@ -62,8 +62,8 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 
 from aegis.sidecar.ledger import leases  # noqa: E402
-from aegis.sidecar.ledger.db import create_engine  # noqa: E402
-from aegis.sidecar.ledger.models import LedgerRecord  # noqa: E402
+from aegis.sidecar.ledger.database import PostgresConnection, open_database  # noqa: E402
+from aegis.sidecar.ledger.records import LedgerRecord  # noqa: E402
 from aegis.sidecar.ledger.spool import Spool, encode_body  # noqa: E402
 from aegis.sidecar.ledger.store import LedgerStore  # noqa: E402
 from aegis.sidecar.ledger.writes import write_postgres  # noqa: E402
@@ -132,8 +132,7 @@ class Sim:
 
     async def lease(self, want: Decimal, give_back: Decimal, *, timed: bool) -> None:
         started = time.perf_counter()
-        async with self.store.engine.connect() as plain:
-            connection = await plain.execution_options(isolation_level="AUTOCOMMIT")
+        async with self.store.database.connect() as connection:
             if give_back:
                 await leases.give_back(
                     connection,
@@ -201,12 +200,13 @@ async def firehose(job: Job, index: int, batches: list[Batch]) -> tuple[int, int
     """One writer: pre-encoded batches through ``write_postgres`` until the window
     closes; (rows committed in the window, batches left unsent)."""
     holder = f"ns/sim-{index:04d}"
-    engine = create_engine(job.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+    database = open_database(job.url)
     measure_from = job.start_at + job.warmup
     until = measure_from + job.window
     written = 0
     try:
-        async with engine.connect() as connection:
+        async with database.connect() as connection:
+            assert isinstance(connection, PostgresConnection)
             await leases.take(
                 connection, budget=key("dash"), period=PERIOD, holder=holder, want=Decimal(1000)
             )
@@ -217,7 +217,7 @@ async def firehose(job: Job, index: int, batches: list[Batch]) -> tuple[int, int
                 if time.time() >= measure_from:
                     written += inserted
     finally:
-        await engine.dispose()
+        await database.aclose()
     return written, len(batches)
 
 

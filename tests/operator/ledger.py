@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from aegis.sidecar.contract import BudgetKey, BudgetScope
 from aegis.sidecar.contract.periods import period_of
+from aegis.sidecar.ledger.database import PostgresConnection, open_database
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.leases import take
 from aegis.sidecar.ledger.models import LEDGER, Arm, LedgerRecord, Status
@@ -69,9 +70,10 @@ async def _as_tenant(
     it is not the UTC month), then write ``rows`` charged to it."""
     key = key or BudgetKey(BudgetScope.NAMESPACE, namespace, budget)
     holder = f"{namespace}/rag-api-0"
-    engine = create_engine(await tenant_url(dsn, namespace), isolation_level="AUTOCOMMIT")
+    database = open_database(await tenant_url(dsn, namespace))
     try:
-        async with engine.connect() as connection:
+        async with database.connect() as connection:
+            assert isinstance(connection, PostgresConnection)
             if want > 0:
                 await take(
                     connection, budget=key, period=period or period_of(datetime.now(UTC)),
@@ -82,7 +84,7 @@ async def _as_tenant(
                 bodies = [encode_body(r, charged) for r in rows]
                 await write_postgres(connection, holder, rows, bodies)
     finally:
-        await engine.dispose()
+        await database.aclose()
 
 
 def charge(

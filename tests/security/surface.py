@@ -8,11 +8,17 @@ unchanged.
 The installation: an owner migrates (CREATE on the database, CREATEROLE), the
 operator's control role writes each budget's limit and makes one login role per
 namespace; the namespaces' sidecars connect with their namespace's DSN.
+
+The attacks hold SQLAlchemy connections (for their own statements); the sidecar's
+calls (leases, ledger writes) run as the sidecar runs them, on the sidecar's driver
+(:mod:`aegis.sidecar.ledger.database`), logged in with the same DSN.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis.sidecar.contract import BudgetKey, BudgetScope
 from aegis.sidecar.ledger import control, leases
+from aegis.sidecar.ledger.database import Connection, PostgresConnection, open_database
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.models import Arm, LedgerRecord, Status
@@ -93,17 +100,29 @@ async def install(postgres: PostgresServer, url: str, namespaces: list[str]) -> 
     return Installed(owner_url, dsn, [*tenants, control_role, owner])
 
 
+@asynccontextmanager
+async def sidecar(connection: AsyncConnection) -> AsyncIterator[Connection]:
+    """A connection of the sidecar's own driver, with ``connection``'s DSN (its role)."""
+    database = open_database(connection.engine.url.render_as_string(hide_password=False))
+    try:
+        async with database.connect() as driver:
+            yield driver
+    finally:
+        await database.aclose()
+
+
 async def take(
     connection: AsyncConnection, budget_namespace: str, holder: str, want: Decimal
 ) -> Decimal:
     """Ask for ``want`` USD of ``budget_namespace``'s budget as ``holder``; the grant."""
-    grant = await leases.take(
-        connection,
-        budget=key(budget_namespace, "monthly"),
-        period=PERIOD,
-        holder=holder,
-        want=want,
-    )
+    async with sidecar(connection) as driver:
+        grant = await leases.take(
+            driver,
+            budget=key(budget_namespace, "monthly"),
+            period=PERIOD,
+            holder=holder,
+            want=want,
+        )
     return grant.granted
 
 
@@ -111,10 +130,11 @@ async def read_budget(
     connection: AsyncConnection, budget_namespace: str, holder: str
 ) -> tuple[Decimal, Decimal]:
     """What a renewal (want 0) tells about a budget: (committed, limit)."""
-    grant = await leases.take(
-        connection, budget=key(budget_namespace, "monthly"), period=PERIOD, holder=holder,
-        want=Decimal(0),
-    )  # fmt: skip
+    async with sidecar(connection) as driver:
+        grant = await leases.take(
+            driver, budget=key(budget_namespace, "monthly"), period=PERIOD, holder=holder,
+            want=Decimal(0),
+        )  # fmt: skip
     return grant.committed, grant.limit
 
 
@@ -142,12 +162,15 @@ async def write(
 ) -> int:
     """Write ``record`` charged to ``budget_namespace``'s budget, as ``holder``."""
     body = encode_body(record, key(budget_namespace, "monthly").encoded)
-    return await write_postgres(connection, holder, [record], [body])
+    async with sidecar(connection) as driver:
+        assert isinstance(driver, PostgresConnection)
+        return await write_postgres(driver, holder, [record], [body])
 
 
 async def takeover(connection: AsyncConnection, holder: str) -> int:
     """Close ``holder``'s leases as after its restart; how many were closed."""
-    return len(await leases.takeover(connection, holder))
+    async with sidecar(connection) as driver:
+        return len(await leases.takeover(driver, holder))
 
 
 async def committed(owner_url: str, budget_namespace: str) -> Decimal:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis.sidecar.contract import parse_config
 from aegis.sidecar.http.server import RunningSidecar, serve
+from aegis.sidecar.ledger.database import PostgresConnection
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.models import LedgerRecord
 from aegis.sidecar.ledger.spool import encode_body
@@ -90,14 +91,25 @@ async def chat(
 
 
 async def write_rows(
-    connection: AsyncConnection,
+    connection: AsyncConnection | PostgresConnection,
     holder: str,
     rows: Sequence[LedgerRecord],
     budgets: Sequence[str],
 ) -> int:
-    """``aegis_ledger_write`` of ``rows``, each charged to its comma-separated budgets."""
+    """``aegis_ledger_write`` of ``rows``, each charged to its comma-separated budgets,
+    on ``connection`` (a test's SQLAlchemy connection: its asyncpg connection, in its
+    transaction if one is open)."""
     bodies = [encode_body(row, charged) for row, charged in zip(rows, budgets, strict=True)]
+    if isinstance(connection, AsyncConnection):
+        connection = await driver_of(connection)
     return await write_postgres(connection, holder, rows, bodies)
+
+
+async def driver_of(connection: AsyncConnection) -> PostgresConnection:
+    """A test's SQLAlchemy connection as the sidecar's connection type (its asyncpg
+    connection, in its transaction if one is open), for the sidecar's statements."""
+    raw = await connection.get_raw_connection()
+    return PostgresConnection(raw.driver_connection)
 
 
 async def poll_until(

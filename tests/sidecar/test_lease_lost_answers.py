@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from aegis.sidecar.budgets import BudgetBook, LeaseBudgetSource, LeaseSettings, Reservation
 from aegis.sidecar.budgets.lease_reconcile import Adjustment, LocalView, reconcile
-from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.database import open_database
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import budget, record
@@ -177,8 +177,10 @@ async def member(pg_url: str, tmp_path: Path) -> AsyncIterator[Callable[[str], A
         await relay.start()
         store = LedgerStore(pg_url, spool=Spool(tmp_path / pod), holder=f"ns/{pod}")
         await store.start()
-        engine = create_engine(url.set(host="127.0.0.1", port=relay.port))
-        source = LeaseBudgetSource(engine, store.holder, settings=SETTINGS, replayed=store.replayed)
+        through = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        source = LeaseBudgetSource(
+            open_database(through), store.holder, settings=SETTINGS, replayed=store.replayed
+        )
         book = BudgetBook(
             [budget("dash", "dashscope", str(LIMIT))], source, namespace=source.namespace
         )
@@ -194,7 +196,7 @@ async def member(pg_url: str, tmp_path: Path) -> AsyncIterator[Callable[[str], A
         with contextlib.suppress(Exception):
             await m.source.aclose()
         await m.store.aclose()
-        await m.source.engine.dispose()
+        await m.source.database.aclose()
         await m.relay.aclose()
 
 

@@ -27,13 +27,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis.sidecar.contract import BudgetKey
 from aegis.sidecar.ledger import leases
-from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.database import Connection, PostgresDatabase
 from aegis.sidecar.ledger.models import LedgerRecord
+from aegis.sidecar.ledger.urls import parse_url
 from tests.sidecar.ledger_helpers import record
 from tests.sidecar.shared_helpers import poll_until, write_rows
 from tests.sidecar.tenancy import key, provision, set_budgets
@@ -112,25 +111,25 @@ class Example:
         return batch
 
 
-async def leases_of(conn: AsyncConnection, example: Example) -> dict[str, Lease]:
-    result = await conn.execute(
-        text(
-            "SELECT holder, amount_usd, settled_usd, state, "
-            "expires_at < now() + make_interval(secs => :margin) "
-            "FROM aegis.budget_leases WHERE budget_name = :name AND period = :period"
-        ),
-        {"name": example.budget.name, "period": P, "margin": MARGIN},
+async def leases_of(conn: Connection, example: Example) -> dict[str, Lease]:
+    result = await conn.fetch(
+        "SELECT holder, amount_usd, settled_usd, state, "
+        "expires_at < now() + make_interval(secs => $3) "
+        "FROM aegis.budget_leases WHERE budget_name = $1 AND period = $2",
+        example.budget.name,
+        P,
+        MARGIN,
     )
     found = {h: Lease(a, s, st_, bool(x)) for h, a, s, st_, x in result}
     return {h: found.get(h, Lease()) for h in example.holders}
 
 
 async def perform(
-    engine: AsyncEngine, example: Example, holder: str, op: tuple[Any, ...], lease: Lease
+    database: PostgresDatabase, example: Example, holder: str, op: tuple[Any, ...], lease: Lease
 ) -> None:
     """One holder's operation on a connection of its own."""
     kind, budget = op[0], example.budget
-    async with engine.connect() as conn:
+    async with database.connect() as conn:
         if kind == "take":
             await leases.take(
                 conn,
@@ -166,24 +165,19 @@ async def perform(
             await leases.takeover(conn, holder)
         elif kind == "expire":  # the clock moves past its TTL (test-side time, not code)
             await conn.execute(
-                text(
-                    "UPDATE aegis.budget_leases SET expires_at = now() - interval '1 second' "
-                    "WHERE holder = :holder"
-                ),
-                {"holder": holder},
+                "UPDATE aegis.budget_leases SET expires_at = now() - interval '1 second' "
+                "WHERE holder = $1",
+                holder,
             )
 
 
-async def check(conn: AsyncConnection, example: Example) -> None:
-    period = (
-        await conn.execute(
-            text(
-                "SELECT committed_usd, overdraft_usd, limit_usd FROM aegis.budget_periods "
-                "WHERE budget_name = :name AND period = :period"
-            ),
-            {"name": example.budget.name, "period": P},
-        )
-    ).one_or_none()
+async def check(conn: Connection, example: Example) -> None:
+    period = await conn.fetchrow(
+        "SELECT committed_usd, overdraft_usd, limit_usd FROM aegis.budget_periods "
+        "WHERE budget_name = $1 AND period = $2",
+        example.budget.name,
+        P,
+    )
     held = await leases_of(conn, example)
     committed, overdraft, limit = period or (D(0), D(0), example.limit)
     assert committed == sum((lease.amount for lease in held.values()), D(0)), (period, held)
@@ -191,30 +185,28 @@ async def check(conn: AsyncConnection, example: Example) -> None:
     assert all(D(0) <= lease.settled <= lease.amount for lease in held.values()), held
     if not example.unsafe:
         assert overdraft == 0, (period, held)
-    rows: dict[str, Decimal] = dict(
-        list(
-            await conn.execute(
-                text(
-                    "SELECT request_id, cost_usd FROM aegis.ledger_entries "
-                    "WHERE request_id LIKE :prefix"
-                ),
-                {"prefix": f"{example.budget.name}-%"},
-            )
+    rows: dict[str, Decimal] = {
+        request_id: cost
+        for request_id, cost in await conn.fetch(
+            "SELECT request_id, cost_usd FROM aegis.ledger_entries WHERE request_id LIKE $1",
+            f"{example.budget.name}-%",
         )
-    )
+    }
     assert rows == example.written  # each row once, at its cost
     settled = sum((lease.settled for lease in held.values()), D(0))
     assert settled == sum(example.written.values(), D(0)), (held, example.written)
 
 
-async def run(engine: AsyncEngine, url: str, example: Example, plan: list[list[Any]]) -> None:
+async def run(
+    database: PostgresDatabase, url: str, example: Example, plan: list[list[Any]]
+) -> None:
     await set_budgets(url, "ns", [(example.budget.name, "dashscope", str(example.limit))])
-    async with engine.connect() as observer:
+    async with database.connect() as observer:
         for ops in plan:
             before = await leases_of(observer, example)
             await asyncio.gather(
                 *(
-                    perform(engine, example, holder, op, before[holder])
+                    perform(database, example, holder, op, before[holder])
                     for holder, op in zip(example.holders, ops, strict=True)
                 )
             )
@@ -234,29 +226,33 @@ def loop() -> Iterator[asyncio.Runner]:
 )
 @given(plan=rounds, limit=limits)
 def test_leases_keep_the_money_right_under_racing_connections(
-    loop: asyncio.Runner, lease_db: tuple[AsyncEngine, str], plan: list[list[Any]], limit: Decimal
+    loop: asyncio.Runner,
+    lease_db: tuple[PostgresDatabase, str],
+    plan: list[list[Any]],
+    limit: Decimal,
 ) -> None:
-    engine, url = lease_db
+    database, url = lease_db
     number = next(_examples)
     example = Example(key(f"p{number}"), [f"ns/e{number}-h{i}" for i in range(HOLDERS)], limit)
-    loop.run(run(engine, url, example, plan))
+    loop.run(run(database, url, example, plan))
 
 
 _examples = itertools.count()
 
 
-async def older_than_a_ttl(engine: AsyncEngine) -> bool:
+async def older_than_a_ttl(database: PostgresDatabase) -> bool:
     """Within one TTL of the server's start nothing is reclaimed (the restart grace)."""
-    async with engine.connect() as conn:
-        age = await conn.scalar(text("SELECT now() - pg_postmaster_start_time()"))
+    async with database.connect() as conn:
+        [(age,)] = await conn.fetch("SELECT now() - pg_postmaster_start_time()")
     return bool(age.total_seconds() > TTL)
 
 
 @pytest.fixture
-def lease_db(loop: asyncio.Runner, pg_url: str) -> Iterator[tuple[AsyncEngine, str]]:
+def lease_db(loop: asyncio.Runner, pg_url: str) -> Iterator[tuple[PostgresDatabase, str]]:
     """One database for every example (each has a budget and holders of its own)."""
     loop.run(provision(pg_url, "ns"))
-    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT", pool_size=HOLDERS + 2)
-    loop.run(poll_until(lambda: older_than_a_ttl(engine), within=2 * TTL, every=0.2))
-    yield engine, pg_url
-    loop.run(engine.dispose())
+    # A connection for each holder and the observer: the holders race for real.
+    database = PostgresDatabase(parse_url(pg_url), max_size=HOLDERS + 2)
+    loop.run(poll_until(lambda: older_than_a_ttl(database), within=2 * TTL, every=0.2))
+    yield database, pg_url
+    loop.run(database.aclose())

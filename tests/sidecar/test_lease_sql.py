@@ -9,12 +9,13 @@ from decimal import Decimal
 import pytest
 from alembic import command
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection as SyncConnection
 
 from aegis.sidecar.ledger import leases
+from aegis.sidecar.ledger.database import Connection, PostgresDatabase
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import alembic_config, head_revision, migrate_async
+from aegis.sidecar.ledger.urls import parse_url
 from tests.sidecar.ledger_helpers import record
 from tests.sidecar.shared_helpers import poll_until, write_rows
 from tests.sidecar.tenancy import key, provision, set_budgets
@@ -29,15 +30,15 @@ DASH = key("dash")
 
 
 @pytest.fixture
-async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+async def database(pg_url: str) -> AsyncIterator[PostgresDatabase]:
     await provision(pg_url, "ns", [("dash", "dashscope", "10")])
-    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    yield engine
-    await engine.dispose()
+    database = PostgresDatabase(parse_url(pg_url))  # its connections write ledger rows too
+    yield database
+    await database.aclose()
 
 
 async def take(
-    conn: AsyncConnection,
+    conn: Connection,
     holder: str,
     want: str,
     *,
@@ -59,17 +60,15 @@ async def take(
     )
 
 
-async def period_row(conn: AsyncConnection) -> tuple[Decimal, Decimal, Decimal]:
-    row = (
-        await conn.execute(
-            text("SELECT limit_usd, committed_usd, overdraft_usd FROM aegis.budget_periods")
-        )
-    ).one()
+async def period_row(conn: Connection) -> tuple[Decimal, Decimal, Decimal]:
+    [row] = await conn.fetch(
+        "SELECT limit_usd, committed_usd, overdraft_usd FROM aegis.budget_periods"
+    )
     return row[0], row[1], row[2]
 
 
-async def test_take_slices_fairly_and_never_past_the_limit(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_take_slices_fairly_and_never_past_the_limit(database: PostgresDatabase) -> None:
+    async with database.connect() as conn:
         first = await take(conn, "ns/a", "4")
         assert (first.granted, first.lease_amount, first.committed, first.active) == (
             D(4),
@@ -93,8 +92,8 @@ async def test_take_slices_fairly_and_never_past_the_limit(engine: AsyncEngine) 
         assert committed == D("9.625") and overdraft == 0
 
 
-async def test_return_never_gives_back_settled_money(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_return_never_gives_back_settled_money(database: PostgresDatabase) -> None:
+    async with database.connect() as conn:
         await take(conn, "ns/a", "4")
         inserted = await write_rows(
             conn,
@@ -114,8 +113,8 @@ async def test_return_never_gives_back_settled_money(engine: AsyncEngine) -> Non
         assert (await period_row(conn))[1] == D("1.25")
 
 
-async def test_replayed_rows_are_charged_once(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_replayed_rows_are_charged_once(database: PostgresDatabase) -> None:
+    async with database.connect() as conn:
         await take(conn, "ns/a", "4")
         rows = [record(i, cost_usd=D("0.5")) for i in range(3)]
         assert await write_rows(conn, "ns/a", rows, [DASH.encoded] * 3) == 3
@@ -127,8 +126,8 @@ async def test_replayed_rows_are_charged_once(engine: AsyncEngine) -> None:
         assert grant.lease_settled == D(2)
 
 
-async def test_spend_beyond_a_lease_is_charged_as_overdraft(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_spend_beyond_a_lease_is_charged_as_overdraft(database: PostgresDatabase) -> None:
+    async with database.connect() as conn:
         await take(conn, "ns/a", "1")
         await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], [DASH.encoded])
         _, committed, overdraft = await period_row(conn)
@@ -138,8 +137,8 @@ async def test_spend_beyond_a_lease_is_charged_as_overdraft(engine: AsyncEngine)
         assert (await period_row(conn))[2] == D("0.75")
 
 
-async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_expired_leases_are_reclaimed_by_the_next_taker(database: PostgresDatabase) -> None:
+    async with database.connect() as conn:
         # The dead holder said it would not commit 3 of its 4 before its next report.
         await take(conn, "ns/dead", "4", ttl=1, spare="3")
         await write_rows(conn, "ns/dead", [record(1, cost_usd=D("1"))], [DASH.encoded])
@@ -158,19 +157,17 @@ async def test_expired_leases_are_reclaimed_by_the_next_taker(engine: AsyncEngin
         assert all(grant.committed == D(4) for grant in grants[:-1])
 
 
-async def dead_lease(conn: AsyncConnection) -> tuple[Decimal, str, int]:
-    lease = (
-        await conn.execute(
-            text(
-                "SELECT amount_usd, state, epoch FROM aegis.budget_leases WHERE holder = 'ns/dead'"
-            )
-        )
-    ).one()
-    return lease.amount_usd, lease.state, lease.epoch
+async def dead_lease(conn: Connection) -> tuple[Decimal, str, int]:
+    [lease] = await conn.fetch(
+        "SELECT amount_usd, state, epoch FROM aegis.budget_leases WHERE holder = 'ns/dead'"
+    )
+    return lease[0], lease[1], lease[2]
 
 
-async def test_takeover_closes_a_previous_life_at_its_settled_spend(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_takeover_closes_a_previous_life_at_its_settled_spend(
+    database: PostgresDatabase,
+) -> None:
+    async with database.connect() as conn:
         await take(conn, "ns/a", "4", spare="3.25")
         await write_rows(conn, "ns/a", [record(1, cost_usd=D("0.75"))], [DASH.encoded])
         assert await leases.takeover(conn, "ns/a") == [(DASH, P, D("3.25"))]
@@ -179,9 +176,9 @@ async def test_takeover_closes_a_previous_life_at_its_settled_spend(engine: Asyn
 
 
 async def test_the_limit_is_the_operators_and_applies_at_once(
-    engine: AsyncEngine, pg_url: str
+    database: PostgresDatabase, pg_url: str
 ) -> None:
-    async with engine.connect() as conn:
+    async with database.connect() as conn:
         await set_budgets(pg_url, "ns", [("dash", "dashscope", "2")])
         grant = await take(conn, "ns/a", "5")
         assert (grant.granted, grant.limit) == (D(2), D(2))
@@ -189,17 +186,26 @@ async def test_the_limit_is_the_operators_and_applies_at_once(
         assert (await take(conn, "ns/a", "5")).granted == D(1)
 
 
-async def test_bad_amounts_are_refused(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_bad_amounts_are_refused(database: PostgresDatabase) -> None:
+    async with database.connect() as conn:
         with pytest.raises(Exception, match="must be positive"):
             await take(conn, "ns/a", "-1")
+
+
+async def test_a_budget_not_granted_is_an_answer_and_the_connection_stays_usable(
+    database: PostgresDatabase,
+) -> None:
+    async with database.connect() as conn:
+        with pytest.raises(leases.NotGranted, match="not granted to namespace ns"):
+            await leases.take(conn, budget=key("none"), period=P, holder="ns/a", want=D(1))
+        assert (await take(conn, "ns/a", "1")).granted == D(1)
 
 
 async def test_migration_0002_downgrades_and_upgrades_again(pg_url: str) -> None:
     await migrate_async(pg_url)
     engine = create_engine(pg_url)
 
-    def downgrade(connection: Connection) -> None:
+    def downgrade(connection: SyncConnection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.downgrade(config, "0001")

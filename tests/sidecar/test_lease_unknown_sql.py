@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis.sidecar.ledger import leases
 from aegis.sidecar.ledger.budget_status import budget_status
-from aegis.sidecar.ledger.db import create_engine
+from aegis.sidecar.ledger.database import Connection, PostgresDatabase
+from aegis.sidecar.ledger.urls import parse_url
 from tests.sidecar.ledger_helpers import record
 from tests.sidecar.shared_helpers import poll_until, write_rows
 from tests.sidecar.tenancy import key, provision
@@ -29,15 +29,15 @@ DASH = key("dash")
 
 
 @pytest.fixture
-async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+async def database(pg_url: str) -> AsyncIterator[PostgresDatabase]:
     await provision(pg_url, "ns", [("dash", "dashscope", "10")])
-    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    yield engine
-    await engine.dispose()
+    database = PostgresDatabase(parse_url(pg_url))  # its connections write ledger rows too
+    yield database
+    await database.aclose()
 
 
 async def take(
-    conn: AsyncConnection, holder: str, want: str, *, spare: str = "0", max_call: int = 0
+    conn: Connection, holder: str, want: str, *, spare: str = "0", max_call: int = 0
 ) -> leases.Grant:
     return await leases.take(
         conn,
@@ -51,33 +51,38 @@ async def take(
     )
 
 
-async def lease(conn: AsyncConnection, holder: str) -> Any:
-    return (
-        await conn.execute(
-            text(
-                "SELECT amount_usd, settled_usd, unknown_usd, exposure_usd, state, epoch, "
-                "max_call_seconds, reclaimed_at, expires_at FROM aegis.budget_leases "
-                "WHERE holder = :holder"
-            ),
-            {"holder": holder},
-        )
-    ).one()
+LEASE = (
+    "amount_usd",
+    "settled_usd",
+    "unknown_usd",
+    "exposure_usd",
+    "state",
+    "epoch",
+    "max_call_seconds",
+    "reclaimed_at",
+    "expires_at",
+)
 
 
-async def period_row(conn: AsyncConnection) -> tuple[Decimal, Decimal]:
-    row = (
-        await conn.execute(text("SELECT committed_usd, overdraft_usd FROM aegis.budget_periods"))
-    ).one()
+async def lease(conn: Connection, holder: str) -> Any:
+    [row] = await conn.fetch(
+        f"SELECT {', '.join(LEASE)} FROM aegis.budget_leases WHERE holder = $1", holder
+    )
+    return SimpleNamespace(**dict(zip(LEASE, row, strict=True)))
+
+
+async def period_row(conn: Connection) -> tuple[Decimal, Decimal]:
+    [row] = await conn.fetch("SELECT committed_usd, overdraft_usd FROM aegis.budget_periods")
     return row[0], row[1]
 
 
-async def unknown(engine: AsyncEngine) -> Decimal:
+async def unknown(url: str) -> Decimal:
     """The budget's unknown-outcome money as the read side (budget status) shows it."""
-    [status] = await budget_status(engine, P)
+    [status] = await budget_status(url, P)
     return status.unknown_usd
 
 
-async def reclaim(conn: AsyncConnection, holder: str) -> None:
+async def reclaim(conn: Connection, holder: str) -> None:
     """Take (nothing) as another holder until ``holder``'s lease is reclaimed."""
 
     async def reclaimed() -> bool:
@@ -88,9 +93,9 @@ async def reclaim(conn: AsyncConnection, holder: str) -> None:
 
 
 async def test_a_dead_holders_exposure_stays_charged_after_its_call_time(
-    engine: AsyncEngine,
+    database: PostgresDatabase,
 ) -> None:
-    async with engine.connect() as conn:
+    async with database.connect() as conn:
         # 4 leased; the holder will not commit 2 of them before its next report, its
         # calls last at most 2 s; 1 is settled when it dies.
         await take(conn, "ns/dead", "4", spare="2", max_call=2)
@@ -109,24 +114,26 @@ async def test_a_dead_holders_exposure_stays_charged_after_its_call_time(
         assert await period_row(conn) == (D(2), D(0))
 
 
-async def test_late_rows_settle_against_the_kept_money_once(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_late_rows_settle_against_the_kept_money_once(
+    database: PostgresDatabase, pg_url: str
+) -> None:
+    async with database.connect() as conn:
         await take(conn, "ns/dead", "4", spare="2")
         await write_rows(conn, "ns/dead", [record(1, cost_usd=D(1))], [DASH.encoded])
         await reclaim(conn, "ns/dead")
-        assert await unknown(engine) == D(1)  # all the reclaimed lease holds unsettled
+        assert await unknown(pg_url) == D(1)  # all the reclaimed lease holds unsettled
         # The restarted pod replays the rows its previous life spooled (one was
         # written already: idempotent), then takes over.
         late = [record(1, cost_usd=D(1)), record(2, cost_usd=D("0.75"))]
         assert await write_rows(conn, "ns/dead", late, [DASH.encoded] * 2) == 1
         assert await period_row(conn) == (D(2), D(0))  # nothing charged twice
-        assert await unknown(engine) == D("0.25")
+        assert await unknown(pg_url) == D("0.25")
         assert await leases.takeover(conn, "ns/dead") == [(DASH, P, D(0))]
         dead = await lease(conn, "ns/dead")
         # 0.25 was in flight when it died: unknown outcome, final.
         assert (dead.amount_usd, dead.settled_usd, dead.unknown_usd) == (D(2), D("1.75"), D("0.25"))
         assert dead.reclaimed_at is None
-        assert await unknown(engine) == D("0.25")
+        assert await unknown(pg_url) == D("0.25")
         # The new life sees that money and can never give it back.
         grant = await take(conn, "ns/dead", "1")
         assert (grant.granted, grant.lease_amount, grant.unknown) == (D(1), D(3), D("0.25"))
@@ -139,9 +146,9 @@ async def test_late_rows_settle_against_the_kept_money_once(engine: AsyncEngine)
 
 
 async def test_a_reclaimed_lease_returns_nothing_and_a_holder_back_keeps_it(
-    engine: AsyncEngine,
+    database: PostgresDatabase,
 ) -> None:
-    async with engine.connect() as conn:
+    async with database.connect() as conn:
         await take(conn, "ns/cut", "4", spare="1")
         await reclaim(conn, "ns/cut")
         # Its holder was cut off, not dead: whatever it asks, the reclaimed money stays.
@@ -157,19 +164,16 @@ async def test_a_reclaimed_lease_returns_nothing_and_a_holder_back_keeps_it(
 
 
 async def test_the_call_time_is_bounded_and_old_sidecars_keep_their_whole_lease(
-    engine: AsyncEngine,
+    database: PostgresDatabase,
 ) -> None:
-    async with engine.connect() as conn:
+    async with database.connect() as conn:
         await take(conn, "ns/a", "1", max_call=10**9)
         assert (await lease(conn, "ns/a")).max_call_seconds == 3600
         with pytest.raises(Exception, match="must be positive"):
             await take(conn, "ns/a", "1", spare="-1")
         # The 0003 form (a sidecar of the previous version) reports no spare money.
         await conn.execute(
-            text(
-                "SELECT * FROM aegis.lease_take('Namespace', 'ns', 'dash', :p, 'ns/old', 4, 0, 1)"
-            ),
-            {"p": P},
+            "SELECT * FROM aegis.lease_take('Namespace', 'ns', 'dash', $1, 'ns/old', 4, 0, 1)", P
         )
         await write_rows(conn, "ns/old", [record(1, cost_usd=D(1))], [DASH.encoded])
         await reclaim(conn, "ns/old")

@@ -14,6 +14,7 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import Connection
 
+from aegis.sidecar.ledger.database import PostgresConnection, open_database
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import alembic_config, head_revision, migrate_async
 from aegis.sidecar.ledger.models import COLUMNS
@@ -109,12 +110,13 @@ async def test_a_tenant_writes_attribution_and_replays_older_rows(pg_url: str) -
         older_body(3, 2, ns),  # spooled by a sidecar before 0006
         older_body(4, 5, ns),  # spooled before 0004
     ]
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    database = open_database(url)
     try:
-        async with engine.connect() as connection:
+        async with database.connect() as connection:
+            assert isinstance(connection, PostgresConnection)
             assert await write_postgres(connection, f"{ns}/pod", rows, bodies) == 4
     finally:
-        await engine.dispose()
+        await database.aclose()
     found = await fetch(
         pg_url,
         "SELECT request_id, workload, service_account, privacy_action "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import sqlite3
@@ -15,13 +16,13 @@ from sqlalchemy.engine import Connection
 
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import (
-    VERSION_TABLE,
     current_revision,
     head_revision,
     migrate,
     migrate_async,
 )
 from aegis.sidecar.ledger.models import Base
+from aegis.sidecar.ledger.revision import VERSION_TABLE
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import record, sqlite_url
 
@@ -217,3 +218,30 @@ def test_alembic_takes_a_ledger_created_without_it_down_and_up(tmp_path: Path) -
         assert db.execute("SELECT budget_name, limit_usd FROM budget_limits").fetchall() == [
             ("b", 5)
         ]
+
+
+def test_a_sidecar_migrates_an_older_sqlite_ledger_at_start(tmp_path: Path) -> None:
+    """The store's start: a ledger at an older revision goes through Alembic (the only
+    start that loads it), then takes rows; its id and earlier rows are kept."""
+    from alembic import command
+
+    from aegis.sidecar.ledger.migrate import alembic_config
+
+    url = sqlite_url(tmp_path)
+    assert migrate(url) == head_revision()
+    command.downgrade(alembic_config(url), "0008")
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        [(ledger_id,)] = db.execute("SELECT ledger_id FROM ledger_identity").fetchall()
+
+    async def write() -> None:
+        async with LedgerStore(url) as store:
+            store.append(record(1))
+            await store.flush()
+            assert store.binder.ledger_id == ledger_id
+
+    asyncio.run(write())
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        assert db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [
+            (head_revision(),)
+        ]
+        assert db.execute("SELECT request_id FROM ledger_entries").fetchall() == [("req-000001",)]

@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
 
 from aegis.sidecar.budgets import BudgetBook
+from aegis.sidecar.ledger.database import PostgresConnection
 from aegis.sidecar.ledger.migrate import head_revision, migrate_async
 from aegis.sidecar.ledger.report import export, report, usage
 from aegis.sidecar.ledger.store import LedgerStore
@@ -33,17 +33,12 @@ async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
         if "aegis.ledger_write(" in query.query and not query.args:
             inserts.append(query.query.count('"req-'))
 
-    logged: set[int] = set()
-
-    def log_queries(dbapi_connection: Any, *_: Any) -> None:
-        driver = dbapi_connection.driver_connection
-        if id(driver) not in logged:
-            logged.add(id(driver))
-            driver.add_query_logger(count)
-
     # migrate=False on PostgreSQL; the rows are of namespace ns, as the holder is
     async with LedgerStore(pg_url, batch_size=100, holder="ns/pod") as store:
-        event.listen(store.engine.sync_engine, "checkout", log_queries)
+        await store.flush()  # bound: the writer's connection is the pool's last used
+        async with store.database.connect() as connection:  # the pool is LIFO: that one
+            assert isinstance(connection, PostgresConnection)
+            connection.driver.add_query_logger(count)
         costs = [Decimal("0.000001") * i + Decimal("0.3") for i in range(250)]
         for i, cost in enumerate(costs):
             store.append(record(i, cost_usd=cost))
@@ -54,13 +49,11 @@ async def test_migrate_store_and_read_on_postgres(pg_url: str) -> None:
         assert store.rows_written == 250
         assert store.duplicates_skipped == 1
         assert await store.spent("dashscope", "2026-11") == sum(costs)
-        async with store.engine.connect() as conn:
-            column_type = await conn.scalar(
-                text(
-                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                    "WHERE attrelid = 'aegis.ledger_entries'::regclass AND attname = 'cost_usd'"
-                )
-            )
+        [(column_type,)] = await fetch(
+            pg_url,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'aegis.ledger_entries'::regclass AND attname = 'cost_usd'",
+        )
         assert column_type == "numeric(18,6)"
 
         book = await BudgetBook.open(

@@ -22,7 +22,7 @@ from aegis.sidecar.ledger.models import LEDGER, Arm, LedgerRecord, Status
 from aegis.sidecar.ledger.rollout_stats import arm_stats
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import BASE_TIME, record, sqlite_url
-from tests.sidecar.shared_helpers import write_rows
+from tests.sidecar.shared_helpers import driver_of, write_rows
 from tests.sidecar.tenancy import key, provision
 
 DASH = key("dash")
@@ -43,7 +43,9 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
 async def test_budget_status_splits_spent_reserved_and_remaining(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         for holder, want in (("ns/a", "3"), ("ns/b", "2")):
-            await leases.take(conn, budget=DASH, period="2026-11", holder=holder, want=D(want))
+            await leases.take(
+                await driver_of(conn), budget=DASH, period="2026-11", holder=holder, want=D(want)
+            )
         await write_rows(conn, "ns/a", [record(1, cost_usd=D("1.5"))], [DASH.encoded])
         await write_rows(conn, "ns/b", [record(2, cost_usd=D("2"))], [DASH.encoded])
     [status] = await budget_status(engine, "2026-11")
@@ -147,7 +149,9 @@ def test_cli_migrate_export_and_report_against_postgres(
         await provision(pg_url, "ns", [("dash", "dashscope", "10")], migrate=False)
         engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
         async with engine.connect() as conn:
-            await leases.take(conn, budget=DASH, period="2026-11", holder="ns/a", want=D(4))
+            await leases.take(
+                await driver_of(conn), budget=DASH, period="2026-11", holder="ns/a", want=D(4)
+            )
             rows = [record(i, cost_usd=D("0.25")) for i in range(4)]
             await write_rows(conn, "ns/a", rows, [DASH.encoded] * 4)
         await engine.dispose()

@@ -25,7 +25,7 @@ from aegis.sidecar.ledger.partitions import ensure_partitions, first_kept, reten
 from aegis.sidecar.ledger.report import usage
 from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import record, sqlite_url
-from tests.sidecar.shared_helpers import write_rows
+from tests.sidecar.shared_helpers import driver_of, write_rows
 from tests.sidecar.tenancy import key, provision
 
 D = Decimal
@@ -65,7 +65,9 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
     await ensure_partitions(engine, 4, now=datetime(2026, 8, 10, tzinfo=UTC))
     async with engine.connect() as conn:
         for month in MONTHS:
-            await leases.take(conn, budget=DASH, period=month, holder="ns/p", want=D(10))
+            await leases.take(
+                await driver_of(conn), budget=DASH, period=month, holder="ns/p", want=D(10)
+            )
             rows = month_rows(month)
             await write_rows(conn, "ns/p", rows, [DASH.encoded] * len(rows))
     yield engine

@@ -111,8 +111,7 @@ async def test_tenant_writes_rows_and_leases_and_nothing_else(
         holder=holder,
         charge_to=lambda _: dash.encoded,  # what a book with this one budget answers
     ) as store:
-        engine = store.engine.execution_options(isolation_level="AUTOCOMMIT")
-        async with engine.connect() as conn:
+        async with store.database.connect() as conn:
             grant = await leases.take(
                 conn, budget=dash, period="2026-11", holder=holder, want=D(100)
             )
@@ -120,7 +119,7 @@ async def test_tenant_writes_rows_and_leases_and_nothing_else(
         store.append(record(1, namespace=ns, cost_usd=D("0.5")))
         await store.flush()
         assert store.rows_written == 1
-        async with engine.connect() as conn:
+        async with store.database.connect() as conn:
             back = await leases.give_back(
                 conn, budget=dash, period="2026-11", holder=holder, amount=D(10), close=True
             )

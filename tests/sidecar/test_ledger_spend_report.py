@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from aegis.sidecar.ledger.database import PostgresConnection, open_database
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.models import LedgerRecord, Status
@@ -233,14 +234,15 @@ async def _write_as_tenants(pg_url: str, reader: str, namespaces: tuple[str, str
     dsn = ""
     for ns in namespaces:
         dsn = await tenant_url(pg_url, ns)
-        engine = create_engine(dsn, isolation_level="AUTOCOMMIT")
+        database = open_database(dsn)
         try:
             mine = [r for r in rows if r.namespace == ns]
-            async with engine.connect() as connection:
+            async with database.connect() as connection:
+                assert isinstance(connection, PostgresConnection)
                 bodies = [encode_body(r, "") for r in mine]
                 assert await write_postgres(connection, f"{ns}/pod", mine, bodies) == len(mine)
         finally:
-            await engine.dispose()
+            await database.aclose()
     return dsn
 
 

@@ -11,31 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.util import await_
+from sqlalchemy import func, select
 
 from aegis.sidecar.contract.money import quantize_usd
+from aegis.sidecar.ledger.database import SqliteConnection
+from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.models import LedgerEntry
-from aegis.sidecar.ledger.store import LedgerStore, insert_statement
+from aegis.sidecar.ledger.store import LedgerStore
 from tests.sidecar.ledger_helpers import record, sqlite_url
 from tests.sidecar.shared_helpers import poll_until
 
 
 class Statements:
-    """What SQLite runs for the store (its trace callback, set on every connection the
-    store checks out): ``BEGIN``, the ``INSERT`` with each row's values (traced again
-    at each trigger step), ``COMMIT``.
+    """What SQLite runs for the store (the trace callback of its connection):
+    ``BEGIN``, the ``INSERT`` with each row's values (traced again at each trigger
+    step), ``COMMIT``.
 
     ``inserts`` is how many rows each write transaction sent (one batch each).
     """
 
     def __init__(self) -> None:
         self.sql: list[str] = []  # appended from aiosqlite's thread
-
-    def __call__(self, dbapi_connection: Any, *_: Any) -> None:
-        driver = dbapi_connection.driver_connection
-        await_(driver.set_trace_callback(self.sql.append))
 
     @property
     def tried(self) -> bool:
@@ -63,10 +59,22 @@ async def store(tmp_path: Path) -> AsyncIterator[LedgerStore]:
     await ledger.aclose()
 
 
-def watch(store: LedgerStore) -> Statements:
+async def watch(store: LedgerStore) -> Statements:
     statements = Statements()
-    event.listen(store.engine.sync_engine.pool, "checkout", statements)
+    async with store.database.connect() as connection:  # the store's one connection
+        assert isinstance(connection, SqliteConnection)
+        await connection.driver.set_trace_callback(statements.sql.append)
     return statements
+
+
+async def read(store: LedgerStore, *columns: Any) -> list[Any]:
+    """``columns`` of every row, read as the reports read them (SQLAlchemy's types)."""
+    engine = create_engine(store.url, create=False)
+    try:
+        async with engine.connect() as conn:
+            return list(await conn.execute(select(*columns)))
+    finally:
+        await engine.dispose()
 
 
 async def until_written(store: LedgerStore) -> None:
@@ -77,12 +85,12 @@ async def until_written(store: LedgerStore) -> None:
 
 
 async def count_rows(store: LedgerStore) -> int:
-    async with store.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(LedgerEntry))).scalar_one())
+    [(count,)] = await read(store, func.count(LedgerEntry.request_id))
+    return int(count)
 
 
 async def test_many_appends_become_few_multi_row_inserts(store: LedgerStore) -> None:
-    statements = watch(store)
+    statements = await watch(store)
     for i in range(500):
         store.append(record(i))
     await store.flush()
@@ -94,7 +102,7 @@ async def test_many_appends_become_few_multi_row_inserts(store: LedgerStore) -> 
 async def test_background_writer_flushes_on_interval_and_on_full_batch(
     store: LedgerStore,
 ) -> None:
-    statements = watch(store)
+    statements = await watch(store)
     for i in range(7):
         store.append(record(i))
     assert store.pending == 7
@@ -110,7 +118,8 @@ async def test_background_writer_flushes_on_interval_and_on_full_batch(
 async def test_a_batch_below_the_size_waits_for_the_interval(tmp_path: Path) -> None:
     # An interval no test outlives: only a full batch (or a flush) writes.
     async with LedgerStore(sqlite_url(tmp_path), batch_size=50, flush_interval=3600) as store:
-        statements = watch(store)
+        await store.flush()  # bound to its ledger: the writer waits for rows now
+        statements = await watch(store)
         for i in range(49):
             store.append(record(i))
         for _ in range(20):
@@ -124,7 +133,7 @@ async def test_a_batch_below_the_size_waits_for_the_interval(tmp_path: Path) -> 
 async def test_append_never_waits_for_a_locked_database(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     async with LedgerStore(url, batch_size=10, flush_interval=0.02) as store:
-        statements = watch(store)
+        statements = await watch(store)
         locker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         for i in range(100):
@@ -211,8 +220,7 @@ async def test_timestamps_are_stored_as_utc(store: LedgerStore) -> None:
     local = datetime(2026, 11, 3, 13, 0, 0, 250_000, tzinfo=berlin)
     store.append(record(1, created_at=local))
     await store.flush()
-    async with store.engine.connect() as conn:
-        stored = (await conn.execute(select(LedgerEntry.created_at))).scalar_one()
+    [(stored,)] = await read(store, LedgerEntry.created_at)
     assert stored == local
     assert stored.tzinfo == UTC
 
@@ -227,31 +235,16 @@ async def test_a_bad_row_is_rejected_alone(store: LedgerStore) -> None:
     await store.flush()
     assert store.pending == 0
     assert store.rows_rejected == 4
-    async with store.engine.connect() as conn:
-        ids = (await conn.execute(select(LedgerEntry.request_id))).scalars().all()
+    ids = [row[0] for row in await read(store, LedgerEntry.request_id)]
     assert sorted(ids) == ["req-000001", "req-000006"]
 
 
 async def test_long_strings_are_cut_to_the_column_length(store: LedgerStore) -> None:
     store.append(record(1, model="m" * 300, fallback_reason="openai:timeout," * 10))
     await store.flush()
-    async with store.engine.connect() as conn:
-        model, reason = (
-            await conn.execute(select(LedgerEntry.model, LedgerEntry.fallback_reason))
-        ).one()
+    [(model, reason)] = await read(store, LedgerEntry.model, LedgerEntry.fallback_reason)
     assert model == "m" * 128
     assert reason is not None and len(reason) == 64
-
-
-def test_insert_statement_compiles_for_postgresql() -> None:
-    dialect = create_async_engine("postgresql+asyncpg://aegis@db.invalid/ledger").dialect
-    sql = str(insert_statement("postgresql").compile(dialect=dialect))
-    assert sql.startswith("INSERT INTO ledger_entries (request_id, created_at, period")
-    assert (
-        "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING ledger_entries.request_id" in sql
-    )
-    with pytest.raises(ValueError, match="unsupported"):
-        insert_statement("mysql")
 
 
 def test_store_arguments_are_checked(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from aegis.sidecar.ledger.database import open_database
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.leases import take
 from aegis.sidecar.ledger.store import LedgerStore
@@ -58,16 +59,20 @@ async def test_named_prepared_statements_break_through_the_pooler(
 async def test_the_ledger_engine_prepares_nothing_by_name(
     postgres: PostgresServer, pgbouncer: PgBouncerServer
 ) -> None:
+    """The sidecar's pools (lease calls, parameterised statements) and the operator's
+    SQLAlchemy engines, busy at once through a transaction-mode pooler."""
     direct = postgres.create_database()
     url = pgbouncer.via(direct)
     try:
         await provision(url, "ns", [("dash", "dashscope", "1000")])
-        engines = [create_engine(url, isolation_level="AUTOCOMMIT") for _ in range(4)]
+        databases = [open_database(url) for _ in range(4)]
+        engines = [create_engine(url, isolation_level="AUTOCOMMIT") for _ in range(2)]
 
         async def client(index: int) -> None:
+            database = databases[index % len(databases)]
             engine = engines[index % len(engines)]
             for j in range(25):
-                async with engine.connect() as connection:
+                async with database.connect() as connection:
                     grant = await take(
                         connection,
                         budget=key("dash"),
@@ -77,13 +82,19 @@ async def test_the_ledger_engine_prepares_nothing_by_name(
                         need=Decimal("0.01"),
                     )
                     assert grant.granted == Decimal("0.5")
-                    await connection.execute(
+                    row = await connection.fetchrow("SELECT $1::integer + $2::integer", index, j)
+                    assert row is not None and row[0] == index + j
+                async with engine.connect() as plain:
+                    value = await plain.scalar(
                         text("SELECT CAST(:i AS integer) + :j"), {"i": index, "j": j}
                     )
+                    assert value == index + j
 
         try:
             await asyncio.gather(*(client(i) for i in range(16)))
         finally:
+            for database in databases:
+                await database.aclose()
             for engine in engines:
                 await engine.dispose()
         committed = await money(direct, "SELECT sum(amount_usd) FROM aegis.budget_leases")

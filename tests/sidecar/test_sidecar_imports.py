@@ -3,9 +3,10 @@
 A subprocess does what ``aegis sidecar`` does (the CLI module, ``run_sidecar``'s
 module, the event loop and ``serve`` with a production-like config: routing with a
 PII rule, a fallback, a priced budget, a SQLite ledger, metrics), and once it is
-serving prints every module it has loaded. The operator (kopf, lightkube), Alembic,
-any-llm (no provider of that type is configured) and the ledger's read and control
-side must not be among them: each costs memory in every pod, for nothing.
+serving prints every module it has loaded. The operator (kopf, lightkube), SQLAlchemy
+(the sidecar talks to its ledger through the drivers), Alembic, any-llm (no provider
+of that type is configured) and the ledger's schema, read and control side must not
+be among them: each costs memory in every pod, for nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ with asyncio.Runner(loop_factory=new_event_loop) as runner:
 """
 
 ABSENT_PACKAGES = (
+    "sqlalchemy",
+    "greenlet",
     "kopf",
     "lightkube",
     "alembic",
@@ -44,8 +47,14 @@ ABSENT_PACKAGES = (
     "openai",
     "asyncpg",
 )
-# The ledger's read, report and control side (``aegis ledger …``, the operator).
+# The ledger's SQLAlchemy schema and engines, its read, report and control side
+# (``aegis ledger …``, the operator).
 READ_SIDE = (
+    "models",
+    "summary",
+    "types",
+    "db",
+    "migrate",
     "report",
     "spend_report",
     "budget_status",
@@ -90,7 +99,7 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_serving_sidecar_imports_neither_operator_nor_alembic_nor_the_ledgers_read_side(
+def test_a_serving_sidecar_imports_neither_operator_nor_sqlalchemy_nor_the_ledgers_read_side(
     tmp_path: Path,
 ) -> None:
     out = subprocess.run(

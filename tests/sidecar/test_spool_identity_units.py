@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from aegis.operator.cli import main
 from aegis.sidecar.commands import run_spool
 from aegis.sidecar.ledger.binder import discard
-from aegis.sidecar.ledger.db import create_engine
-from aegis.sidecar.ledger.identity import target_of
+from aegis.sidecar.ledger.database import DatabaseError, PostgresConnection, open_database
 from aegis.sidecar.ledger.spool import Spool, encode_body
 from aegis.sidecar.ledger.spool_binding import HELD, read_runs
 from aegis.sidecar.ledger.store import LedgerStore
+from aegis.sidecar.ledger.urls import target_of
 from aegis.sidecar.ledger.writes import LEDGER_MISMATCH, sqlstate, write_postgres
 from aegis.sidecar.runtime.wiring import open_budgets, spool_dir
 from tests.sidecar.ledger_helpers import record, sqlite_url
@@ -41,13 +39,8 @@ async def leave_rows(directory: Path, target: str, ledger: str | None, ids: rang
 
 
 async def count(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as connection:
-            result = await connection.execute(text("SELECT count(*) FROM ledger_entries"))
-            return int(result.scalar_one())
-    finally:
-        await engine.dispose()
+    [(rows,)] = await fetch(url, "SELECT count(*) FROM ledger_entries")
+    return int(rows)
 
 
 async def test_rows_of_another_ledger_are_held_reported_and_discarded(
@@ -169,10 +162,11 @@ async def test_the_database_refuses_rows_bound_to_another_ledger(pg_url: str) ->
     await provision(pg_url, "ns")
     [(ledger_id, database)] = await fetch(pg_url, "SELECT * FROM aegis.ledger_identity()")
     assert len(ledger_id) == 36 and database.count("/") == 1
-    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    database = open_database(pg_url)
     try:
-        async with engine.connect() as connection:
-            with pytest.raises(DBAPIError) as refused:
+        async with database.connect() as connection:
+            assert isinstance(connection, PostgresConnection)
+            with pytest.raises(DatabaseError) as refused:
                 row = record(1, cost_usd=Decimal("1"))
                 await write_postgres(
                     connection, "ns/pod", [row], [encode_body(row, "")], ledger="another-one"
@@ -187,7 +181,7 @@ async def test_the_database_refuses_rows_bound_to_another_ledger(pg_url: str) ->
             )
             assert await write_rows(connection, "ns/pod", [record(3)], [""]) == 1  # unbound
     finally:
-        await engine.dispose()
+        await database.aclose()
     assert [r for (r,) in await fetch(pg_url, "SELECT request_id FROM aegis.ledger_entries")] == [
         "req-000002",
         "req-000003",

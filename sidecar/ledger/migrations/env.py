@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 
 # Alembic loads this file by path, not as a package module: imports are absolute.
 from aegis.sidecar.ledger.db import async_url, create_engine
-from aegis.sidecar.ledger.migrate import VERSION_TABLE
 from aegis.sidecar.ledger.models import Base
+from aegis.sidecar.ledger.revision import VERSION_TABLE
 
 config = context.config
 
