@@ -85,7 +85,7 @@ class Fleet:
         reuses the port unless it is taken meanwhile; a child that dies because its port
         was taken is forked again on another (clients ask :meth:`url` each time)."""
         assert self._zygote is not None and self._zygote.stdin is not None
-        port = port or self.ports.get(name) or free_port()
+        port = port or self.ports.get(name) or self._new_port()
         log = self.workdir / f"{name}.log"
         for attempt in range(attempts):
             self.ports[name] = port
@@ -103,20 +103,35 @@ class Fleet:
                 pid = int((await self._answer())["pid"])
             self.pids[name] = pid
             try:
-                await self.wait_ready(name, kind)
+                await self.wait_ready(name, kind, since=logged)
             except ChildDied:
                 taken = address_in_use(log.read_bytes()[logged:].decode(errors="replace"))
                 if not taken or attempt == attempts - 1:
                     raise
                 self._lost_lives.setdefault(name, []).append((logged, log.stat().st_size))
-                port = free_port()  # lost the race for this port: another one
+                port = self._new_port()  # lost the race for this port: another one
                 continue
             return pid
         raise AssertionError("unreachable")
 
-    async def wait_ready(self, name: str, kind: str, *, within: float = 30.0) -> None:
+    def _new_port(self) -> int:
+        """A free port no process of this fleet was given: two children spawned at once
+        must not both be handed the port the kernel offered twice."""
+        while (port := free_port()) in self.ports.values():
+            pass
+        return port
+
+    async def wait_ready(
+        self, name: str, kind: str, *, since: int = 0, within: float = 30.0
+    ) -> None:
+        """Until ``name`` answers on its port. Another process answering there (one
+        that won the race for the port) is not ``name``: a sidecar is ready only once
+        its own log (after byte ``since``) says it serves on that port."""
+        port = self.ports[name]
         path = "/readyz" if kind == "sidecar" else "/v1/models"
-        url = f"http://127.0.0.1:{self.ports[name]}{path}"
+        url = f"http://127.0.0.1:{port}{path}"
+        own = f"ready on http://127.0.0.1:{port}/".encode()
+        log = self.workdir / f"{name}.log"
         probe = aiohttp.ClientTimeout(total=2)  # a port held by someone else may not answer
         async with asyncio.timeout(within), aiohttp.ClientSession(timeout=probe) as session:
             while True:
@@ -125,7 +140,9 @@ class Fleet:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     headers = {"Authorization": "Bearer test"}
                     async with session.get(url, headers=headers) as response:
-                        if response.status < 500:
+                        if response.status < 500 and (
+                            kind != "sidecar" or own in log.read_bytes()[since:]
+                        ):
                             return
                 await asyncio.sleep(0.05)  # poll; the deadline is the timeout above
 
