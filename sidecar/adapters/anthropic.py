@@ -11,6 +11,7 @@ sent (the API requires one): the client's, else the reservation's.
 
 from __future__ import annotations
 
+from ..jsonbytes import compact_json
 from .anthropic_wire import (
     ANTHROPIC_VERSION,
     MessagesSse,
@@ -20,7 +21,6 @@ from .anthropic_wire import (
 )
 from .base import ErrorKind, StreamHandle, UpstreamCall, UpstreamError, UpstreamResult
 from .openai_wire import OpenAIWireAdapter
-from .wire import compact_json
 from .wire_stream import WireStream
 
 

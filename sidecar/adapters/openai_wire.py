@@ -31,6 +31,7 @@ import aiohttp
 from yarl import URL
 
 from ..contract import ProviderSpec, ProviderType
+from ..jsonbytes import compact_json
 from .base import (
     MODEL_FALLBACK_STATUSES,
     ErrorKind,
@@ -43,7 +44,6 @@ from .wire import (
     MAX_BODY_BYTES,
     MAX_EVENT_BYTES,
     answer_problem,
-    compact_json,
     map_exception,
     status_error,
     usage_from_body,

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
-import orjson
 
 from .base import ErrorKind, UpstreamError, Usage, parse_retry_after
 
@@ -26,19 +25,6 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 """Default bound on one SSE event of an upstream (``listen.limits.maxUpstreamEventBytes``)."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
 """Default bound on a whole upstream answer (``listen.limits.maxUpstreamBodyBytes``)."""
-
-
-def compact_json(doc: Any) -> bytes:
-    """``doc`` as compact UTF-8 JSON: orjson (the same bytes as the stdlib's compact,
-    non-ASCII encoding, at a tenth of its cost), or the stdlib for what orjson refuses
-    (an integer beyond 64 bits, which a client may pass through)."""
-    try:
-        raw = orjson.dumps(doc)
-    except orjson.JSONEncodeError:
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-    # orjson's bytes keep ~4 KiB of spare buffer; a small body held for a whole call
-    # is copied to its size (~0.1 us), a large one keeps the spare (a few per cent).
-    return memoryview(raw).tobytes() if len(raw) < 65536 else raw
 
 
 def usage_from_mapping(value: Any) -> Usage | None:

@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis.sidecar.adapters.wire import compact_json
+from aegis.sidecar.jsonbytes import compact_json
 from aegis.sidecar.ledger.spool import decode, encode, encode_body
 from tests.sidecar.ledger_helpers import record
 
@@ -70,7 +70,7 @@ def test_a_row_orjson_refuses_is_written_by_the_stdlib() -> None:
 # would reuse without growing RSS. orjson's own bytes keep ~4 KiB of spare buffer.
 _HELD = """
 import sys
-from aegis.sidecar.adapters.wire import compact_json
+from aegis.sidecar.jsonbytes import compact_json
 from aegis.sidecar.ledger.spool import encode_body
 from tests.sidecar.ledger_helpers import record
 
