@@ -178,9 +178,13 @@ class SqliteDatabase(Database):
             target = str(path.expanduser()) if path is not None else ":memory:"
             try:
                 driver = await aiosqlite.connect(target, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise _sqlite_error(exc) from exc
+            try:
                 for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
                     await driver.execute(f"PRAGMA {pragma}")
             except sqlite3.Error as exc:
+                await driver.close()  # its thread would outlive the failed start
                 raise _sqlite_error(exc) from exc
             self._driver = driver
         return self._driver
@@ -197,10 +201,10 @@ class SqliteDatabase(Database):
             await connection.execute("BEGIN")
             try:
                 yield connection
-            except BaseException:
+                await connection.execute("COMMIT")
+            except BaseException:  # the block's failure, or the commit's (a lock)
                 await asyncio.shield(self._rollback(connection))
                 raise
-            await connection.execute("COMMIT")
 
     @staticmethod
     async def _rollback(connection: SqliteConnection) -> None:

@@ -52,11 +52,13 @@ async def current_revision(database: Database) -> str | None:
 
 
 async def prepare(database: Database) -> bool:
-    """Bring a SQLite ledger to the head revision when it is there or empty; False
-    when it is at an older revision (Alembic migrates it: :mod:`.migrate`)."""
+    """True when the ledger is at the head revision, or was an empty SQLite database
+    and is now; False when Alembic must migrate it (:mod:`.migrate`)."""
     if await current_revision(database) == HEAD_REVISION:
         return True
-    return sqlite_schema.REVISION == HEAD_REVISION and await _create_if_empty(database)
+    if not database.is_sqlite or sqlite_schema.REVISION != HEAD_REVISION:
+        return False
+    return await _create_if_empty(database)
 
 
 async def _create_if_empty(database: Database) -> bool:
