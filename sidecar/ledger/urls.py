@@ -3,7 +3,8 @@
 ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite://`` (in memory),
 ``postgresql://user:password@host:5432/db`` (and the
 ``+aiosqlite``/``+asyncpg`` driver names SQLAlchemy URLs carry, since the DSN often
-comes from a Secret written for other tools). The sidecar process opens its ledger
+comes from a Secret written for other tools; SQLAlchemy's ``ssl=require`` is read as
+``sslmode=require``). The sidecar process opens its ledger
 from a :class:`LedgerUrl` (:mod:`.database`); the operator and the CLI hand the same
 text to SQLAlchemy (:mod:`.db`), which reads it the same way.
 """
@@ -62,7 +63,17 @@ def parse_url(url: str) -> LedgerUrl:
     if driver and driver != async_driver:
         raise ValueError(f"unsupported ledger driver {scheme!r}")
     if backend == "postgresql":
-        return LedgerUrl(backend, dsn=f"postgresql://{rest}")
+        location, _, query = rest.partition("?")
+        if query:
+            # SQLAlchemy hands its URL's options to asyncpg.connect as arguments, and
+            # ``ssl=require`` is how its users ask for TLS; asyncpg's own DSN names
+            # that ``sslmode`` and would send an unknown ``ssl`` to the server.
+            options = [
+                "sslmode=" + pair[4:] if pair.startswith("ssl=") else pair
+                for pair in query.split("&")
+            ]
+            location += "?" + "&".join(options)
+        return LedgerUrl(backend, dsn=f"postgresql://{location}")
     location, _, query = rest.partition("?")
     if query:
         raise ValueError(f"SQLite ledger URLs take no options, got {query!r}")
