@@ -1,4 +1,6 @@
-"""Engines for the ledger: async SQLAlchemy on aiosqlite or asyncpg.
+"""SQLAlchemy engines for the ledger's readers, control and migrations (the operator
+and ``aegis ledger …``): async SQLAlchemy on aiosqlite or asyncpg. The sidecar process
+talks to the drivers without SQLAlchemy (:mod:`.database`).
 
 URLs are accepted as users write them (``sqlite:///x.db``, ``postgresql://…``)
 and mapped to the async drivers, because the DSN often comes from a Secret

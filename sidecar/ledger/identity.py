@@ -9,7 +9,7 @@ database's own identity (the cluster's system identifier and the database's oid)
 Both must match for a spool to replay (:attr:`Identity.key`).
 
 A ledger at an older revision has no id: it is then known by its target (the DSN
-without password, :func:`target_of`) and a warning says to migrate.
+without password, :func:`~.urls.target_of`) and a warning says to migrate.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .database import Database, DatabaseError
-from .urls import target_of
 
-__all__ = ["Identity", "read_identity", "target_of"]
+__all__ = ["Identity", "read_identity"]
 
 _PG_IDENTITY = "SELECT ledger_id, database FROM aegis.ledger_identity()"
 _SQLITE_IDENTITY = "SELECT ledger_id FROM ledger_identity"
