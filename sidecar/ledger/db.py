@@ -58,6 +58,11 @@ def async_url(url: str | URL) -> URL:
         parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
     if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         raise ValueError(f"unsupported ledger driver {parsed.drivername!r}")
+    if "sslmode" in parsed.query:
+        # libpq's spelling, which the sidecar's asyncpg DSN reads: SQLAlchemy hands
+        # options to asyncpg.connect as arguments, where it is called ``ssl``.
+        mode = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": mode})
     return parsed
 
 

@@ -1,12 +1,13 @@
 """Ledger URLs as users write them, read without a database library.
 
 ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite://`` (in memory),
-``postgresql://user:password@host:5432/db`` (and the
-``+aiosqlite``/``+asyncpg`` driver names SQLAlchemy URLs carry, since the DSN often
-comes from a Secret written for other tools; SQLAlchemy's ``ssl=require`` is read as
-``sslmode=require``). The sidecar process opens its ledger
-from a :class:`LedgerUrl` (:mod:`.database`); the operator and the CLI hand the same
-text to SQLAlchemy (:mod:`.db`), which reads it the same way.
+``postgresql://user:password@host:5432/db``, and the ``+aiosqlite``/``+asyncpg``
+driver names SQLAlchemy URLs carry (the DSN often comes from a Secret written for
+other tools). The sidecar process opens its ledger from a :class:`LedgerUrl`
+(:mod:`.database`); the operator and the CLI hand the same text to SQLAlchemy
+(:mod:`.db`), which reads it the same way. TLS may be asked for in either spelling:
+SQLAlchemy's ``ssl=require`` is read here as asyncpg's ``sslmode=require``, and
+:mod:`.db` reads ``sslmode`` as ``ssl``.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from aegis.sidecar.ledger.database import open_database
-from aegis.sidecar.ledger.db import async_url
+from aegis.sidecar.ledger.db import async_url, create_engine
 from aegis.sidecar.ledger.urls import parse_url, target_of
 
 
@@ -60,6 +61,14 @@ def test_other_urls_are_refused_by_name(url: str, message: str) -> None:
         parse_url(url)
 
 
+@pytest.mark.parametrize("option", ["ssl=require", "sslmode=require"])
+def test_both_tls_spellings_reach_both_drivers(option: str) -> None:
+    """The operator (SQLAlchemy) and the sidecar (asyncpg's DSN) read one Secret."""
+    url = f"postgresql://u@db/aegis?{option}"
+    assert parse_url(url).dsn == "postgresql://u@db/aegis?sslmode=require"
+    assert dict(async_url(url).query) == {"ssl": "require"}
+
+
 def test_the_target_keeps_no_password() -> None:
     assert target_of("postgresql+asyncpg://tenant:s3cr%40t@db.internal:6432/aegis") == (
         "postgresql://tenant@db.internal:6432/aegis"
@@ -68,12 +77,21 @@ def test_the_target_keeps_no_password() -> None:
 
 
 @pytest.mark.postgres
-async def test_sqlalchemys_ssl_option_reaches_asyncpg_as_sslmode(pg_url: str) -> None:
-    """Sent as written, ``ssl`` would reach the server as an unknown setting."""
-    database = open_database(pg_url + "?ssl=disable")
+@pytest.mark.parametrize("option", ["ssl=disable", "sslmode=disable"])
+async def test_a_tls_option_connects_the_sidecar_and_the_operator(pg_url: str, option: str) -> None:
+    """Sent as written, ``ssl`` would reach the server as an unknown setting (asyncpg's
+    DSN), and ``sslmode`` would be an unknown argument (SQLAlchemy)."""
+    url = f"{pg_url}?{option}"
+    database = open_database(url)
     try:
         async with database.connect() as connection:
             row = await connection.fetchone("SELECT 1")
         assert row[0] == 1
     finally:
         await database.aclose()
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
