@@ -33,11 +33,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from .urls import LedgerUrl, parse_url
 
 if TYPE_CHECKING:
+    # Each driver is imported where its database is opened: a sidecar loads one.
+    import aiosqlite
     import asyncpg
 
 __all__ = [
@@ -176,6 +176,8 @@ class SqliteDatabase(Database):
             if path is not None:
                 path.expanduser().parent.mkdir(parents=True, exist_ok=True)
             target = str(path.expanduser()) if path is not None else ":memory:"
+            import aiosqlite
+
             try:
                 driver = await aiosqlite.connect(target, isolation_level=None)
             except sqlite3.Error as exc:

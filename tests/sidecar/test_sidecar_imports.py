@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 PROBE = """
@@ -67,7 +68,7 @@ READ_SIDE = (
 )
 
 
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, ledger: str | None = None) -> Path:
     document = {
         "identity": {"route": "imports", "namespace": "imports"},
         "providers": [
@@ -91,7 +92,7 @@ def config(tmp_path: Path) -> Path:
         "default": {"provider": "openai"},
         "fallback": ["local"],
         "budgets": [{"name": "openai", "provider": "openai", "limitUSD": "100"}],
-        "ledger": {"url": f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"},
+        "ledger": {"url": ledger or f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"},
         "listen": {"port": 8787, "metricsPort": 9787},  # the probe serves on port 0
     }
     path = tmp_path / "config.yaml"
@@ -99,11 +100,9 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_serving_sidecar_imports_neither_operator_nor_sqlalchemy_nor_the_ledgers_read_side(
-    tmp_path: Path,
-) -> None:
+def serving_modules(config: Path, tmp_path: Path) -> set[str]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(config(tmp_path))],
+        [sys.executable, "-c", PROBE, str(config)],
         capture_output=True,
         text=True,
         check=False,
@@ -111,7 +110,22 @@ def test_a_serving_sidecar_imports_neither_operator_nor_sqlalchemy_nor_the_ledge
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    modules = set(json.loads(out.stdout.splitlines()[-1]))
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+@pytest.mark.postgres
+def test_a_sidecar_on_postgresql_loads_its_driver_and_not_sqlites(
+    pg_url: str, tmp_path: Path
+) -> None:
+    modules = serving_modules(config(tmp_path, pg_url), tmp_path)
+    drivers = {name.split(".")[0] for name in modules} & {"asyncpg", "aiosqlite", "sqlalchemy"}
+    assert drivers == {"asyncpg"}
+
+
+def test_a_serving_sidecar_imports_neither_operator_nor_sqlalchemy_nor_the_ledgers_read_side(
+    tmp_path: Path,
+) -> None:
+    modules = serving_modules(config(tmp_path), tmp_path)
     # The probe did serve: the request path and the ledger's write side are loaded.
     assert {
         "aiohttp.web",
