@@ -57,6 +57,17 @@ def storable_usd(amount: Decimal | int) -> Decimal:
     return value
 
 
+def micro_usd(amount: Decimal | int) -> int:
+    """``amount`` as integer micro-dollars, SQLite's money column (checked as
+    :func:`storable_usd` checks it)."""
+    return int(storable_usd(amount).scaleb(MONEY_SCALE))
+
+
+def usd_of_micro(value: int) -> Decimal:
+    """Integer micro-dollars (SQLite's money column) as USD."""
+    return Decimal(int(value)).scaleb(-MONEY_SCALE)
+
+
 def usd_or_zero(value: Decimal | int | None) -> Decimal:
     """A database value (``None`` for no rows) at the ledger's resolution."""
     return ZERO if value is None else quantize_usd(Decimal(value))

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from . import sqlite_schema
 from .db import async_url, create_engine
 from .revision import HEAD_REVISION, VERSION_TABLE
+from .sqlite_writes import utc_text
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -85,7 +86,7 @@ def _create_empty_sqlite(connection: Connection) -> bool:
         return False
     if connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar_one():
         return False
-    created_at = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    created_at = utc_text(datetime.now(UTC))
     for statement, args in sqlite_schema.head_statements(str(uuid.uuid4()), created_at):
         connection.exec_driver_sql(statement, args)
     return True

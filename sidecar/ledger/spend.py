@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..contract.money import MONEY_SCALE, quantize_usd
+from ..contract.money import usd_of_micro, usd_or_zero
 from ..contract.periods import check_period
 from .database import Database
 from .sqlite_writes import utc_text
@@ -35,11 +35,7 @@ def quarter_hour_sql(sqlite: bool) -> str:
 
 def _usd(value: Any, sqlite: bool) -> Decimal:
     """A money sum as the backend returns it: micro-dollars on SQLite, NUMERIC else."""
-    if value is None:
-        return quantize_usd(Decimal(0))
-    if sqlite:
-        return Decimal(int(value)).scaleb(-MONEY_SCALE)
-    return quantize_usd(Decimal(value))
+    return usd_of_micro(value) if sqlite and value is not None else usd_or_zero(value)
 
 
 def _placeholders(sqlite: bool, first: int, count: int) -> list[str]:

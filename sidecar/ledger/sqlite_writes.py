@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from ..contract.money import MONEY_SCALE, storable_usd
+from ..contract.money import micro_usd
 from .database import SqliteConnection
 from .records import COLUMNS, STRING_LENGTHS, LedgerRecord
 
@@ -49,11 +48,6 @@ def utc_text(value: datetime) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("ledger timestamps must be timezone-aware")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def micro_usd(value: Decimal | int) -> int:
-    """Money as the ledger's SQLite column holds it: integer micro-dollars."""
-    return int(storable_usd(value).scaleb(MONEY_SCALE))
 
 
 def row_values(records: Sequence[LedgerRecord]) -> list[list[Any]]:

@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ..contract.money import MONEY_PRECISION, MONEY_SCALE, quantize_usd, storable_usd
+from ..contract.money import (
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    micro_usd,
+    quantize_usd,
+    storable_usd,
+    usd_of_micro,
+)
 
 
 class Money(TypeDecorator[Decimal]):
@@ -36,16 +43,15 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        amount = storable_usd(value)
         if dialect.name == "sqlite":
-            return int(amount.scaleb(MONEY_SCALE))
-        return amount
+            return micro_usd(value)
+        return storable_usd(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
         if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-MONEY_SCALE)
+            return usd_of_micro(value)
         return quantize_usd(Decimal(value))
 
 
