@@ -10,15 +10,13 @@ operator's control role writes each budget's limit and makes one login role per
 namespace; the namespaces' sidecars connect with their namespace's DSN.
 
 The attacks hold SQLAlchemy connections (for their own statements); the sidecar's
-calls (leases, ledger writes) run as the sidecar runs them, on the sidecar's driver
-(:mod:`aegis.sidecar.ledger.database`), logged in with the same DSN.
+calls (leases, ledger writes) run on the same connections, as the sidecar's driver
+layer (:mod:`aegis.sidecar.ledger.database`) runs them.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis.sidecar.contract import BudgetKey, BudgetScope
 from aegis.sidecar.ledger import control, leases
-from aegis.sidecar.ledger.database import Connection, PostgresConnection, open_database
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.migrate import migrate_async
 from aegis.sidecar.ledger.models import Arm, LedgerRecord, Status
@@ -36,6 +33,7 @@ from aegis.sidecar.ledger.roles import apply_grants
 from aegis.sidecar.ledger.spool import encode_body
 from aegis.sidecar.ledger.writes import write_postgres
 from tests.controlplane.postgres import PostgresServer
+from tests.sidecar.shared_helpers import driver_of
 
 PERIOD = "2026-11"
 PROVIDER = "openai"
@@ -100,29 +98,17 @@ async def install(postgres: PostgresServer, url: str, namespaces: list[str]) -> 
     return Installed(owner_url, dsn, [*tenants, control_role, owner])
 
 
-@asynccontextmanager
-async def sidecar(connection: AsyncConnection) -> AsyncIterator[Connection]:
-    """A connection of the sidecar's own driver, with ``connection``'s DSN (its role)."""
-    database = open_database(connection.engine.url.render_as_string(hide_password=False))
-    try:
-        async with database.connect() as driver:
-            yield driver
-    finally:
-        await database.aclose()
-
-
 async def take(
     connection: AsyncConnection, budget_namespace: str, holder: str, want: Decimal
 ) -> Decimal:
     """Ask for ``want`` USD of ``budget_namespace``'s budget as ``holder``; the grant."""
-    async with sidecar(connection) as driver:
-        grant = await leases.take(
-            driver,
-            budget=key(budget_namespace, "monthly"),
-            period=PERIOD,
-            holder=holder,
-            want=want,
-        )
+    grant = await leases.take(
+        await driver_of(connection),
+        budget=key(budget_namespace, "monthly"),
+        period=PERIOD,
+        holder=holder,
+        want=want,
+    )
     return grant.granted
 
 
@@ -130,11 +116,10 @@ async def read_budget(
     connection: AsyncConnection, budget_namespace: str, holder: str
 ) -> tuple[Decimal, Decimal]:
     """What a renewal (want 0) tells about a budget: (committed, limit)."""
-    async with sidecar(connection) as driver:
-        grant = await leases.take(
-            driver, budget=key(budget_namespace, "monthly"), period=PERIOD, holder=holder,
-            want=Decimal(0),
-        )  # fmt: skip
+    grant = await leases.take(
+        await driver_of(connection), budget=key(budget_namespace, "monthly"), period=PERIOD,
+        holder=holder, want=Decimal(0),
+    )  # fmt: skip
     return grant.committed, grant.limit
 
 
@@ -162,15 +147,12 @@ async def write(
 ) -> int:
     """Write ``record`` charged to ``budget_namespace``'s budget, as ``holder``."""
     body = encode_body(record, key(budget_namespace, "monthly").encoded)
-    async with sidecar(connection) as driver:
-        assert isinstance(driver, PostgresConnection)
-        return await write_postgres(driver, holder, [record], [body])
+    return await write_postgres(await driver_of(connection), holder, [record], [body])
 
 
 async def takeover(connection: AsyncConnection, holder: str) -> int:
     """Close ``holder``'s leases as after its restart; how many were closed."""
-    async with sidecar(connection) as driver:
-        return len(await leases.takeover(driver, holder))
+    return len(await leases.takeover(await driver_of(connection), holder))
 
 
 async def committed(owner_url: str, budget_namespace: str) -> Decimal:
