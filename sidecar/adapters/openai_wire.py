@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
 from yarl import URL
 
 from ..contract import ProviderSpec, ProviderType
@@ -290,7 +291,7 @@ class OpenAIWireAdapter:
                             body=raw,
                             model=model,
                             usage=usage,
-                            content_type=resp.content_type or "application/json",
+                            content_type=answer_type(resp),
                             latency_s=time.monotonic() - started,
                         )
                     error = status_error(
@@ -330,6 +331,18 @@ class OpenAIWireAdapter:
             model=model,
             retriable=False,
         )
+
+
+def answer_type(resp: aiohttp.ClientResponse) -> str:
+    """The answer's media type; the usual header is taken as it is, without aiohttp's
+    parse of it (~3 us a request)."""
+    declared = resp.headers.get(hdrs.CONTENT_TYPE)
+    if declared == _JSON:
+        return declared
+    return resp.content_type or _JSON
+
+
+_JSON = "application/json"
 
 
 def _thinking_only(model: str) -> bool:

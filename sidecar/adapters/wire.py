@@ -177,15 +177,18 @@ class SseFilter:
 
     def push(self, chunk: bytes) -> bytes:
         data = self._pending + chunk if self._pending else chunk
-        # The common read: whole events with nothing to note (no usage, error or
-        # terminator, LF line ends) pass as they are, for a few scans of the bytes
-        # instead of the calls below (~0.9 us of a relayed chunk's ~20). find() and
-        # an int's ``in``: ``bytes in bytes`` costs twice as much on Python 3.11.
+        # The common read: whole events with nothing to note (no usage object, error
+        # or terminator, LF line ends) pass as they are, for a few scans of the bytes
+        # instead of the calls below (~2 us of a relayed chunk's ~25). A chunk's
+        # ``"usage":null`` (every chunk has one once include_usage is asked for, as
+        # the sidecar always does) is nothing to note. find() and an int's ``in``:
+        # ``bytes in bytes`` costs twice as much on Python 3.11.
         find = data.find
         if (
             data.endswith(b"\n\n")
             and _CR not in data
-            and find(b'"usage"') < 0
+            and find(b'"usage":{') < 0
+            and find(b'"usage": {') < 0
             and find(b'"error"') < 0
             and find(b"[DONE]") < 0
         ):

@@ -164,9 +164,12 @@ class WireStream:
         if resp is None or watch is None:
             raise RuntimeError("WireStream.start() must succeed before iteration")
         push = self._filter.push
+        # readany() itself rather than iter_any(), whose iterator is one more
+        # awaitable per read; b"" is the end of the body, as there.
+        read = resp.content.readany
         sent = False
         try:
-            async for chunk in resp.content.iter_any():
+            while chunk := await read():
                 watch.fresh = True
                 if self._ttfb is None:
                     self._ttfb = time.monotonic() - self._started

@@ -11,7 +11,7 @@ have billed).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -178,23 +178,29 @@ class Prefetched:
                 ErrorKind.TIMEOUT, "the request's deadline passed", model=self.model
             ) from None
 
-    # An iterator of its own rather than an async generator over the inner one: a
-    # generator frame more per relayed chunk cost ~0.5 us of a chunk's ~20.
+    # An iterator of its own rather than an async generator over the inner one, and
+    # ``__anext__`` hands out the inner iterator's awaitable instead of awaiting it
+    # in a coroutine of its own: a frame more per relayed chunk cost ~0.3-0.5 us of
+    # a chunk's ~25.
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._events is None:
             raise RuntimeError("start() must succeed before iteration")
         return self
 
-    async def __anext__(self) -> bytes:
+    def __anext__(self) -> Awaitable[bytes]:
         first = self._first
         if first:
             self._first = b""
-            return first
+            return _ready(first)
         assert self._events is not None  # __aiter__ checked
-        return await anext(self._events)
+        return self._events.__anext__()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+async def _ready(value: bytes) -> bytes:
+    return value
 
 
 async def open_stream(exchange: Exchange) -> OpenStream:

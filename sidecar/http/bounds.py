@@ -101,7 +101,9 @@ async def read_json(
     that is not one JSON object of UTF-8 text within the depth and count bounds."""
     if request.content_length is not None and request.content_length > max_body:
         raise RequestTooLarge(f"request body exceeds the sidecar limit of {max_body} bytes")
-    if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
+    declared = request.headers.get(hdrs.CONTENT_TYPE)
+    # The usual header as it is, without aiohttp's parse of it (~3 us a request).
+    if declared is not None and declared != _JSON and not _is_json(request.content_type):
         raise ClientError(
             f"Content-Type {request.content_type!r} is not supported; send the body as JSON "
             "with Content-Type: application/json",
@@ -160,6 +162,9 @@ def _loads(raw: bytes, limits: LimitsSpec, api: Api) -> tuple[Any, bool]:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise _too_deep((), limits.max_json_depth, api) from None
+
+
+_JSON = "application/json"
 
 
 def _is_json(content_type: str) -> bool:

@@ -30,6 +30,7 @@ SSE_HEADERS = {
 
 
 _DONE = b"data: [DONE]"
+_TAIL = 64  # bytes at a chunk's end that hold its [DONE], if any, with its line ends
 
 
 class ClientStalled(ConnectionError):
@@ -84,16 +85,20 @@ async def relay(
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **stream.headers()})
 
     cannot_stall = write_cannot_wait(request.transport)
+    write = response.write
+
+    async def send_timed(data: bytes) -> None:
+        try:
+            async with asyncio.timeout(client_timeout):
+                await write(data)
+        except TimeoutError:
+            raise ClientStalled("the client stopped reading") from None
 
     async def send(data: bytes) -> None:
         if cannot_stall(len(data)):
-            await response.write(data)
-            return
-        try:
-            async with asyncio.timeout(client_timeout):
-                await response.write(data)
-        except TimeoutError:
-            raise ClientStalled("the client stopped reading") from None
+            await write(data)
+        else:
+            await send_timed(data)
 
     # The client has the whole answer once its terminal event went out: chat's
     # ``[DONE]`` is relayed as it arrives, before the upstream connection ends, and an
@@ -110,8 +115,13 @@ async def relay(
                     stream.forwarded(events)
                     out = translator.feed(events)
                     if out:
-                        await send(out)
-                        answered = out.rstrip().endswith(_DONE)
+                        # send(), inlined: a coroutine less per chunk (~0.5 us).
+                        if cannot_stall(len(out)):
+                            await write(out)
+                        else:
+                            await send_timed(out)
+                        # Only the end is looked at: rstrip() of the whole chunk copies it.
+                        answered = out[-_TAIL:].rstrip().endswith(_DONE)
             usage = handle.usage
             closing = translator.finish(
                 (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None

@@ -14,10 +14,13 @@ for the GIL) would otherwise be counted as busy at whatever line it stopped on.
 C work that releases the GIL (SQLite's steps on aiosqlite's thread, socket writes
 inside uvloop) is then missing from the attribution but not from the CPU figure.
 
-    python tests/bench/profile_sidecar.py [--seconds 20] [--all-threads] [--minimal] [--raw FILE]
+    python tests/bench/profile_sidecar.py [--seconds 20] [--all-threads] [--minimal]
+        [--streams] [--raw FILE]
 
 ``--minimal`` profiles the baseline pass-through the same way, to tell the
-aiohttp cost every proxy pays from the sidecar's own.
+aiohttp cost every proxy pays from the sidecar's own. ``--streams`` drives the
+second table's load instead (rounds of ``STREAMS`` streams at once) and shares
+the CPU out per relayed chunk.
 
 Needs ``py-spy`` (``pip install py-spy``) and the permission to trace a child
 process (``ptrace``), as in a container with ``SYS_PTRACE`` or as root.
@@ -42,6 +45,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from tests.bench import harness
 from tests.bench.overhead import CONCURRENCY, throughput
+from tests.bench.streams import CHUNKS, STREAMS, StreamTarget, streams_round
 
 _FRAME = re.compile(r"(?P<function>.*?) \((?P<path>.*?):\d+\)$")
 _SITE = re.compile(r".*/site-packages/|.*/lib/python3\.\d+/|.*/aegis/")
@@ -63,8 +67,8 @@ def component(path: str) -> str:
     return parts[0].removesuffix(".py")
 
 
-def summarise(raw: Path, cpu_us: float, top: int) -> None:
-    """Self time per function and per component, in microseconds per request."""
+def summarise(raw: Path, cpu_us: float, top: int, unit: str = "request") -> None:
+    """Self time per function and per component, in microseconds per ``unit``."""
     by_function: Counter[str] = Counter()
     by_component: Counter[str] = Counter()
     total = 0
@@ -82,13 +86,61 @@ def summarise(raw: Path, cpu_us: float, top: int) -> None:
         by_component[where] += samples
     if not total:
         raise SystemExit("py-spy recorded no samples")
-    print(f"\n{total:,} samples; CPU per request {cpu_us:.0f} us, shared out by samples")
+    print(f"\n{total:,} samples; CPU per {unit} {cpu_us:.1f} us, shared out by samples")
     print("\nby component (innermost frame)")
     for name, samples in by_component.most_common(top):
         print(f"{samples / total * cpu_us:8.1f} us  {samples / total:6.1%}  {name}")
     print("\nby function (self)")
     for name, samples in by_function.most_common(top):
         print(f"{samples / total * cpu_us:8.1f} us  {samples / total:6.1%}  {name}")
+
+
+def spy_command(pid: int, args: argparse.Namespace) -> list[str]:
+    record = [py_spy(), "record", "--pid", str(pid), "--rate", str(args.rate)]
+    record += ["--duration", str(args.seconds), "--format", "raw", "-o", str(args.raw)]
+    return record + ["--nonblocking"] + ([] if args.all_threads else ["--gil"])
+
+
+async def profile_requests(
+    proc: subprocess.Popen[bytes], url: str, args: argparse.Namespace
+) -> None:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await throughput(http, url, 20 * CONCURRENCY, CONCURRENCY)  # warm-up
+        spy = await asyncio.create_subprocess_exec(
+            *spy_command(proc.pid, args), stdout=subprocess.DEVNULL
+        )
+        started, cpu, served = time.monotonic(), harness.cpu_seconds(proc.pid), 0
+        while time.monotonic() - started < args.seconds:
+            await throughput(http, url, 20 * CONCURRENCY, CONCURRENCY)
+            served += 20 * CONCURRENCY
+        cpu_us = (harness.cpu_seconds(proc.pid) - cpu) / served * 1e6
+        rate = served / (time.monotonic() - started)
+        await spy.wait()
+    print(f"{served:,} requests at c={CONCURRENCY}, {rate:,.0f}/s while sampled")
+    summarise(args.raw, cpu_us, args.top)
+
+
+async def profile_streams(
+    proc: subprocess.Popen[bytes], url: str, upstream: str, args: argparse.Namespace
+) -> None:
+    reply = " ".join(f"w{i}" for i in range(CHUNKS - 2))
+    await harness.set_knobs(upstream, {"reply": reply, "chunk_delay_ms": args.chunk_delay_ms})
+    target = StreamTarget("profiled", url, proc)
+    connector = aiohttp.TCPConnector(limit=STREAMS)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await streams_round(http, target)  # warm-up
+        target.cpu_s, target.chunks = 0.0, 0
+        spy = await asyncio.create_subprocess_exec(
+            *spy_command(proc.pid, args), stdout=subprocess.DEVNULL
+        )
+        started = time.monotonic()
+        while time.monotonic() - started < args.seconds:
+            await streams_round(http, target)
+        await spy.wait()
+    await harness.set_knobs(upstream, {"reply": None, "chunk_delay_ms": 0.0})
+    print(f"{target.chunks:,} chunks in rounds of {STREAMS} streams")
+    summarise(args.raw, target.cpu_s / target.chunks * 1e6, args.top, unit="chunk")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -108,22 +160,10 @@ async def run(args: argparse.Namespace) -> None:
             )
         )
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            await throughput(http, url, 20 * CONCURRENCY, CONCURRENCY)  # warm-up
-            record = [py_spy(), "record", "--pid", str(proc.pid), "--rate", str(args.rate)]
-            record += ["--duration", str(args.seconds), "--format", "raw", "-o", str(args.raw)]
-            record += ["--nonblocking"] + ([] if args.all_threads else ["--gil"])
-            spy = await asyncio.create_subprocess_exec(*record, stdout=subprocess.DEVNULL)
-            started, cpu, served = time.monotonic(), harness.cpu_seconds(proc.pid), 0
-            while time.monotonic() - started < args.seconds:
-                await throughput(http, url, 20 * CONCURRENCY, CONCURRENCY)
-                served += 20 * CONCURRENCY
-            cpu_us = (harness.cpu_seconds(proc.pid) - cpu) / served * 1e6
-            rate = served / (time.monotonic() - started)
-            await spy.wait()
-        print(f"{served:,} requests at c={CONCURRENCY}, {rate:,.0f}/s while sampled")
-        summarise(args.raw, cpu_us, args.top)
+        if args.streams:
+            await profile_streams(proc, url, upstream, args)
+        else:
+            await profile_requests(proc, url, args)
     finally:
         harness.stop(proc)
         harness.stop(fake)
@@ -138,6 +178,17 @@ def main() -> None:
         "--minimal",
         action="store_true",
         help="profile the minimal pass-through (the baseline) instead of the sidecar",
+    )
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="drive many streams at once and share the CPU out per relayed chunk",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=1.0,
+        help="with --streams: the upstream's pause between chunks (as in make bench)",
     )
     parser.add_argument(
         "--all-threads",
