@@ -26,44 +26,15 @@ are, or translated whole when there are many.
 
 from __future__ import annotations
 
-import unicodedata
 from itertools import accumulate
 
 import re2
 
-# Full stops that NFKC leaves alone but readers take for a dot.
-_DOTS = {0x3002: ".", 0x00B7: ".", 0x2022: ".", 0x2219: ".", 0x30FB: "."}
-# Planes with foldable code points: the BMP and SMP (fullwidth forms, mathematical
-# alphanumerics), the CJK compatibility ideographs of plane 2 and the tags of plane 14.
-_PLANES = ((0x80, 0x20000), (0x2F800, 0x2FA20), (0xE0000, 0xE1000))
-_DROPPED_CATEGORIES = frozenset({"Cf", "Mn"})
-
-
-def _fold_of(char: str) -> str | None:
-    """What one non-ASCII code point folds to, or None when it stays as it is."""
-    code = ord(char)
-    if code in _DOTS:
-        return _DOTS[code]
-    category = unicodedata.category(char)
-    if category in _DROPPED_CATEGORIES:
-        return ""
-    if category == "Zs":
-        return " "
-    if category == "Pd":
-        return "-"
-    if category == "Nd":
-        return str(unicodedata.decimal(char))
-    folded = unicodedata.normalize("NFKC", char)
-    return folded if folded != char else None
+from .folds import fold_table
 
 
 def _build() -> tuple[dict[int, str], re2._Regexp]:
-    table: dict[int, str] = {}
-    for low, high in _PLANES:
-        for code in range(low, high):
-            folded = _fold_of(chr(code))
-            if folded is not None:
-                table[code] = folded
+    table = fold_table()
     ranges: list[list[int]] = []
     for code in sorted(table):
         if ranges and ranges[-1][1] == code - 1:

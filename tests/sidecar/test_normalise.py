@@ -3,11 +3,14 @@ and every folded character traced back to the original one it came from."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aegis.sidecar.request import detect, normalise
+from aegis.sidecar.request import detect, folds, normalise
 from aegis.sidecar.request.normalise import FOLD, origins
+from tests.sidecar.folds_sync import COMMAND
 
 FULLWIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
 
@@ -20,6 +23,17 @@ def test_folds_what_a_reader_reads_as_plain() -> None:
     assert normalise("a\u3002b") == "a.b"  # ideographic full stop
     assert normalise("plain ascii") == "plain ascii"
     assert normalise("café 東京") == "café 東京"
+
+
+def test_the_shipped_fold_table_is_the_one_this_unicode_database_gives() -> None:
+    """The sidecar starts from folds.json (computing the table costs ~0.1 s a start);
+    it must be exactly what the Unicode database of the interpreter says."""
+    found = folds.shipped()
+    assert found is not None, f"sidecar/request/folds.json is missing: run {COMMAND}"
+    version, table = found
+    assert version == unicodedata.unidata_version, f"folds.json is for Unicode {version}: {COMMAND}"
+    assert table == folds.computed(), f"folds.json differs from the computed table: {COMMAND}"
+    assert table == FOLD
 
 
 _TEXT = st.text(
