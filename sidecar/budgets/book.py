@@ -317,12 +317,17 @@ class BudgetBook:
         data_class: str | None = None,
     ) -> Reservation | Exceeded:
         """:meth:`reserve`, but when a budget's held slice is short and its source
-        can top it up, wait for that (at most ``wait_timeout`` seconds) and retry.
-        A ``Notify`` budget that still cannot cover it lets the call go ahead.
+        can top it up, wait for that and retry, as many times as it takes within
+        ``wait_timeout`` seconds. A ``Notify`` budget that still cannot cover it lets
+        the call go ahead.
 
         The fast path (the slice covers it) does not suspend. A lease source tops
         slices up in the background before they run out, so waiting is rare: the
-        first request of a period, or a burst larger than the slice.
+        first request of a period, or a burst larger than the slice. A burst may need
+        several top-ups (a slice is at most ``max_slice_share`` of the limit, and
+        requests that arrive meanwhile take their share of each), so the number of
+        waits is not bounded, only their time: the source says when waiting cannot
+        help (``refill`` answers None: the budget is exhausted, or the ledger down).
         """
 
         def attempt(waits: bool) -> Reservation | Exceeded:
@@ -332,10 +337,7 @@ class BudgetBook:
 
         outcome = attempt(True)
         deadline = asyncio.get_running_loop().time() + self._wait_timeout
-        # One top-up per budget of the call at most, plus one retry.
-        for _ in range(len(self._applying(provider, tuple(models), data_class)) + 1):
-            if not isinstance(outcome, Exceeded) or outcome.reason != BUDGET_EXCEEDED:
-                return outcome
+        while isinstance(outcome, Exceeded) and outcome.reason == BUDGET_EXCEEDED:
             notify = outcome.budget.on_exceeded is OnExceeded.NOTIFY
             wait = self._source.refill(outcome.budget, outcome.period, outcome.needed)
             if wait is None:
@@ -355,8 +357,6 @@ class BudgetBook:
                     BUDGET_UNAVAILABLE,
                 )
             outcome = attempt(True)
-        if isinstance(outcome, Exceeded) and outcome.budget.on_exceeded is OnExceeded.NOTIFY:
-            return attempt(False)
         return outcome
 
     def settle(self, reservation: Reservation, actual: Decimal) -> Decimal:

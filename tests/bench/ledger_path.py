@@ -89,7 +89,7 @@ async def burst(http: aiohttp.ClientSession, target: LedgerTarget, total: int) -
             t = time.perf_counter()
             async with http.post(target.url, json=BODY, headers=AUTH) as resp:
                 await resp.read()
-                assert resp.status == 200, await resp.text()
+                assert resp.status == 200, f"{target.name}: {await resp.text()}"
             target.loaded.append((time.perf_counter() - t) * 1000)
 
     t = time.perf_counter()

@@ -26,7 +26,7 @@ from aegis.sidecar.budgets import (
 from aegis.sidecar.contract import BudgetSpec
 from aegis.sidecar.ledger.spool import Spool
 from aegis.sidecar.ledger.store import LedgerStore
-from aegis.sidecar.routing.ports import BUDGET_UNAVAILABLE
+from aegis.sidecar.routing.ports import BUDGET_EXCEEDED, BUDGET_UNAVAILABLE
 from aegis.sidecar.runtime.wiring import open_budgets
 from tests.controlplane.postgres import PostgresServer
 from tests.sidecar.ledger_helpers import budget, record
@@ -102,6 +102,24 @@ async def test_several_books_share_one_limit_exactly(
     assert spent <= D(2)
     assert spent > D("1.9")  # little is stranded: slices shrink as the budget runs out
     assert committed == spent and overdraft == 0
+
+
+async def test_a_burst_bigger_than_two_slices_waits_for_its_top_ups(
+    sidecar: Callable[..., Awaitable[Member]],
+) -> None:
+    """64 requests of $1 at once against $100: a slice is a quarter of the limit at
+    most, so the burst needs three top-ups. Its requests wait for them, however many
+    it takes, and none is refused while the money is there (the book once gave up
+    after two: 14 of them were refused as over budget with $50 left)."""
+    book, _, _ = await sidecar("pod-0", "100", LeaseSettings(tick=0.01))
+    outcomes = await asyncio.gather(*(book.acquire("dashscope", D(1)) for _ in range(64)))
+    refused = [o for o in outcomes if not isinstance(o, Reservation)]
+    assert refused == []
+    # Past the limit the answer is still "exceeded" (not a wait that times out).
+    more = await asyncio.gather(*(book.acquire("dashscope", D(1)) for _ in range(40)))
+    refused = [o for o in more if not isinstance(o, Reservation)]
+    assert len(refused) == 4
+    assert all(isinstance(o, Exceeded) and o.reason == BUDGET_EXCEEDED for o in refused)
 
 
 async def test_idle_money_goes_back_and_a_lower_limit_is_handed_back(
