@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -273,6 +273,19 @@ class StreamHandle(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
+
+
+StreamEnd = Callable[[UpstreamError | None], None]
+"""Called once when a stream's iteration ends: with the error that cut it, or None."""
+
+
+@runtime_checkable
+class ReportsEnd(Protocol):
+    """A :class:`StreamHandle` that says when its iteration ended, so a wrapper that
+    only needs to know that (the circuit breaker's) can hand its iterator out as it is
+    instead of iterating it in a frame of its own (a frame per relayed chunk)."""
+
+    def watch_end(self, callback: StreamEnd) -> None: ...
 
 
 @runtime_checkable

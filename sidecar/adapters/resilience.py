@@ -31,6 +31,7 @@ from ..contract import ProviderSpec
 from .base import (
     Adapter,
     ErrorKind,
+    ReportsEnd,
     StreamHandle,
     UpstreamCall,
     UpstreamError,
@@ -299,6 +300,10 @@ class ResilientAdapter:
             self._leave()
 
 
+# A stream cut by these counts against the provider (a 4xx-class answer would not).
+_STREAM_FAILURES = (ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.CONNECT)
+
+
 class _ResilientStream:
     def __init__(self, owner: ResilientAdapter, call: UpstreamCall) -> None:
         self._owner = owner
@@ -335,20 +340,29 @@ class _ResilientStream:
             raise
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        if self._handle is None:
+        handle = self._handle
+        if handle is None:
             raise RuntimeError("start() must succeed before iteration")
+        if isinstance(handle, ReportsEnd):  # its iterator as it is: no frame per chunk
+            handle.watch_end(self._ended)
+            return handle.__aiter__()
+        return self._iterate(handle)
+
+    async def _iterate(self, handle: StreamHandle) -> AsyncIterator[bytes]:
+        error: UpstreamError | None = None
         try:
-            async for data in self._handle:
+            async for data in handle:
                 yield data
-        except UpstreamError as error:
-            if error.kind in (ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.CONNECT):
-                self._owner.breaker.record_failure()
+        except UpstreamError as failure:
+            error = failure
             raise
         finally:
-            self._exit()
+            self._ended(error)
+
+    def _ended(self, error: UpstreamError | None) -> None:
+        if error is not None and error.kind in _STREAM_FAILURES:
+            self._owner.breaker.record_failure()
+        self._exit()
 
     async def aclose(self) -> None:
         try:

@@ -18,7 +18,14 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from .base import MODEL_FALLBACK_STATUSES, ErrorKind, UpstreamCall, UpstreamError, Usage
+from .base import (
+    MODEL_FALLBACK_STATUSES,
+    ErrorKind,
+    StreamEnd,
+    UpstreamCall,
+    UpstreamError,
+    Usage,
+)
 from .wire import EventFilter, SseFilter, map_exception, status_error
 
 
@@ -105,6 +112,7 @@ class WireStream:
         self._started = 0.0
         self._ttfb: float | None = None
         self._closed = False
+        self._on_end: StreamEnd | None = None
 
     @property
     def model(self) -> str:
@@ -156,6 +164,14 @@ class WireStream:
                 continue
             raise error
 
+    def watch_end(self, callback: StreamEnd) -> None:
+        self._on_end = callback
+
+    def _ended(self, error: UpstreamError | None) -> None:
+        callback, self._on_end = self._on_end, None
+        if callback is not None:
+            callback(error)
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
 
@@ -183,18 +199,21 @@ class WireStream:
             if out:
                 yield out
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise map_exception(
+            mapped = map_exception(
                 exc, provider=self._adapter.provider, model=self._model, partial=True
-            ) from None
+            )
+            self._ended(mapped)
+            raise mapped from None
         except UpstreamError as error:  # from the event filter: say whose stream it was
             error.provider = error.provider or self._adapter.provider
             error.model = error.model or self._model
             error.partial = sent
+            self._ended(error)
             raise
         finally:
             await self.aclose()
         if not self._filter.done:
-            raise UpstreamError(
+            unfinished = UpstreamError(
                 ErrorKind.PROTOCOL,
                 "stream ended before [DONE]",
                 provider=self._adapter.provider,
@@ -202,6 +221,9 @@ class WireStream:
                 partial=sent,
                 retriable=False,
             )
+            self._ended(unfinished)
+            raise unfinished
+        self._ended(None)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -62,7 +62,28 @@ class ScriptedAdapter:
     embeddings = chat
 
     def chat_stream(self, call: UpstreamCall) -> Any:
-        raise NotImplementedError
+        return ScriptedStream(self.script.pop(0), call.models[0])
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ScriptedStream:
+    """A stream that does not say when it ends (as any-llm's does not): yields
+    ``events``, then raises the exception among them, if any."""
+
+    def __init__(self, events: list[Any], model: str) -> None:
+        self.events, self.model = events, model
+        self.usage, self.ttfb_s = None, None
+
+    async def start(self) -> None:
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self.events:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
 
     async def aclose(self) -> None:
         return None
@@ -233,6 +254,26 @@ async def test_breaker_opens_and_refuses_without_calling() -> None:
 async def fake() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream.start(kind="openai") as upstream:
         yield upstream
+
+
+async def test_a_stream_that_does_not_report_its_end_is_watched_through_its_iteration() -> None:
+    """The breaker counts a stream cut after its first bytes, and the adapter is idle
+    once each stream's iteration ended (without ``aclose``), for a stream that does
+    not report its end as the OpenAI-wire one does."""
+    clock = FakeClock()
+    cut = UpstreamError(ErrorKind.PROTOCOL, "cut", partial=True)
+    adapter, _, breaker = resilient([[b"data: 1\n\n", cut], [b"data: 2\n\n"]], clock)
+    handle = adapter.chat_stream(CALL)
+    await handle.start()
+    got: list[bytes] = []
+    with pytest.raises(UpstreamError):
+        async for data in handle:
+            got.append(data)
+    assert got == [b"data: 1\n\n"] and breaker.consecutive_failures == 1
+    handle = adapter.chat_stream(CALL)
+    await handle.start()
+    assert [data async for data in handle] == [b"data: 2\n\n"]
+    await adapter.wait_idle()  # both iterations ended: nothing in flight
 
 
 async def test_retry_after_from_a_real_429(fake: FakeUpstream) -> None:
