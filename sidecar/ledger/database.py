@@ -287,6 +287,7 @@ class PostgresDatabase(Database):
                         min_size=0,
                         max_size=self._max_size,
                         statement_cache_size=0,
+                        command_timeout=self.url.command_timeout,
                         timeout=self._connect_timeout,
                         reset=_reset,
                     )

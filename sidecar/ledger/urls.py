@@ -7,7 +7,11 @@ other tools). The sidecar process opens its ledger from a :class:`LedgerUrl`
 (:mod:`.database`); the operator and the CLI hand the same text to SQLAlchemy
 (:mod:`.db`), which reads it the same way. TLS may be asked for in either spelling:
 SQLAlchemy's ``ssl=require`` is read here as asyncpg's ``sslmode=require``, and
-:mod:`.db` reads ``sslmode`` as ``ssl``.
+:mod:`.db` reads ``sslmode`` as ``ssl``. The options SQLAlchemy hands to
+``asyncpg.connect`` as arguments would reach the server as unknown settings through
+asyncpg's DSN (every sidecar failing to connect while the operator works): here
+``command_timeout`` is taken as that argument and the statement-cache sizes are
+dropped (the sidecar prepares nothing by name).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class LedgerUrl:
     backend: Backend
     path: Path | None = None
     dsn: str = ""
+    command_timeout: float | None = None
+    """Seconds any statement may take (``?command_timeout=``), asyncpg's default none."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -64,17 +70,7 @@ def parse_url(url: str) -> LedgerUrl:
     if driver and driver != async_driver:
         raise ValueError(f"unsupported ledger driver {scheme!r}")
     if backend == "postgresql":
-        location, _, query = rest.partition("?")
-        if query:
-            # SQLAlchemy hands its URL's options to asyncpg.connect as arguments, and
-            # ``ssl=require`` is how its users ask for TLS; asyncpg's own DSN names
-            # that ``sslmode`` and would send an unknown ``ssl`` to the server.
-            options = [
-                "sslmode=" + pair[4:] if pair.startswith("ssl=") else pair
-                for pair in query.split("&")
-            ]
-            location += "?" + "&".join(options)
-        return LedgerUrl(backend, dsn=f"postgresql://{location}")
+        return _postgresql(rest)
     location, _, query = rest.partition("?")
     if query:
         raise ValueError(f"SQLite ledger URLs take no options, got {query!r}")
@@ -83,6 +79,40 @@ def parse_url(url: str) -> LedgerUrl:
     if database in ("", ":memory:"):
         return LedgerUrl(backend)
     return LedgerUrl(backend, path=Path(unquote(database)))
+
+
+# asyncpg.connect arguments SQLAlchemy users put in the URL that the sidecar's
+# connections do without: it never caches a statement by name (PgBouncer-safe).
+_STATEMENT_CACHE_OPTIONS = frozenset({"prepared_statement_cache_size", "statement_cache_size"})
+
+
+def _postgresql(rest: str) -> LedgerUrl:
+    location, _, query = rest.partition("?")
+    options: list[str] = []
+    command_timeout: float | None = None
+    for pair in query.split("&") if query else ():
+        key, _, value = pair.partition("=")
+        if key == "ssl":
+            # ``ssl=require`` is how SQLAlchemy's users ask for TLS; asyncpg's own
+            # DSN names that ``sslmode`` and would send an unknown ``ssl`` to the server.
+            options.append("sslmode=" + value)
+        elif key == "command_timeout":
+            command_timeout = _seconds(key, unquote(value))
+        elif key not in _STATEMENT_CACHE_OPTIONS:
+            options.append(pair)
+    if options:
+        location += "?" + "&".join(options)
+    return LedgerUrl("postgresql", dsn=f"postgresql://{location}", command_timeout=command_timeout)
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"ledger URL option {key}={value!r}: expected a number of seconds > 0")
+    return seconds
 
 
 def is_sqlite(url: str) -> bool:

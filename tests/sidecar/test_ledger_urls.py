@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from aegis.sidecar.ledger.database import open_database
+from aegis.sidecar.ledger.database import DatabaseError, open_database
 from aegis.sidecar.ledger.db import async_url, create_engine
 from aegis.sidecar.ledger.urls import parse_url, target_of
 
@@ -44,7 +44,24 @@ def test_sqlite_urls_name_the_file_sqlalchemy_names(url: str, path: Path | None)
 )
 def test_postgresql_urls_become_asyncpg_dsns(url: str, dsn: str) -> None:
     parsed = parse_url(url)
-    assert (parsed.is_sqlite, parsed.dsn) == (False, dsn)
+    assert (parsed.is_sqlite, parsed.dsn, parsed.command_timeout) == (False, dsn, None)
+
+
+def test_asyncpg_arguments_in_the_url_are_taken_as_sqlalchemy_takes_them() -> None:
+    """What SQLAlchemy hands to asyncpg.connect as arguments must not reach the server
+    as settings through asyncpg's DSN (it refuses unknown ones)."""
+    parsed = parse_url(
+        "postgresql://u@db/aegis?command_timeout=7.5&prepared_statement_cache_size=0"
+        "&application_name=x&statement_cache_size=100"
+    )
+    assert parsed.dsn == "postgresql://u@db/aegis?application_name=x"
+    assert parsed.command_timeout == 7.5
+
+
+@pytest.mark.parametrize("value", ["", "soon", "0", "-1", "inf", "nan"])
+def test_a_command_timeout_that_is_not_seconds_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match=f"command_timeout={value!r}: expected a number"):
+        parse_url(f"postgresql://u@db/aegis?command_timeout={value}")
 
 
 @pytest.mark.parametrize(
@@ -77,10 +94,20 @@ def test_the_target_keeps_no_password() -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("option", ["ssl=disable", "sslmode=disable"])
-async def test_a_tls_option_connects_the_sidecar_and_the_operator(pg_url: str, option: str) -> None:
+@pytest.mark.parametrize(
+    "option",
+    [
+        "ssl=disable",
+        "sslmode=disable",
+        "command_timeout=5",
+        "prepared_statement_cache_size=0",
+        "statement_cache_size=0",
+    ],
+)
+async def test_an_option_connects_the_sidecar_and_the_operator(pg_url: str, option: str) -> None:
     """Sent as written, ``ssl`` would reach the server as an unknown setting (asyncpg's
-    DSN), and ``sslmode`` would be an unknown argument (SQLAlchemy)."""
+    DSN), and ``sslmode`` would be an unknown argument (SQLAlchemy); so would the
+    asyncpg arguments SQLAlchemy's users put in the URL."""
     url = f"{pg_url}?{option}"
     database = open_database(url)
     try:
@@ -95,3 +122,17 @@ async def test_a_tls_option_connects_the_sidecar_and_the_operator(pg_url: str, o
             assert await connection.scalar(text("SELECT 1")) == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_command_timeout_bounds_the_sidecars_statements(pg_url: str) -> None:
+    database = open_database(f"{pg_url}?command_timeout=0.2")
+    try:
+        async with database.connect() as connection:
+            with pytest.raises(DatabaseError) as raised:
+                await connection.fetchone("SELECT pg_sleep(5)")
+        assert isinstance(raised.value.__cause__, TimeoutError)
+        async with database.connect() as connection:  # the pool serves on
+            assert (await connection.fetchone("SELECT 1"))[0] == 1
+    finally:
+        await database.aclose()
