@@ -254,7 +254,9 @@ def _postgres_errors() -> Iterator[None]:
         raise DatabaseError(
             str(exc), sqlstate=code or None, permanent=code[:2] in _PERMANENT_CLASSES
         ) from exc
-    except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except TimeoutError as exc:  # a connect, or a statement past ``command_timeout``
+        raise DatabaseError("the ledger database did not answer in time") from exc
+    except (asyncpg.InterfaceError, OSError) as exc:
         raise DatabaseError(f"ledger database unreachable: {exc}") from exc
 
 

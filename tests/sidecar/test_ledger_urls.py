@@ -132,6 +132,7 @@ async def test_the_command_timeout_bounds_the_sidecars_statements(pg_url: str) -
             with pytest.raises(DatabaseError) as raised:
                 await connection.fetchone("SELECT pg_sleep(5)")
         assert isinstance(raised.value.__cause__, TimeoutError)
+        assert str(raised.value) == "the ledger database did not answer in time"
         async with database.connect() as connection:  # the pool serves on
             assert (await connection.fetchone("SELECT 1"))[0] == 1
     finally:
