@@ -4,7 +4,8 @@ talks to the drivers without SQLAlchemy (:mod:`.database`).
 
 URLs are accepted as users write them (``sqlite:///x.db``, ``postgresql://…``)
 and mapped to the async drivers, because the DSN often comes from a Secret
-written for other tools.
+written for other tools. A PostgreSQL URL's options are read once, as the
+sidecar's pool reads them (:func:`~.urls.parse_url`), and reach asyncpg in its DSN.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .database import LedgerUnavailableError
 from .records import SCHEMA
+from .urls import parse_url
 
 __all__ = ["POOLER_SAFE", "LedgerUnavailableError", "async_url", "create_engine", "sqlite_path"]
 
@@ -100,10 +102,30 @@ def create_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Asyn
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs["connect_args"] = {**POOLER_SAFE, **(kwargs.get("connect_args") or {})}
+    kwargs["connect_args"] = {
+        **POOLER_SAFE,
+        **_dsn_options(url),
+        **(kwargs.get("connect_args") or {}),
+    }
+    # The options travel in the DSN (above); SQLAlchemy would hand them to
+    # asyncpg.connect as arguments, which refuses a server setting.
+    parsed = parsed.set(query={})
     options = dict(kwargs.pop("execution_options", None) or {})
     options.setdefault("schema_translate_map", {None: SCHEMA})
     return create_async_engine(parsed, execution_options=options, **kwargs)
+
+
+def _dsn_options(url: str | URL) -> dict[str, Any]:
+    """A PostgreSQL URL's options as the sidecar's pool reads them (:mod:`.urls`):
+    asyncpg parses the DSN (TLS in either spelling, server settings such as
+    ``application_name``), and ``command_timeout`` is its argument. One reading of
+    a shared DSN for the operator and every sidecar."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    reading = parse_url(text)
+    found: dict[str, Any] = {"dsn": reading.dsn}
+    if reading.command_timeout is not None:
+        found["command_timeout"] = reading.command_timeout
+    return found
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

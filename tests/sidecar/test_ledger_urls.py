@@ -102,26 +102,32 @@ def test_the_target_keeps_no_password() -> None:
         "command_timeout=5",
         "prepared_statement_cache_size=0",
         "statement_cache_size=0",
+        "application_name=aegis-url-test",
     ],
 )
 async def test_an_option_connects_the_sidecar_and_the_operator(pg_url: str, option: str) -> None:
-    """Sent as written, ``ssl`` would reach the server as an unknown setting (asyncpg's
-    DSN), and ``sslmode`` would be an unknown argument (SQLAlchemy); so would the
-    asyncpg arguments SQLAlchemy's users put in the URL."""
+    """One DSN for both halves. Sent as written, ``ssl`` and the asyncpg arguments
+    SQLAlchemy's users put in a URL would reach the server as unknown settings
+    (asyncpg's DSN), and ``sslmode`` or a server setting such as ``application_name``
+    would be an unknown argument to asyncpg.connect (SQLAlchemy)."""
     url = f"{pg_url}?{option}"
+    query = "SELECT current_setting('application_name')"
     database = open_database(url)
     try:
         async with database.connect() as connection:
-            row = await connection.fetchone("SELECT 1")
-        assert row[0] == 1
+            row = await connection.fetchone(query)
+        sidecar = row[0]
     finally:
         await database.aclose()
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
-            assert await connection.scalar(text("SELECT 1")) == 1
+            operator = await connection.scalar(text(query))
     finally:
         await engine.dispose()
+    assert sidecar == operator  # the server saw the same session from both
+    if option.startswith("application_name="):
+        assert operator == "aegis-url-test"
 
 
 @pytest.mark.postgres
