@@ -23,12 +23,6 @@ from .urls import parse_url
 
 __all__ = ["POOLER_SAFE", "LedgerUnavailableError", "async_url", "create_engine", "sqlite_path"]
 
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-}
-
 
 def _unnamed() -> str:
     return ""
@@ -51,21 +45,12 @@ POOLER_SAFE: dict[str, Any] = {
 
 
 def async_url(url: str | URL) -> URL:
-    """``url`` with the async driver for its backend; other backends are refused."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"unsupported ledger database {backend!r}: use sqlite or postgresql")
-    if parsed.drivername in _ASYNC_DRIVERS:
-        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
-    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
-        raise ValueError(f"unsupported ledger driver {parsed.drivername!r}")
-    if "sslmode" in parsed.query:
-        # libpq's spelling, which the sidecar's asyncpg DSN reads: SQLAlchemy hands
-        # options to asyncpg.connect as arguments, where it is called ``ssl``.
-        mode = parsed.query["sslmode"]
-        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": mode})
-    return parsed
+    """``url`` with the async driver for its backend. The rules are the sidecar's
+    (:func:`~.urls.parse_url`): other backends and drivers are refused, a SQLite URL
+    takes no options; a PostgreSQL URL's options are read by :func:`create_engine`."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    driver = "sqlite+aiosqlite" if parse_url(text).is_sqlite else "postgresql+asyncpg"
+    return make_url(text).set(drivername=driver)
 
 
 def sqlite_path(url: URL) -> Path | None:
