@@ -5,13 +5,13 @@
 driver names SQLAlchemy URLs carry (the DSN often comes from a Secret written for
 other tools). The sidecar process opens its ledger from a :class:`LedgerUrl`
 (:mod:`.database`); the operator and the CLI hand the same text to SQLAlchemy
-(:mod:`.db`), which reads it the same way. TLS may be asked for in either spelling:
-SQLAlchemy's ``ssl=require`` is read here as asyncpg's ``sslmode=require``, and
-:mod:`.db` reads ``sslmode`` as ``ssl``. The options SQLAlchemy hands to
-``asyncpg.connect`` as arguments would reach the server as unknown settings through
-asyncpg's DSN (every sidecar failing to connect while the operator works): here
-``command_timeout`` is taken as that argument and the statement-cache sizes are
-dropped (the sidecar prepares nothing by name).
+(:mod:`.db`), whose engines take the driver name and the options read here, so one
+DSN means the same to both. A PostgreSQL URL's options are asyncpg's DSN options
+(TLS, server settings such as ``application_name``), with what SQLAlchemy's users
+write for asyncpg's arguments read as they mean it: ``ssl=require`` as
+``sslmode=require``, ``command_timeout`` as the pool's argument, and the
+statement-cache sizes dropped (nothing is prepared by name). Sent as written, each
+would reach the server as an unknown setting.
 """
 
 from __future__ import annotations
