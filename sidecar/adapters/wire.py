@@ -20,6 +20,10 @@ from .base import ErrorKind, UpstreamError, Usage, parse_retry_after
 
 _DECODER = json.JSONDecoder()
 _USAGE_KEY = b'"usage"'
+# A ``"usage"`` key whose value is an object, in compact and in ``": "`` JSON: the
+# fast path of :meth:`SseFilter.push` and :func:`_usage_object_at` look for the same.
+_USAGE_COMPACT = b'"usage":{'
+_USAGE_SPACED = b'"usage": {'
 _MAX_ERROR_BODY = 64 * 1024
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 """Default bound on one SSE event of an upstream (``listen.limits.maxUpstreamEventBytes``)."""
@@ -187,8 +191,8 @@ class SseFilter:
         if (
             data.endswith(b"\n\n")
             and _CR not in data
-            and find(b'"usage":{') < 0
-            and find(b'"usage": {') < 0
+            and find(_USAGE_COMPACT) < 0
+            and find(_USAGE_SPACED) < 0
             and find(b'"error"') < 0
             and find(b"[DONE]") < 0
         ):
@@ -245,8 +249,8 @@ class SseFilter:
 
 def _usage_object_at(data: bytes) -> int:
     """Offset of a ``"usage"`` key whose value is an object (compact or ``": "`` JSON)."""
-    compact = data.find(b'"usage":{')
-    spaced = data.find(b'"usage": {')
+    compact = data.find(_USAGE_COMPACT)
+    spaced = data.find(_USAGE_SPACED)
     if compact < 0:
         return spaced
     return compact if spaced < 0 else min(compact, spaced)

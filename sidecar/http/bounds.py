@@ -168,7 +168,7 @@ _JSON = "application/json"
 
 
 def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or (
+    return content_type == _JSON or (
         content_type.startswith("application/") and content_type.endswith("+json")
     )
 

@@ -48,9 +48,13 @@ def async_url(url: str | URL) -> URL:
     """``url`` with the async driver for its backend. The rules are the sidecar's
     (:func:`~.urls.parse_url`): other backends and drivers are refused, a SQLite URL
     takes no options; a PostgreSQL URL's options are read by :func:`create_engine`."""
-    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    text = _as_text(url)
     driver = "sqlite+aiosqlite" if parse_url(text).is_sqlite else "postgresql+asyncpg"
     return make_url(text).set(drivername=driver)
+
+
+def _as_text(url: str | URL) -> str:
+    return url if isinstance(url, str) else url.render_as_string(hide_password=False)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -105,8 +109,7 @@ def _dsn_options(url: str | URL) -> dict[str, Any]:
     asyncpg parses the DSN (TLS in either spelling, server settings such as
     ``application_name``), and ``command_timeout`` is its argument. One reading of
     a shared DSN for the operator and every sidecar."""
-    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    reading = parse_url(text)
+    reading = parse_url(_as_text(url))
     found: dict[str, Any] = {"dsn": reading.dsn}
     if reading.command_timeout is not None:
         found["command_timeout"] = reading.command_timeout

@@ -16,6 +16,7 @@ would reach the server as an unknown setting.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,8 +110,8 @@ def _seconds(key: str, value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf"):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"ledger URL option {key}={value!r}: expected a number of seconds > 0")
     return seconds
 
