@@ -66,7 +66,7 @@ class AnthropicAdapter(OpenAIWireAdapter):
         result = await super().chat(call)
         try:
             body, usage = message_to_chat(result.body, result.model)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             raise UpstreamError(
                 ErrorKind.PROTOCOL,
                 "the answer is not a Messages API message",

@@ -89,7 +89,7 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 def _arguments(raw: Any) -> Any:
     try:
         value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"arguments": raw}
     return value if isinstance(value, dict) else {"value": value}
 
@@ -330,7 +330,7 @@ class MessagesSse:
         )
         try:
             doc = json.loads(payload) if payload else None
-        except ValueError:
+        except (ValueError, RecursionError):
             return b""
         if not isinstance(doc, dict):
             return b""

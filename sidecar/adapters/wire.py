@@ -70,7 +70,7 @@ def usage_from_body(raw: bytes) -> Usage | None:
             return usage
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return usage_from_mapping(doc.get("usage")) if isinstance(doc, dict) else None
 
@@ -111,7 +111,7 @@ def error_event(events: bytes) -> UpstreamError | None:
             continue
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(doc, dict) and doc.get("error") and not doc.get("choices"):
             message, code = error_fields(payload)
@@ -134,7 +134,7 @@ def answer_problem(raw: bytes, usage: Usage | None) -> str | None:
         return None
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "the answer is not valid JSON"
     if not isinstance(doc, dict):
         return "the answer is not a JSON object"
@@ -237,7 +237,7 @@ class SseFilter:
         )
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         if not isinstance(doc, dict):
             return False
@@ -274,7 +274,7 @@ def error_fields(raw: bytes) -> tuple[str, str | None]:
     """
     try:
         doc = json.loads(raw[:_MAX_ERROR_BODY])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return ("non-JSON error body", None)
     if not isinstance(doc, dict):
         return ("unexpected error body", None)

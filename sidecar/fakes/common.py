@@ -190,6 +190,8 @@ class PacedWriter:
                 return self._abort()
             if knobs.invalid_json:
                 data = b"data: {not json at all\n\n" + data
+            if knobs.nested_levels:
+                data = b"data: " + nested_json(knobs.nested_levels, b"{}") + b"\n\n" + data
             if knobs.huge_event_bytes:
                 data = b'data: {"pad":"' + b"x" * knobs.huge_event_bytes + b'"}\n\n' + data
         if knobs.cut_mid_event is not None and self._written >= knobs.cut_mid_event:
@@ -225,6 +227,16 @@ def with_usage_override(state: FakeState, usage: dict[str, Any]) -> dict[str, An
     return {**usage, **override} if override else usage
 
 
+def nested_json(levels: int, document: bytes) -> bytes:
+    """``document`` (a JSON object) with a ``"deep"`` member ``levels`` arrays deep."""
+    return (
+        b'{"deep":'
+        + b"[" * levels
+        + b"]" * levels
+        + (b"," + document[1:] if document != b"{}" else b"}")
+    )
+
+
 async def answer_json(
     request: web.Request, state: FakeState, doc: Any, error: bytes
 ) -> web.StreamResponse:
@@ -236,6 +248,8 @@ async def answer_json(
         body = error
     elif knobs.invalid_json:
         body = body[: len(body) // 2]
+    elif knobs.nested_levels:
+        body = nested_json(knobs.nested_levels, body)
     if knobs.drip_bytes_per_second <= 0:
         return web.Response(body=body, content_type="application/json")
     response = web.StreamResponse(headers={"Content-Type": "application/json"})

@@ -61,6 +61,9 @@ class Knobs:
     invalid_json: bool = False
     """Answer 200 with a body cut in the middle of its JSON; a stream's first event
     is not JSON either."""
+    nested_levels: int = 0
+    """Answer 200 with JSON that also holds a value nested this many arrays deep (a
+    stream: an event of such JSON first), valid JSON no parser with a depth limit reads."""
     error_body_200: bool = False
     """Answer 200 with an error body (a stream: one ``data: {"error": …}`` event, then
     the connection closes)."""

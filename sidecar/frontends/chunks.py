@@ -39,7 +39,7 @@ def chunk_documents(events: bytes) -> Iterator[Mapping[str, Any]]:
             continue
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(doc, dict):
             yield doc

@@ -36,7 +36,7 @@ def tool_input(arguments: str) -> Any:
     """A tool call's arguments as the object Anthropic's ``input`` holds."""
     try:
         value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"arguments": arguments}  # the model wrote no JSON: keep what it wrote
     return value if isinstance(value, dict) else {"value": value}
 

@@ -128,7 +128,7 @@ async def _served(request: web.Request, api: Api, runtime: Runtime) -> web.Strea
         if api.translated:
             try:
                 payload = answer(translated, payload, exchange.request_id)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise UpstreamBadGateway(
                     "the provider's answer is not a chat completion",
                     headers=exchange.headers(None, None),

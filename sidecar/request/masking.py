@@ -157,7 +157,7 @@ class Masking:
         """A whole JSON answer with its placeholders restored."""
         try:
             document = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             # Not JSON after all: restore in place (inside JSON strings, escaped).
             return self.restore_text(payload.decode("utf-8", "replace"), escaped=True).encode()
         return _JSON.encode(self.restore_document(document)).encode()
@@ -216,7 +216,7 @@ class StreamRestorer:
                 return self._flush_all() + b"\n".join([*out, line]) + b"\n\n"
             try:
                 chunk = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 out.append(line)
                 continue
             if isinstance(chunk, dict) and isinstance(chunk.get("choices"), list):

@@ -28,6 +28,7 @@ from itertools import pairwise
 from typing import Any
 
 from ..contract import PrivacySpec
+from ..errors import BadRequest
 from ..values import valueclass
 from .masking import Masking
 from .normalise import normalise, origins
@@ -82,6 +83,10 @@ def _texts(document: Any) -> list[_Text]:
                     nested = json.loads(value)
                 except ValueError:
                     continue
+                except RecursionError:
+                    # Unread, escaped values inside it could hide from detection: the
+                    # request is refused rather than sent on unscanned.
+                    raise _unreadable(document, value) from None
                 stack.append((nested, "arguments"))
         elif isinstance(value, dict):
             for k, v in reversed(value.items()):
@@ -92,6 +97,27 @@ def _texts(document: Any) -> list[_Text]:
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MIN_NUMBER:
             out.append((str(value), False, False))
     return out
+
+
+def _unreadable(document: Any, text: str) -> BadRequest:
+    """400 for a string holding JSON text nested deeper than the parser goes, naming
+    the field that holds it (found again by a walk with paths: the error path only)."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    where = ""
+    while stack and not where:
+        value, path = stack.pop()
+        if value is text:
+            where = path
+        elif isinstance(value, dict):
+            stack += [(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return BadRequest(
+        f"Invalid '{where or 'body'}': the string holds JSON text nested too deeply for "
+        "the privacy scan to read; send it flatter, or as text that is not JSON.",
+        param=where or None,
+        code="invalid_value",
+    )
 
 
 def _piece(original: str, folded: str, start: int, end: int) -> str:

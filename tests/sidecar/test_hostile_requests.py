@@ -169,6 +169,33 @@ async def test_nesting_deeper_than_the_bound_is_a_400(make_sidecar: SidecarFacto
         assert status == 400 and "nested deeper" in openai_error(payload)["message"]
 
 
+async def test_json_text_nested_past_the_parser_in_a_string_is_a_400(
+    make_sidecar: SidecarFactory, fakes: Fakes
+) -> None:
+    """Tool-call arguments are JSON text, read by the privacy scan (escaped values in
+    them are found): text it cannot read is refused, never forwarded unscanned."""
+
+    def body(arguments: str) -> str:
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        messages = [
+            *USER,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        ]
+        return json.dumps({"model": "auto", "messages": messages})
+
+    async with make_sidecar() as sc:
+        status, _, payload = await post(sc.base_url, CHAT, body("[" * 100_000 + "]" * 100_000))
+        assert status == 400
+        error = openai_error(payload)
+        assert error["param"] == "messages[1].tool_calls[0].function.arguments"
+        assert "nested too deeply" in error["message"]
+        forwarded = len(fakes.ollama.requests) + len(fakes.dashscope.requests)
+        assert forwarded == 0
+        status, _, _ = await post(sc.base_url, CHAT, body('{"city": [["Paris"]]}'))
+        assert status == 200
+
+
 @pytest.mark.parametrize(
     ("setting", "body", "param"),
     [

@@ -114,6 +114,7 @@ class FallsBack:
     reason: str
 
 
+DEEP: dict[str, Any] = {"nested_levels": 100_000}  # valid JSON, deeper than parsers go
 FALLS_BACK = [
     FallsBack("not JSON", {"invalid_json": True}, False, "protocol"),
     FallsBack("200 with an error body", {"error_body_200": True}, False, "protocol"),
@@ -122,9 +123,24 @@ FALLS_BACK = [
     FallsBack("stream error event first", {"error_body_200": True}, True, "protocol"),
     FallsBack("stream cut in its first event", {"cut_mid_event": 0}, True, "protocol"),
     FallsBack("a 10 MB SSE line", {"huge_event_bytes": 10_000_000}, True, "protocol"),
+    FallsBack("JSON nested past the parser", DEEP | {"omit_usage": True}, False, "protocol"),
     FallsBack("stream stall before the first event", {"stall_after_chunks": 0}, True, "timeout"),
     FallsBack("stream slow drip", {"drip_bytes_per_second": 40}, True, "timeout"),
 ]
+
+
+async def test_an_answer_nested_past_the_parser_is_a_502_in_a_translated_api(
+    hostile: tuple[RunningSidecar, Fakes, Callable[[], Any]],
+) -> None:
+    """Its usage read without a parse, the answer is taken; translating it to the
+    Responses API cannot read it: a 502 in that API's shape, not a 500."""
+    sc, fakes, settled = hostile
+    fakes.dashscope.set_knobs(**DEEP)
+    request = {"model": "auto", "input": "tell me about the weather", "max_output_tokens": 32}
+    answer = await call(sc, request, "/responses")
+    assert answer.status == 502, answer.raw[:300]
+    assert answer.json()["error"]["code"] == "upstream_error"
+    await settled()
 
 
 @pytest.mark.parametrize("case", FALLS_BACK, ids=[c.name for c in FALLS_BACK])
