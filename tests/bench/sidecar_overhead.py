@@ -1,5 +1,5 @@
 """Proxy benchmark (``make bench``): the sidecar beside a minimal aiohttp proxy and the
-upstream directly (and LiteLLM's proxy when a venv with it is given), three tables
+upstream directly (and LiteLLM's proxy when a venv with it is given), four tables
 from one run:
 
 1. overhead of one call (:mod:`tests.bench.overhead`): latency at c=1, CPU per
@@ -9,7 +9,10 @@ from one run:
 2. streams (:mod:`tests.bench.streams`): 100 streams at once x 200 chunks, chunks/s
    relayed and the proxy's CPU per chunk;
 3. the ledger (:mod:`tests.bench.ledger_path`): the sidecar with its ledger on
-   PostgreSQL, on SQLite and in memory: rows/s written, request p99.
+   PostgreSQL, on SQLite and in memory: rows/s written, request p99;
+4. the features (:mod:`tests.bench.feature_costs`): the sidecar with privacy
+   detection, the budget and the routing rules off one at a time and all at once,
+   beside the minimal proxy: what each costs a request, and what the rest does.
 
 Processes: a fake OpenAI upstream and this load generator share core 0, every proxy
 runs on core 1 (:mod:`tests.bench.harness`). Start-up: each proxy is started once
@@ -41,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
-from tests.bench import harness, ledger_path, litellm_proxy, overhead, streams
+from tests.bench import feature_costs, harness, ledger_path, litellm_proxy, overhead, streams
 from tests.bench.harness import OtherLoad, rss_mb, start_timed, stop
 from tests.bench.overhead import APIS, Target
 from tests.controlplane.otelcol import Sink
@@ -142,11 +145,16 @@ async def run(args: argparse.Namespace, litellm: Path | None) -> int:
             delay = args.chunk_delay_ms
             await streams.measure(relays, load, upstream, 1 if args.quick else 3, delay)
             checks.update(streams.report(relays, load, delay))
-        for t in targets:  # the third table starts sidecars of its own
+        for t in targets:  # the third and fourth tables start sidecars of their own
             stop(t.proc)
         if "3" in args.tables:
             ledgers, load = await ledger_path.measure(upstream, fake.pid, n, rounds)
             ledger_path.report(ledgers, load)
+        if "4" in args.tables:
+            variants, load = await feature_costs.measure(
+                upstream, fake.pid, workdir / "features", n, rounds
+            )
+            feature_costs.report(variants, load)
     finally:
         for t in targets:
             stop(t.proc)
@@ -164,7 +172,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--quick", action="store_true", help="200 samples, fewer rounds (smoke)")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even if targets missed")
-    parser.add_argument("--tables", default="123", help="which tables, e.g. 1 or 23 (all: 123)")
+    parser.add_argument("--tables", default="1234", help="which tables, e.g. 1 or 23 (all: 1234)")
     parser.add_argument(
         "--chunk-delay-ms",
         type=float,
