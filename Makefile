@@ -16,7 +16,7 @@ help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
 	@echo "make test-fast - the pure and single-process tests, random order (< 2 min)"
-	@echo "make bench  - proxy benchmark: overhead, streams, ledger tables (BENCH_ARGS=--quick, LITELLM_VENV=...)"
+	@echo "make bench  - proxy benchmark: overhead, streams, ledger, feature tables (BENCH_ARGS=--quick, LITELLM_VENV=...)"
 	@echo "make bench-budgets - budget and rate-limit decisions across 16 sidecar processes"
 	@echo "make fuzz   - long random API fuzzing (FUZZ_EXAMPLES per endpoint; report in build/)"
 	@echo "make soak   - mixed good and hostile traffic for SOAK_SECONDS, figures printed"
@@ -141,7 +141,7 @@ test: lint typecheck pytest
 demo: venv
 	$(PY) -m aegis.sidecar.demo
 
-# Three tables from one run (tests/bench/sidecar_overhead.py). BENCH_ARGS=--quick for a
+# Four tables from one run (tests/bench/sidecar_overhead.py). BENCH_ARGS=--quick for a
 # smoke run; LITELLM_VENV=<venv with litellm[proxy]> adds LiteLLM's proxy as a row.
 BENCH_ARGS ?=
 LITELLM_VENV ?=
