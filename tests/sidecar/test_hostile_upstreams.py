@@ -133,13 +133,18 @@ async def test_an_answer_nested_past_the_parser_is_a_502_in_a_translated_api(
     hostile: tuple[RunningSidecar, Fakes, Callable[[], Any]],
 ) -> None:
     """Its usage read without a parse, the answer is taken; translating it to the
-    Responses API cannot read it: a 502 in that API's shape, not a 500."""
+    Responses API cannot read it: a 502 in that API's shape, not a 500. Streamed, the
+    deep event is skipped and the stream ends well formed."""
     sc, fakes, settled = hostile
     fakes.dashscope.set_knobs(**DEEP)
     request = {"model": "auto", "input": "tell me about the weather", "max_output_tokens": 32}
     answer = await call(sc, request, "/responses")
     assert answer.status == 502, answer.raw[:300]
     assert answer.json()["error"]["code"] == "upstream_error"
+    # A stream's event that deep is not a chunk: the translation passes over it.
+    answer = await call(sc, {**request, "stream": True}, "/responses")
+    assert answer.status == 200, answer.raw[:300]
+    assert b"event: response.completed" in answer.raw
     await settled()
 
 
