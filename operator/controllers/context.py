@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..kube import KubeClient
 from ..metrics import OperatorMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +59,32 @@ class KeyedLocks:
 
     kopf runs an object's change handlers one at a time, but timers and the
     fan-out from budget changes run beside them: all of them take the object's
-    lock, so a reconcile always reads, decides and writes alone."""
+    lock, so a reconcile always reads, decides and writes alone.
 
-    def __init__(self) -> None:
+    A wait or a hold longer than ``slow`` seconds is logged with the key: a handler
+    stuck behind another one (a deletion waiting on a route's reconcile) shows who
+    held what, and for how long."""
+
+    def __init__(self, slow: float = 5.0) -> None:
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+        self._slow = slow
 
     @contextlib.asynccontextmanager
     async def hold(self, key: Hashable) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
+        asked = time.monotonic()
         try:
             async with lock:
-                yield
+                got = time.monotonic()
+                if got - asked > self._slow:
+                    log.warning("waited %.1f s for the lock of %s", got - asked, key)
+                try:
+                    yield
+                finally:
+                    held = time.monotonic() - got
+                    if held > self._slow:
+                        log.warning("held the lock of %s for %.1f s", key, held)
         finally:
             lock, users = self._locks[key]
             if users == 1:
