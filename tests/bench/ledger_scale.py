@@ -49,7 +49,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
+from aegis.sidecar.exchange.record import new_request_id  # noqa: E402
 from aegis.sidecar.ledger import leases  # noqa: E402
 from aegis.sidecar.ledger.database import PostgresConnection, open_database  # noqa: E402
 from aegis.sidecar.ledger.records import LedgerRecord  # noqa: E402
@@ -75,7 +75,6 @@ from tests.sidecar.tenancy import key, provision  # noqa: E402
 PERIOD = "2026-11"
 CHARGE = "Namespace/ns/dash"
 COST = Decimal("0.000123")
-RUN = uuid.uuid4().hex[:8]
 BACKLOG = 1024  # rows a simulated sidecar may have appended and not yet committed
 SLICE = Decimal("0.01")
 
@@ -93,9 +92,9 @@ class Job:
     batches: bool = False  # pre-encoded batches as fast as they are taken, no sidecars
 
 
-def make_row(index: int, serial: int, now: datetime) -> LedgerRecord:
+def make_row(index: int, now: datetime) -> LedgerRecord:
     return LedgerRecord(
-        request_id=f"{RUN}-{index}-{serial}",
+        request_id=new_request_id(),  # as a request gets it: time-ordered
         created_at=now,
         period=PERIOD,
         namespace="ns",
@@ -165,7 +164,7 @@ async def produce(sim: Sim, rate: float, until: float) -> None:
         instant = datetime.now(UTC)
         for _ in range(min(int(owed), max(BACKLOG - sim.store.pending, 0))):
             sim.appended += 1
-            sim.store.append(make_row(sim.index, sim.appended, instant))
+            sim.store.append(make_row(sim.index, instant))
         owed -= int(owed)
 
 
@@ -189,7 +188,7 @@ def encoded_batches(job: Job, index: int) -> list[Batch]:
     """256-row batches for one writer, encoded as a sidecar spools them."""
     now = datetime.now(UTC)
     needed = int(job.rows_each * (job.warmup + job.window) * 1.5)
-    rows = [make_row(index, serial, now) for serial in range(needed)]
+    rows = [make_row(index, now) for _ in range(needed)]
     return [
         (rows[i : i + 256], [encode_body(r, CHARGE) for r in rows[i : i + 256]])
         for i in range(0, len(rows), 256)
