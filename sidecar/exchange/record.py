@@ -47,7 +47,8 @@ def new_request_id() -> str:
     lands on the index's last page instead of a random one, so a batch dirties a
     page or two rather than one per row (SQLite writes every dirty page to its WAL
     at commit; PostgreSQL's B-tree has a fast path for the rightmost leaf), and the
-    index's working set stays small however large the ledger grows."""
+    index's working set stays small however large the ledger grows. The random bits
+    keep ids unguessable: the ledger skips a row whose id it already holds."""
     try:
         bits = _random_ids.pop()
     except IndexError:
