@@ -1,91 +1,33 @@
 """The router, case by case: model resolution, rules, model choice, privacy,
-circuit breakers, budgets, prices, rollout arms and speed."""
+circuit breakers, rollout arms and speed (budgets and prices:
+``test_router_budgets.py``)."""
 
 from __future__ import annotations
 
 import copy
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from aegis.sidecar.contract import Arm, Complexity, Quality, RuleMatch, SidecarConfig
 from aegis.sidecar.errors import ModelNotFound
 from aegis.sidecar.http.error_bodies import error_body
-from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
-from aegis.sidecar.routing import (
-    RouteDecision,
-    StaticBudgetView,
-    StaticHealth,
-    choose_arm,
-    model_catalog,
-    route,
-    rule_matches,
+from aegis.sidecar.routing import choose_arm, model_catalog, rule_matches
+from tests.sidecar.router_cases import (
+    IMAGE,
+    config_from,
+    decide,
+    example_doc,
+    make_facts,
+    names,
 )
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "sidecar" / "examples" / "standalone.yaml"
-
-
-def example_doc() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    return doc
-
-
-def config_from(doc: dict[str, Any]) -> SidecarConfig:
-    return SidecarConfig.model_validate(doc)
 
 
 @pytest.fixture(scope="module")
 def example() -> SidecarConfig:
     return config_from(example_doc())
-
-
-def make_facts(
-    config: SidecarConfig,
-    content: Any = "hello",
-    headers: dict[str, str] | None = None,
-    *,
-    kind: str = "chat",
-    **body: Any,
-) -> RequestFacts:
-    if kind == "chat":
-        payload: dict[str, Any] = {"messages": [{"role": "user", "content": content}], **body}
-        return build_facts("chat", payload, CIMultiDict(headers or {}), config.privacy)
-    return build_facts(
-        "embeddings", {"input": content, **body}, CIMultiDict(headers or {}), config.privacy
-    )
-
-
-def decide(
-    config: SidecarConfig,
-    facts: RequestFacts,
-    *,
-    remaining: dict[str, Decimal] | None = None,
-    open_circuits: tuple[str, ...] = (),
-    arm: str = "stable",
-) -> RouteDecision:
-    return route(
-        facts,
-        config,
-        StaticBudgetView(config.budgets, remaining),
-        StaticHealth(open_circuits),
-        Arm.CANDIDATE if arm == "candidate" else Arm.STABLE,
-    )
-
-
-def names(decision: RouteDecision) -> list[str]:
-    return [c.provider.name for c in decision.candidates]
-
-
-IMAGE = [
-    {"type": "text", "text": "what is in the picture?"},
-    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-]
 
 
 # --------------------------------------------------------------- the example config
@@ -321,146 +263,6 @@ def test_all_open_circuits_are_kept_in_order(example: SidecarConfig) -> None:
     assert names(d) == ["local", "dashscope"]
     assert {c.reason for c in d.candidates} == {"circuit_open"}
     assert d.skipped == ()
-
-
-# --------------------------------------------------------------- budgets and prices
-
-
-def test_fallback_local_budget_leaves_only_local(example: SidecarConfig) -> None:
-    f = make_facts(example, headers={"X-Aegis-Batch-Size": "50"})
-    d = decide(example, f, remaining={"dashscope-monthly": Decimal("0.001")})
-    assert names(d) == ["local"] and d.skipped == (("dashscope", "budget"),)
-
-
-def test_fallback_local_budget_skips_later_cloud_fallbacks(example: SidecarConfig) -> None:
-    doc = example_doc()
-    doc["rules"] = [{"name": "all", "to": {"provider": "dashscope"}}]
-    doc["fallback"] = ["openai", "local"]
-    config = config_from(doc)
-    d = decide(config, make_facts(config), remaining={"dashscope-monthly": Decimal(0)})
-    assert names(d) == ["local"]
-    assert d.skipped == (("dashscope", "budget"), ("openai", "budget"))
-
-
-def test_fallback_local_budget_adds_local_providers_when_chain_has_none() -> None:
-    doc = example_doc()
-    doc["rules"] = []
-    doc["default"] = {"provider": "openai"}
-    doc["fallback"] = ["dashscope"]
-    config = config_from(doc)
-    d = decide(config, make_facts(config), remaining={"openai-monthly": Decimal(0)})
-    assert names(d) == ["local"] and d.candidates[0].reason == "budget"
-    assert d.skipped == (("openai", "budget"), ("dashscope", "budget"))
-
-
-def test_reject_budget_refuses_with_429_naming_it() -> None:
-    doc = example_doc()
-    doc["budgets"][1]["onExceeded"] = "Reject"
-    config = config_from(doc)
-    f = make_facts(config, headers={"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"})
-    d = decide(config, f, remaining={"openai-monthly": Decimal("0.01")})
-    assert d.candidates == () and d.refusal is not None
-    assert (d.refusal.status, d.refusal.code) == (429, "budget_exceeded")
-    assert "'openai-monthly'" in d.refusal.message
-    assert error_body(d.refusal)["error"]["type"] == "insufficient_quota"
-
-
-def test_reject_budget_on_a_later_fallback_only_skips_it() -> None:
-    doc = example_doc()
-    doc["budgets"][0]["onExceeded"] = "Reject"
-    doc["rules"] = [{"name": "all", "to": {"provider": "openai"}}]
-    config = config_from(doc)
-    d = decide(config, make_facts(config), remaining={"dashscope-monthly": Decimal(0)})
-    assert names(d) == ["openai", "local"] and ("dashscope", "budget") in d.skipped
-
-
-def test_worst_case_uses_client_max_tokens_and_choices(example: SidecarConfig) -> None:
-    f = make_facts(example, "hi", {"X-Aegis-Batch-Size": "20"}, max_tokens=100, n=3)
-    d = decide(example, f)
-    qwen = d.candidates[0]
-    assert qwen.max_tokens_to_send == 100
-    assert qwen.price is not None
-    assert qwen.worst_case_usd == worst_case_cost(qwen.price, f.prompt_tokens_bound(), 300)
-
-
-def test_paid_provider_without_client_cap_gets_the_provider_default(
-    example: SidecarConfig,
-) -> None:
-    d = decide(example, make_facts(example, headers={"X-Aegis-Batch-Size": "20"}))
-    dashscope, local = d.candidates
-    assert dashscope.max_tokens_to_send == 4096 and dashscope.worst_case_usd > 0
-    assert local.max_tokens_to_send is None and local.worst_case_usd == 0
-
-
-def test_budget_check_uses_the_worst_case(example: SidecarConfig) -> None:
-    f = make_facts(example, headers={"X-Aegis-Batch-Size": "20"}, max_tokens=1000)
-    worst = decide(example, f).candidates[0].worst_case_usd
-    just_enough = decide(example, f, remaining={"dashscope-monthly": worst})
-    assert names(just_enough)[0] == "dashscope"
-    too_little = decide(example, f, remaining={"dashscope-monthly": worst - Decimal("0.000001")})
-    assert names(too_little) == ["local"]
-
-
-def unpriced_doc(*, budget: bool) -> dict[str, Any]:
-    doc = example_doc()
-    doc["providers"].append(
-        {
-            "name": "vllm",
-            "type": "openai-compatible",
-            "baseURL": "http://vllm:8000/v1",
-            "locality": "cloud",
-            "models": {"default": "mystery-model"},
-        }
-    )
-    doc["rules"] = [{"name": "all", "to": {"provider": "vllm"}}]
-    if budget:
-        doc["budgets"].append({"name": "vllm-monthly", "provider": "vllm", "limitUSD": "5"})
-    return doc
-
-
-def test_unpriced_provider_with_a_budget_is_skipped() -> None:
-    config = config_from(unpriced_doc(budget=True))
-    d = decide(config, make_facts(config))
-    assert names(d) == ["dashscope", "local"] and d.skipped == (("vllm", "unpriced"),)
-
-
-def test_unpriced_provider_without_budget_is_used_at_cost_zero() -> None:
-    config = config_from(unpriced_doc(budget=False))
-    d = decide(config, make_facts(config))
-    vllm = d.candidates[0]
-    assert vllm.provider.name == "vllm" and vllm.price is None and vllm.worst_case_usd == 0
-    assert vllm.max_tokens_to_send == 4096
-
-
-def test_unpriced_vision_model_is_dropped_priced_one_kept() -> None:
-    doc = example_doc()
-    doc["providers"][1]["models"]["vision"] = ["mystery-vl", "qwen3-vl-30b-a3b-instruct"]
-    config = config_from(doc)
-    d = decide(config, make_facts(config, IMAGE, {"X-Aegis-Batch-Size": "50"}))
-    assert d.candidates[0].models == ("qwen3-vl-30b-a3b-instruct",)
-
-
-def test_candidate_price_of_the_answering_model(example: SidecarConfig) -> None:
-    d = decide(example, make_facts(example, IMAGE, {"X-Aegis-Batch-Size": "50"}))
-    assert d.candidates[0].price_of("qwen3-vl-30b-a3b-thinking") == builtin_price(
-        "qwen3-vl-30b-a3b-thinking"
-    )
-
-
-def test_no_provider_at_all_is_503() -> None:
-    doc = example_doc()
-    doc["privacy"] = {"localOnly": []}
-    doc["rules"] = []
-    doc["default"] = {"provider": "openai"}
-    doc["fallback"] = []
-    doc["providers"][2]["models"] = {"default": "gpt-4o-mini"}  # no embedding model
-    config = config_from(doc)
-    d = decide(config, make_facts(config, "x", kind="embeddings"))
-    assert d.refusal is not None and (d.refusal.status, d.refusal.code) == (
-        503,
-        "no_provider_available",
-    )
-    assert "openai: no_model" in d.refusal.message
 
 
 # --------------------------------------------------------------- rollout
