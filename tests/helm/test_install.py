@@ -1,7 +1,9 @@
 """helm install / upgrade / uninstall into the real kube-apiserver of the test bed.
 
-One release per module. Hooks are skipped on install and upgrade (``--no-hooks``): with
-no kubelet the migration Job would never finish; its manifest is checked by a
+One release per module (its handle and values: tests/helm/release.py; the RBAC spot
+checks: tests/helm/rbac_matrix.py; every optional feature at once:
+test_install_features.py). Hooks are skipped on install and upgrade (``--no-hooks``):
+with no kubelet the migration Job would never finish; its manifest is checked by a
 server-side dry run and its command run here against the real Postgres. The operator
 and the injector run as local processes with the chart's args, env and ServiceAccount
 tokens, and must do their job with exactly the RBAC the chart installed.
@@ -13,12 +15,8 @@ import base64
 import contextlib
 import json
 import subprocess
-import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,6 @@ from tests.controlplane.kube import Kube
 from tests.controlplane.postgres import PostgresServer
 from tests.controlplane.procs import ServerProcess, start_on_free_ports, wait_until
 from tests.helm import sync
-from tests.helm.chart import ALL_FEATURES
 from tests.helm.cluster import (
     AEGIS,
     adopt_crds,
@@ -38,87 +35,21 @@ from tests.helm.cluster import (
     expand,
     grants_of_rules,
     listed_grants,
-    token_kubeconfig,
 )
-from tests.operator.lifecycle import as_role, operator_roles
+from tests.helm.rbac_matrix import INJECTOR_MATRIX, OPERATOR_MATRIX, TENANT_RULES
+from tests.helm.release import (
+    CLUSTER_SCOPED,
+    CRD_NAMES,
+    EXAMPLES,
+    Operator,
+    Release,
+    assert_no_rbac_denial,
+    http_status,
+    installed_release,
+)
+from tests.operator.lifecycle import operator_roles
 
 pytestmark = [pytest.mark.kube, pytest.mark.postgres, pytest.mark.slow]
-
-CRD_NAMES = ("llmroutes.aegis.io", "llmbudgets.aegis.io", "clusterllmbudgets.aegis.io")
-EXAMPLES = sync.ROOT / "crds" / "examples"
-SCOPE_LABEL = "test.aegis.io/helm-release"
-CLUSTER_SCOPED = {
-    "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-    "MutatingWebhookConfiguration",
-}  # fmt: skip
-
-
-@dataclass
-class Release:
-    kube: Kube
-    name: str
-    namespace: str
-    app_namespace: str
-    values: Path
-    workdir: Path
-    processes: list[ServerProcess] = field(default_factory=list)
-
-    def helm(self, *args: str, check: bool = True) -> str:
-        return self.kube.helm(*args, "-n", self.namespace, check=check).stdout
-
-    def manifest(self) -> list[dict[str, Any]]:
-        text = self.helm("get", "manifest", self.name)
-        return [d for d in yaml.safe_load_all(text) if d]
-
-    def hooks(self) -> list[dict[str, Any]]:
-        return [d for d in yaml.safe_load_all(self.helm("get", "hooks", self.name)) if d]
-
-    def get(self, kind: str, name: str) -> Any:
-        ns = [] if kind in CLUSTER_SCOPED else ["-n", self.namespace]
-        return self.kube.kubectl_json("get", kind, name, *ns)
-
-    def deployment_container(self, component: str) -> dict[str, Any]:
-        deployment = self.get("deployment", f"{self.name}-{component}")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        return dict(container)
-
-    def kubeconfig(self, component: str) -> Path:
-        path = self.workdir / f"{component}.kubeconfig"
-        if not path.exists():
-            token_kubeconfig(self.kube, self.namespace, f"{self.name}-{component}", path)
-        return path
-
-    def stop_processes(self) -> None:
-        for process in self.processes:
-            process.stop()
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
-def install_values(
-    release: str, dsn_secret: str, served: list[str], roles: tuple[str, str]
-) -> dict[str, Any]:
-    reader, control = roles
-    return {
-        "image": {"tag": "test"},
-        "ledger": {"existingSecret": dsn_secret, "roles": {"reader": reader, "control": control}},
-        "operator": {"budgetInterval": 5, "watchNamespaces": served},
-        # Only namespaces labelled for this release ever reach its webhook.
-        "injector": {
-            "namespaceSelectorExpressions": [
-                {"key": SCOPE_LABEL, "operator": "In", "values": [release]}
-            ]
-        },
-        "postgresql": {"enabled": True, "persistence": {"size": "1Gi"}},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -142,35 +73,6 @@ def release(
         yield handle
 
 
-@contextmanager
-def installed_release(kube: Kube, ledger_url: str, workdir: Path) -> Iterator[Release]:
-    """A release of the chart in namespaces of its own; uninstalled afterwards."""
-    name = f"aegis-{uuid.uuid4().hex[:6]}"
-    namespace = kube.create_namespace("aegis-rel")
-    app_namespace = kube.create_namespace("aegis-app")
-    kube.kubectl("label", "namespace", app_namespace, f"{SCOPE_LABEL}={name}")
-    reader, control = operator_roles(ledger_url)
-    kube.kubectl(
-        "create", "secret", "generic", "ledger", "-n", namespace,
-        f"--from-literal=dsn={ledger_url}",
-        f"--from-literal=readerDsn={as_role(ledger_url, reader)}",
-        f"--from-literal=controlDsn={as_role(ledger_url, control)}",
-    )  # fmt: skip
-    values = workdir / "values.yaml"
-    served = [namespace, app_namespace]
-    values.write_text(yaml.safe_dump(install_values(name, "ledger", served, (reader, control))))
-    adopt_crds(kube, name, namespace, CRD_NAMES)
-    handle = Release(kube, name, namespace, app_namespace, values, workdir)
-    handle.helm("install", name, str(sync.CHART), "-f", str(values), "--no-hooks")
-    try:
-        yield handle
-    finally:
-        handle.stop_processes()
-        handle.helm("uninstall", name, "--ignore-not-found", "--no-hooks")
-        kube.delete_namespace(app_namespace)
-        kube.delete_namespace(namespace)
-
-
 @pytest.fixture(scope="module")
 def migrated(release: Release) -> str:
     """The migration hook's command, run here with the Job's env (Secret from the cluster)."""
@@ -183,12 +85,6 @@ def migrated(release: Release) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-@dataclass
-class Operator:
-    process: ServerProcess
-    metrics_port: int
 
 
 @pytest.fixture(scope="module")
@@ -227,13 +123,6 @@ def operator(release: Release, migrated: str) -> Iterator[Operator]:
     )
     yield Operator(process, metrics)
     process.stop()
-
-
-def assert_no_rbac_denial(process: ServerProcess) -> None:
-    """The process never hit a rule the chart forgot (other 403s, e.g. from namespaces
-    that other tests left terminating, are not RBAC's)."""
-    log = process.log_tail(2000)
-    assert 'forbidden: User "system:serviceaccount:' not in log, log
 
 
 # -- the release -------------------------------------------------------------------------
@@ -472,78 +361,6 @@ def test_rbac_allows_exactly_the_documented_rules(release: Release) -> None:
         assert listed_grants(kube, injector_cfg, ns) == grants_of_rules(expected), ns
 
 
-TENANT_RULES = [
-    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["aegis-ledger"],
-     "verbs": ["get", "update"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-]  # fmt: skip
-
-# (verb, resource[/name], subresource, namespace: REL, APP, SYS or None for cluster-wide,
-# allowed); the chart's default: the operator bound in the namespaces it serves only.
-Check = tuple[str, str, str, str | None, bool]
-OPERATOR_MATRIX: list[Check] = [
-    ("watch", "llmroutes.aegis.io", "", "APP", True),
-    ("watch", "llmroutes.aegis.io", "", None, False),
-    ("watch", "llmroutes.aegis.io", "", "SYS", False),
-    ("watch", "clusterllmbudgets.aegis.io", "", None, True),
-    ("patch", "clusterllmbudgets.aegis.io", "status", None, True),
-    ("create", "clusterllmbudgets.aegis.io", "", None, False),
-    ("delete", "clusterllmbudgets.aegis.io", "", None, False),
-    ("watch", "namespaces", "", None, True),
-    ("patch", "namespaces", "", None, False),
-    ("patch", "llmbudgets.aegis.io", "status", "APP", True),
-    ("update", "llmroutes.aegis.io", "finalizers", "APP", True),
-    ("create", "configmaps", "", "APP", True),
-    ("create", "configmaps", "", "SYS", False),
-    ("get", "secrets", "", "APP", False),
-    ("get", "secrets/aegis-ledger", "", "APP", True),
-    ("update", "secrets/aegis-ledger", "", "APP", True),
-    ("get", "secrets/aegis-ledger", "", "SYS", False),
-    ("delete", "secrets/aegis-ledger", "", "APP", False),
-    ("create", "events.events.k8s.io", "", "APP", True),
-    ("list", "secrets", "", "APP", False),
-    ("watch", "secrets", "", None, False),
-    ("list", "configmaps", "", "APP", False),
-    ("update", "configmaps", "", "APP", False),
-    ("create", "llmroutes.aegis.io", "", "APP", False),
-    ("delete", "llmroutes.aegis.io", "", "APP", False),
-    ("update", "llmroutes.aegis.io", "", "APP", False),
-    ("create", "pods", "", "APP", False),
-    ("list", "pods", "", None, False),
-    ("get", "namespaces", "", None, False),
-    ("get", "customresourcedefinitions.apiextensions.k8s.io", "", None, False),
-    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", "", None, False),
-    ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", None, False),
-    ("escalate", "clusterroles.rbac.authorization.k8s.io", "", None, False),
-    ("impersonate", "serviceaccounts", "", "REL", False),
-    ("create", "serviceaccounts", "token", "REL", False),
-]
-INJECTOR_MATRIX: list[Check] = [
-    ("list", "llmroutes.aegis.io", "", None, True),
-    ("watch", "llmroutes.aegis.io", "", None, True),
-    ("get", "mutatingwebhookconfigurations.admissionregistration.k8s.io/WEBHOOK", "", None, True),
-    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/WEBHOOK", "", None,
-     True),
-    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other", "", None,
-     False),
-    ("list", "mutatingwebhookconfigurations.admissionregistration.k8s.io", "", None, False),
-    ("delete", "mutatingwebhookconfigurations.admissionregistration.k8s.io/WEBHOOK", "", None,
-     False),
-    ("update", "secrets/TLS", "", "REL", True),
-    ("create", "secrets", "", "REL", True),
-    ("get", "secrets/ledger", "", "REL", False),
-    ("list", "secrets", "", "REL", False),
-    ("get", "secrets/TLS", "", "APP", False),
-    ("create", "secrets", "", "APP", False),
-    ("patch", "llmroutes.aegis.io", "", "APP", False),
-    ("patch", "llmroutes.aegis.io", "status", "APP", False),
-    ("get", "configmaps", "", "APP", False),
-    ("list", "pods", "", None, False),
-    ("create", "pods", "", "APP", False),
-    ("get", "namespaces", "", None, False),
-]  # fmt: skip
-
-
 @pytest.mark.parametrize("component", ["operator", "injector"])
 def test_can_i_matrix(release: Release, component: str) -> None:
     """Spot checks with `kubectl auth can-i` as the ServiceAccount: what the documented
@@ -626,87 +443,3 @@ def test_uninstall_leaves_crds_and_custom_resources(
         # The custom resources are untouched.
         kube.kubectl("get", "llmroute", "rag-api", "-n", ns)
         assert kube.kubectl_json("get", "llmbudgets", "-n", ns)["items"]
-
-
-# -- every optional feature, accepted by the API server ---------------------------------------
-FOREIGN_CRDS = {
-    "monitoring.coreos.com": ["PodMonitor", "ServiceMonitor", "PrometheusRule"],
-    "cert-manager.io": ["Certificate", "Issuer"],
-}
-
-
-def minimal_crd(group: str, kind: str) -> dict[str, Any]:
-    """A stand-in for the Prometheus Operator's / cert-manager's CRD (any spec accepted)."""
-    plural = kind.lower() + ("es" if kind.endswith("s") else "s")
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
-def test_install_with_every_optional_feature(kube: Kube, tmp_path: Path) -> None:
-    crds = [minimal_crd(g, k) for g, kinds in FOREIGN_CRDS.items() for k in kinds]
-    existing = {
-        c["metadata"]["name"]
-        for c in crds
-        if kube.kubectl("get", "crd", c["metadata"]["name"], check=False).returncode == 0
-    }
-    for crd in crds:
-        if crd["metadata"]["name"] not in existing:
-            kube.apply(crd)
-    names = [c["metadata"]["name"] for c in crds]
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                 *[f"crd/{n}" for n in names])  # fmt: skip
-    name = f"aegis-all-{uuid.uuid4().hex[:6]}"
-    namespace = kube.create_namespace("aegis-all")
-    values = {
-        **ALL_FEATURES,
-        "crds": {"install": False},  # owned by the other release / kubectl
-        "injector": {
-            "namespaceSelectorExpressions": [
-                {"key": SCOPE_LABEL, "operator": "In", "values": [name]}
-            ]
-        },
-    }
-    path = tmp_path / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    try:
-        kube.helm("install", name, str(sync.CHART), "-n", namespace, "-f", str(path),
-                  "--no-hooks")  # fmt: skip
-        manifest = [
-            d
-            for d in yaml.safe_load_all(kube.helm("get", "manifest", name, "-n", namespace).stdout)
-            if d
-        ]
-        kinds = {d["kind"] for d in manifest}
-        assert {"PodMonitor", "ServiceMonitor", "PrometheusRule", "Certificate", "Issuer",
-                "StatefulSet", "ConfigMap"} <= kinds  # fmt: skip
-        for obj in manifest:
-            ns = [] if obj["kind"] in CLUSTER_SCOPED else ["-n", namespace]
-            kube.kubectl("get", obj["kind"], obj["metadata"]["name"], *ns)
-        kube.helm("uninstall", name, "-n", namespace)
-    finally:
-        kube.helm("uninstall", name, "-n", namespace, "--ignore-not-found")
-        kube.delete_namespace(namespace)
-        for crd in names:
-            if crd not in existing:
-                kube.kubectl("delete", "crd", crd, "--ignore-not-found", "--wait=false")
