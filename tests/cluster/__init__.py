@@ -13,7 +13,8 @@ from a base made with mmdebstrap and imported into containerd.
 * :mod:`.configs`    containerd, CNI, kubelet and kube-proxy configuration files
 * :mod:`.components` how each server is started and when it counts as up
 * :mod:`.addons`     CoreDNS
-* :mod:`.images`     the base, Aegis, pause, CoreDNS and PostgreSQL images
+* :mod:`.images`     the base, Aegis, pause, CoreDNS and PostgreSQL images: names, keys
+* :mod:`.image_build` building them (mmdebstrap, buildah, gcc) into cached OCI archives
 * :mod:`.postgres_image` the ledger's PostgreSQL image (Debian's, the official entrypoint)
 * :mod:`.cluster`    bring-up, health, reuse, state file
 * :mod:`.cleanup`    teardown (also of a stale cluster) and the leak check

@@ -17,9 +17,10 @@ import time
 
 from tests.controlplane import build, versions
 
-from . import images as image_builder
+from . import image_build as image_builder
 from .cleanup import leftovers
 from .cluster import Cluster
+from .images import Images
 from .layout import Layout
 from .shell import ClusterError
 
@@ -28,7 +29,7 @@ def _print(message: str) -> None:
     print(f"[cluster] {message}", flush=True)
 
 
-def _prepare() -> tuple[build.Testbin, image_builder.Images]:
+def _prepare() -> tuple[build.Testbin, Images]:
     started = time.monotonic()
     testbin = build.ensure(build.API_TOOLS + build.NODE_TOOLS, log=_print)
     _print(f"binaries ready in {time.monotonic() - started:.0f}s: {testbin.dir}")

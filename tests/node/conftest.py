@@ -30,8 +30,9 @@ from typing import NoReturn
 
 import pytest
 
-from tests.cluster import images as image_builder
+from tests.cluster import image_build as image_builder
 from tests.cluster.cluster import Cluster
+from tests.cluster.images import Images
 from tests.cluster.layout import Layout
 from tests.cluster.shell import ClusterError
 from tests.controlplane import build
@@ -39,7 +40,7 @@ from tests.controlplane.kube import Kube, for_existing_cluster
 from tests.controlplane.otelcol import Collector, CollectorError, Sink, ensure_collector
 from tests.node import release as chart
 
-_PREPARED = pytest.StashKey[tuple[build.Testbin, image_builder.Images]]()
+_PREPARED = pytest.StashKey[tuple[build.Testbin, Images]]()
 _PREPARE_ERROR = pytest.StashKey[str]()
 Say = Callable[[str], None]
 
@@ -84,7 +85,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @dataclass(frozen=True)
 class NodeCluster:
     kube: Kube
-    images: image_builder.Images
+    images: Images
     layout: Layout
     cluster: Cluster
 
