@@ -16,6 +16,7 @@ import sys
 import time
 
 from tests.controlplane import build, versions
+from tests.controlplane.tools import API_TOOLS, NODE_TOOLS
 
 from . import image_build as image_builder
 from .cleanup import leftovers
@@ -31,7 +32,7 @@ def _print(message: str) -> None:
 
 def _prepare() -> tuple[build.Testbin, Images]:
     started = time.monotonic()
-    testbin = build.ensure(build.API_TOOLS + build.NODE_TOOLS, log=_print)
+    testbin = build.ensure(API_TOOLS + NODE_TOOLS, log=_print)
     _print(f"binaries ready in {time.monotonic() - started:.0f}s: {testbin.dir}")
     started = time.monotonic()
     images = image_builder.ensure(testbin, _print)

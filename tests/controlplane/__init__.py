@@ -2,6 +2,7 @@
 
 * :mod:`.build` builds kube-apiserver, kubectl, etcd and helm at pinned versions
   (:mod:`.versions`) into a cache outside the repo.
+* :mod:`.tools` says which Go modules, binaries, version probes and link flags.
 * :mod:`.apiserver` runs etcd + kube-apiserver with a throwaway PKI (:mod:`.pki`).
 * :mod:`.kube` is the handle tests get (kubectl, helm, webhook CA).
 * :mod:`.postgres` runs a throwaway PostgreSQL server.

@@ -38,6 +38,7 @@ from tests.cluster.shell import ClusterError
 from tests.controlplane import build
 from tests.controlplane.kube import Kube, for_existing_cluster
 from tests.controlplane.otelcol import Collector, CollectorError, Sink, ensure_collector
+from tests.controlplane.tools import API_TOOLS, NODE_TOOLS
 from tests.node import release as chart
 
 _PREPARED = pytest.StashKey[tuple[build.Testbin, Images]]()
@@ -73,7 +74,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         try:
             if os.geteuid() != 0:
                 raise ClusterError("the one-node cluster needs root")
-            testbin = build.ensure(build.API_TOOLS + build.NODE_TOOLS)
+            testbin = build.ensure(API_TOOLS + NODE_TOOLS)
             images = image_builder.ensure(testbin, lambda line: print(f"[images] {line}"))
             ensure_collector()
         except (build.BuildError, ClusterError, CollectorError, OSError) as error:
