@@ -23,6 +23,7 @@ fail under ``CI=true`` and are skipped otherwise, with the reason.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,10 +37,12 @@ from tests.cluster.images import Images
 from tests.cluster.layout import Layout
 from tests.cluster.shell import ClusterError
 from tests.controlplane import build
-from tests.controlplane.kube import Kube, for_existing_cluster
+from tests.controlplane.kube import CommandError, Kube, for_existing_cluster
 from tests.controlplane.otelcol import Collector, CollectorError, Sink, ensure_collector
+from tests.controlplane.procs import wait_until
 from tests.controlplane.tools import API_TOOLS, NODE_TOOLS
 from tests.node import release as chart
+from tests.node.product import APP, NS, Shop, app, setup_namespace
 
 _PREPARED = pytest.StashKey[tuple[build.Testbin, Images]]()
 _PREPARE_ERROR = pytest.StashKey[str]()
@@ -213,3 +216,57 @@ def ns(cluster: NodeCluster) -> Iterator[str]:
     cluster.kube.kubectl("create", "namespace", name)
     yield name
     cluster.kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="package")
+def shop(
+    cluster: NodeCluster, release: chart.Release, request: pytest.FixtureRequest
+) -> Iterator[Shop]:
+    """The shop's namespace, route, budgets and fakes; then the app, once its ledger
+    Secret (the operator's, holding the namespace's own database role) exists. One
+    for the package: the scenarios of ``test_product.py`` and then the faults of
+    ``test_product_faults.py`` run against it, in file order."""
+    started = time.monotonic()
+    shop = Shop(cluster.kube, cluster.images.client.short, cluster.images.aegis.short)
+    setup_namespace(shop)
+
+    def tenant_secret() -> bool:
+        found = shop.kubectl("get", "secret", "aegis-ledger", "--ignore-not-found", "-o", "name")
+        return bool(found.strip())
+
+    try:
+        wait_until(tenant_secret, timeout=120, what="the operator's ledger Secret", interval=1)
+    except TimeoutError:
+        logs = release.kubectl("logs", "deployment/aegis-operator", "--tail=60", check=False)
+        raise AssertionError(f"no ledger Secret in {NS}; operator log:\n{logs}") from None
+    cluster.kube.apply(app(shop.client_image), NS)
+    try:
+        shop.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
+    except CommandError as error:
+        pods = shop.kubectl("describe", "pods", "-l", f"app={APP}", check=False)
+        logs = shop.kubectl(
+            "logs", "-l", f"app={APP}", "-c", "aegis-sidecar", "--tail=40", check=False
+        )
+        raise AssertionError(f"{error}\n{pods[-3000:]}\nsidecar log:\n{logs}") from None
+    shop.wait_sidecar_config()
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n[shop] fakes, route, budgets, injected app: {time.monotonic() - started:.0f}s")
+    yield shop
+    if not os.environ.get("AEGIS_E2E_KEEP"):
+        cluster.kube.kubectl("delete", "namespace", NS, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="package")
+def answered() -> list[str]:
+    """Request ids of every answer the app got (X-Aegis-Request-Id): all must reach the
+    ledger."""
+    return []
+
+
+@pytest.fixture
+def timed(say: Say) -> Iterator[None]:
+    """Each scenario's cost, in the log (the product tests use it on every test)."""
+    started = time.monotonic()
+    yield
+    say(f"scenario took {time.monotonic() - started:.1f}s")

@@ -1,21 +1,20 @@
-"""The whole product end to end on the real node, through `helm install`, with faults.
+"""The whole product end to end on the real node, through `helm install`: the scenarios.
 
 One `helm install` (the session's ``release``: operator, injector and its webhook,
 CRDs, RBAC, route policy, the in-chart PostgreSQL ledger migrated by the chart's Job)
-and one shop (:mod:`tests.node.product`: fake upstream pods behind Services, an
-``LLMRoute``, two ``LLMBudget``s, an opted-in app Deployment) serve every scenario, in
-file order; the faults come last and the last one uninstalls the release. Each test
-prints what it shows (and what it cost) to the log, outside pytest's capture.
+and one shop (the package's ``shop`` fixture, :mod:`tests.node.product`: fake upstream
+pods behind Services, an ``LLMRoute``, two ``LLMBudget``s, an opted-in app Deployment)
+serve every scenario, in file order; the faults follow in ``test_product_faults.py``,
+against the same shop, and the last one uninstalls the release. Each test prints what
+it shows (and what it cost) to the log, outside pytest's capture.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -23,100 +22,26 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.controlplane.kube import CommandError
 from tests.controlplane.otelcol import attributes_of, attrs
 from tests.controlplane.procs import wait_until
 from tests.node.conftest import NodeCluster, Say, Traces
-from tests.node.product import APP, NS, ROUTE, Shop, app, setup_namespace
-from tests.node.release import CHART, POSTGRES_POD, Release
+from tests.node.product import NS, ROUTE, Shop
+from tests.node.product_checks import (
+    answered_ids,
+    platform_view,
+    wait_in_ledger,
+)
+from tests.node.release import POSTGRES_POD, Release
 from tests.node.workloads import pod
 
-pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+    pytest.mark.usefixtures("timed"),
+]
 
 PII = "Please update the record of jane.doe@example.com before Friday."
-
-
-@pytest.fixture(scope="module")
-def shop(cluster: NodeCluster, release: Release, request: pytest.FixtureRequest) -> Iterator[Shop]:
-    """The shop's namespace, route, budgets and fakes; then the app, once its ledger
-    Secret (the operator's, holding the namespace's own database role) exists."""
-    started = time.monotonic()
-    shop = Shop(cluster.kube, cluster.images.client.short, cluster.images.aegis.short)
-    setup_namespace(shop)
-
-    def tenant_secret() -> bool:
-        found = shop.kubectl("get", "secret", "aegis-ledger", "--ignore-not-found", "-o", "name")
-        return bool(found.strip())
-
-    try:
-        wait_until(tenant_secret, timeout=120, what="the operator's ledger Secret", interval=1)
-    except TimeoutError:
-        logs = release.kubectl("logs", "deployment/aegis-operator", "--tail=60", check=False)
-        raise AssertionError(f"no ledger Secret in {NS}; operator log:\n{logs}") from None
-    cluster.kube.apply(app(shop.client_image), NS)
-    try:
-        shop.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
-    except CommandError as error:
-        pods = shop.kubectl("describe", "pods", "-l", f"app={APP}", check=False)
-        logs = shop.kubectl(
-            "logs", "-l", f"app={APP}", "-c", "aegis-sidecar", "--tail=40", check=False
-        )
-        raise AssertionError(f"{error}\n{pods[-3000:]}\nsidecar log:\n{logs}") from None
-    shop.wait_sidecar_config()
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        print(f"\n[shop] fakes, route, budgets, injected app: {time.monotonic() - started:.0f}s")
-    yield shop
-    if not os.environ.get("AEGIS_E2E_KEEP"):
-        cluster.kube.kubectl("delete", "namespace", NS, "--wait=false", "--ignore-not-found")
-
-
-@pytest.fixture(scope="module")
-def answered() -> list[str]:
-    """Request ids of every answer the app got (X-Aegis-Request-Id): all must reach the
-    ledger."""
-    return []
-
-
-@pytest.fixture(autouse=True)
-def timed(say: Say) -> Iterator[None]:
-    """Each scenario's cost, in the log."""
-    started = time.monotonic()
-    yield
-    say(f"scenario took {time.monotonic() - started:.1f}s")
-
-
-def _platform_view(cluster: NodeCluster) -> str:
-    return cluster.kube.kubectl("-n", NS, "get", "llmroutes,llmbudgets").stdout
-
-
-def _ids(results: list[dict[str, Any]]) -> list[str]:
-    return [r["headers"]["x-aegis-request-id"] for r in results if r["status"] == 200]
-
-
-def _metric(text: str, name: str) -> float:
-    """The sum of a metric's samples in a Prometheus text page (0 when absent)."""
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((f"{name} ", f"{name}{{"))
-    )
-
-
-def _ledger_has(release: Release, ids: list[str]) -> int:
-    quoted = ",".join(f"'{i}'" for i in ids)
-    return int(
-        release.psql(f"SELECT count(*) FROM aegis.ledger_entries WHERE request_id IN ({quoted})")
-    )
-
-
-def _wait_in_ledger(release: Release, ids: list[str], timeout: float = 60) -> None:
-    wait_until(
-        lambda: _ledger_has(release, ids) == len(ids),
-        timeout=timeout,
-        what=f"{len(ids)} rows in the Postgres ledger",
-        interval=1,
-    )
 
 
 def test_install_runs_every_part(
@@ -142,7 +67,7 @@ def test_install_runs_every_part(
     config = configmap["data"]["config.yaml"]
     assert "openai-monthly" in config and "dashscope-monthly" in config, config
     assert "sk-" not in config  # keys stay in Secrets
-    say(f"$ kubectl -n {NS} get llmroutes,llmbudgets\n{_platform_view(cluster)}")
+    say(f"$ kubectl -n {NS} get llmroutes,llmbudgets\n{platform_view(cluster)}")
 
 
 def test_app_pod_runs_the_injected_native_sidecar(shop: Shop, say: Say) -> None:
@@ -193,9 +118,9 @@ def test_app_calls_through_the_sidecar(
     assert [r["model"] for r in chats] == ["gpt-4o"], chats
     assert PII not in json.dumps(seen["openai"] + seen["dashscope"])
 
-    ids = _ids(results)
+    ids = answered_ids(results)
     answered.extend(ids)
-    _wait_in_ledger(release, ids)
+    wait_in_ledger(release, ids)
     quoted = ",".join(f"'{i}'" for i in ids)
     statuses = release.psql(
         "SELECT request_id || ' ' || status FROM aegis.ledger_entries "
@@ -216,7 +141,7 @@ def test_app_calls_through_the_sidecar(
 
     spend = wait_until(spent, timeout=60, what="openai-monthly's spend in its status", interval=1)
     say(f"openai-monthly spent {spend}\n$ kubectl get llmroutes,llmbudgets")
-    say(_platform_view(cluster))
+    say(platform_view(cluster))
 
 
 def _resources(traces: Traces, trace_id: bytes) -> list[dict[str, Any]]:
@@ -253,7 +178,7 @@ def test_one_trace_from_the_app_through_the_sidecar_to_the_provider(
     assert result["status"] == 200 and reply in result["text"], result
     headers = result["headers"]
     assert headers["x-aegis-provider"] == "openai", headers
-    answered.extend(_ids([result]))
+    answered.extend(answered_ids([result]))
 
     def exported() -> list[Span] | None:
         spans = traces.sink.of_trace(trace_id)
@@ -353,7 +278,7 @@ def test_hot_reload_through_the_kubelet_configmap_update(
         {"text": "again", "headers": {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"}}
     )
     assert critical["status"] == 200 and critical["headers"]["x-aegis-model"] == "gpt-4o-mini"
-    answered.extend(_ids([critical]))
+    answered.extend(answered_ids([critical]))
     after = shop.app_pod()
     status = after["status"]["initContainerStatuses"][0]
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
@@ -398,8 +323,8 @@ def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
     assert all(r["status"] == 200 for r in healthy), healthy
     arms = _arm_of(healthy)
     assert set(arms) == {"stable:local", "candidate:dashscope"}, arms
-    answered.extend(_ids(healthy))
-    say(f"step 50 %: {arms}\n{_platform_view(cluster)}")
+    answered.extend(answered_ids(healthy))
+    say(f"step 50 %: {arms}\n{platform_view(cluster)}")
 
     # The candidate breaks. Resuming starts the step afresh (a new stepStartedAt), so
     # the requests after it are what the analysis reads from the Postgres ledger.
@@ -409,7 +334,7 @@ def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
     )
     failing = shop.calls(*users)
     assert any(r["status"] >= 500 for r in failing), failing
-    answered.extend(_ids(failing))
+    answered.extend(answered_ids(failing))
 
     def rolled_back() -> dict[str, Any] | None:
         state = shop.route().get("status", {}).get("rollout") or {}
@@ -421,7 +346,7 @@ def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
     after = shop.calls(*users)
     assert all(r["status"] == 200 for r in after), after
     assert _arm_of(after) == {"stable:local": len(users)}, _arm_of(after)
-    answered.extend(_ids(after))
+    answered.extend(answered_ids(after))
     errors = release.psql(
         "SELECT arm, status, count(*) FROM aegis.ledger_entries "
         f"WHERE namespace = '{NS}' AND route = '{ROUTE}' GROUP BY arm, status ORDER BY 1, 2"
@@ -432,7 +357,7 @@ def test_rollout_shifts_traffic_and_rolls_back_a_failing_candidate(
     say(
         f"with the candidate failing: {_arm_of(failing)}; rollout {state}\n"
         f"ledger by arm and status:\n{errors}\nafter rollback: {_arm_of(after)}\n"
-        f"{_platform_view(cluster)}\n{len(events.splitlines())} events on the route"
+        f"{platform_view(cluster)}\n{len(events.splitlines())} events on the route"
     )
     shop.set_knobs("dashscope", {"error_rate": 0.0})
     shop.kubectl(
@@ -470,276 +395,3 @@ def test_metrics_scraped_through_the_pod_network(
         assert any(line.startswith(wanted) for line in series), (name, text[:2000])
         say(f"{name} {url}: {len(series)} series, promtool check metrics: ok")
     shop.kubectl("delete", "pod", "scraper", "--wait=false")
-
-
-def test_operator_pod_deleted_reconcile_resumes(
-    cluster: NodeCluster, release: Release, shop: Shop, say: Say
-) -> None:
-    (old,) = release.pods("operator")
-    release.kubectl("delete", "pod", old["metadata"]["name"], "--wait=false")
-
-    def replaced() -> dict[str, Any] | None:
-        pods = [
-            p for p in release.pods("operator") if p["metadata"]["uid"] != old["metadata"]["uid"]
-        ]
-        ready = [
-            p
-            for p in pods
-            if p["status"].get("containerStatuses") and p["status"]["containerStatuses"][0]["ready"]
-        ]
-        return ready[0] if ready else None
-
-    new = wait_until(replaced, timeout=120, what="a new operator pod", interval=1)
-    model = (
-        "gpt-4o-mini" if shop.route()["spec"]["rules"][1]["to"]["model"] == "gpt-4o" else "gpt-4o"
-    )
-    old_hash = shop.set_critical_model(model)
-    new_hash = shop.wait_sidecar_config(changed_from=old_hash)
-    assert new_hash != old_hash
-    say(
-        f"operator pod {old['metadata']['name']} deleted -> {new['metadata']['name']} Ready; "
-        f"a route change after it reached the sidecar ({old_hash[:12]} -> {new_hash[:12]})"
-    )
-
-
-def test_injector_at_zero_refuses_opted_in_pods_only(
-    cluster: NodeCluster, release: Release, shop: Shop, say: Say
-) -> None:
-    kube = cluster.kube
-    release.kubectl("scale", "deployment/aegis-injector", "--replicas=0")
-    try:
-        wait_until(lambda: not release.pods("injector"), timeout=120, what="no injector pod")
-        opted = pod(
-            "opted-in",
-            shop.client_image,
-            ["sleep", "infinity"],
-            labels={"app": "opted-in", "aegis.io/inject": "true"},
-            annotations={"aegis.io/route": ROUTE},
-        )
-        refused = kube.kubectl("-n", NS, "apply", "-f", "-", input=json.dumps(opted), check=False)
-        assert refused.returncode != 0, refused.stdout
-        assert "inject.aegis.io" in refused.stderr, refused.stderr
-        plain = pod("plain", shop.client_image, ["sleep", "infinity"], labels={"app": "plain"})
-        kube.apply(plain, NS)
-        shop.kubectl("wait", "pod/plain", "--for=condition=Ready", "--timeout=120s", timeout=150)
-        say(f"injector at 0: opted-in pod refused:\n{refused.stderr.strip()}\nplain pod Ready")
-    finally:
-        release.kubectl("scale", "deployment/aegis-injector", "--replicas=2")
-        release.kubectl(
-            "rollout", "status", "deployment/aegis-injector", "--timeout=180s", timeout=200
-        )
-        shop.kubectl("delete", "pod", "plain", "--ignore-not-found", "--wait=false")
-
-    # Back at two replicas, the same pod is admitted with its sidecar, once the
-    # Service routes to them: Ready pods reach kube-proxy's rules a moment later, and
-    # until then the API server's call is refused (only that is waited out).
-    def admitted_once_routed() -> bool:
-        done = kube.kubectl("-n", NS, "apply", "-f", "-", input=json.dumps(opted), check=False)
-        if done.returncode == 0:
-            return True
-        assert "connect: connection refused" in done.stderr, done.stderr
-        return False
-
-    wait_until(admitted_once_routed, timeout=60, what="the injector's Service to route")
-    admitted = kube.kubectl_json("-n", NS, "get", "pod", "opted-in")
-    init = [c["name"] for c in admitted["spec"].get("initContainers", [])]
-    assert init == ["aegis-sidecar"], init
-    shop.kubectl("delete", "pod", "opted-in", "--wait=false")
-    say("injector back at 2 replicas: the opted-in pod is admitted with its sidecar")
-
-
-def test_postgres_outage_fails_paid_closed_and_replays_the_spool(
-    release: Release, shop: Shop, answered: list[str], say: Say
-) -> None:
-    critical = {"X-Aegis-Quality": "critical", "X-Aegis-Complexity": "high"}
-    openai_before = len(shop.fake_requests("openai"))
-    release.kubectl("scale", "statefulset/aegis-postgresql", "--replicas=0")
-    try:
-        wait_until(lambda: not release.pods("postgresql"), timeout=120, what="Postgres gone")
-        local = shop.calls(*({"text": f"while the ledger is down {i}"} for i in range(5)))
-        assert all(
-            r["status"] == 200 and r["headers"]["x-aegis-provider"] == "local" for r in local
-        )
-        answered.extend(_ids(local))
-
-        def blocked() -> bool:
-            metrics = shop.sidecar_metrics()
-            return any(
-                line.startswith("aegis_budget_available") and line.endswith(" 0.0")
-                for line in metrics.splitlines()
-            )
-
-        wait_until(blocked, timeout=60, what="the sidecar's budgets to block", interval=1)
-        paid, batch = shop.calls(
-            {"text": "an expensive question", "headers": critical},
-            {"text": "a batch for DashScope", "headers": {"X-Aegis-Batch-Size": "40"}},
-        )
-        # OpenAI's budget says Reject: refused. DashScope's says FallbackLocal: local.
-        assert paid["status"] == 503, paid
-        assert paid["error"]["code"] == "budget_unavailable", paid  # the SDK's error body
-        assert len(shop.fake_requests("openai")) == openai_before, "a paid call left"
-        assert batch["status"] == 200, batch
-        assert batch["headers"]["x-aegis-provider"] == "local", batch
-        assert batch["headers"]["x-aegis-fallback"] == "dashscope:budget_unavailable", batch
-        answered.extend(_ids([batch]))
-        pending = shop.readyz()["ledger"]["pendingRows"]
-        say(
-            f"Postgres at 0 replicas: 5 local answers; OpenAI (Reject) -> 503 "
-            f"budget_unavailable; a DashScope batch (FallbackLocal) -> local with "
-            f"X-Aegis-Fallback {batch['headers']['x-aegis-fallback']}; "
-            f"{pending} rows waiting in the spool"
-        )
-    finally:
-        release.kubectl("scale", "statefulset/aegis-postgresql", "--replicas=1")
-        release.kubectl(
-            "rollout", "status", "statefulset/aegis-postgresql", "--timeout=180s", timeout=200
-        )
-    _wait_in_ledger(release, answered, timeout=120)
-
-    def paid_again() -> dict[str, Any] | None:
-        (r,) = shop.calls({"text": "an expensive question", "headers": critical})
-        return r if r["status"] == 200 else None
-
-    back = wait_until(paid_again, timeout=60, what="paid traffic again", interval=2)
-    answered.extend(_ids([back]))
-    say(
-        f"Postgres back: every one of {len(answered)} answered requests is in the ledger; "
-        f"paid traffic answered again by {back['headers']['x-aegis-provider']}"
-    )
-
-
-def test_postgres_crash_loses_no_row(
-    release: Release, shop: Shop, answered: list[str], say: Say
-) -> None:
-    """An immediate shutdown (a crash: no checkpoint, WAL recovery on start) under
-    traffic; the kubelet restarts the container and every answer reaches the ledger."""
-    (before,) = release.pods("postgresql")
-    restarts = before["status"]["containerStatuses"][0]["restartCount"]
-    errors_before = _metric(shop.sidecar_metrics(), "aegis_ledger_write_errors_total")
-    loop = shop.loop({"text": "through a database crash"}, every=0.1)
-    try:
-        release.kubectl(
-            "exec", POSTGRES_POD, "-c", "postgresql", "--",
-            "pg_ctl", "stop", "--mode=immediate", "--no-wait",
-            check=False,
-        )  # fmt: skip
-
-        def restarted() -> bool:
-            pods = release.pods("postgresql")
-            status = pods[0]["status"].get("containerStatuses", [{}])[0] if pods else {}
-            return bool(status.get("restartCount", 0) > restarts and status.get("ready"))
-
-        wait_until(restarted, timeout=120, what="PostgreSQL restarted by the kubelet", interval=1)
-    finally:
-        stdout, stderr = loop.communicate(input="", timeout=120)
-    results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    assert results, (stdout, stderr)
-    assert all(r["status"] == 200 for r in results), [r for r in results if r["status"] != 200]
-    answered.extend(_ids(results))
-    _wait_in_ledger(release, answered, timeout=120)
-    recovered = release.kubectl("logs", POSTGRES_POD, "-c", "postgresql", check=False)
-    assert "database system was interrupted" in recovered or "redo" in recovered, recovered[-2000:]
-    errors = _metric(shop.sidecar_metrics(), "aegis_ledger_write_errors_total") - errors_before
-    say(
-        f"pg_ctl stop --mode=immediate under traffic: {len(results)} requests, all 200; the "
-        f"kubelet restarted PostgreSQL (WAL recovery); {errors:.0f} failed ledger writes "
-        f"meanwhile, yet all {len(answered)} answered requests are in the ledger"
-    )
-
-
-def test_helm_upgrade_keeps_traffic(
-    cluster: NodeCluster, release: Release, shop: Shop, answered: list[str], say: Say
-) -> None:
-    database = release.pods("postgresql")[0]["metadata"]["uid"]
-    loop = shop.loop({"text": "during the upgrade"})
-    try:
-        out = release.helm(
-            "upgrade",
-            release.name,
-            str(CHART),
-            "--reuse-values",
-            "--set",
-            "operator.logLevel=DEBUG",
-            "--wait",
-            "--timeout=6m",
-        )
-    finally:
-        stdout, stderr = loop.communicate(input="", timeout=120)
-    results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    assert len(results) >= 5, (stdout, stderr)
-    failed = [r for r in results if r["status"] != 200]
-    assert not failed, failed
-    answered.extend(_ids(results))
-    env = release.kubectl("get", "deployment/aegis-operator", "-o", "json")
-    container = json.loads(env)["spec"]["template"]["spec"]["containers"][0]
-    levels = [e.get("value") for e in container["env"] if e["name"] == "AEGIS_LOG_LEVEL"]
-    assert levels == ["DEBUG"], levels
-    assert release.pods("postgresql")[0]["metadata"]["uid"] == database
-    _wait_in_ledger(release, answered, timeout=60)
-    say(f"after every scenario, as the platform team sees it:\n{_platform_view(cluster)}")
-    say(
-        f"helm upgrade (operator.logLevel=DEBUG):\n{out}\n{len(results)} requests during it, "
-        f"all 200; PostgreSQL pod kept; ledger still takes rows"
-    )
-
-
-#: What `helm uninstall` leaves in the release namespace, as docs/install.md says: the
-#: injector's TLS Secret (the injector wrote it, not helm) and the in-chart PostgreSQL's
-#: claim (the ledger itself); the rest is the namespace's own.
-_RELEASE_NS_LEFT = {
-    "secret/aegis-injector-tls",
-    "persistentvolumeclaim/data-aegis-postgresql-0",
-    "serviceaccount/default",
-    "configmap/kube-root-ca.crt",
-}
-#: In an app namespace: what the operator rendered from the CRs that stay.
-_APP_NS_LEFT = {f"configmap/aegis-route-{ROUTE}", "secret/aegis-ledger"}
-_NAMESPACED = (
-    "all,secrets,configmaps,serviceaccounts,roles,rolebindings,persistentvolumeclaims,"
-    "poddisruptionbudgets,networkpolicies,podmonitors"
-)
-_CLUSTER = (
-    "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
-    "validatingwebhookconfigurations,validatingadmissionpolicies,"
-    "validatingadmissionpolicybindings,customresourcedefinitions"
-)
-
-
-def test_helm_uninstall_leaves_no_aegis_object(
-    cluster: NodeCluster, release: Release, shop: Shop, say: Say
-) -> None:
-    kube = cluster.kube
-    release.helm("uninstall", release.name, "--wait")
-
-    def names(*args: str) -> set[str]:
-        out = kube.kubectl("get", *args, "-o", "name").stdout.split()
-        return {n.replace(".apps/", "/").replace(".batch/", "/") for n in out}
-
-    def release_ns_settled() -> set[str] | None:
-        left = names(_NAMESPACED, "-n", release.namespace)
-        return left if left <= _RELEASE_NS_LEFT else None
-
-    try:
-        left = wait_until(release_ns_settled, timeout=120, what="the release's objects gone")
-    except TimeoutError:
-        raise AssertionError(names(_NAMESPACED, "-n", release.namespace)) from None
-    aegis_cluster = {n for n in names(_CLUSTER) if "aegis" in n}
-    # The chart's CRDs stay (the custom resources in them are the users'), nothing else.
-    crds = {
-        f"customresourcedefinition.apiextensions.k8s.io/{path.name.removesuffix('.yaml')}"
-        for path in (CHART / "files" / "crds").glob("*.aegis.io.yaml")
-    }
-    assert len(crds) >= 3 and aegis_cluster == crds, (aegis_cluster, crds)
-    operator_made = names(
-        _NAMESPACED, "-n", NS, "-l", "app.kubernetes.io/managed-by=aegis-operator"
-    )
-    assert operator_made <= _APP_NS_LEFT, operator_made
-    shop_left = names(_NAMESPACED, "-n", NS)
-    assert not [n for n in shop_left if "aegis" in n and n not in _APP_NS_LEFT], shop_left
-    routes = kube.kubectl("-n", NS, "get", "llmroutes,llmbudgets", "-o", "name").stdout.split()
-    assert len(routes) == 3, routes
-    say(
-        f"after helm uninstall: {release.namespace} holds {sorted(left)}; cluster-wide only "
-        f"{sorted(aegis_cluster)} (kept); {NS} keeps {sorted(operator_made)} and its "
-        f"{len(routes)} custom resources, as docs/install.md says"
-    )
