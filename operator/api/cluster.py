@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 from pydantic import ConfigDict, Field
 
-from aegis.sidecar.contract import BudgetScope, BudgetSpec
+from aegis.sidecar.contract import BudgetScope
+from aegis.sidecar.contract.schema import BudgetSpec
 
 from .extras import extra
 from .specs import LabelSelector

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aegis.sidecar.contract import (
+from aegis.sidecar.contract.schema import (
     BudgetSpec,
     CircuitBreakerSpec,
     ModelPrice,

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
-from aegis.sidecar.contract import CandidatePolicy, Model, Money, Stickiness
+from aegis.sidecar.contract.schema import CandidatePolicy, Model, Money, Stickiness
 
 from .extras import DURATION, cel, extra, unique
 

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from aegis.sidecar.contract import (
+from aegis.sidecar.contract.schema import (
     BudgetSpec,
     Model,
     Name,

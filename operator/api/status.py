@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from aegis.sidecar.contract import Model
+from aegis.sidecar.contract.schema import Model
 
 USD_TEXT = r"^[0-9]+\.[0-9]{2}$"
 USD_MICRO_TEXT = r"^[0-9]+\.[0-9]{6}$"

@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from aegis.sidecar.contract import BudgetKey, BudgetScope, BudgetSpec
+from aegis.sidecar.contract import BudgetKey, BudgetScope
 from aegis.sidecar.contract.money import ZERO
+from aegis.sidecar.contract.schema import BudgetSpec
 from aegis.sidecar.ledger import control
 from aegis.sidecar.ledger.budget_status import budget_status
 from aegis.sidecar.ledger.db import LedgerUnavailableError

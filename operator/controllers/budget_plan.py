@@ -22,9 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aegis.sidecar.contract import BudgetSpec, OnExceeded
+from aegis.sidecar.contract import OnExceeded
 from aegis.sidecar.contract.money import ZERO, cents
 from aegis.sidecar.contract.periods import period_bounds, period_of, zone
+from aegis.sidecar.contract.schema import BudgetSpec
 
 from ..api.events import Event
 from ..api.specs import LLMBudgetSpec

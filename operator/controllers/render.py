@@ -29,13 +29,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from aegis.sidecar.contract import (
-    BudgetKey,
-    BudgetSpec,
-    LedgerSpec,
-    SidecarConfig,
-    content_hash,
-)
+from aegis.sidecar.contract import BudgetKey, content_hash
+from aegis.sidecar.contract.schema import BudgetSpec, LedgerSpec, SidecarConfig
 
 from ..api.naming import LEDGER_DSN_ENV, key_env_var
 from ..api.specs import LLMRouteSpec

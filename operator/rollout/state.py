@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aegis.sidecar.contract import Policy
+from aegis.sidecar.contract.schema import Policy
 
 from ..api.events import Event, EventType
 from ..api.rollout import RolloutPlan

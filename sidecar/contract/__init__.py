@@ -2,58 +2,61 @@
 
 The operator renders an ``LLMRoute`` (plus the ``LLMBudget`` objects that apply to
 it) into exactly this document; a standalone user writes it by hand as YAML. Field
-names are camelCase on the wire so that the CRD's ``spec`` and these models share
-one vocabulary; the CRD schema is generated from them and a test keeps the two in
-step. Secrets never appear here: a provider names the environment variable that
-holds its key (the injector fills it from a Secret with ``secretKeyRef``).
+names are camelCase on the wire so that the CRD's ``spec`` and the config share one
+vocabulary. Secrets never appear here: a provider names the environment variable
+that holds its key (the injector fills it from a Secret with ``secretKeyRef``).
 
-This package is pure (pydantic and the standard library only), so the operator can
-import it without pulling in the sidecar's I/O.
+The document has two representations. ``schema/`` holds the pydantic models, the
+source of truth: the operator validates with them and the CRD schema and the docs
+are generated from them. This package's face is the sidecar's: the runtime types
+(``structs.py``, msgspec Structs generated from the schema) and the loader, with no
+pydantic in the process. ``behaviour.py`` holds the rules and methods both share.
+This package is pure (no I/O library), so the operator can import it too.
 """
 
-from .base import (
-    DEFAULT_BASE_URLS,
-    Complexity,
-    DataClass,
-    Locality,
-    Model,
-    Money,
-    Name,
-    OnExceeded,
-    ProviderType,
-    Quality,
-)
 from .budget_key import BudgetKey, BudgetScope
-from .config import (
-    BudgetSpec,
-    LedgerSpec,
-    LimitsSpec,
-    ListenSpec,
-    RouteIdentity,
-    SidecarConfig,
-)
 from .document import (
     ConfigError,
     LoadedConfig,
+    config_of,
     content_hash,
-    format_validation_error,
+    decode,
+    format_decode_error,
     load_config,
     parse_config,
 )
-from .policy import (
-    Arm,
+from .structs import (
+    BudgetSpec,
     CandidatePolicy,
+    CircuitBreakerSpec,
     CustomPattern,
+    LedgerSpec,
+    LimitsSpec,
+    ListenSpec,
+    ModelPrice,
     Policy,
     PrivacySpec,
+    ProviderModels,
+    ProviderSpec,
+    RateLimitSpec,
     RolloutSpec,
+    RouteIdentity,
     Rule,
     RuleMatch,
+    SidecarConfig,
     Stickiness,
     Target,
 )
-from .providers import CircuitBreakerSpec, ModelPrice, ProviderModels, ProviderSpec
-from .rate_limits import RateLimitSpec, RateUnit
+from .vocabulary import (
+    DEFAULT_BASE_URLS,
+    Arm,
+    Complexity,
+    Locality,
+    OnExceeded,
+    ProviderType,
+    Quality,
+    RateUnit,
+)
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -66,16 +69,12 @@ __all__ = [
     "Complexity",
     "ConfigError",
     "CustomPattern",
-    "DataClass",
     "LedgerSpec",
     "LimitsSpec",
     "ListenSpec",
     "LoadedConfig",
     "Locality",
-    "Model",
     "ModelPrice",
-    "Money",
-    "Name",
     "OnExceeded",
     "Policy",
     "PrivacySpec",
@@ -92,8 +91,10 @@ __all__ = [
     "SidecarConfig",
     "Stickiness",
     "Target",
+    "config_of",
     "content_hash",
-    "format_validation_error",
+    "decode",
+    "format_decode_error",
     "load_config",
     "parse_config",
 ]

@@ -9,16 +9,19 @@ file or from a mounted ConfigMap directory (the file inside it).
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import msgspec
 import yaml
-from pydantic import ValidationError
 
-from .config import SidecarConfig
+from .structs import SidecarConfig
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A config file that cannot be used; the message says which field and why."""
 
 
@@ -33,13 +36,38 @@ def content_hash(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming the field path as written in YAML."""
-    lines = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "(document)"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
+# msgspec's "… - at `$.providers[0].name`": the message, then where.
+_LOCATED = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def format_decode_error(error: msgspec.ValidationError) -> str:
+    """``path: message``, the path written as the schema's errors write it
+    (``providers.0.name``): a field as in YAML, an item by its index."""
+    text = str(error)
+    located = _LOCATED.match(text)
+    if located is None:
+        return f"(document): {text}"
+    path = _INDEX.sub(r".\1", located["path"]).lstrip(".")
+    return f"{path or '(document)'}: {located['message']}"
+
+
+_T = TypeVar("_T")
+
+
+def decode(kind: type[_T], document: Any) -> _T:
+    """``document`` (as YAML or JSON loads it) as the runtime type ``kind``, validated
+    as the schema validates it (a quoted number is a number, as in pydantic's lax
+    mode); ``ConfigError`` names the field."""
+    try:
+        return msgspec.convert(document, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(format_decode_error(exc)) from None
+
+
+def config_of(document: Mapping[str, Any]) -> SidecarConfig:
+    """The config a parsed document holds, validated; ``ConfigError`` names the field."""
+    return decode(SidecarConfig, document)
 
 
 def parse_config(raw: bytes, source: Path) -> LoadedConfig:
@@ -50,9 +78,9 @@ def parse_config(raw: bytes, source: Path) -> LoadedConfig:
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping")
     try:
-        config = SidecarConfig.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+        config = config_of(document)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return LoadedConfig(config=config, hash=content_hash(raw), source=source)
 
 

@@ -47,9 +47,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from aegis.sidecar.budgets import LeaseSettings, Reservation  # noqa: E402
-from aegis.sidecar.contract import BudgetKey, BudgetScope, BudgetSpec  # noqa: E402
+from aegis.sidecar.contract import (  # noqa: E402
+    BudgetKey,
+    BudgetScope,
+    BudgetSpec,
+    RateUnit,
+    decode,
+)
 from aegis.sidecar.contract.money import MICRO  # noqa: E402
-from aegis.sidecar.contract.rate_limits import RateUnit  # noqa: E402
 from aegis.sidecar.ledger import control  # noqa: E402
 from aegis.sidecar.ledger.db import create_engine  # noqa: E402
 from aegis.sidecar.ledger.migrate import migrate_async  # noqa: E402
@@ -85,7 +90,7 @@ def budgets(job: Job) -> list[BudgetSpec]:
     own = {"name": "team", "provider": PROVIDER, "limitUSD": str(LIMIT)}
     cluster = {"name": "all", "provider": PROVIDER, "limitUSD": str(LIMIT), "scope": "Cluster"}
     specs = [own] if job.run == "single" else [own, cluster]
-    return [BudgetSpec.model_validate(spec) for spec in specs]
+    return [decode(BudgetSpec, spec) for spec in specs]
 
 
 def rate_keys(job: Job) -> list[tuple[PoolKey, int]]:

@@ -61,7 +61,7 @@ from aegis.sidecar.budgets import (  # noqa: E402
     LeaseSettings,
     Reservation,
 )
-from aegis.sidecar.contract import BudgetSpec  # noqa: E402
+from aegis.sidecar.contract import BudgetSpec, decode  # noqa: E402
 from aegis.sidecar.contract.money import MICRO  # noqa: E402
 from aegis.sidecar.ledger.db import create_engine  # noqa: E402
 from aegis.sidecar.ledger.migrate import migrate_async  # noqa: E402
@@ -122,8 +122,8 @@ def row(job: Job, cost: Decimal, now: datetime) -> LedgerRecord:
 
 async def work(job: Job) -> dict[str, Any]:
     """One worker process: C clients deciding as fast as they can."""
-    spec = BudgetSpec.model_validate(
-        {"name": job.budget, "provider": "dashscope", "limitUSD": str(job.limit)}
+    spec = decode(
+        BudgetSpec, {"name": job.budget, "provider": "dashscope", "limitUSD": str(job.limit)}
     )
     store = LedgerStore(
         job.url,

@@ -24,7 +24,7 @@ SIDECAR = (
     "aiohttp.web",
     "orjson",
     "yaml",
-    "pydantic",
+    "msgspec",
     "re2",
     "prometheus_client",
     "aiosqlite",

@@ -14,7 +14,7 @@ from aegis.operator.api.cluster import ClusterLLMBudgetSpec
 from aegis.operator.api.extras import DESCRIPTIONS
 from aegis.operator.api.schema import reachable_models
 from aegis.operator.api.specs import LLMBudgetSpec, LLMRouteSpec
-from aegis.sidecar.contract import SidecarConfig
+from aegis.sidecar.contract.schema import SidecarConfig
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aegis.sidecar.contract import BudgetSpec
+from aegis.sidecar.contract import BudgetSpec, decode
 from aegis.sidecar.ledger.models import Arm, LedgerRecord, Status
 
 BASE_TIME = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -49,12 +49,13 @@ def record(i: int, **overrides: Any) -> LedgerRecord:
 def budget(
     name: str, provider: str, limit: str, timezone: str = "UTC", on_exceeded: str = "FallbackLocal"
 ) -> BudgetSpec:
-    return BudgetSpec.model_validate(
+    return decode(
+        BudgetSpec,
         {
             "name": name,
             "provider": provider,
             "limitUSD": limit,
             "timezone": timezone,
             "onExceeded": on_exceeded,
-        }
+        },
     )

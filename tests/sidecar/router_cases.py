@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from multidict import CIMultiDict
 
-from aegis.sidecar.contract import Arm, SidecarConfig
+from aegis.sidecar.contract import Arm, SidecarConfig, decode
 from aegis.sidecar.request.facts import RequestFacts, build_facts
 from aegis.sidecar.routing import RouteDecision, StaticBudgetView, StaticHealth, route
 
@@ -23,7 +23,7 @@ def example_doc() -> dict[str, Any]:
 
 
 def config_from(doc: dict[str, Any]) -> SidecarConfig:
-    return SidecarConfig.model_validate(doc)
+    return decode(SidecarConfig, doc)
 
 
 def make_facts(

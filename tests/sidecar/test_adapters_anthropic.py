@@ -12,7 +12,7 @@ import pytest
 from aegis.sidecar.adapters import ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.anthropic import AnthropicAdapter
 from aegis.sidecar.adapters.openai_wire import SharedSession
-from aegis.sidecar.contract import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec, decode
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.fakes.content import TOOL_ARGUMENTS, TOOL_CALL_TOKENS
 
@@ -67,7 +67,8 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 def adapter_for(fake: FakeUpstream, session: SharedSession, **extra: Any) -> AnthropicAdapter:
-    spec = ProviderSpec.model_validate(
+    spec = decode(
+        ProviderSpec,
         {
             "name": "claude",
             "type": "anthropic",
@@ -75,7 +76,7 @@ def adapter_for(fake: FakeUpstream, session: SharedSession, **extra: Any) -> Ant
             "models": {"default": "claude-sonnet-4-5"},
             "apiKeyEnv": "ANT_KEY",
             **extra,
-        }
+        },
     )
     return AnthropicAdapter(spec, session, env=ENV)
 
@@ -206,14 +207,13 @@ async def test_errors_map_to_upstream_errors(fake: FakeUpstream, session: Shared
 
 def test_embedding_models_are_refused_in_config() -> None:
     with pytest.raises(ValueError, match="no embeddings API"):
-        ProviderSpec.model_validate(
+        decode(
+            ProviderSpec,
             {
                 "name": "c",
                 "type": "anthropic",
                 "models": {"default": "claude-haiku-4-5", "embedding": "e"},
-            }
+            },
         )
-    spec = ProviderSpec.model_validate(
-        {"name": "c", "type": "anthropic", "models": {"default": "m"}}
-    )
+    spec = decode(ProviderSpec, {"name": "c", "type": "anthropic", "models": {"default": "m"}})
     assert spec.resolved_base_url == "https://api.anthropic.com/v1" and not spec.is_local

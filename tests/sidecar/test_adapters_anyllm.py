@@ -11,7 +11,7 @@ import pytest
 
 from aegis.sidecar.adapters import ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.anyllm import AnyLLMAdapter, AnyLLMClients, map_error
-from aegis.sidecar.contract import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec, decode
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -19,7 +19,8 @@ ENV = {"ANY_KEY": "sk-any"}
 
 
 def make_spec(base_url: str, **extra: Any) -> ProviderSpec:
-    return ProviderSpec.model_validate(
+    return decode(
+        ProviderSpec,
         {
             "name": "sdk",
             "type": "any-llm",
@@ -28,7 +29,7 @@ def make_spec(base_url: str, **extra: Any) -> ProviderSpec:
             "models": {"default": "gpt-4o"},
             "apiKeyEnv": "ANY_KEY",
             **extra,
-        }
+        },
     )
 
 
@@ -148,7 +149,8 @@ async def test_one_client_per_provider_key_and_base(
 
 
 async def test_unusable_provider_reports_config_error(pool: AnyLLMClients) -> None:
-    spec = ProviderSpec.model_validate(
+    spec = decode(
+        ProviderSpec,
         {
             "name": "nokey",
             "type": "any-llm",
@@ -156,7 +158,7 @@ async def test_unusable_provider_reports_config_error(pool: AnyLLMClients) -> No
             "baseURL": "https://api.mistral.ai/v1",
             "models": {"default": "mistral-small"},
             "apiKeyEnv": "NOT_SET_ANYWHERE",
-        }
+        },
     )
     adapter = AnyLLMAdapter(spec, pool, env={})
     with pytest.raises(UpstreamError) as broken:

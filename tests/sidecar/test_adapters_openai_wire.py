@@ -11,7 +11,7 @@ import pytest
 
 from aegis.sidecar.adapters import ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter, SharedSession
-from aegis.sidecar.contract import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec, decode
 from aegis.sidecar.fakes import FakeUpstream
 from tests.controlplane.procs import closed_port
 
@@ -30,7 +30,8 @@ ENV = {"TEST_KEY": "sk-from-env"}
 
 
 def make_spec(base_url: str, type_: str = "openai", **extra: Any) -> ProviderSpec:
-    return ProviderSpec.model_validate(
+    return decode(
+        ProviderSpec,
         {
             "name": "prov",
             "type": type_,
@@ -38,7 +39,7 @@ def make_spec(base_url: str, type_: str = "openai", **extra: Any) -> ProviderSpe
             "models": {"default": "m"},
             "apiKeyEnv": "TEST_KEY",
             **extra,
-        }
+        },
     )
 
 
@@ -276,13 +277,14 @@ async def test_status_errors(openai_fake: FakeUpstream, session: SharedSession) 
 
 async def test_ollama_uses_its_v1_face(session: SharedSession) -> None:
     async with FakeUpstream.start(kind="ollama") as fake:
-        spec = ProviderSpec.model_validate(
+        spec = decode(
+            ProviderSpec,
             {
                 "name": "local",
                 "type": "ollama",
                 "baseURL": fake.base_url,
                 "models": {"default": "gemma3:4b"},
-            }
+            },
         )
         adapter = OpenAIWireAdapter(spec, session)
         result = await adapter.chat(UpstreamCall(body={"messages": MESSAGES}, models=["gemma3:4b"]))

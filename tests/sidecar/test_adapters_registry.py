@@ -7,19 +7,22 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
+from msgspec.structs import replace
 
 from aegis.sidecar.adapters import AdapterRegistry, ErrorKind, UpstreamCall, UpstreamError
 from aegis.sidecar.adapters.anyllm import AnyLLMAdapter
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter
-from aegis.sidecar.contract import SidecarConfig
+from aegis.sidecar.contract import SidecarConfig, decode
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def config_for(fakes: dict[str, FakeUpstream], **openai_extra: Any) -> SidecarConfig:
-    return SidecarConfig.model_validate(
+    return decode(
+        SidecarConfig,
         {
             "providers": [
                 {
@@ -46,7 +49,7 @@ def config_for(fakes: dict[str, FakeUpstream], **openai_extra: Any) -> SidecarCo
                 },
             ],
             "default": {"provider": "local"},
-        }
+        },
     )
 
 
@@ -135,8 +138,9 @@ async def test_reload_keeps_in_flight_calls(fakes: dict[str, FakeUpstream]) -> N
         )
         assert result.status == 200
         without_dashscope = config_for(fakes)
-        without_dashscope = without_dashscope.model_copy(
-            update={"providers": [p for p in without_dashscope.providers if p.name != "dashscope"]}
+        without_dashscope = replace(
+            without_dashscope,
+            providers=[p for p in without_dashscope.providers if p.name != "dashscope"],
         )
         registry.reload(without_dashscope)
         assert "dashscope" not in registry
@@ -145,7 +149,7 @@ async def test_reload_keeps_in_flight_calls(fakes: dict[str, FakeUpstream]) -> N
 
 
 async def test_any_llm_providers_share_clients(fakes: dict[str, FakeUpstream]) -> None:
-    base = config_for(fakes).model_dump(by_alias=True)
+    base = msgspec.to_builtins(config_for(fakes))
     base["providers"].append(
         {
             "name": "via-sdk",
@@ -156,7 +160,7 @@ async def test_any_llm_providers_share_clients(fakes: dict[str, FakeUpstream]) -
             "models": {"default": "gpt-4o"},
         }
     )
-    registry = AdapterRegistry(SidecarConfig.model_validate(base), env=ENV)
+    registry = AdapterRegistry(decode(SidecarConfig, base), env=ENV)
     try:
         adapter = registry.get("via-sdk")
         assert isinstance(adapter.inner, AnyLLMAdapter)
@@ -164,7 +168,7 @@ async def test_any_llm_providers_share_clients(fakes: dict[str, FakeUpstream]) -
         assert result.usage is not None
         assert len(registry.anyllm_clients) == 1
         base["providers"][-1]["timeoutSeconds"] = 10
-        registry.reload(SidecarConfig.model_validate(base))
+        registry.reload(decode(SidecarConfig, base))
         await asyncio.sleep(0)  # deliberate: one loop turn for a wrong background close
         assert len(registry.anyllm_clients) == 1
     finally:

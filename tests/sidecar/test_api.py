@@ -235,7 +235,7 @@ async def test_health_ready_and_metrics(make_sidecar: SidecarFactory) -> None:
 async def test_metrics_listener_can_leave_loopback_while_the_api_cannot(
     make_sidecar: SidecarFactory, fakes: Fakes, tmp_path: Path
 ) -> None:
-    from aegis.sidecar.contract import load_config
+    from aegis.sidecar.contract import ConfigError, ListenSpec, decode, load_config
     from aegis.sidecar.http.server import serve
 
     async with make_sidecar():  # writes the config file
@@ -249,5 +249,5 @@ async def test_metrics_listener_can_leave_loopback_while_the_api_cannot(
             assert resp.status == 200 and "aegis_config_info" in await resp.text()
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"http://127.0.0.2:{sc.port}/healthz")
-    with pytest.raises(ValueError, match="loopback"):
-        loaded.config.listen.model_validate({"host": "0.0.0.0"})
+    with pytest.raises(ConfigError, match="loopback"):
+        decode(ListenSpec, {"host": "0.0.0.0"})

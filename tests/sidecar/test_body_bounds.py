@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from aegis.sidecar.contract.config import LimitsSpec
+from aegis.sidecar.contract import LimitsSpec, decode
 from aegis.sidecar.errors import BadRequest
 from aegis.sidecar.frontends import Api
 from aegis.sidecar.http.bounds import check_body
 
-LIMITS = LimitsSpec.model_validate({"maxJsonDepth": 8})
+LIMITS = decode(LimitsSpec, {"maxJsonDepth": 8})
 
 
 def nested(levels: int, as_list: bool) -> Any:

@@ -9,21 +9,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aegis.sidecar.budgets.matching import BookBudget
-from aegis.sidecar.contract import BudgetSpec
+from aegis.sidecar.contract import BudgetSpec, decode
 from aegis.sidecar.contract.periods import period_of
 
 
 @pytest.mark.parametrize("period", ["Monthly", "Weekly", "Daily"])
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin", "America/Los_Angeles"])
 def test_the_remembered_period_is_the_computed_one(period: str, timezone: str) -> None:
-    spec = BudgetSpec.model_validate(
+    spec = decode(
+        BudgetSpec,
         {
             "name": "b",
             "provider": "openai",
             "limitUSD": "10",
             "timezone": timezone,
             "period": period,
-        }
+        },
     )
     budget = BookBudget(spec, "ns")
     # Every 37 minutes over two months around a daylight-saving change (and back).

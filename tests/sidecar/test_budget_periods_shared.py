@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from aegis.sidecar.budgets import BudgetBook, LeaseBudgetSource, LeaseSettings, Reservation
-from aegis.sidecar.contract import BudgetSpec
+from aegis.sidecar.contract import BudgetSpec, decode
 from aegis.sidecar.ledger.budget_status import budget_status
 from aegis.sidecar.ledger.db import create_engine
 from aegis.sidecar.ledger.spool import Spool
@@ -46,8 +46,9 @@ class Clock:
 
 
 def spec(name: str, limit: str, period: str, **extra: Any) -> BudgetSpec:
-    return BudgetSpec.model_validate(
-        {"name": name, "provider": "dashscope", "limitUSD": limit, "period": period, **extra}
+    return decode(
+        BudgetSpec,
+        {"name": name, "provider": "dashscope", "limitUSD": limit, "period": period, **extra},
     )
 
 

@@ -25,6 +25,7 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
+from msgspec.structs import replace
 
 from aegis.sidecar.budgets import BudgetBook, Exceeded, Reservation
 from aegis.sidecar.contract import BudgetSpec
@@ -111,8 +112,7 @@ class BudgetMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from("abc"), extra=money)
     def raise_limit(self, name: str, extra: Decimal) -> None:
         self.specs = [
-            b.model_copy(update={"limit_usd": b.limit_usd + extra}) if b.name == name else b
-            for b in self.specs
+            replace(b, limit_usd=b.limit_usd + extra) if b.name == name else b for b in self.specs
         ]
         self.book.reconfigure(self.specs)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aegis.sidecar.contract import SidecarConfig
-from aegis.sidecar.contract.reference import render
+from aegis.sidecar.contract.schema import SidecarConfig
+from aegis.sidecar.contract.schema.reference import render
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sidecar-config.md"
 
@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "sidecar-config.md"
 def test_committed_reference_matches_the_models() -> None:
     assert DOC.read_text() == render(), (
         "docs/sidecar-config.md is stale: run "
-        "`.venv/bin/python -m aegis.sidecar.contract.reference > docs/sidecar-config.md`"
+        "`.venv/bin/python -m aegis.sidecar.contract.schema.reference > docs/sidecar-config.md`"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aegis.sidecar.contract import PrivacySpec
+from aegis.sidecar.contract import PrivacySpec, decode
 from aegis.sidecar.request import Masking, assess, normalise, placeholder, scan_document
 
 # Fullwidth letters and a zero-width space: restoration must give these exact characters.
@@ -179,8 +179,8 @@ def test_declared_class_is_never_lowered_and_not_masked() -> None:
 
 
 def test_custom_pattern_raises_its_own_class() -> None:
-    spec = PrivacySpec.model_validate(
-        {"patterns": [{"name": "emp", "regex": r"EMP-[0-9]{6}", "dataClass": "hipaa"}]}
+    spec = decode(
+        PrivacySpec, {"patterns": [{"name": "emp", "regex": r"EMP-[0-9]{6}", "dataClass": "hipaa"}]}
     )
     fullwidth = "EMP-123456".translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)})
     decision = assess(chat(f"employee {fullwidth} asked"), None, None, spec)
@@ -194,11 +194,9 @@ def test_custom_pattern_raises_its_own_class() -> None:
         (r"(?=x)y", "not a valid RE2 pattern"),
         (r"x*", "matches the empty string"),
         (r"(?P<n>x)", "named groups"),
-        ("x" * 513, "at most 512"),
+        ("x" * 513, "regex: Expected `str` of length <= 512"),
     ],
 )
 def test_custom_patterns_are_checked(regex: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        PrivacySpec.model_validate(
-            {"patterns": [{"name": "p", "regex": regex, "dataClass": "pii"}]}
-        )
+        decode(PrivacySpec, {"patterns": [{"name": "p", "regex": regex, "dataClass": "pii"}]})

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aegis.sidecar.contract import ModelPrice, ProviderSpec
+from aegis.sidecar.contract import ModelPrice, ProviderSpec, decode
 from aegis.sidecar.request.pricing import (
     BUILTIN_PRICES,
     IMAGE_TOKENS,
@@ -32,11 +32,11 @@ from aegis.sidecar.request.pricing import (
 def provider(**overrides: Any) -> ProviderSpec:
     spec: dict[str, Any] = {"name": "openai", "type": "openai", "models": {"default": "gpt-4o"}}
     spec.update(overrides)
-    return ProviderSpec.model_validate(spec)
+    return decode(ProviderSpec, spec)
 
 
 def price(inp: str, out: str) -> ModelPrice:
-    return ModelPrice.model_validate({"inputPer1M": Decimal(inp), "outputPer1M": Decimal(out)})
+    return decode(ModelPrice, {"inputPer1M": Decimal(inp), "outputPer1M": Decimal(out)})
 
 
 # --------------------------------------------------------------- lookup

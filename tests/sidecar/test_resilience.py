@@ -20,7 +20,7 @@ from aegis.sidecar.adapters import (
     UpstreamResult,
 )
 from aegis.sidecar.adapters.openai_wire import OpenAIWireAdapter, SharedSession
-from aegis.sidecar.contract import ProviderSpec
+from aegis.sidecar.contract import ProviderSpec, decode
 from aegis.sidecar.fakes import FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -165,13 +165,14 @@ def test_released_probe_lets_the_next_caller_probe() -> None:
 def test_breakers_health_view_and_states() -> None:
     clock = FakeClock()
     specs = [
-        ProviderSpec.model_validate(
+        decode(
+            ProviderSpec,
             {
                 "name": n,
                 "type": "openai",
                 "models": {"default": "m"},
                 "circuitBreaker": {"failureThreshold": 1, "openSeconds": 10},
-            }
+            },
         )
         for n in ("a", "b")
     ]
@@ -278,7 +279,8 @@ async def test_a_stream_that_does_not_report_its_end_is_watched_through_its_iter
 
 async def test_retry_after_from_a_real_429(fake: FakeUpstream) -> None:
     clock = FakeClock()
-    spec = ProviderSpec.model_validate(
+    spec = decode(
+        ProviderSpec,
         {
             "name": "openai",
             "type": "openai",
@@ -286,7 +288,7 @@ async def test_retry_after_from_a_real_429(fake: FakeUpstream) -> None:
             "models": {"default": "gpt-4o"},
             "apiKeyEnv": "K",
             "maxRetries": 2,
-        }
+        },
     )
     session = SharedSession()
     inner = OpenAIWireAdapter(spec, session, env={"K": "sk"})

@@ -8,9 +8,17 @@ import copy
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from msgspec.structs import replace
 
-from aegis.sidecar.contract import Arm, Complexity, Quality, RuleMatch, SidecarConfig
+from aegis.sidecar.contract import (
+    Arm,
+    Complexity,
+    ConfigError,
+    Quality,
+    RuleMatch,
+    SidecarConfig,
+    decode,
+)
 from aegis.sidecar.errors import ModelNotFound
 from aegis.sidecar.http.error_bodies import error_body
 from aegis.sidecar.request.pricing import builtin_price, worst_case_cost
@@ -168,8 +176,8 @@ def test_rule_match_semantics(example: SidecarConfig) -> None:
     assert rule_matches(RuleMatch(vision=True), f)
     assert not rule_matches(RuleMatch(vision=False), f)
     assert rule_matches(RuleMatch(data_class=["internal"]), f)
-    with pytest.raises(ValidationError, match="at least 1 item"):
-        RuleMatch(data_class=[])  # an empty list would silently match nothing
+    with pytest.raises(ConfigError, match=r"dataClass: Expected `array` of length >= 1"):
+        decode(RuleMatch, {"dataClass": []})  # an empty list would silently match nothing
 
 
 def test_first_matching_rule_wins() -> None:
@@ -300,7 +308,7 @@ def test_candidate_provider_models_replace_models_for_the_candidate_arm_only() -
     stable = decide(config, batch, arm="stable")  # the stable batch rule: dashscope
     assert (stable.rule, stable.candidates[0].models) == ("batch", ("qwen-plus",))
     doc["rollout"]["candidate"]["providerModels"] = {"nope": {"default": "x"}}
-    with pytest.raises(ValidationError, match=r"providerModels\.nope: unknown provider"):
+    with pytest.raises(ConfigError, match=r"providerModels\.nope: unknown provider"):
         config_from(doc)
 
 
@@ -327,15 +335,15 @@ def test_choose_arm_is_a_stable_hash_salted_by_candidate_and_route() -> None:
     first = [choose_arm(half, k, 0.0) for k in keys]
     assert first == [choose_arm(half, k, 0.99) for k in keys]  # random ignored with a key
     # a later step of the same candidate keeps every user where they were...
-    next_step = half.model_copy(update={"step": 3})
+    next_step = replace(half, step=3)
     assert first == [choose_arm(next_step, k, 0.0) for k in keys]
     # ...and a higher weight only moves users from stable to candidate
-    higher = half.model_copy(update={"weight": 75})
+    higher = replace(half, weight=75)
     moved = [choose_arm(higher, k, 0.0) for k in keys]
     assert all(m == "candidate" for f, m in zip(first, moved, strict=True) if f == "candidate")
     assert moved.count(Arm.CANDIDATE) > first.count(Arm.CANDIDATE)
     # a new candidate (new salt) or another route draws a different set of users
-    other_candidate = half.model_copy(update={"salt": "c2"})
+    other_candidate = replace(half, salt="c2")
     assert first != [choose_arm(other_candidate, k, 0.0) for k in keys]
     assert first != [choose_arm(half, k, 0.0, route="other") for k in keys]
 

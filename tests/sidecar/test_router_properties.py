@@ -20,6 +20,7 @@ from aegis.sidecar.contract import (
     RolloutSpec,
     SidecarConfig,
     Target,
+    decode,
 )
 from aegis.sidecar.request.facts import Kind, RequestFacts, build_facts
 from aegis.sidecar.routing import StaticBudgetView, StaticHealth, choose_arm, models_for, route
@@ -125,7 +126,7 @@ def configs(draw: st.DrawFn) -> SidecarConfig:
     ]
     if draw(st.booleans()):
         doc["rollout"] = {"candidate": draw(policies(names)), "weight": draw(st.integers(0, 100))}
-    config = SidecarConfig.model_validate(_ensure_local(doc) if local_only else doc)
+    config = decode(SidecarConfig, _ensure_local(doc) if local_only else doc)
     return config
 
 

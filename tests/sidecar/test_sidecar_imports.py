@@ -3,10 +3,11 @@
 A subprocess does what ``aegis sidecar`` does (the CLI module, ``run_sidecar``'s
 module, the event loop and ``serve`` with a production-like config: routing with a
 PII rule, a fallback, a priced budget, a SQLite ledger, metrics), and once it is
-serving prints every module it has loaded. The operator (kopf, lightkube), SQLAlchemy
-(the sidecar talks to its ledger through the drivers), Alembic, any-llm (no provider
-of that type is configured) and the ledger's schema, read and control side must not
-be among them: each costs memory in every pod, for nothing.
+serving prints every module it has loaded. The operator (kopf, lightkube), pydantic
+(the sidecar decodes its config into msgspec Structs), SQLAlchemy (the sidecar
+talks to its ledger through the drivers), Alembic, any-llm (no provider of that
+type is configured) and the ledger's schema, read and control side must not be
+among them: each costs memory in every pod, for nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ ABSENT_PACKAGES = (
     "anthropic",
     "openai",
     "asyncpg",
+    "pydantic",
+    "pydantic_core",
 )
 # The ledger's SQLAlchemy schema and engines, its read, report and control side
 # (``aegis ledger …``, the operator).

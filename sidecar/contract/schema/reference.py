@@ -1,6 +1,6 @@
 """The sidecar configuration reference, generated from the pydantic models.
 
-``python -m aegis.sidecar.contract.reference > docs/sidecar-config.md`` writes it; a test
+``python -m aegis.sidecar.contract.schema.reference > docs/sidecar-config.md`` writes it; a test
 checks the committed file is what the models produce, so the reference cannot
 drift from the code.
 """
@@ -21,8 +21,8 @@ from . import SidecarConfig
 
 HEADER = """# Sidecar configuration reference
 
-Generated from the models in `sidecar/contract/` by
-`python -m aegis.sidecar.contract.reference`; do not edit.
+Generated from the models in `sidecar/contract/schema/` by
+`python -m aegis.sidecar.contract.schema.reference`; do not edit.
 The operator renders an `LLMRoute` into this document (ConfigMap `aegis-route-<name>`,
 key `config.yaml`); without a cluster you write it yourself and run
 `aegis sidecar --config FILE`. Field names are camelCase; unknown fields are refused.

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
-from fnmatch import fnmatchcase
-from typing import Annotated, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field
 
-from .base import DataClass, Model, Money, Name, OnExceeded
-from .budget_key import BudgetKey, BudgetScope
-from .periods import PeriodKind
+from ..behaviour import BudgetSpecMethods, ListenSpecMethods
+from ..budget_key import BudgetScope
+from ..periods import PeriodKind
+from ..references import SidecarConfigMethods
+from ..vocabulary import OnExceeded
+from .base import DataClass, Model, Money, Name
 from .policy import Policy, PrivacySpec, RolloutSpec
 from .providers import ProviderSpec
 from .rate_limits import RateLimitSpec
@@ -41,7 +36,7 @@ ServiceAccountName = Annotated[
 ]
 
 
-class BudgetSpec(Model):
+class BudgetSpec(BudgetSpecMethods, Model):
     """A USD limit per period (a day, an ISO week or a calendar month in its time zone)
     on the calls it applies to, as rendered from an LLMBudget or a ClusterLLMBudget.
 
@@ -114,77 +109,6 @@ class BudgetSpec(Model):
         description="Requests/tokens per minute of the calls charged to this budget, "
         "shared by every sidecar that spends it.",
     )
-
-    @model_validator(mode="after")
-    def _scoped(self) -> Self:
-        if self.scope is BudgetScope.CLUSTER and self.namespace is not None:
-            raise ValueError("namespace is not allowed for a Cluster budget")
-        if self.scope is BudgetScope.CLUSTER and self.service_accounts:
-            raise ValueError("serviceAccounts: only a namespaced budget may name them")
-        if self.provider is not None and self.providers:
-            raise ValueError("providers: set provider or providers, not both")
-        for field, values in (
-            ("providers", self.providers),
-            ("models", self.models),
-            ("dataClasses", self.data_classes),
-            ("serviceAccounts", self.service_accounts),
-        ):
-            if len(set(values)) != len(values):
-                raise ValueError(f"{field}: entries must be unique")
-        return self
-
-    @property
-    def provider_names(self) -> tuple[str, ...]:
-        """The providers the budget names (``provider`` or ``providers``); empty: every
-        cloud provider."""
-        return (self.provider,) if self.provider is not None else tuple(self.providers)
-
-    def applies(
-        self,
-        provider: str,
-        *,
-        local: bool = False,
-        models: Sequence[str] = (),
-        data_class: str | None = None,
-        service_account: str | None = None,
-    ) -> bool:
-        """Does the budget apply to a call of ``provider`` (``local``: a local provider,
-        which a budget naming no provider leaves alone) that may use ``models``, of
-        ``data_class``, from a pod running as ``service_account``? What is not known
-        (no models, no class, no ServiceAccount) matches: a filter never lets a call
-        escape a budget for want of a fact."""
-        names = self.provider_names
-        if (provider not in names) if names else local:
-            return False
-        if (
-            self.models
-            and models
-            and not any(fnmatchcase(m, glob) for m in models for glob in self.models)
-        ):
-            return False
-        if self.data_classes and data_class is not None and data_class not in self.data_classes:
-            return False
-        return not (
-            self.service_accounts
-            and service_account is not None
-            and service_account not in self.service_accounts
-        )
-
-    def key(self, default_namespace: str = "") -> BudgetKey:
-        """The budget's ledger key; a Namespace budget without ``namespace`` is of
-        ``default_namespace`` (the config's own)."""
-        if self.scope is BudgetScope.CLUSTER:
-            return BudgetKey(self.scope, "", self.name)
-        return BudgetKey(self.scope, self.namespace or default_namespace, self.name)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
 
 class LedgerSpec(Model):
@@ -272,7 +196,7 @@ class LimitsSpec(Model):
     )
 
 
-class ListenSpec(Model):
+class ListenSpec(ListenSpecMethods, Model):
     host: str = Field(default="127.0.0.1", description="Loopback address only.")
     port: int = Field(default=8787, ge=1, le=65535)
     metrics_port: int = Field(default=9787, ge=0, le=65535, description="0 disables.")
@@ -290,26 +214,6 @@ class ListenSpec(Model):
     )
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
-    @field_validator("metrics_host")
-    @classmethod
-    def _an_address(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"metricsHost must be an IP address, not {value!r}") from None
-        return value
-
-    @field_validator("host")
-    @classmethod
-    def _loopback_only(cls, value: str) -> str:
-        try:
-            loopback = ipaddress.ip_address(value).is_loopback
-        except ValueError:
-            loopback = value == "localhost"
-        if not loopback:
-            raise ValueError("the sidecar listens on a loopback address only")
-        return value
-
 
 class RouteIdentity(Model):
     """Who this config belongs to; recorded on every ledger row."""
@@ -318,7 +222,7 @@ class RouteIdentity(Model):
     namespace: str = Field(default="default", max_length=63)
 
 
-class SidecarConfig(Policy):
+class SidecarConfig(SidecarConfigMethods, Policy):
     """The whole sidecar configuration (one route plus its budgets)."""
 
     api_version: Literal["aegis.io/v1alpha1"] = "aegis.io/v1alpha1"
@@ -334,69 +238,3 @@ class SidecarConfig(Policy):
     )
     ledger: LedgerSpec = Field(default_factory=LedgerSpec)
     listen: ListenSpec = Field(default_factory=ListenSpec)
-
-    @model_validator(mode="after")
-    def _check_references(self) -> Self:
-        names = [p.name for p in self.providers]
-        if len(set(names)) != len(names):
-            raise ValueError("providers: names must be unique")
-        known = set(names)
-        policies: list[tuple[str, Policy]] = [("", self)]
-        if self.rollout is not None:
-            policies.append(("rollout.candidate.", self.rollout.candidate))
-        for prefix, policy in policies:
-            rule_names = [r.name for r in policy.rules]
-            if len(set(rule_names)) != len(rule_names):
-                raise ValueError(f"{prefix}rules: names must be unique")
-            for i, rule in enumerate(policy.rules):
-                if rule.to.provider not in known:
-                    raise ValueError(
-                        f"{prefix}rules[{i}].to.provider: unknown provider {rule.to.provider!r}"
-                    )
-            if policy.default.provider not in known:
-                raise ValueError(
-                    f"{prefix}default.provider: unknown provider {policy.default.provider!r}"
-                )
-            for j, name in enumerate(policy.fallback):
-                if name not in known:
-                    raise ValueError(f"{prefix}fallback[{j}]: unknown provider {name!r}")
-        if self.rollout is not None:
-            for name in self.rollout.candidate.provider_models:
-                if name not in known:
-                    raise ValueError(
-                        f"rollout.candidate.providerModels.{name}: unknown provider {name!r}"
-                    )
-        budget_keys: set[BudgetKey] = set()
-        for k, budget in enumerate(self.budgets):
-            for name in budget.provider_names:
-                if name not in known:
-                    field = "provider" if budget.provider is not None else "providers"
-                    raise ValueError(f"budgets[{k}].{field}: unknown provider {name!r}")
-            key = budget.key(self.identity.namespace)
-            if key in budget_keys:
-                raise ValueError(f"budgets[{k}].name: duplicate budget {key}")
-            budget_keys.add(key)
-        if self.privacy.local_only and not any(p.is_local for p in self.providers):
-            raise ValueError("privacy.localOnly is set but no provider has locality local")
-        return self
-
-    def provider(self, name: str) -> ProviderSpec:
-        for spec in self.providers:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
-    def budgets_for(self, provider: str) -> list[BudgetSpec]:
-        """The budgets that may apply to calls of ``provider`` (whatever the model,
-        data class or ServiceAccount)."""
-        local = self.provider(provider).is_local if provider in self.provider_names else False
-        return [b for b in self.budgets if b.applies(provider, local=local)]
-
-    @property
-    def provider_names(self) -> frozenset[str]:
-        return frozenset(p.name for p in self.providers)
-
-    @property
-    def local_providers(self) -> frozenset[str]:
-        """Providers of locality local: a budget naming no provider leaves them alone."""
-        return frozenset(p.name for p in self.providers if p.is_local)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from pydantic import Field
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    field_validator,
-    model_validator,
-)
-
-from .base import DEFAULT_BASE_URLS, Locality, Model, Money, Name, ProviderType
+from ..behaviour import ProviderModelsMethods, ProviderSpecMethods
+from ..vocabulary import Locality, ProviderType
+from .base import Model, Money, Name
 
 
 class ModelPrice(Model):
@@ -21,7 +16,7 @@ class ModelPrice(Model):
     output_per_1m: Money = Field(alias="outputPer1M", description="USD per 1M completion tokens.")
 
 
-class ProviderModels(Model):
+class ProviderModels(ProviderModelsMethods, Model):
     """The concrete model names a provider serves to this route."""
 
     default: str = Field(min_length=1, max_length=128, description="Model for chat requests.")
@@ -35,18 +30,6 @@ class ProviderModels(Model):
         default=None, max_length=128, description="Model for /v1/embeddings."
     )
 
-    @field_validator("vision", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("vision")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("vision models must be unique")
-        return value
-
 
 class CircuitBreakerSpec(Model):
     """Skip a provider after repeated failures, probe it again after a pause."""
@@ -55,7 +38,7 @@ class CircuitBreakerSpec(Model):
     open_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
-class ProviderSpec(Model):
+class ProviderSpec(ProviderSpecMethods, Model):
     """One LLM provider the route may call."""
 
     name: Name
@@ -63,7 +46,6 @@ class ProviderSpec(Model):
     base_url: str | None = Field(
         default=None,
         alias="baseURL",
-        validation_alias=AliasChoices("baseURL", "baseUrl", "base_url"),
         max_length=2048,
         pattern=r"^https?://",
         description="API base URL; defaults per type (DashScope: international endpoint; "
@@ -107,33 +89,3 @@ class ProviderSpec(Model):
     vision_high_resolution: bool = Field(
         default=False, description="DashScope: send vl_high_resolution_images=true."
     )
-
-    @model_validator(mode="after")
-    def _check_type_fields(self) -> Self:
-        if self.type is ProviderType.ANY_LLM and not self.sdk_provider:
-            raise ValueError("sdkProvider is required when type is any-llm")
-        if self.type is not ProviderType.ANY_LLM and self.sdk_provider:
-            raise ValueError("sdkProvider is only allowed when type is any-llm")
-        if self.type is ProviderType.ANTHROPIC and self.models.embedding:
-            raise ValueError(
-                "provider type anthropic has no embeddings API; unset models.embedding"
-            )
-        if self.base_url is None and self.type is ProviderType.OPENAI_COMPATIBLE:
-            # any-llm providers know their own endpoints; a generic OpenAI-wire server does not.
-            raise ValueError("baseURL is required for provider type openai-compatible")
-        return self
-
-    @property
-    def resolved_base_url(self) -> str | None:
-        """The base URL to call (any-llm may use its own default)."""
-        return self.base_url or DEFAULT_BASE_URLS.get(self.type)
-
-    @property
-    def resolved_locality(self) -> Locality:
-        if self.locality is not None:
-            return self.locality
-        return Locality.LOCAL if self.type is ProviderType.OLLAMA else Locality.CLOUD
-
-    @property
-    def is_local(self) -> bool:
-        return self.resolved_locality is Locality.LOCAL

@@ -7,25 +7,14 @@ let through, whatever the number of sidecars (docs/ledger.md, "Rate limits").
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Self
+from pydantic import ConfigDict, Field
 
-from pydantic import ConfigDict, Field, model_validator
-
+from ..behaviour import RateLimitSpecMethods
+from ..vocabulary import MAX_REQUESTS_PER_MINUTE, MAX_TOKENS_PER_MINUTE
 from .base import Model
 
-MAX_REQUESTS_PER_MINUTE = 10_000_000
-MAX_TOKENS_PER_MINUTE = 100_000_000_000
 
-
-class RateUnit(StrEnum):
-    """What a rate limit counts."""
-
-    REQUESTS = "requests"
-    TOKENS = "tokens"
-
-
-class RateLimitSpec(Model):
+class RateLimitSpec(RateLimitSpecMethods, Model):
     """Requests and tokens per minute, shared by every sidecar of the scope (a route:
     its sidecars; a budget: every sidecar spending it). Over a limit a request is
     answered 429 with Retry-After and the x-ratelimit-* headers."""
@@ -48,15 +37,3 @@ class RateLimitSpec(Model):
         "reserved at admission (prompt bound + max tokens), the unused part returns at "
         "settlement.",
     )
-
-    @model_validator(mode="after")
-    def _one_at_least(self) -> Self:
-        if self.requests_per_minute is None and self.tokens_per_minute is None:
-            raise ValueError("rateLimits needs requestsPerMinute, tokensPerMinute or both")
-        return self
-
-    def limit(self, unit: RateUnit) -> int | None:
-        """The limit of ``unit`` per minute, ``None`` when not limited."""
-        if unit is RateUnit.REQUESTS:
-            return self.requests_per_minute
-        return self.tokens_per_minute

@@ -1,48 +1,9 @@
-"""The shared vocabulary of the config: the base model, names, money and enums."""
+"""The config's closed vocabularies (enums) and built-in defaults, shared by the
+schema models and the sidecar's runtime types."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-)
-from pydantic.alias_generators import to_camel
-
-Name = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=63,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        description="A DNS-label style name: lower case letters, digits and '-'.",
-    ),
-]
-DataClass = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=32,
-        pattern=r"^[a-z][a-z0-9_-]*$",
-        description="A data classification label such as public, internal, pii or hipaa.",
-    ),
-]
-Money = Annotated[Decimal, Field(ge=Decimal(0), max_digits=18, decimal_places=6)]
-
-
-class Model(BaseModel):
-    """Base for every config model: camelCase aliases, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
 
 
 class Locality(StrEnum):
@@ -86,6 +47,24 @@ class OnExceeded(StrEnum):
     REJECT = "Reject"
     NOTIFY = "Notify"
 
+
+class Arm(StrEnum):
+    """A rollout arm: whose policy routes a request (also a ledger column)."""
+
+    STABLE = "stable"
+    CANDIDATE = "candidate"
+
+
+class RateUnit(StrEnum):
+    """What a rate limit counts."""
+
+    REQUESTS = "requests"
+    TOKENS = "tokens"
+
+
+MAX_REQUESTS_PER_MINUTE = 10_000_000
+MAX_TOKENS_PER_MINUTE = 100_000_000_000
+MAX_PATTERN_CHARS = 512
 
 DEFAULT_BASE_URLS: dict[ProviderType, str] = {
     ProviderType.OPENAI: "https://api.openai.com/v1",

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Self
+from pydantic import Field
 
-import re2
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
-
-from .base import Complexity, DataClass, Model, Name, Quality
+from ..behaviour import CustomPatternMethods, PrivacySpecMethods, RuleMatchMethods
+from ..vocabulary import MAX_PATTERN_CHARS, Complexity, Quality
+from .base import DataClass, Model, Name
 from .providers import ProviderModels
 
-MAX_PATTERN_CHARS = 512
-# RE2's memory budget for one pattern (its default is 8 MiB): enough for any
-# sensible identifier pattern, refuses a pattern that would blow up its DFA.
-_PATTERN_MEMORY = 1 << 20
 
-
-class CustomPattern(Model):
+class CustomPattern(CustomPatternMethods, Model):
     """A route's own identifier format: a regular expression and the class it raises."""
 
     name: Name = Field(description="Names the detector in metrics and the ledger.")
@@ -34,25 +22,8 @@ class CustomPattern(Model):
     )
     data_class: DataClass = Field(description="Class a request is raised to when it matches.")
 
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        options = re2.Options()
-        options.log_errors = False
-        options.max_mem = _PATTERN_MEMORY
-        try:
-            compiled = re2.compile(value, options)
-        except re2.error as exc:
-            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-            raise ValueError(f"not a valid RE2 pattern: {detail}") from None
-        if "(?P<" in value:
-            raise ValueError("named groups are not allowed; use (?:...)")
-        if compiled.search("") is not None:
-            raise ValueError("the pattern matches the empty string (it would match every request)")
-        return value
 
-
-class PrivacySpec(Model):
+class PrivacySpec(PrivacySpecMethods, Model):
     """Which data classes must stay on local providers, and PII detection."""
 
     classes: list[DataClass] = Field(
@@ -85,33 +56,8 @@ class PrivacySpec(Model):
         "a cloud call (and restored in the answer) instead of raising the request's class.",
     )
 
-    @model_validator(mode="after")
-    def _check_known(self) -> Self:
-        known = set(self.classes)
-        if len(known) != len(self.classes):
-            raise ValueError("privacy.classes must be unique")
-        for field in ("local_only", "default_class", "detected_class", "mask"):
-            value = getattr(self, field)
-            for item in value if isinstance(value, list) else [value]:
-                if item not in known:
-                    raise ValueError(f"privacy.{to_camel(field)}: unknown class {item!r}")
-        names = [p.name for p in self.patterns]
-        if len(set(names)) != len(names):
-            raise ValueError("privacy.patterns: names must be unique")
-        for pattern in self.patterns:
-            if pattern.data_class not in known:
-                raise ValueError(
-                    f"privacy.patterns[{pattern.name}].dataClass: unknown class "
-                    f"{pattern.data_class!r}"
-                )
-        return self
 
-    def rank(self, data_class: str) -> int:
-        """Strictness of a class (higher is stricter)."""
-        return self.classes.index(data_class)
-
-
-class RuleMatch(Model):
+class RuleMatch(RuleMatchMethods, Model):
     """All given fields must match (AND); a list matches any of its values (OR)."""
 
     data_class: list[DataClass] | None = Field(default=None, min_length=1, max_length=16)
@@ -120,13 +66,6 @@ class RuleMatch(Model):
     min_batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
     max_batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
     vision: bool | None = Field(default=None, description="Match only (non-)image requests.")
-
-    @model_validator(mode="after")
-    def _check_batch_range(self) -> Self:
-        low, high = self.min_batch_size, self.max_batch_size
-        if low is not None and high is not None and low > high:
-            raise ValueError(f"minBatchSize ({low}) must not exceed maxBatchSize ({high})")
-        return self
 
 
 class Target(Model):
@@ -179,13 +118,6 @@ class CandidatePolicy(Policy):
         description="Models a provider serves to candidate requests, by provider name; "
         "replaces that provider's models for the candidate arm only.",
     )
-
-
-class Arm(StrEnum):
-    """A rollout arm: whose policy routes a request (also a ledger column)."""
-
-    STABLE = "stable"
-    CANDIDATE = "candidate"
 
 
 class RolloutSpec(Model):
