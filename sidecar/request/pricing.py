@@ -26,7 +26,7 @@ from ..contract import ModelPrice, ProviderSpec
 from ..contract.money import quantize_usd
 
 ONE_MILLION = Decimal(1_000_000)
-ZERO_PRICE = ModelPrice.model_validate({"inputPer1M": 0, "outputPer1M": 0})
+ZERO_PRICE = ModelPrice(input_per_1m=Decimal(0), output_per_1m=Decimal(0))
 
 # Template tokens around each message (role markers, separators) and per request
 # (reply priming, a provider's implicit system prompt); generous on purpose.
@@ -46,7 +46,7 @@ _IMAGE_TOKENS_BY_MODEL: dict[str, int] = {"gpt-4o-mini": 48_169}
 
 
 def _p(inp: str, out: str) -> ModelPrice:
-    return ModelPrice.model_validate({"inputPer1M": Decimal(inp), "outputPer1M": Decimal(out)})
+    return ModelPrice(input_per_1m=Decimal(inp), output_per_1m=Decimal(out))
 
 
 # Built-in list prices, USD per 1M tokens, standard (non-batch, uncached) tier, as
