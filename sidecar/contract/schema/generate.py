@@ -10,6 +10,7 @@ Descriptions stay in the schema: the sidecar never shows them.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import types
@@ -22,11 +23,13 @@ from typing import Any, get_args, get_origin
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from ..behaviour import MONEY_DIGITS, MONEY_PLACES
 from .base import Model
 from .config import SidecarConfig
 
 TARGET = Path(__file__).resolve().parents[1] / "structs.py"
 _CONSTRAINTS = ("min_length", "max_length", "ge", "gt", "le", "lt", "pattern")
+MONEY = {"ge": 0, "max_digits": MONEY_DIGITS, "decimal_places": MONEY_PLACES}
 
 HEADER = '''"""The config document's runtime types: what the sidecar decodes ``config.yaml`` into.
 
@@ -66,14 +69,23 @@ class Struct(Checked, msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 '''
 
 
-def _meta(metadata: list[Any]) -> str:
-    """``Meta(...)`` for pydantic's constraint metadata ("" when there is none)."""
-    kwargs: dict[str, Any] = {}
+def _constraints(metadata: list[Any]) -> dict[str, Any]:
+    """pydantic's constraint metadata (annotated-types' and its own) as one dict."""
+    found: dict[str, Any] = {}
     for item in metadata:
-        for name in _CONSTRAINTS:
-            value = getattr(item, name, None)
-            if value is not None:
-                kwargs[name] = value
+        if dataclasses.is_dataclass(item):
+            values = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+        else:
+            values = dict(vars(item))
+        found |= {k: v for k, v in values.items() if v is not None}
+    return found
+
+
+def _meta(metadata: list[Any]) -> str:
+    """``Meta(...)`` for the constraints ("" when there are none)."""
+    kwargs = _constraints(metadata)
+    if unknown := set(kwargs) - set(_CONSTRAINTS):
+        raise TypeError(f"no msgspec.Meta for the constraints {sorted(unknown)}")
     if not kwargs:
         return ""
     return "Meta(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
@@ -99,7 +111,9 @@ def _type(annotation: Any, metadata: list[Any] | None = None) -> str:
     elif origin is typing.Literal:
         text = "Literal[" + ", ".join(repr(a) for a in get_args(annotation)) + "]"
     elif annotation is Decimal:
-        return "Decimal"  # bounded by check_money
+        if _constraints(metadata or []) != MONEY:
+            raise TypeError("a Decimal field must be Money (check_money bounds it)")
+        return "Decimal"
     elif annotation in (str, int, float, bool) or issubclass(annotation, Model | Enum):
         text = annotation.__name__
     else:
@@ -125,6 +139,8 @@ def _default(info: FieldInfo) -> str | None:
 
 
 def _field(name: str, info: FieldInfo) -> str:
+    if info.validation_alias not in (None, info.alias):
+        raise TypeError(f"{name}: the runtime types know one wire name (alias) per field")
     annotation = _type(info.annotation, list(info.metadata))
     default = _default(info)
     wire = info.alias or name
@@ -162,6 +178,10 @@ def _models(root: type[Model]) -> list[type[Model]]:
 
 
 def _struct(model: type[Model]) -> str:
+    validators = model.__pydantic_decorators__
+    if validators.field_validators or set(validators.model_validators) != {"_checked"}:
+        # The runtime types would not run it: a rule belongs in a mixin's check().
+        raise TypeError(f"{model.__name__}: validators belong in behaviour.py, not the schema")
     parent = next(b for b in model.__mro__[1:] if issubclass(b, Model))
     own = {n: i for n, i in model.model_fields.items() if n not in parent.model_fields}
     base = "Struct" if parent is Model else parent.__name__
