@@ -101,6 +101,19 @@ class Builder:
     def _timed(self, what: str, started: float) -> None:
         self.log(f"{what} in {time.monotonic() - started:.0f}s")
 
+    @contextmanager
+    def _committed(self, source: str, name: str) -> Iterator[str]:
+        """A working container from `source` (an image in the storage, or ``scratch``),
+        committed as the image `name` when the block ends; removed if the block fails."""
+        pull = [] if source == "scratch" else ["--pull=never"]
+        container = run(self.buildah("from", *pull, source)).stdout.strip()
+        try:
+            yield container
+            run(self.buildah("commit", "--rm", container, name), timeout=600)
+        except BaseException:
+            run(self.buildah("rm", container), check=False)
+            raise
+
     # -- base ---------------------------------------------------------------------------
     def base(self) -> str:
         """The base image's name in buildah's storage (built or imported when missing)."""
@@ -118,14 +131,9 @@ class Builder:
             self._prune("base", rootfs)
             self._timed("base: rootfs made", started)
         started = time.monotonic()
-        container = run(self.buildah("from", "scratch")).stdout.strip()
-        try:
+        with self._committed("scratch", name) as container:
             run(self.buildah("add", container, str(rootfs), "/"), timeout=600)
             run(self.buildah("config", f"--env=PATH={_PATH}", "--cmd=/bin/bash", container))
-            run(self.buildah("commit", "--rm", container, name), timeout=600)
-        except BaseException:
-            run(self.buildah("rm", container), check=False)
-            raise
         self._timed(f"base: image {name} imported", started)
         return name
 
@@ -197,8 +205,7 @@ class Builder:
         started = time.monotonic()
         self.log(f"client: openai=={version} on {base}")
         local = f"localhost/aegis-client:{key}"
-        container = run(self.buildah("from", "--pull=never", base)).stdout.strip()
-        try:
+        with self._committed(base, local) as container:
             script = " && ".join(_CLIENT_RUN).format(requirement=f"openai=={version}")
             self._run_logged(
                 self.buildah(
@@ -223,10 +230,6 @@ class Builder:
                     container,
                 )
             )
-            run(self.buildah("commit", "--rm", container, local), timeout=600)
-        except BaseException:
-            run(self.buildah("rm", container), check=False)
-            raise
         self._export(local, image)
         self._prune("client", image.archive)
         self._timed(f"client: image {image.short}", started)
@@ -252,8 +255,7 @@ class Builder:
             self._mmdebstrap(rootfs, pg.PACKAGES, "mmdebstrap postgres", *hooks)
             entrypoint.write_text(pg.ENTRYPOINT)
             local = f"localhost/{image.short.split('/', 1)[1]}"
-            container = run(self.buildah("from", "scratch")).stdout.strip()
-            try:
+            with self._committed("scratch", local) as container:
                 run(self.buildah("add", container, str(rootfs), "/"), timeout=600)
                 run(
                     self.buildah(
@@ -274,10 +276,6 @@ class Builder:
                         container,
                     )
                 )
-                run(self.buildah("commit", "--rm", container, local), timeout=600)
-            except BaseException:
-                run(self.buildah("rm", container), check=False)
-                raise
         self._export(local, image)
         self._prune("postgres", image.archive)
         self._timed(f"postgres: image {image.short}", started)
@@ -289,8 +287,7 @@ class Builder:
         """An image from scratch holding `files` (image path -> host file)."""
         started = time.monotonic()
         local = f"localhost/{image.short.split('/', 1)[1]}"
-        container = run(self.buildah("from", "scratch")).stdout.strip()
-        try:
+        with self._committed("scratch", local) as container:
             for target, source in files.items():
                 run(self.buildah("copy", "--chmod=0755", container, str(source), target))
             run(
@@ -298,10 +295,6 @@ class Builder:
                     "config", f"--entrypoint={json.dumps(entrypoint)}", f"--user={user}", container
                 )
             )
-            run(self.buildah("commit", "--rm", container, local))
-        except BaseException:
-            run(self.buildah("rm", container), check=False)
-            raise
         self._export(local, image)
         self._timed(f"{image.repository}: image {image.short}", started)
 
