@@ -57,10 +57,11 @@ _T = TypeVar("_T")
 
 def decode(kind: type[_T], document: Any) -> _T:
     """``document`` (as YAML or JSON loads it) as the runtime type ``kind``, validated
-    as the schema validates it (a quoted number is a number, as in pydantic's lax
-    mode); ``ConfigError`` names the field."""
+    as the schema validates it; ``ConfigError`` names the field. Types are read as the
+    API server reads them: a quoted number or ``yes`` for a bool is refused where the
+    schema's lax mode would convert it (money may be quoted: it is a decimal string)."""
     try:
-        return msgspec.convert(document, kind, strict=False)
+        return msgspec.convert(document, kind, strict=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(format_decode_error(exc)) from None
 

@@ -138,6 +138,11 @@ ODD_VALUES: list[Any] = [
     2.0,
     "",
     "1",
+    "5",
+    "1e3",
+    " 7 ",
+    "yes",
+    10**20,
     "1.0000001",
     "1.5000000",
     "999999999999.999999",
@@ -196,9 +201,9 @@ def verdicts(document: Any) -> tuple[Any, Any]:
 def assert_agree(document: Any) -> None:
     """What the sidecar accepts, the schema accepts, read the same; what the schema
     accepts, the sidecar accepts as the operator renders it (the schema's own
-    output) and reads the same. The one leeway: the schema's lax mode turns ``true``
-    into ``1`` (and ``1.0`` into ``true``) where the sidecar refuses the wrong type;
-    the API server refuses those too, and the operator never renders them."""
+    output) and reads the same. The one leeway: the schema's lax mode converts a
+    value of the wrong type (``"5"`` or ``true`` to ``5``, ``"yes"`` to ``true``) that
+    the sidecar refuses, as the API server does; the operator never renders one."""
     schema, runtime = verdicts(document)
     if not isinstance(runtime, ConfigError):
         assert not isinstance(schema, ValidationError), f"only the schema refuses: {schema}"
@@ -206,18 +211,30 @@ def assert_agree(document: Any) -> None:
     elif not isinstance(schema, ValidationError):
         rendered = verdicts(schema)
         assert rendered == (schema, schema), f"the sidecar refuses the schema's {rendered[1]}"
-        assert _coerced(document, schema), f"only the sidecar refuses: {runtime}"
+        where = str(runtime).split(": ", 1)[0]
+        assert where in _coercions(document, schema), f"only the sidecar refuses: {runtime}"
 
 
-def _coerced(document: Any, rendered: Any) -> bool:
-    """Does ``rendered`` hold a number where ``document`` held a bool, or a bool
-    where it held a float (the schema's lax coercions)?"""
+def _coercions(document: Any, rendered: Any, where: str = "") -> set[str]:
+    """The paths (``providers.1.port``) where the schema converted a value of
+    ``document`` to another type: a string or a bool to something else, a number to a
+    bool or to an integer (its lax mode)."""
     if isinstance(document, dict) and isinstance(rendered, dict):
-        return any(_coerced(v, rendered.get(k)) for k, v in document.items())
-    if isinstance(document, list) and isinstance(rendered, list):
-        return any(_coerced(a, b) for a, b in zip(document, rendered, strict=False))
-    bool_as_number = isinstance(document, bool) and not isinstance(rendered, bool)
-    return bool_as_number or (isinstance(document, float) and isinstance(rendered, bool))
+        pairs: Any = ((k, v, rendered.get(k)) for k, v in document.items())
+    elif isinstance(document, list) and isinstance(rendered, list):
+        pairs = ((i, a, b) for i, (a, b) in enumerate(zip(document, rendered, strict=False)))
+    else:
+        if isinstance(document, str | bool):
+            changed = type(rendered) is not type(document)
+        elif isinstance(document, float):
+            changed = isinstance(rendered, bool | int)
+        else:
+            changed = isinstance(document, int) and isinstance(rendered, bool)
+        return {where} if changed else set()
+    found: set[str] = set()
+    for key, value, read in pairs:
+        found |= _coercions(value, read, f"{where}.{key}" if where else str(key))
+    return found
 
 
 def test_the_runtime_types_are_generated_from_the_schema() -> None:
@@ -272,6 +289,7 @@ def test_both_accept_and_refuse_the_same_documents(data: st.DataObject) -> None:
         (("privacy", "patterns", 0, "regex"), "x*"),  # matches the empty string
         (("providers", 0, "models", "vision"), "qwen2.5vl:7b"),  # a list, not one name
         (("providers", 0, "base_url"), "http://x"),  # the wire name only
+        (("rollout", "step"), "1e3"),  # not an integer for either
     ],
 )
 def test_both_refuse_each_kind_of_mistake(path: tuple[Any, ...], value: Any) -> None:
@@ -283,3 +301,18 @@ def test_both_refuse_each_kind_of_mistake(path: tuple[Any, ...], value: Any) -> 
     schema, runtime = verdicts(document)
     assert isinstance(schema, ValidationError), schema
     assert isinstance(runtime, ConfigError), runtime
+
+
+def test_the_sidecar_reads_types_as_the_api_server_does() -> None:
+    """A quoted number is refused, naming the field, where the schema's lax mode reads
+    it; a quoted amount of money is a decimal string, read the same by both."""
+    document = copy.deepcopy(FULL)
+    document["listen"]["port"] = "8787"
+    schema, runtime = verdicts(document)
+    assert schema["listen"]["port"] == 8787
+    assert isinstance(runtime, ConfigError)
+    assert str(runtime) == "listen.port: Expected `int`, got `str`"
+    document["listen"]["port"] = 8787
+    document["budgets"][1]["limitUSD"] = "1000.50"
+    schema, runtime = verdicts(document)
+    assert schema == runtime and runtime["budgets"][1]["limitUSD"] == "1000.50"

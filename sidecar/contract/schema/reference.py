@@ -26,6 +26,8 @@ Generated from the models in `sidecar/contract/schema/` by
 The operator renders an `LLMRoute` into this document (ConfigMap `aegis-route-<name>`,
 key `config.yaml`); without a cluster you write it yourself and run
 `aegis sidecar --config FILE`. Field names are camelCase; unknown fields are refused.
+Numbers and booleans are written unquoted (the sidecar refuses `port: "8787"`, as the
+API server refuses it in an `LLMRoute`); an amount of money may be quoted (`"12.50"`).
 """
 
 
