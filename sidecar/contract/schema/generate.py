@@ -6,6 +6,10 @@ msgspec Struct of the same name: the same fields under the same wire names, the
 same defaults and constraints (``msgspec.Meta``; money, which ``Meta`` cannot bound,
 by ``check_money``), the same mixins from ``behaviour.py`` and so the same ``check``.
 Descriptions stay in the schema: the sidecar never shows them.
+
+The generator runs inside the ``contract`` package, which imports ``structs.py``: after
+renaming or removing a mixin, first delete the stale class from ``structs.py`` (or the
+mixin's name from its bases), then regenerate.
 """
 
 from __future__ import annotations
