@@ -109,6 +109,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (``smaps_rollup``'s private pages): what one more
+    pod costs a node, the pages of the shared image files left out."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
+
+
 class OtherLoad:
     """The machine's other load while a table is measured: CPU time that no process
     of the benchmark used (``pids`` and their descendants), in cores."""

@@ -60,6 +60,7 @@ class Figures:
     ttfb_ms: float = 0.0
     cpu_ms: float = 0.0
     rss_mb: float = 0.0
+    private_mb: float = 0.0  # idle, the pages no other process shares
     rss_load_mb: float = 0.0  # the most seen right after a throughput round
     ready_s: float = 0.0
 
@@ -230,6 +231,11 @@ def report(results: dict[str, Figures], load: OtherLoad) -> dict[str, bool]:
         "overhead p99 at c=1: "
         + ", ".join(f"{label} {over99[name]:.3f} ms" for label, name in rows)
         + f" (aegis {ratio(over99['sidecar'], over99['minimal'])})"
+    )
+    print(
+        "private memory idle (RSS less the pages shared with other processes, such as the "
+        "image's libraries): "
+        + ", ".join(f"{label} {results[name].private_mb:.0f} MB" for label, name in rows)
     )
     print("\nper API through the sidecar (same run; overheads over direct chat)")
     print(f"{'figure':<32}{'chat':>12}{'responses':>12}{'messages':>12}")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from tests.bench import feature_costs, harness, ledger_path, litellm_proxy, overhead, streams
-from tests.bench.harness import OtherLoad, rss_mb, start_timed, stop
+from tests.bench.harness import OtherLoad, private_mb, rss_mb, start_timed, stop
 from tests.bench.overhead import APIS, Target
 from tests.controlplane.otelcol import Sink
 
@@ -100,6 +100,7 @@ async def start_proxies(
             target = Target(name, f"http://127.0.0.1:{port}{APIS['chat'][0]}", proc)
             target.figures.ready_s = ready
             target.figures.rss_mb = rss_mb(proc.pid)  # idle: ready, nothing served
+            target.figures.private_mb = private_mb(proc.pid)
             targets.append(target)
             if name == "sidecar":  # the translated APIs through the same sidecar process
                 root = f"http://127.0.0.1:{port}"
