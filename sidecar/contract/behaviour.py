@@ -20,13 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import re2
 
 from .budget_key import BudgetKey, BudgetScope
+from .money import MONEY_PRECISION, MONEY_SCALE
 from .vocabulary import DEFAULT_BASE_URLS, Locality, ProviderType, RateUnit
 
 # RE2's memory budget for one pattern (its default is 8 MiB): enough for any
 # sensible identifier pattern, refuses a pattern that would blow up its DFA.
 _PATTERN_MEMORY = 1 << 20
-MONEY_DIGITS = 18
-MONEY_PLACES = 6
 
 
 def check_money(value: Decimal) -> None:
@@ -41,14 +40,16 @@ def check_money(value: Decimal) -> None:
     else:
         places = -exponent
         digits = max(len(digit_tuple), places)
-    if digits > MONEY_DIGITS:
-        raise ValueError(f"Decimal input should have no more than {MONEY_DIGITS} digits in total")
-    if places > MONEY_PLACES:
-        raise ValueError(f"Decimal input should have no more than {MONEY_PLACES} decimal places")
-    if digits - places > MONEY_DIGITS - MONEY_PLACES:
+    if digits > MONEY_PRECISION:
+        raise ValueError(
+            f"Decimal input should have no more than {MONEY_PRECISION} digits in total"
+        )
+    if places > MONEY_SCALE:
+        raise ValueError(f"Decimal input should have no more than {MONEY_SCALE} decimal places")
+    if digits - places > MONEY_PRECISION - MONEY_SCALE:
         raise ValueError(
             "Decimal input should have no more than "
-            f"{MONEY_DIGITS - MONEY_PLACES} digits before the decimal point"
+            f"{MONEY_PRECISION - MONEY_SCALE} digits before the decimal point"
         )
     if value < 0:
         raise ValueError("Input should be greater than or equal to 0")

@@ -15,6 +15,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from ..behaviour import Checked
+from ..money import MONEY_PRECISION, MONEY_SCALE
 
 Name = Annotated[
     str,
@@ -34,7 +35,9 @@ DataClass = Annotated[
         description="A data classification label such as public, internal, pii or hipaa.",
     ),
 ]
-Money = Annotated[Decimal, Field(ge=Decimal(0), max_digits=18, decimal_places=6)]
+Money = Annotated[
+    Decimal, Field(ge=Decimal(0), max_digits=MONEY_PRECISION, decimal_places=MONEY_SCALE)
+]
 
 
 class Model(Checked, BaseModel):

@@ -27,13 +27,13 @@ from typing import Any, get_args, get_origin
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from ..behaviour import MONEY_DIGITS, MONEY_PLACES
+from ..money import MONEY_PRECISION, MONEY_SCALE
 from .base import Model
 from .config import SidecarConfig
 
 TARGET = Path(__file__).resolve().parents[1] / "structs.py"
 _CONSTRAINTS = ("min_length", "max_length", "ge", "gt", "le", "lt", "pattern")
-MONEY = {"ge": 0, "max_digits": MONEY_DIGITS, "decimal_places": MONEY_PLACES}
+MONEY = {"ge": 0, "max_digits": MONEY_PRECISION, "decimal_places": MONEY_SCALE}
 
 HEADER = '''"""The config document's runtime types: what the sidecar decodes ``config.yaml`` into.
 
