@@ -21,7 +21,6 @@ from .document import (
     config_of,
     content_hash,
     decode,
-    format_decode_error,
     load_config,
     parse_config,
 )
@@ -94,7 +93,6 @@ __all__ = [
     "config_of",
     "content_hash",
     "decode",
-    "format_decode_error",
     "load_config",
     "parse_config",
 ]

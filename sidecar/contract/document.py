@@ -39,17 +39,61 @@ def content_hash(raw: bytes) -> str:
 # msgspec's "… - at `$.providers[0].name`": the message, then where.
 _LOCATED = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _INDEX = re.compile(r"\[(\d+)\]")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_ANY_KEY = "[...]"  # msgspec's place for "some key of a map"
+_KEYS_SEARCHED = 64  # the schema's largest map; a larger one fails on its length anyway
 
 
-def format_decode_error(error: msgspec.ValidationError) -> str:
-    """``path: message``, the path written as the schema's errors write it
-    (``providers.0.name``): a field as in YAML, an item by its index."""
-    text = str(error)
+def _formatted(text: str) -> str:
+    """msgspec's error as ``path: message``, the path written as the schema's errors
+    write it (``providers.0.name``): a field as in YAML, an item by its index."""
     located = _LOCATED.match(text)
     if located is None:
         return f"(document): {text}"
     path = _INDEX.sub(r".\1", located["path"]).lstrip(".")
     return f"{path or '(document)'}: {located['message']}"
+
+
+def _steps(path: str) -> list[str | int]:
+    return [int(i) if i else name for name, i in _STEP.findall(path)]
+
+
+def _replaced(node: Any, steps: list[str | int], value: Any) -> Any:
+    """``node`` with the value at ``steps`` replaced (copies along the way only)."""
+    if not steps:
+        return value
+    head, *rest = steps
+    if isinstance(node, list) and isinstance(head, int):
+        return [*node[:head], _replaced(node[head], rest, value), *node[head + 1 :]]
+    return {**node, head: _replaced(node[head], rest, value)}
+
+
+def _named_keys(kind: type, document: Any, text: str) -> str:
+    """msgspec's error ``text`` with each ``[...]`` replaced by the key of the map entry
+    that fails: decoding the document with that map narrowed to one entry at a time
+    gives the same error for exactly that entry."""
+    while (located := _LOCATED.match(text)) and _ANY_KEY in located["path"]:
+        before = located["path"].split(_ANY_KEY, 1)[0]
+        steps = _steps(before)
+        mapping: Any = document
+        try:
+            for step in steps:
+                mapping = mapping[step]
+        except (KeyError, IndexError, TypeError):  # a key with a dot in an outer map
+            break
+        if not isinstance(mapping, dict) or len(mapping) > _KEYS_SEARCHED:
+            break
+        for key, value in mapping.items():
+            narrowed = _replaced(document, steps, {key: value})
+            try:
+                msgspec.convert(narrowed, kind, strict=True)
+            except msgspec.ValidationError as again:
+                if str(again) == text:
+                    text = text.replace(f"{before}{_ANY_KEY}", f"{before}.{key}", 1)
+                    break
+        else:
+            break  # an error of the map as a whole: left as msgspec says it
+    return text
 
 
 _T = TypeVar("_T")
@@ -63,7 +107,7 @@ def decode(kind: type[_T], document: Any) -> _T:
     try:
         return msgspec.convert(document, kind, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(format_decode_error(exc)) from None
+        raise ConfigError(_formatted(_named_keys(kind, document, str(exc)))) from None
 
 
 def config_of(document: Mapping[str, Any]) -> SidecarConfig:

@@ -316,3 +316,31 @@ def test_the_sidecar_reads_types_as_the_api_server_does() -> None:
     document["budgets"][1]["limitUSD"] = "1000.50"
     schema, runtime = verdicts(document)
     assert schema == runtime and runtime["budgets"][1]["limitUSD"] == "1000.50"
+
+
+@pytest.mark.parametrize(
+    ("where", "entry", "message"),
+    [
+        (
+            ("providers", 1, "pricing"),
+            ("gpt-4.1", {"inputPer1M": "1", "outputPer1M": "x"}),
+            "providers.1.pricing.gpt-4.1.outputPer1M: Invalid decimal string",
+        ),
+        (
+            ("rollout", "candidate", "providerModels"),
+            ("openai", {"default": ""}),
+            "rollout.candidate.providerModels.openai.default: Expected `str` of length >= 1",
+        ),
+    ],
+)
+def test_an_error_inside_a_map_names_its_key(
+    where: tuple[Any, ...], entry: tuple[str, Any], message: str
+) -> None:
+    """msgspec says ``pricing[...]``; the sidecar finds which key (as the schema says)."""
+    document = copy.deepcopy(FULL)
+    mapping: Any = document
+    for key in where:
+        mapping = mapping[key]
+    mapping[entry[0]] = entry[1]
+    _, runtime = verdicts(document)
+    assert str(runtime) == message
