@@ -16,7 +16,6 @@ from .config import (
     RouteIdentity,
     SidecarConfig,
 )
-from .errors import format_validation_error
 from .policy import (
     CandidatePolicy,
     CustomPattern,
@@ -56,5 +55,4 @@ __all__ = [
     "SidecarConfig",
     "Stickiness",
     "Target",
-    "format_validation_error",
 ]
