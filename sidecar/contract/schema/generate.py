@@ -126,36 +126,32 @@ def _type(annotation: Any, metadata: list[Any] | None = None) -> str:
     return f"Annotated[{text}, {meta}]" if meta else text
 
 
-def _default(info: FieldInfo) -> str | None:
-    """The field's default as source (``None``: required)."""
+def _default(info: FieldInfo) -> dict[str, str]:
+    """The field's default as ``msgspec.field`` arguments in source (none: required)."""
     factory = info.default_factory
     if factory is not None:
-        if factory in (list, dict):
-            return f"field(default_factory={factory.__name__})"
-        if isinstance(factory, type) and issubclass(factory, Model):
-            return f"field(default_factory={factory.__name__})"
-        return f"field(default_factory=lambda: {factory()!r})"  # type: ignore[call-arg]
+        if factory in (list, dict) or (isinstance(factory, type) and issubclass(factory, Model)):
+            return {"default_factory": factory.__name__}
+        return {"default_factory": f"lambda: {factory()!r}"}  # type: ignore[call-arg]
     if info.default is PydanticUndefined:
-        return None
+        return {}
     if isinstance(info.default, Enum):
-        return f"{type(info.default).__name__}.{info.default.name}"
-    return repr(info.default)
+        return {"default": f"{type(info.default).__name__}.{info.default.name}"}
+    return {"default": repr(info.default)}
 
 
 def _field(name: str, info: FieldInfo) -> str:
     if info.validation_alias not in (None, info.alias):
         raise TypeError(f"{name}: the runtime types know one wire name (alias) per field")
     annotation = _type(info.annotation, list(info.metadata))
-    default = _default(info)
     wire = info.alias or name
-    if wire != name:
-        if default is None:
-            default = f"field(name={wire!r})"
-        elif default.startswith("field("):
-            default = f"field(name={wire!r}, {default[len('field(') :]}"
-        else:
-            default = f"field(name={wire!r}, default={default})"
-    return f"    {name}: {annotation}" + (f" = {default}" if default is not None else "")
+    arguments = ({"name": repr(wire)} if wire != name else {}) | _default(info)
+    if not arguments:
+        return f"    {name}: {annotation}"
+    if list(arguments) == ["default"]:
+        return f"    {name}: {annotation} = {arguments['default']}"
+    call = ", ".join(f"{key}={value}" for key, value in arguments.items())
+    return f"    {name}: {annotation} = field({call})"
 
 
 def _models(root: type[Model]) -> list[type[Model]]:
