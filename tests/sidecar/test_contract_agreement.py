@@ -183,6 +183,14 @@ def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+def at(document: Any, path: tuple[Any, ...]) -> Any:
+    """The dict or list ``path`` leads to inside ``document``."""
+    node = document
+    for key in path:
+        node = node[key]
+    return node
+
+
 def verdicts(document: Any) -> tuple[Any, Any]:
     """Each side's reading of ``document``: its wire form, or the error's text."""
     try:
@@ -260,9 +268,7 @@ def test_both_accept_and_refuse_the_same_documents(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 3))):
         where = data.draw(st.sampled_from(paths(document)))
         *parents, last = where
-        node: Any = document
-        for key in parents:
-            node = node[key]
+        node = at(document, tuple(parents))
         action = data.draw(st.sampled_from(["set", "drop", "extra"]))
         if action == "drop":
             del node[last]
@@ -294,10 +300,7 @@ def test_both_accept_and_refuse_the_same_documents(data: st.DataObject) -> None:
 )
 def test_both_refuse_each_kind_of_mistake(path: tuple[Any, ...], value: Any) -> None:
     document = copy.deepcopy(FULL)
-    node: Any = document
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+    at(document, path[:-1])[path[-1]] = value
     schema, runtime = verdicts(document)
     assert isinstance(schema, ValidationError), schema
     assert isinstance(runtime, ConfigError), runtime
@@ -338,9 +341,6 @@ def test_an_error_inside_a_map_names_its_key(
 ) -> None:
     """msgspec says ``pricing[...]``; the sidecar finds which key (as the schema says)."""
     document = copy.deepcopy(FULL)
-    mapping: Any = document
-    for key in where:
-        mapping = mapping[key]
-    mapping[entry[0]] = entry[1]
+    at(document, where)[entry[0]] = entry[1]
     _, runtime = verdicts(document)
     assert str(runtime) == message
