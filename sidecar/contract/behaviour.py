@@ -55,9 +55,10 @@ def check_money(value: Decimal) -> None:
         raise ValueError("Input should be greater than or equal to 0")
 
 
-def _unique(field: str, values: Sequence[str]) -> None:
+def check_unique(field: str, values: Sequence[str], what: str = "entries") -> None:
+    """``ValueError`` ("``field``: ``what`` must be unique") when a value repeats."""
     if len(set(values)) != len(values):
-        raise ValueError(f"{field}: entries must be unique")
+        raise ValueError(f"{field}: {what} must be unique")
 
 
 class Checked:
@@ -76,7 +77,7 @@ class ProviderModelsMethods(Checked):
         vision: Sequence[str]
 
     def check(self) -> None:
-        _unique("vision", self.vision)
+        check_unique("vision", self.vision)
 
 
 class _ProviderModelsFacts(Protocol):
@@ -196,9 +197,7 @@ class PrivacySpecMethods(Checked):
             for item in values:
                 if item not in known:
                     raise ValueError(f"privacy.{field}: unknown class {item!r}")
-        names = [p.name for p in self.patterns]
-        if len(set(names)) != len(names):
-            raise ValueError("privacy.patterns: names must be unique")
+        check_unique("privacy.patterns", [p.name for p in self.patterns], "names")
         for pattern in self.patterns:
             if pattern.data_class not in known:
                 raise ValueError(
@@ -243,10 +242,10 @@ class BudgetSpecMethods(Checked):
             raise ValueError("serviceAccounts: only a namespaced budget may name them")
         if self.provider is not None and self.providers:
             raise ValueError("providers: set provider or providers, not both")
-        _unique("providers", self.providers)
-        _unique("models", self.models)
-        _unique("dataClasses", self.data_classes)
-        _unique("serviceAccounts", self.service_accounts)
+        check_unique("providers", self.providers)
+        check_unique("models", self.models)
+        check_unique("dataClasses", self.data_classes)
+        check_unique("serviceAccounts", self.service_accounts)
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

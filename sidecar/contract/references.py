@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
-from .behaviour import Checked
+from .behaviour import Checked, check_unique
 from .budget_key import BudgetKey
 
 
@@ -93,8 +93,7 @@ class SidecarConfigMethods(Checked):
 
     def check(self) -> None:
         names = [p.name for p in self.providers]
-        if len(set(names)) != len(names):
-            raise ValueError("providers: names must be unique")
+        check_unique("providers", names, "names")
         known = set(names)
         # The document is itself the stable policy (it extends Policy).
         policies: list[tuple[str, _PolicyFacts]] = [("", cast(_PolicyFacts, self))]
@@ -144,9 +143,7 @@ class SidecarConfigMethods(Checked):
 
 
 def _check_policy(prefix: str, policy: _PolicyFacts, known: set[str]) -> None:
-    rule_names = [r.name for r in policy.rules]
-    if len(set(rule_names)) != len(rule_names):
-        raise ValueError(f"{prefix}rules: names must be unique")
+    check_unique(f"{prefix}rules", [r.name for r in policy.rules], "names")
     for i, rule in enumerate(policy.rules):
         if rule.to.provider not in known:
             raise ValueError(
