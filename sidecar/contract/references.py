@@ -120,16 +120,10 @@ class SidecarConfigMethods(Checked):
         if self.privacy.local_only and not any(p.is_local for p in self.providers):
             raise ValueError("privacy.localOnly is set but no provider has locality local")
 
-    def provider(self, name: str) -> _ProviderFacts:
-        for spec in self.providers:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
     def budgets_for(self, provider: str) -> list[_BudgetFacts]:
         """The budgets that may apply to calls of ``provider`` (whatever the model,
         data class or ServiceAccount)."""
-        local = self.provider(provider).is_local if provider in self.provider_names else False
+        local = any(p.name == provider and p.is_local for p in self.providers)
         return [b for b in self.budgets if b.applies(provider, local=local)]
 
     @property
