@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.controlplane import versions
+from tests.controlplane.gotool import find_go, go_env
 from tests.controlplane.tools import API_TOOLS, NODE_TOOLS, TOOL_NAMES, TOOLS, Tool
 
 Log = Callable[[str], None]
@@ -112,17 +113,10 @@ def _is_current(directory: Path, tool: Tool) -> bool:
 
 
 def _go() -> str:
-    go = os.environ.get("AEGIS_GO") or shutil.which("go") or "/usr/local/go/bin/go"
-    if not os.access(go, os.X_OK):
+    go = find_go()
+    if go is None:
         raise BuildError("no Go toolchain: install Go >= 1.24 or set AEGIS_GO=/path/to/go")
     return go
-
-
-def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Static, reproducible binaries; no go.work or stray GOFLAGS from the caller.
-    env.update(CGO_ENABLED="0", GOWORK="off", GO111MODULE="on", GOFLAGS="-buildvcs=false")
-    return env
 
 
 def _run(argv: list[str], cwd: Path, log_path: Path, log: Log, label: str) -> None:
@@ -132,7 +126,7 @@ def _run(argv: list[str], cwd: Path, log_path: Path, log: Log, label: str) -> No
         out.write(f"$ {' '.join(argv)}\n")
         out.flush()
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=_go_env(), stdout=out, stderr=subprocess.STDOUT, text=True
+            argv, cwd=cwd, env=go_env(), stdout=out, stderr=subprocess.STDOUT, text=True
         )
         while True:
             try:
@@ -160,7 +154,7 @@ def _module_info(go: str, module: str, version: str, cwd: Path) -> dict[str, str
         [go, "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True,
         text=True,
-        env=_go_env(),
+        env=go_env(),
         cwd=cwd,
         check=False,
     )

@@ -37,6 +37,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.controlplane import versions
+from tests.controlplane.gotool import find_go, go_env
 from tests.controlplane.procs import ServerProcess, start_on_free_ports
 
 BINARY = "otelcol-aegis"
@@ -150,14 +151,14 @@ def _current(binary: Path) -> bool:
 
 
 def _go() -> str:
-    go = os.environ.get("AEGIS_GO") or shutil.which("go") or "/usr/local/go/bin/go"
-    if not os.access(go, os.X_OK):
+    go = find_go()
+    if go is None:
         raise CollectorError("no Go toolchain: install Go >= 1.24 or set AEGIS_GO=/path/to/go")
     return go
 
 
 def _run(argv: list[str], cwd: Path, log: Path) -> None:
-    env = {**os.environ, "CGO_ENABLED": "0", "GOWORK": "off", "GOFLAGS": "-buildvcs=false"}
+    env = go_env()
     nice = ["nice", "-n", "10"] if shutil.which("nice") else []
     with log.open("a") as out:
         out.write(f"$ {' '.join(argv)}\n")
