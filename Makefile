@@ -16,7 +16,7 @@ help:
 	@echo "make demo   - offline demo: fake upstreams + sidecar + openai client"
 	@echo "make test   - install everything, then ruff, mypy and pytest"
 	@echo "make test-fast - the pure and single-process tests, random order (< 2 min)"
-	@echo "make bench  - proxy benchmark: overhead, streams, ledger, feature tables (BENCH_ARGS=--quick, LITELLM_VENV=...)"
+	@echo "make bench  - proxy benchmark: overhead, streams, ledger, feature tables (BENCH_ARGS=--quick, LITELLM_VENV=..., GO_FLOOR=1)"
 	@echo "make bench-budgets - budget and rate-limit decisions across 16 sidecar processes"
 	@echo "make fuzz   - long random API fuzzing (FUZZ_EXAMPLES per endpoint; report in build/)"
 	@echo "make soak   - mixed good and hostile traffic for SOAK_SECONDS, figures printed"
@@ -142,11 +142,14 @@ demo: venv
 	$(PY) -m aegis.sidecar.demo
 
 # Four tables from one run (tests/bench/sidecar_overhead.py). BENCH_ARGS=--quick for a
-# smoke run; LITELLM_VENV=<venv with litellm[proxy]> adds LiteLLM's proxy as a row.
+# smoke run; LITELLM_VENV=<venv with litellm[proxy]> adds LiteLLM's proxy as a row,
+# GO_FLOOR=1 Go's reverse proxy (built with the local Go toolchain: a compiled floor).
 BENCH_ARGS ?=
 LITELLM_VENV ?=
+GO_FLOOR ?=
 bench: venv
-	$(PY) tests/bench/sidecar_overhead.py $(if $(LITELLM_VENV),--litellm $(LITELLM_VENV)) $(BENCH_ARGS)
+	$(PY) tests/bench/sidecar_overhead.py $(if $(LITELLM_VENV),--litellm $(LITELLM_VENV)) \
+		$(if $(GO_FLOOR),--go-floor) $(BENCH_ARGS)
 
 # The API fuzz tests with random seeds and many more examples than `make test` runs;
 # what was tried (answers by endpoint, status and code) goes to build/fuzz-report.json.

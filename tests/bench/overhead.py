@@ -188,8 +188,8 @@ async def measure(targets: list[Target], load: OtherLoad, n: int, rounds: int) -
         f.cpu_ms = t.cpu_s * 1000 / t.requests
 
 
-# The rows of the table: label, target name. LiteLLM's only when it was measured.
-ROWS = (("minimal", "minimal"), ("aegis", "sidecar"), ("litellm", "litellm"))
+# The rows of the table: label, target name. LiteLLM's and Go's only when measured.
+ROWS = (("minimal", "minimal"), ("aegis", "sidecar"), ("litellm", "litellm"), ("go", "go"))
 
 
 def report(results: dict[str, Figures], load: OtherLoad) -> dict[str, bool]:

@@ -1,6 +1,6 @@
 """Proxy benchmark (``make bench``): the sidecar beside a minimal aiohttp proxy and the
-upstream directly (and LiteLLM's proxy when a venv with it is given), four tables
-from one run:
+upstream directly (and LiteLLM's proxy when a venv with it is given, Go's reverse
+proxy with ``--go-floor``), four tables from one run:
 
 1. overhead of one call (:mod:`tests.bench.overhead`): latency at c=1, CPU per
    request, requests/s at c=32 and c=128, stream TTFB, RSS idle and under load,
@@ -24,12 +24,12 @@ load (CPU time no benchmark process used) is printed with each table: rerun when
 is high, and trust ratios from one run more than absolute figures. Targets are
 checked at the end (exit 1 if one is missed, unless --no-check).
 
-    python tests/bench/sidecar_overhead.py [--quick] [--tracing] [--litellm VENV]
+    python tests/bench/sidecar_overhead.py [--quick] [--tracing] [--litellm VENV] [--go-floor]
 
 ``--tracing`` adds a sidecar with OpenTelemetry traces on (exporting OTLP/HTTP to a
 sink in this process) to the first table's rounds, printed beside the one with them
 off. ``--litellm VENV`` (or ``AEGIS_BENCH_LITELLM``): see
-:mod:`tests.bench.litellm_proxy`.
+:mod:`tests.bench.litellm_proxy`. ``--go-floor``: see :mod:`tests.bench.go_floor`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
-from tests.bench import feature_costs, harness, ledger_path, litellm_proxy, overhead, streams
+from tests.bench import (
+    feature_costs,
+    go_floor,
+    harness,
+    ledger_path,
+    litellm_proxy,
+    overhead,
+    streams,
+)
 from tests.bench.harness import OtherLoad, private_mb, rss_mb, start_timed, stop
 from tests.bench.overhead import APIS, Target
 from tests.controlplane.otelcol import Sink
@@ -53,7 +61,7 @@ Command = Callable[[int, str], list[str]]
 
 
 async def start_proxies(
-    upstream: str, workdir: Path, litellm: Path | None, sink: Sink | None
+    upstream: str, workdir: Path, litellm: Path | None, go: Path | None, sink: Sink | None
 ) -> list[Target]:
     """The proxies, each started twice (the second start timed), ready and idle."""
     cases: list[tuple[str, Command, str, dict[str, str] | None]] = [
@@ -78,6 +86,10 @@ async def start_proxies(
                 litellm_proxy.READY_PATH,
                 litellm_proxy.ENV,
             )
+        )
+    if go is not None:
+        cases.append(
+            ("go", lambda port, _: go_floor.command(go, upstream, port), go_floor.READY_PATH, None)
         )
     if sink is not None:  # OpenTelemetry on, exporting to a sink in this process
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "bench"}
@@ -114,7 +126,7 @@ async def start_proxies(
     return targets
 
 
-async def run(args: argparse.Namespace, litellm: Path | None) -> int:
+async def run(args: argparse.Namespace, litellm: Path | None, go: Path | None) -> int:
     n = 200 if args.quick else args.requests
     rounds = 2 if args.quick else args.rounds
     workdir = Path(tempfile.mkdtemp(prefix="aegis-bench-"))
@@ -125,7 +137,7 @@ async def run(args: argparse.Namespace, litellm: Path | None) -> int:
     checks: dict[str, bool] = {}
     targets: list[Target] = []
     try:
-        targets = await start_proxies(upstream, workdir, litellm, sink)
+        targets = await start_proxies(upstream, workdir, litellm, go, sink)
         procs = {t.proc.pid for t in targets if t.proc is not None}
         direct = Target("direct", upstream + "/chat/completions")
         if "1" in args.tables:
@@ -141,7 +153,7 @@ async def run(args: argparse.Namespace, litellm: Path | None) -> int:
             relays = [
                 streams.StreamTarget(t.name, t.url, t.proc)
                 for t in [direct, *targets]
-                if t.name in ("direct", "minimal", "sidecar", "litellm")
+                if t.name in ("direct", "minimal", "sidecar", "litellm", "go")
             ]
             delay = args.chunk_delay_ms
             await streams.measure(relays, load, upstream, 1 if args.quick else 3, delay)
@@ -190,8 +202,14 @@ def main() -> int:
         metavar="VENV",
         help=f"a venv with litellm[proxy], for a LiteLLM row (or ${litellm_proxy.ENV_VAR})",
     )
+    parser.add_argument(
+        "--go-floor",
+        action="store_true",
+        help="also Go's reverse proxy (built with the local Go toolchain): a compiled floor",
+    )
     args = parser.parse_args()
-    return asyncio.run(run(args, litellm_proxy.find_venv(args.litellm)))
+    go = go_floor.binary() if args.go_floor else None
+    return asyncio.run(run(args, litellm_proxy.find_venv(args.litellm), go))
 
 
 if __name__ == "__main__":

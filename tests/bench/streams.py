@@ -103,6 +103,7 @@ def report(targets: list[StreamTarget], load: OtherLoad, chunk_delay_ms: float) 
         ("minimal", "minimal"),
         ("aegis", "sidecar"),
         ("litellm", "litellm"),
+        ("go", "go"),
     ):
         if name not in by:
             continue
