@@ -234,10 +234,18 @@ class ResilientAdapter:
         self._idle.set()
 
     async def chat(self, call: UpstreamCall) -> UpstreamResult:
-        return await self._tracked(self.run(call, lambda: self.inner.chat(call)))
+        self._enter()
+        try:
+            return await self.run(call, self.inner.chat)
+        finally:
+            self._leave()
 
     async def embeddings(self, call: UpstreamCall) -> UpstreamResult:
-        return await self._tracked(self.run(call, lambda: self.inner.embeddings(call)))
+        self._enter()
+        try:
+            return await self.run(call, self.inner.embeddings)
+        finally:
+            self._leave()
 
     def chat_stream(self, call: UpstreamCall) -> StreamHandle:
         return _ResilientStream(self, call)
@@ -248,8 +256,9 @@ class ResilientAdapter:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    async def run(self, call: UpstreamCall, op: Callable[[], Awaitable[T]]) -> T:
-        """``op`` under the breaker, retried per the policy."""
+    async def run(self, call: UpstreamCall, op: Callable[[UpstreamCall], Awaitable[T]]) -> T:
+        """``op(call)`` under the breaker, retried per the policy (the caller counts
+        the call in flight: a layer of coroutine less per request than a wrapper)."""
         retry = 0
         while True:
             if not self.breaker.try_acquire():
@@ -261,7 +270,7 @@ class ResilientAdapter:
                     retriable=False,
                 )
             try:
-                result = await op()
+                result = await op(call)
             except UpstreamError as error:
                 # A garbled answer proves no more about the provider's health than none.
                 if error.retriable or error.kind is ErrorKind.PROTOCOL:
@@ -292,13 +301,6 @@ class ResilientAdapter:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _tracked(self, awaitable: Awaitable[T]) -> T:
-        self._enter()
-        try:
-            return await awaitable
-        finally:
-            self._leave()
-
 
 # A stream cut by these counts against the provider (a 4xx-class answer would not).
 _STREAM_FAILURES = (ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.CONNECT)
@@ -326,8 +328,8 @@ class _ResilientStream:
     async def start(self) -> None:
         owner = self._owner
 
-        async def attempt() -> StreamHandle:
-            handle = owner.inner.chat_stream(self._call)
+        async def attempt(call: UpstreamCall) -> StreamHandle:
+            handle = owner.inner.chat_stream(call)
             await handle.start()
             return handle
 
