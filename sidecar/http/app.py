@@ -124,7 +124,8 @@ async def _served(request: web.Request, api: Api, runtime: Runtime) -> web.Strea
                 - exchange.elapsed_ms() / 1000,
             )
         payload, headers, status = await complete(exchange, api.kind)
-        headers = for_shape(headers, api.error_shape == "anthropic")
+        if exchange.rate_states:  # both rate-limit families: keep this API's
+            headers = for_shape(headers, api.error_shape == "anthropic")
         if api.translated:
             try:
                 payload = answer(translated, payload, exchange.request_id)
