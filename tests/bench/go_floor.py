@@ -73,7 +73,7 @@ def binary() -> Path:
     with tempfile.TemporaryDirectory(prefix="go-floor-") as src:
         Path(src, "go.mod").write_text(_GO_MOD)
         Path(src, "main.go").write_text(_MAIN_GO)
-        partial = built.with_name(f".{BINARY}.partial")
+        partial = built.with_name(f".{BINARY}.{os.getpid()}.partial")  # one per builder
         done = subprocess.run(
             [go, "build", "-o", str(partial), "."],
             cwd=src,
