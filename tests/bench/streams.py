@@ -103,7 +103,7 @@ def report(targets: list[StreamTarget], load: OtherLoad, chunk_delay_ms: float) 
         ("minimal", "minimal"),
         ("aegis", "sidecar"),
         ("litellm", "litellm"),
-        ("go", "go"),
+        ("go floor", "go"),
     ):
         if name not in by:
             continue
