@@ -102,6 +102,13 @@ def machine_busy_seconds() -> float:
     return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests while this one's vCPUs were
+    runnable (``/proc/stat``'s steal column; 0 on bare metal)."""
+    steal = int(Path("/proc/stat").read_text().split()[8])
+    return steal / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -121,17 +128,20 @@ def private_mb(pid: int) -> float:
 
 class OtherLoad:
     """The machine's other load while a table is measured: CPU time that no process
-    of the benchmark used (``pids`` and their descendants), in cores."""
+    of the benchmark used (``pids`` and their descendants), and on a virtual machine
+    the time the hypervisor took for other guests (steal), in cores."""
 
     def __init__(self, pids: Callable[[], Iterable[int]]) -> None:
         self._pids = pids
         self.cores = 0.0
+        self.steal = 0.0
 
     def _mine(self) -> float:
         return tree_cpu_seconds(os.getpid(), *self._pids())
 
     def __enter__(self) -> OtherLoad:
         self._busy, self._own = machine_busy_seconds(), self._mine()
+        self._stolen = machine_steal_seconds()
         self._wall = time.perf_counter()
         return self
 
@@ -139,15 +149,19 @@ class OtherLoad:
         wall = time.perf_counter() - self._wall
         foreign = (machine_busy_seconds() - self._busy) - (self._mine() - self._own)
         self.cores = max(0.0, foreign / wall)
+        self.steal = (machine_steal_seconds() - self._stolen) / wall
 
     def report(self) -> str:
         load1, load5, _ = os.getloadavg()
         line = (
-            f"other load on the machine while measuring: {self.cores:.2f} cores "
+            f"other load on the machine while measuring: {self.cores:.2f} cores, "
+            f"{self.steal:.2f} taken by the hypervisor "
             f"(load average {load1:.2f} / {load5:.2f} over 1 / 5 min at the end)"
         )
         if self.cores > 0.25:
             line += f"\nwarning: other processes used {self.cores:.2f} cores; rerun when quiet"
+        if self.steal > 0.1:
+            line += f"\nwarning: the hypervisor took {self.steal:.2f} cores; rerun when quiet"
         return line
 
 
