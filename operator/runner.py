@@ -78,6 +78,10 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # An object is finalized only once its timers have stopped. A timer caught mid-run
+    # by the deletion (a sync waiting on the ledger) is looked at again after this
+    # many seconds; kopf's default, 60, held every such delete for a minute.
+    settings.background.cancellation_polling = 1.0
     return settings
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from tests.controlplane.kube import Kube
-from tests.controlplane.postgres import PostgresServer
+from tests.controlplane.postgres import PostgresServer, find_bin_dir
 from tests.operator.harness import (
     OperatorProcess,
     condition,
@@ -203,3 +205,56 @@ def test_leased_money_is_reserved_and_namesakes_keep_their_own_money(
     finally:
         delete_aegis_objects(kube, other)
         kube.delete_namespace(other)
+
+
+@contextmanager
+def table_locked(dsn: str, table: str) -> Iterator[None]:
+    """``table`` locked against readers and writers by another session (psql's, held
+    open) until the block ends."""
+    psql = subprocess.Popen(
+        [str(find_bin_dir() / "psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", dsn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert psql.stdin is not None and psql.stdout is not None
+    try:
+        psql.stdin.write(f"BEGIN;\nLOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\nSELECT 'held';\n")
+        psql.stdin.flush()
+        assert psql.stdout.readline().strip() == "held"
+        yield
+    finally:
+        psql.communicate("COMMIT;\n", timeout=30)
+
+
+def test_a_budget_deleted_during_its_sync_goes_when_the_sync_ends(
+    kube: Kube, ns: str, operator: OperatorProcess, operator_ledger: str
+) -> None:
+    """The operator finalizes a budget only once its running sync timer has stopped:
+    deleted while that sync waits on the ledger, the budget goes soon after the wait
+    ends, not at kopf's next look a minute later."""
+    provider, name = f"p{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"
+    kube.apply(budget(name, provider, 10), ns)
+    poll(status_is(kube, ns, name, spentUSD="0.00"), what="the first sync")
+    labels = {"budget": name, "namespace": ns, "provider": provider}
+
+    def sync_stuck() -> bool:
+        synced = operator.metric("aegis_budget_last_sync_timestamp_seconds", **labels) or 0
+        return time.time() - synced > 3 * operator.budget_interval
+
+    with table_locked(operator_ledger, "aegis.budget_limits"):  # every sync writes it first
+        poll(sync_stuck, what="the budget's sync waiting on the ledger")
+        kube.kubectl("delete", "llmbudget", name, "-n", ns, "--wait=false")
+        poll(
+            lambda: ((get(kube, "llmbudget", name, ns) or {}).get("metadata") or {}).get(
+                "deletionTimestamp"
+            ),
+            what="the deletion under way",
+        )
+        assert get(kube, "llmbudget", name, ns) is not None  # held by its finalizer
+    poll(
+        lambda: get(kube, "llmbudget", name, ns) is None,
+        timeout=15,
+        what="the budget gone once its sync ended",
+    )
+    poll(lambda: operator.metric("aegis_budget_limit_usd", **labels) is None, what="gauges gone")
