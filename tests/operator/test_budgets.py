@@ -238,9 +238,9 @@ def test_a_budget_deleted_during_its_sync_goes_when_the_sync_ends(
     poll(status_is(kube, ns, name, spentUSD="0.00"), what="the first sync")
     labels = {"budget": name, "namespace": ns, "provider": provider}
 
-    def sync_stuck() -> bool:
-        synced = operator.metric("aegis_budget_last_sync_timestamp_seconds", **labels) or 0
-        return time.time() - synced > 3 * operator.budget_interval
+    def sync_stuck() -> bool:  # its last sync is older than three intervals
+        synced = operator.metric("aegis_budget_last_sync_timestamp_seconds", **labels)
+        return synced is not None and time.time() - synced > 3 * operator.budget_interval
 
     with table_locked(operator_ledger, "aegis.budget_limits"):  # every sync writes it first
         poll(sync_stuck, what="the budget's sync waiting on the ledger")
