@@ -95,18 +95,15 @@ def tree_cpu_seconds(*roots: int) -> float:
     return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """User and system CPU time of all processes on all cores (from ``/proc/stat``;
-    interrupt time is left out: the loopback traffic of this benchmark causes it)."""
-    user, nice, system = (int(v) for v in Path("/proc/stat").read_text().split()[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_steal_seconds() -> float:
-    """CPU time the hypervisor gave to other guests while this one's vCPUs were
-    runnable (``/proc/stat``'s steal column; 0 on bare metal)."""
-    steal = int(Path("/proc/stat").read_text().split()[8])
-    return steal / os.sysconf("SC_CLK_TCK")
+def machine_cpu_seconds() -> tuple[float, float]:
+    """From one read of ``/proc/stat``, all cores: the user and system CPU time of all
+    processes (interrupt time is left out: the loopback traffic of this benchmark
+    causes it), and the time the hypervisor gave to other guests while this one's
+    vCPUs were runnable (steal; 0 on bare metal)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split()[1:9]]
+    user, nice, system, steal = fields[0], fields[1], fields[2], fields[7]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system) / tick, steal / tick
 
 
 def rss_mb(pid: int) -> float:
@@ -140,16 +137,16 @@ class OtherLoad:
         return tree_cpu_seconds(os.getpid(), *self._pids())
 
     def __enter__(self) -> OtherLoad:
-        self._busy, self._own = machine_busy_seconds(), self._mine()
-        self._stolen = machine_steal_seconds()
+        (self._busy, self._stolen), self._own = machine_cpu_seconds(), self._mine()
         self._wall = time.perf_counter()
         return self
 
     def __exit__(self, *_: object) -> None:
         wall = time.perf_counter() - self._wall
-        foreign = (machine_busy_seconds() - self._busy) - (self._mine() - self._own)
+        busy, stolen = machine_cpu_seconds()
+        foreign = (busy - self._busy) - (self._mine() - self._own)
         self.cores = max(0.0, foreign / wall)
-        self.steal = (machine_steal_seconds() - self._stolen) / wall
+        self.steal = (stolen - self._stolen) / wall
 
     def report(self) -> str:
         load1, load5, _ = os.getloadavg()
