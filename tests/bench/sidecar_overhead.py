@@ -150,10 +150,11 @@ async def run(args: argparse.Namespace, litellm: Path | None, go: Path | None) -
                 print(f"\nspans exported by the traced sidecar: {len(sink.all()):,}")
         if "2" in args.tables:
             load = OtherLoad(lambda: [fake.pid, *procs])
+            rows = {"direct", *(name for _, name in overhead.ROWS)}  # not the other APIs
             relays = [
                 streams.StreamTarget(t.name, t.url, t.proc)
                 for t in [direct, *targets]
-                if t.name in ("direct", "minimal", "sidecar", "litellm", "go")
+                if t.name in rows
             ]
             delay = args.chunk_delay_ms
             await streams.measure(relays, load, upstream, 1 if args.quick else 3, delay)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from tests.bench.harness import AUTH, OtherLoad, cpu_seconds, ratio, rss_mb, set_knobs
-from tests.bench.overhead import BODY
+from tests.bench.overhead import BODY, ROWS
 
 STREAMS = 100
 CHUNKS = 200
@@ -98,13 +98,7 @@ def report(targets: list[StreamTarget], load: OtherLoad, chunk_delay_ms: float) 
     )
     print(load.report())
     print(f"{'':<10}{'chunks/s relayed':>22}{'CPU per chunk':>22}{'RSS under load':>16}")
-    for label, name in (
-        ("direct", "direct"),
-        ("minimal", "minimal"),
-        ("aegis", "sidecar"),
-        ("litellm", "litellm"),
-        ("go floor", "go"),
-    ):
+    for label, name in (("direct", "direct"), *ROWS):
         if name not in by:
             continue
         t = by[name]
