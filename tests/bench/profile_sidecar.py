@@ -2,7 +2,7 @@
 
 The sidecar (the benchmark's production-like config: routing with a PII rule, a
 priced budget, the SQLite ledger, metrics) runs pinned to its core as in
-``make bench``; this process drives it at c=32 from the other core while
+``make bench``; this process drives it (at c=32 unless told) from the other core while
 ``py-spy record`` samples it. The samples are then printed as microseconds per
 request (the share of samples times the CPU per request measured from ``/proc``
 over the same window): by function (self time), and by component (the package or
@@ -14,13 +14,14 @@ for the GIL) would otherwise be counted as busy at whatever line it stopped on.
 C work that releases the GIL (SQLite's steps on aiosqlite's thread, socket writes
 inside uvloop) is then missing from the attribution but not from the CPU figure.
 
-    python tests/bench/profile_sidecar.py [--seconds 20] [--all-threads] [--minimal]
-        [--streams] [--raw FILE]
+    python tests/bench/profile_sidecar.py [--seconds 20] [--concurrency 32]
+        [--all-threads] [--minimal] [--streams] [--raw FILE]
 
-``--minimal`` profiles the baseline pass-through the same way, to tell the
-aiohttp cost every proxy pays from the sidecar's own. ``--streams`` drives the
-second table's load instead (rounds of ``STREAMS`` streams at once) and shares
-the CPU out per relayed chunk.
+``--concurrency 1`` profiles the load behind the first table's latency figures (one
+request at a time, the core idle between them). ``--minimal`` profiles the baseline
+pass-through the same way, to tell the aiohttp cost every proxy pays from the
+sidecar's own. ``--streams`` drives the second table's load instead (rounds of
+``STREAMS`` streams at once) and shares the CPU out per relayed chunk.
 
 Needs ``py-spy`` (``pip install py-spy``) and the permission to trace a child
 process (``ptrace``), as in a container with ``SYS_PTRACE`` or as root.
@@ -104,20 +105,22 @@ def spy_command(pid: int, args: argparse.Namespace) -> list[str]:
 async def profile_requests(
     proc: subprocess.Popen[bytes], url: str, args: argparse.Namespace
 ) -> None:
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    concurrency = args.concurrency
+    batch = 20 * max(concurrency, 32)
+    connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
-        await throughput(http, url, 20 * CONCURRENCY, CONCURRENCY)  # warm-up
+        await throughput(http, url, batch, concurrency)  # warm-up
         spy = await asyncio.create_subprocess_exec(
             *spy_command(proc.pid, args), stdout=subprocess.DEVNULL
         )
         started, cpu, served = time.monotonic(), harness.cpu_seconds(proc.pid), 0
         while time.monotonic() - started < args.seconds:
-            await throughput(http, url, 20 * CONCURRENCY, CONCURRENCY)
-            served += 20 * CONCURRENCY
+            await throughput(http, url, batch, concurrency)
+            served += batch
         cpu_us = (harness.cpu_seconds(proc.pid) - cpu) / served * 1e6
         rate = served / (time.monotonic() - started)
         await spy.wait()
-    print(f"{served:,} requests at c={CONCURRENCY}, {rate:,.0f}/s while sampled")
+    print(f"{served:,} requests at c={concurrency}, {rate:,.0f}/s while sampled")
     summarise(args.raw, cpu_us, args.top)
 
 
@@ -174,6 +177,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="how long to sample")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=30, help="rows per table")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help="requests in flight (1: the latency figures' load)",
+    )
     parser.add_argument(
         "--minimal",
         action="store_true",
