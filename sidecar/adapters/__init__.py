@@ -4,7 +4,8 @@
   ``StreamHandle``, ``UpstreamError``).
 * :mod:`.openai_wire` — the lean aiohttp pass-through for OpenAI-wire providers,
   with the SSE filtering and error mapping it shares in :mod:`.wire`; its streams
-  and their idle bound in :mod:`.wire_stream`.
+  and their idle bound in :mod:`.wire_stream`; a stream's unfinished event, within
+  its bound, in :mod:`.sse_events`.
 * :mod:`.anthropic` — Anthropic's Messages API, on the same lean path, translated
   to and from the chat-completions wire by :mod:`.anthropic_wire`.
 * :mod:`.anyllm` — every other provider through any-llm-sdk (imported lazily).

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ErrorKind, UpstreamError, Usage
-from .wire import MAX_EVENT_BYTES, complete_events
+from .sse_events import EventBuffer
+from .wire import MAX_EVENT_BYTES
 
 ANTHROPIC_VERSION = "2023-06-01"
 _FINISH = {
@@ -284,8 +285,7 @@ class MessagesSse:
     __slots__ = (
         "_base",
         "_finish",
-        "_max",
-        "_pending",
+        "_partial",
         "_provider",
         "_tools",
         "done",
@@ -301,11 +301,10 @@ class MessagesSse:
         provider: str,
         max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
-        self._max = max_event_bytes
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: Usage | None = None
         self.done = False
-        self._pending = b""
+        self._partial = EventBuffer(max_event_bytes)
         self._tools: dict[int, int] = {}  # content block index -> tool call index
         self._finish = "stop"
         self._provider = provider
@@ -317,11 +316,11 @@ class MessagesSse:
         }
 
     def push(self, chunk: bytes) -> bytes:
-        events, self._pending = complete_events(self._pending, chunk, self._max)
+        events = self._partial.split(chunk)
         return b"".join(self._event(e) for e in events.split(b"\n\n") if e)
 
     def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest = self._partial.take()
         return self._event(rest) if rest.strip() else b""
 
     def _event(self, event: bytes) -> bytes:

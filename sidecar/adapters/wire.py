@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from .base import ErrorKind, UpstreamError, Usage, parse_retry_after
+from .sse_events import EventBuffer
 
 _DECODER = json.JSONDecoder()
 _USAGE_KEY = b'"usage"'
@@ -73,29 +74,6 @@ def usage_from_body(raw: bytes) -> Usage | None:
     except (ValueError, RecursionError):
         return None
     return usage_from_mapping(doc.get("usage")) if isinstance(doc, dict) else None
-
-
-def complete_events(
-    pending: bytes, chunk: bytes, max_event_bytes: int = MAX_EVENT_BYTES
-) -> tuple[bytes, bytes]:
-    """(the complete SSE events so far, the partial rest) after one network read;
-    CRLF line ends become LF. A partial event longer than ``max_event_bytes`` fails
-    the stream (an upstream must not make the sidecar buffer without bound)."""
-    data = pending + chunk if pending else chunk
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    end = data.rfind(b"\n\n")
-    if end < 0:
-        rest, events = data, b""
-    else:
-        events, rest = data[: end + 2], data[end + 2 :]
-    if len(rest) > max_event_bytes:
-        raise UpstreamError(
-            ErrorKind.PROTOCOL,
-            f"an upstream stream event is longer than {max_event_bytes} bytes",
-            retriable=False,
-        )
-    return events, rest
 
 
 def error_event(events: bytes) -> UpstreamError | None:
@@ -170,39 +148,40 @@ class SseFilter:
     lacked its blank line.
     """
 
-    __slots__ = ("_max", "_pending", "done", "keep_usage_chunk", "usage")
+    __slots__ = ("_partial", "done", "keep_usage_chunk", "usage")
 
     def __init__(self, *, keep_usage_chunk: bool, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: Usage | None = None
         self.done = False
-        self._pending = b""
-        self._max = max_event_bytes
+        self._partial = EventBuffer(max_event_bytes)
 
     def push(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
+        partial = self._partial
+        if partial.size:  # the read goes on with an event an earlier one began
+            events = partial.split(chunk)
+            return self.feed(events) if events else b""
         # The common read: whole events with nothing to note (no usage object, error
         # or terminator, LF line ends) pass as they are, for a few scans of the bytes
         # instead of the calls below (~2 us of a relayed chunk's ~25). A chunk's
         # ``"usage":null`` (every chunk has one once include_usage is asked for, as
         # the sidecar always does) is nothing to note. find() and an int's ``in``:
         # ``bytes in bytes`` costs twice as much on Python 3.11.
-        find = data.find
+        find = chunk.find
         if (
-            data.endswith(b"\n\n")
-            and _CR not in data
+            chunk.endswith(b"\n\n")
+            and _CR not in chunk
             and find(_USAGE_COMPACT) < 0
             and find(_USAGE_SPACED) < 0
             and find(b'"error"') < 0
             and find(b"[DONE]") < 0
         ):
-            self._pending = b""
-            return data
-        events, self._pending = complete_events(b"", data, self._max)
+            return chunk
+        events = partial.split(chunk)
         return self.feed(events) if events else b""
 
     def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest = self._partial.take()
         return self.feed(rest + b"\n\n") if rest.strip() else b""
 
     def feed(self, events: bytes) -> bytes:

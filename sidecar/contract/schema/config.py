@@ -186,7 +186,8 @@ class LimitsSpec(Model):
         ge=64 * 1024,
         le=256 * 1024 * 1024,
         description="One SSE event (line) of an upstream stream: longer, the call fails "
-        "(falls back before the first byte reached the client, else an error event).",
+        "(falls back before the first byte reached the client, else an error event). "
+        "Each stream holds at most this much of an unfinished event in memory.",
     )
     max_upstream_body_bytes: int = Field(
         default=64 * 1024 * 1024,
