@@ -11,18 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import openai
 import yaml
 
-from tests.controlplane.procs import ServerProcess, start_on_free_ports
 from tests.sidecar.conftest import Fakes, base_document
 from tests.sidecar.shared_helpers import poll_until
-
-AEGIS = [sys.executable, "-m", "aegis.operator.cli"]
+from tests.sidecar.sidecar_process import AEGIS, start_sidecar
 
 
 def run_aegis(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,35 +43,12 @@ def test_invalid_config_exits_2_with_the_field(tmp_path: Path) -> None:
     assert "providers" in result.stderr
 
 
-def _ready(ports: list[int]) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 async def test_sidecar_process_then_ledger_report_and_export(fakes: Fakes, tmp_path: Path) -> None:
     document: dict[str, Any] = base_document(fakes, tmp_path / "ledger.db")
     document["budgets"] = [{"name": "openai-monthly", "provider": "openai", "limitUSD": "80"}]
-    config = tmp_path / "config.yaml"
-    env = {**os.environ, "AEGIS_LOG_FORMAT": "json"}
-
-    def launch(ports: list[int]) -> ServerProcess:
-        document["listen"] = {"port": ports[0], "metricsPort": 0}
-        config.write_text(yaml.safe_dump(document))
-        process = ServerProcess(
-            "sidecar",
-            [*AEGIS, "sidecar", "--config", str(config)],
-            tmp_path / "sidecar.log",
-            env=env,
-        )
-        process.start()
-        return process
-
-    # On a port taken since it was chosen, the sidecar exits and starts again on another.
-    proc, (port,) = await asyncio.to_thread(
-        start_on_free_ports, launch, 1, _ready, timeout=30, what="the sidecar's /readyz"
+    config = tmp_path / "config.yaml"  # start_sidecar writes it there
+    proc, port = await start_sidecar(
+        document, tmp_path, env={**os.environ, "AEGIS_LOG_FORMAT": "json"}
     )
     try:
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")

@@ -13,29 +13,24 @@ completion text is anywhere in what was exported.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import signal
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import yaml
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.controlplane.otelcol import Collector, CollectorError, Sink, attrs, collector_binary
-from tests.controlplane.procs import ServerProcess, start_on_free_ports
 from tests.sidecar.conftest import Fakes, base_document
 from tests.sidecar.shared_helpers import poll_until
+from tests.sidecar.sidecar_process import start_sidecar
 
 pytestmark = pytest.mark.slow
 
-AEGIS = [sys.executable, "-m", "aegis.operator.cli"]
 PROMPT_MARK = "prompt-text-" + secrets.token_hex(6)
 REPLY_MARK = "completion-text-" + secrets.token_hex(6)
 SERVICE = "aegis-sidecar-under-test"
@@ -61,14 +56,6 @@ def collector(sink: Sink, tmp_path: Path) -> Iterator[Collector]:
         running.stop()
 
 
-def _ready(ports: list[int]) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def traceparent() -> tuple[str, bytes, bytes]:
     trace_id, span_id = secrets.token_bytes(16), secrets.token_bytes(8)
     return f"00-{trace_id.hex()}-{span_id.hex()}-01", trace_id, span_id
@@ -79,7 +66,6 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
 ) -> None:
     received = sink
     document = base_document(fakes, tmp_path / "ledger.db")
-    config = tmp_path / "config.yaml"
     env = {
         **os.environ,
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
@@ -91,22 +77,7 @@ async def test_spans_reach_the_collector_with_genai_attributes_and_fallback_atte
     fakes.dashscope.knobs.reply = f"{REPLY_MARK} from the fake"
     fakes.ollama.knobs.reply = f"{REPLY_MARK} streamed"
 
-    def launch(ports: list[int]) -> ServerProcess:
-        document["listen"] = {"port": ports[0], "metricsPort": 0}
-        config.write_text(yaml.safe_dump(document))
-        process = ServerProcess(
-            "sidecar",
-            [*AEGIS, "sidecar", "--config", str(config)],
-            tmp_path / "sidecar.log",
-            env=env,
-        )
-        process.start()
-        return process
-
-    # On a port taken since it was chosen, the sidecar exits and starts again on another.
-    proc, (port,) = await asyncio.to_thread(
-        start_on_free_ports, launch, 1, _ready, timeout=30, what="the sidecar's /readyz"
-    )
+    proc, port = await start_sidecar(document, tmp_path, env)
     chat_parent, chat_trace, chat_span = traceparent()
     stream_parent, stream_trace, stream_span = traceparent()
     bad_parent, bad_trace, bad_span = traceparent()
