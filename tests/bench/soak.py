@@ -12,10 +12,11 @@ each provider takes on a random fault (5xx bursts, answers that are not JSON, a
 usage, stalls, slow drips) or heals.
 
 Printed at the end: requests by kind and status, 5xx caused by input (must be 0:
-a hostile request answered with a 5xx, or any ``internal_error``), RSS and open
-descriptors at start and end, and ledger rows against answered requests (every
-answer carrying an ``X-Aegis-Request-Id`` has exactly one row; must match).
-Exit status 1 when one of those fails.
+a hostile request answered with a 5xx, or any ``internal_error``), RSS at start
+and end and at its peak (must stay under the memory limit the injector gives a
+sidecar), open descriptors at start and end, and ledger rows against answered
+requests (every answer carrying an ``X-Aegis-Request-Id`` has exactly one row; must
+match). Exit status 1 when one of those fails.
 
     python tests/bench/soak.py [--seconds 600] [--concurrency 8]
 """
@@ -40,6 +41,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from aegis.operator.injector.settings import DEFAULT_RESOURCES
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.ledger.report import iter_entries
 
@@ -115,13 +117,23 @@ class Tally:
     sent: int = 0
 
 
-def process_figures(pid: int) -> tuple[int, int]:
-    """(resident bytes, open descriptors) of process ``pid``."""
-    rss = 0
+def process_figures(pid: int) -> tuple[int, int, int]:
+    """(resident bytes, peak resident bytes so far, open descriptors) of ``pid``."""
+    memory = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            memory[key] = int(value.split()[0]) * 1024
+    return memory["VmRSS"], memory["VmHWM"], len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def memory_limit() -> int:
+    """The memory limit the injector gives a sidecar by default, in bytes."""
+    limit = str(DEFAULT_RESOURCES["limits"]["memory"])
+    units = {"Mi": 2**20, "Gi": 2**30}
+    if limit[-2:] not in units:
+        raise ValueError(f"the injector's default memory limit is {limit}: not in Mi or Gi")
+    return int(limit[:-2]) * units[limit[-2:]]
 
 
 def config(fakes: dict[str, FakeUpstream], ledger: Path) -> dict[str, Any]:
@@ -260,7 +272,7 @@ async def run(seconds: float, concurrency: int, seed: int) -> int:
         try:
             root = f"http://127.0.0.1:{port}"
             await wait_ready(root + "/readyz")
-            start_rss, start_fds = process_figures(proc.pid)
+            start_rss, _, start_fds = process_figures(proc.pid)
             tally = Tally()
             stop = asyncio.Event()
             timeout = aiohttp.ClientTimeout(total=30)
@@ -280,7 +292,7 @@ async def run(seconds: float, concurrency: int, seed: int) -> int:
             for fake in fakes.values():
                 fake.reset()
             await asyncio.sleep(1.0)  # let pooled connections idle out of the figures
-            end_rss, end_fds = process_figures(proc.pid)
+            end_rss, peak_rss, end_fds = process_figures(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
@@ -298,14 +310,19 @@ async def run(seconds: float, concurrency: int, seed: int) -> int:
     print(f"5xx caused by input: {len(tally.input_5xx)}")
     for line in tally.input_5xx[:10]:
         print(f"  {line}")
-    print(f"RSS: {start_rss / 2**20:.1f} MiB at start, {end_rss / 2**20:.1f} MiB at end")
+    limit = memory_limit()
+    print(
+        f"RSS: {start_rss / 2**20:.1f} MiB at start, {end_rss / 2**20:.1f} MiB at end, "
+        f"{peak_rss / 2**20:.1f} MiB at its peak (an injected sidecar's limit: "
+        f"{limit / 2**20:.0f} MiB)"
+    )
     print(f"open fds: {start_fds} at start, {end_fds} at end")
     print(
         f"ledger rows {len(rows)} vs answered requests with a request id "
         f"{len(tally.request_ids)}: missing {len(missing)}, duplicated {duplicates}, "
         f"extra {len(set(ids) - tally.request_ids)}"
     )
-    failed = bool(tally.input_5xx) or bool(missing) or duplicates > 0
+    failed = bool(tally.input_5xx) or bool(missing) or duplicates > 0 or peak_rss > limit
     print("soak: FAIL" if failed else "soak: ok")
     return 1 if failed else 0
 
