@@ -25,6 +25,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from tests.controlplane.procs import memory_kib
+
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
 AUTH = {"Authorization": "Bearer sk-bench"}  # the fake wants a key; proxies ignore it
@@ -107,10 +109,8 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = memory_kib(pid).get("VmRSS")
+    return float("nan") if kib is None else kib / 1024
 
 
 def private_mb(pid: int) -> float:

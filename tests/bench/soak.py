@@ -41,9 +41,11 @@ from typing import Any
 import aiohttp
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from aegis.operator.injector.settings import DEFAULT_RESOURCES
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.ledger.report import iter_entries
+from tests.controlplane.procs import memory_kib
 
 PY = sys.executable
 USER = [{"role": "user", "content": "Summarise the ticket about the delayed delivery"}]
@@ -119,12 +121,9 @@ class Tally:
 
 def process_figures(pid: int) -> tuple[int, int, int]:
     """(resident bytes, peak resident bytes so far, open descriptors) of ``pid``."""
-    memory = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            memory[key] = int(value.split()[0]) * 1024
-    return memory["VmRSS"], memory["VmHWM"], len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    memory = memory_kib(pid)
+    fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    return memory["VmRSS"] * 1024, memory["VmHWM"] * 1024, fds
 
 
 def memory_limit() -> int:

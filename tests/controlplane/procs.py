@@ -150,6 +150,25 @@ def wait_until(
         time.sleep(interval)  # poll interval; the deadline is checked above
 
 
+# -- memory ------------------------------------------------------------------------------
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """The memory figures of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``: the peak
+    since start or :func:`reset_peak_rss`, ...), in KiB."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.startswith("Vm"):
+            figures[key] = int(value.split()[0])
+    return figures
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start ``pid``'s peak resident memory (``VmHWM``) afresh at its current RSS."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

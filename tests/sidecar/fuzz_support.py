@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from aegis.sidecar.contract import parse_config
 from aegis.sidecar.fakes import FakeUpstream
 from aegis.sidecar.http.server import RunningSidecar, serve
+from tests.controlplane.procs import memory_kib
 from tests.sidecar.conftest import Fakes, base_document
 
 MAX_BODY = 256 * 1024
@@ -156,10 +157,7 @@ def exchange(
 
 
 def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return memory_kib(os.getpid()).get("VmRSS", 0) * 1024
 
 
 # -- strategies ------------------------------------------------------------------------

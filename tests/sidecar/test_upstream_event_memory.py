@@ -24,6 +24,7 @@ import pytest
 from aegis.sidecar.adapters import ErrorKind, UpstreamError
 from aegis.sidecar.adapters.anthropic_wire import MessagesSse
 from aegis.sidecar.adapters.wire import MAX_EVENT_BYTES, EventFilter, SseFilter
+from tests.controlplane.procs import memory_kib, reset_peak_rss
 from tests.sidecar.conftest import Fakes, base_document
 from tests.sidecar.shared_helpers import poll_until
 from tests.sidecar.sidecar_process import start_sidecar
@@ -83,22 +84,6 @@ def test_an_event_split_anywhere_comes_out_whole(wire: str) -> None:
             assert b"".join(stream.push(part) for part in parts) == expected, (cut, second)
 
 
-def _rss_mib(pid: int) -> tuple[int, int]:
-    """(resident now, peak since the last reset) of ``pid``, in MiB."""
-    figures = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            figures[key] = int(value.split()[0]) // 1024
-    return figures["VmRSS"], figures["VmHWM"]
-
-
-def _reset_peak(pid: int) -> int:
-    """Start ``pid``'s peak afresh (VmHWM := VmRSS); its resident MiB now."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _rss_mib(pid)[0]
-
-
 async def test_streams_meeting_huge_events_cost_the_process_about_their_bound(
     fakes: Fakes, tmp_path: Path
 ) -> None:
@@ -119,9 +104,10 @@ async def test_streams_meeting_huge_events_cost_the_process_about_their_bound(
                     return response.status
 
             assert await stream() == 502  # warm: one of each, before the peak is reset
-            start = _reset_peak(proc.pid)
+            reset_peak_rss(proc.pid)
+            start = memory_kib(proc.pid)["VmRSS"] // 1024
             statuses = await asyncio.gather(*(stream() for _ in range(streams)))
-            _, peak = _rss_mib(proc.pid)
+            peak = memory_kib(proc.pid)["VmHWM"] // 1024
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         await poll_until(lambda: not proc.running, within=30)
