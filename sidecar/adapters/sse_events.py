@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from .base import ErrorKind, UpstreamError
 
-__all__ = ["EventBuffer", "complete_events"]
+__all__ = ["EventBuffer"]
 
 
-def complete_events(data: bytes) -> tuple[bytes, bytes]:
+def _complete_events(data: bytes) -> tuple[bytes, bytes]:
     """(the complete SSE events of ``data``, the partial rest); CRLF line ends
     become LF."""
     if b"\r" in data:
@@ -55,7 +55,7 @@ class EventBuffer:
             return b""
         data = b"".join((*self._parts, chunk)) if self.size else chunk
         self._clear()
-        events, rest = complete_events(data)
+        events, rest = _complete_events(data)
         del data
         if len(rest) > self._max:
             del rest  # a traceback keeps its frames' locals alive
